@@ -1,6 +1,8 @@
 //! sandboxctl: per-client coding-agent sandboxes on rootless Podman, run as Quadlet
 //! units by the user's systemd.
 
+pub mod podman;
+
 use std::ffi::OsString;
 use std::process::ExitCode;
 
