@@ -1,13 +1,45 @@
 //! sandboxctl: per-client coding-agent sandboxes on rootless Podman, run as Quadlet
 //! units by the user's systemd.
 
+pub mod atomic;
+pub mod cli;
+pub mod client;
+mod cmd;
+pub mod escape;
+pub mod host;
+pub mod image;
+pub mod layout;
+pub mod logs;
+pub mod options;
 pub mod podman;
+pub mod render;
+pub mod settings;
+pub mod systemd;
 
 use std::ffi::OsString;
 use std::process::ExitCode;
 
-/// Parses `args`, runs the command and maps the outcome to an exit code.
+use clap::Parser;
+
+/// Parses `args`, runs the command and maps the outcome to an exit code: 0 on success,
+/// 1 with `sandboxctl: <error chain>` on stderr on failure, 2 for usage errors.
 pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
-    let _ = args.into_iter().count();
-    ExitCode::SUCCESS
+    let cli = match cli::Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    match cmd::dispatch(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sandboxctl: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -1,0 +1,174 @@
+//! The command line, declared with clap's derive API. Doc comments are the help text.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::settings::{Agent, NetworkMode};
+
+/// Locked-down, always-on coding-agent sandboxes, one per client, on rootless Podman
+/// managed by your systemd user manager.
+#[derive(Debug, Parser)]
+#[command(name = "sandboxctl", version, about, max_term_width = 100)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create or update clients: their data dirs, settings and Quadlet unit; reload systemd.
+    ///
+    /// Several clients can be given at once, separated by commas; they get the same
+    /// options and systemd is reloaded once.
+    Enable(EnableArgs),
+    /// Stop a client's sandbox and remove its unit; data is kept unless --purge.
+    Disable {
+        client: String,
+        /// Also delete the client's data (agent config, history, settings).
+        #[arg(long)]
+        purge: bool,
+    },
+    /// Start a client's sandbox and wait until it runs.
+    Start { client: String },
+    /// Stop a client's sandbox.
+    Stop { client: String },
+    /// Restart a client's sandbox (the agent restarts; the client's data stays).
+    Restart { client: String },
+    /// Show a client's state and settings (all clients without an argument).
+    Status {
+        client: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List all clients with their state.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Attach to the agent's tmux session, starting the sandbox if needed.
+    ///
+    /// Detach with the tmux prefix (Ctrl-b d): the agent keeps running, and attaching
+    /// again resumes it.
+    Attach {
+        client: String,
+        /// The tmux session to attach to or create.
+        #[arg(long, default_value = "main")]
+        session: String,
+    },
+    /// Run one command inside a client's running sandbox.
+    Exec {
+        client: String,
+        /// The command and its arguments (after `--`).
+        #[arg(required = true, last = true)]
+        command: Vec<String>,
+    },
+    /// Show a client's logs.
+    Logs {
+        client: String,
+        /// Keep following new lines.
+        #[arg(short, long)]
+        follow: bool,
+        /// How many lines to show.
+        #[arg(short = 'n', long, default_value_t = 50)]
+        lines: usize,
+    },
+    /// Print the unit `enable` would write for a client; writes nothing.
+    Render(EnableArgs),
+    /// Enable, start and attach in one step (the original run-agent.sh interface).
+    Run(RunArgs),
+    /// Build and manage the agent image.
+    #[command(subcommand)]
+    Image(ImageCommand),
+}
+
+/// Options that describe a client's sandbox.
+#[derive(Debug, Args, Clone, Default)]
+pub struct SandboxOptions {
+    /// The agent the sandbox runs: claude, codex or shell [default: claude].
+    #[arg(long, value_name = "AGENT")]
+    pub agent: Option<Agent>,
+    /// The container image [default: localhost/agent-sandbox:latest].
+    #[arg(long, value_name = "IMG")]
+    pub image: Option<String>,
+    /// Extra bind mount, read-only (repeatable).
+    #[arg(long = "mount", value_name = "HOST:CONTAINER")]
+    pub mounts: Vec<String>,
+    /// Extra bind mount, read-write (repeatable).
+    #[arg(long = "mount-rw", value_name = "HOST:CONTAINER")]
+    pub mounts_rw: Vec<String>,
+    /// Extra argument for `podman run` (repeatable; may weaken the sandbox).
+    #[arg(long = "podman-arg", value_name = "ARG", allow_hyphen_values = true)]
+    pub podman_args: Vec<String>,
+    /// Mount this Claude config directory instead of the client's own (shared on purpose:
+    /// its login, history and settings are shared with every client that uses it).
+    #[arg(long, value_name = "DIR")]
+    pub claude_config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct EnableArgs {
+    /// Client name(s): a-z, 0-9 and '-'; several separated by commas.
+    pub client: String,
+    /// Project directories, mounted read-write at their host paths.
+    pub projects: Vec<PathBuf>,
+    #[command(flatten)]
+    pub options: SandboxOptions,
+    /// Network: none (loopback only) or open [default: open].
+    #[arg(long, value_name = "MODE")]
+    pub network: Option<NetworkMode>,
+    /// Start from the default settings instead of the client's current ones.
+    #[arg(long)]
+    pub reset: bool,
+    /// Also start the sandbox(es) now.
+    #[arg(long)]
+    pub now: bool,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct RunArgs {
+    /// Client/project identifier for data compartmentalisation.
+    #[arg(long, value_name = "NAME")]
+    pub client: String,
+    /// Project directory, mounted read-write at its host path.
+    pub project: Option<PathBuf>,
+    #[command(flatten)]
+    pub options: SandboxOptions,
+    /// Reattach to the client's existing sandbox without changing it.
+    #[arg(long)]
+    pub resume: bool,
+    /// Disable all container networking (loopback only).
+    #[arg(long, conflicts_with = "firewall")]
+    pub no_network: bool,
+    /// Allow outbound traffic only to an allowlist of hosts.
+    #[arg(long)]
+    pub firewall: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Build the agent image with Podman.
+    Build {
+        /// Base image [default: the Containerfile's registry base].
+        #[arg(long, value_name = "IMG")]
+        base: Option<String>,
+        /// Tag of the built image.
+        #[arg(long, value_name = "TAG", default_value = crate::settings::DEFAULT_IMAGE)]
+        tag: String,
+        /// Extra CA certificate (PEM) to trust inside the image (repeatable).
+        #[arg(long = "ca-cert", value_name = "FILE")]
+        ca_certs: Vec<PathBuf>,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        super::Cli::command().debug_assert();
+    }
+}

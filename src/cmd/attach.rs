@@ -1,0 +1,117 @@
+//! `attach` and `exec`: into the running sandbox with `podman exec`. The podman process
+//! replaces sandboxctl, so the terminal, signals and exit status are podman's own.
+
+use std::io::IsTerminal;
+use std::os::unix::process::CommandExt;
+
+use anyhow::{Result, bail};
+
+use crate::layout::Layout;
+use crate::systemd::{Systemd, Verb};
+
+/// tmux session names: tmux itself rewrites ':' and '.', so keep to a plain set.
+fn check_session(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if !ok {
+        bail!(
+            "invalid session name {}: use 1-64 characters of A-Z, a-z, 0-9, '-' and '_'",
+            crate::escape::display(name)
+        );
+    }
+    Ok(())
+}
+
+/// The podman arguments that attach to (or create) a tmux session in the sandbox.
+pub fn attach_args(container: &str, session: &str) -> Vec<String> {
+    [
+        "exec",
+        "-it",
+        // Empty detach keys: Ctrl-P and friends reach the agent; detach is tmux's job.
+        "--detach-keys=",
+        container,
+        "tmux",
+        "new-session",
+        "-A",
+        "-s",
+        session,
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+/// The podman arguments that run one command in the sandbox.
+pub fn exec_args(container: &str, command: &[String], tty: bool) -> Vec<String> {
+    let mut args = vec!["exec".to_owned(), "-i".to_owned()];
+    if tty {
+        args.push("-t".to_owned());
+        args.push("--detach-keys=".to_owned());
+    }
+    args.push(container.to_owned());
+    args.extend(command.iter().cloned());
+    args
+}
+
+pub fn attach(layout: &Layout, name: &str, session: &str) -> Result<()> {
+    check_session(session)?;
+    let (client, settings) = super::known_client(layout, name)?;
+    if !std::io::stdin().is_terminal() {
+        bail!("attach needs a terminal; use `sandboxctl exec {client} -- COMMAND` from scripts");
+    }
+    let systemd = Systemd::connect_user()?;
+    let unit = client.service_name();
+    let state = systemd.unit_states(std::slice::from_ref(&unit))?;
+    if !state
+        .first()
+        .is_some_and(crate::systemd::UnitState::is_active)
+    {
+        super::lifecycle::start_planned(layout, &systemd, &client, &settings, Verb::Start)?;
+    }
+    let err = crate::podman::command(attach_args(&client.container_name(), session)).exec();
+    bail!("cannot run {}: {err}", crate::podman::binary())
+}
+
+pub fn exec(layout: &Layout, name: &str, command: &[String]) -> Result<()> {
+    let (client, _) = super::known_client(layout, name)?;
+    let tty = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+    let err = crate::podman::command(exec_args(&client.container_name(), command, tty)).exec();
+    bail!("cannot run {}: {err}", crate::podman::binary())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attach_command_line() {
+        assert_eq!(
+            attach_args("agent-acme", "main").join(" "),
+            "exec -it --detach-keys= agent-acme tmux new-session -A -s main"
+        );
+    }
+
+    #[test]
+    fn exec_command_line() {
+        let cmd = vec!["sh".to_owned(), "-c".to_owned(), "echo $HOME".to_owned()];
+        assert_eq!(
+            exec_args("agent-acme", &cmd, false),
+            ["exec", "-i", "agent-acme", "sh", "-c", "echo $HOME"]
+        );
+        assert_eq!(
+            exec_args("agent-acme", &cmd, true)[..4],
+            ["exec", "-i", "-t", "--detach-keys="]
+        );
+    }
+
+    #[test]
+    fn session_names() {
+        assert!(check_session("main").is_ok());
+        assert!(check_session("work_2-b").is_ok());
+        for bad in ["", "a:b", "a.b", "a b", "x\n"] {
+            assert!(check_session(bad).is_err(), "{bad:?}");
+        }
+    }
+}

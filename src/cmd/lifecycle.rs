@@ -1,0 +1,64 @@
+//! `start`, `stop`, `restart`: systemd jobs over D-Bus, followed to their result.
+
+use anyhow::{Result, anyhow};
+
+use crate::client::ClientName;
+use crate::layout::Layout;
+use crate::settings::Settings;
+use crate::systemd::{Systemd, SystemdError, Verb};
+
+pub fn job(layout: &Layout, name: &str, verb: Verb) -> Result<()> {
+    let (client, settings) = super::known_client(layout, name)?;
+    let systemd = Systemd::connect_user()?;
+    start_planned(layout, &systemd, &client, &settings, verb)
+}
+
+/// Runs the job; a start or restart first makes sure the default image exists, and a
+/// failure carries the unit's last log lines.
+pub fn start_planned(
+    _layout: &Layout,
+    systemd: &Systemd,
+    client: &ClientName,
+    settings: &Settings,
+    verb: Verb,
+) -> Result<()> {
+    if !matches!(verb, Verb::Stop) {
+        crate::image::ensure(&settings.image)?;
+    }
+    let unit = client.service_name();
+    match systemd.run_job(verb, &unit) {
+        Ok(()) => {
+            let done = match verb {
+                Verb::Start => "started",
+                Verb::Stop => "stopped",
+                Verb::Restart => "restarted",
+            };
+            println!("{done} {client} ({unit})");
+            Ok(())
+        }
+        Err(e) => Err(explain(e, client)),
+    }
+}
+
+/// Adds what the user needs to act on a failed job.
+pub fn explain(e: anyhow::Error, client: &ClientName) -> anyhow::Error {
+    match e.downcast_ref::<SystemdError>() {
+        Some(SystemdError::NoSuchUnit(unit)) => anyhow!(
+            "systemd does not know {unit}: run `sandboxctl enable {client}` (it reloads systemd and reports a unit the Quadlet generator rejects)"
+        ),
+        Some(SystemdError::JobFailed { .. }) => {
+            let lines = crate::logs::last_lines(client, 15);
+            if lines.is_empty() {
+                e.context(format!("see `sandboxctl logs {client}`"))
+            } else {
+                let mut msg = format!("{e}; last log lines:");
+                for l in lines {
+                    msg.push_str("\n  ");
+                    msg.push_str(&l);
+                }
+                anyhow!(msg)
+            }
+        }
+        None => e,
+    }
+}

@@ -1,0 +1,49 @@
+//! One module per command family; each takes parsed arguments and does the work.
+
+mod attach;
+mod disable;
+mod enable;
+mod image;
+mod lifecycle;
+mod logs;
+mod status;
+
+use anyhow::Result;
+
+use crate::cli::{Cli, Command};
+use crate::client::ClientName;
+use crate::layout::Layout;
+use crate::settings::Settings;
+
+/// Runs a parsed command line.
+pub fn dispatch(cli: Cli) -> Result<()> {
+    let layout = Layout::from_env()?;
+    match cli.command {
+        Command::Enable(args) => enable::enable(&layout, &args),
+        Command::Render(args) => enable::render(&layout, &args),
+        Command::Run(args) => enable::run(&layout, &args),
+        Command::Disable { client, purge } => disable::disable(&layout, &client, purge),
+        Command::Start { client } => lifecycle::job(&layout, &client, crate::systemd::Verb::Start),
+        Command::Stop { client } => lifecycle::job(&layout, &client, crate::systemd::Verb::Stop),
+        Command::Restart { client } => {
+            lifecycle::job(&layout, &client, crate::systemd::Verb::Restart)
+        }
+        Command::Status { client, json } => status::status(&layout, client.as_deref(), json),
+        Command::List { json } => status::status(&layout, None, json),
+        Command::Attach { client, session } => attach::attach(&layout, &client, &session),
+        Command::Exec { client, command } => attach::exec(&layout, &client, &command),
+        Command::Logs {
+            client,
+            follow,
+            lines,
+        } => logs::logs(&layout, &client, follow, lines),
+        Command::Image(cmd) => image::image(cmd),
+    }
+}
+
+/// A known client: a valid name with settings on disk.
+fn known_client(layout: &Layout, name: &str) -> Result<(ClientName, Settings)> {
+    let client = ClientName::parse(name)?;
+    let settings = Settings::load_client(layout, &client)?;
+    Ok((client, settings))
+}

@@ -1,0 +1,89 @@
+//! `status` and `list`: systemd's view of each client (one D-Bus call for all) with the
+//! client's settings.
+
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::client::ClientName;
+use crate::layout::Layout;
+use crate::settings::Settings;
+use crate::systemd::Systemd;
+
+#[derive(Debug, Serialize)]
+struct ClientStatus {
+    client: String,
+    unit: String,
+    load_state: String,
+    active_state: String,
+    sub_state: String,
+    agent: String,
+    image: String,
+    network: String,
+    projects: Vec<String>,
+    unit_file: String,
+}
+
+pub fn status(layout: &Layout, name: Option<&str>, json: bool) -> Result<()> {
+    let clients: Vec<(ClientName, Settings)> = match name {
+        Some(n) => vec![super::known_client(layout, n)?],
+        None => layout
+            .list_clients()?
+            .into_iter()
+            .map(|c| {
+                let s = Settings::load(&layout.settings_path(&c))?;
+                Ok((c, s))
+            })
+            .collect::<Result<_>>()?,
+    };
+    let units: Vec<String> = clients.iter().map(|(c, _)| c.service_name()).collect();
+    let states = if units.is_empty() {
+        Vec::new()
+    } else {
+        Systemd::connect_user()?.unit_states(&units)?
+    };
+    let rows: Vec<ClientStatus> = clients
+        .iter()
+        .zip(states)
+        .map(|((c, s), st)| ClientStatus {
+            client: c.to_string(),
+            unit: st.unit,
+            load_state: st.load_state,
+            active_state: st.active_state,
+            sub_state: st.sub_state,
+            agent: s.agent.to_string(),
+            image: s.image.clone(),
+            network: s.network.to_string(),
+            projects: s.projects.iter().map(|p| p.display().to_string()).collect(),
+            unit_file: layout.unit_path(c).display().to_string(),
+        })
+        .collect();
+    if json {
+        let text = if name.is_some() {
+            serde_json::to_string_pretty(&rows[0])?
+        } else {
+            serde_json::to_string_pretty(&rows)?
+        };
+        println!("{text}");
+        return Ok(());
+    }
+    if rows.is_empty() {
+        println!("no clients; create one with `sandboxctl enable CLIENT [PROJECT_DIR…]`");
+        return Ok(());
+    }
+    println!(
+        "{:<24} {:<10} {:<10} {:<7} {:<8} PROJECTS",
+        "CLIENT", "STATE", "SUB", "AGENT", "NETWORK"
+    );
+    for r in rows {
+        println!(
+            "{:<24} {:<10} {:<10} {:<7} {:<8} {}",
+            r.client,
+            r.active_state,
+            r.sub_state,
+            r.agent,
+            r.network,
+            r.projects.join(", ")
+        );
+    }
+    Ok(())
+}

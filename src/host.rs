@@ -1,0 +1,318 @@
+//! What this host runs: the Podman and Quadlet versions, the cgroup layout, whether
+//! systemd is the init and journald is there. The renderer chooses unit keys and host
+//! adaptations from this, never from guesses. Versions come from running the binaries,
+//! which costs tens of milliseconds, so they are cached keyed by each binary's path,
+//! size and modification time.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::UNIX_EPOCH;
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+/// A `major.minor.patch` version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Version {
+    pub major: u32,
+    pub minor: u32,
+    pub patch: u32,
+}
+
+impl Version {
+    pub const fn new(major: u32, minor: u32, patch: u32) -> Self {
+        Self {
+            major,
+            minor,
+            patch,
+        }
+    }
+
+    /// Finds the first `N.N[.N]` in `text` (e.g. "podman version 4.3.1").
+    pub fn find_in(text: &str) -> Option<Self> {
+        text.split(|c: char| c.is_whitespace() || c == '-' || c == '+')
+            .find_map(Self::parse)
+    }
+
+    fn parse(word: &str) -> Option<Self> {
+        let word = word.strip_prefix('v').unwrap_or(word);
+        let mut parts = word.split('.');
+        let major = parts.next()?.parse().ok()?;
+        let minor = parts.next()?.parse().ok()?;
+        let patch = parts.next().map_or(Some(0), |p| p.parse().ok())?;
+        Some(Self::new(major, minor, patch))
+    }
+}
+
+impl fmt::Display for Version {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}.{}", self.major, self.minor, self.patch)
+    }
+}
+
+/// How cgroups are mounted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Cgroups {
+    V1,
+    /// v1 controllers with cgroup2 mounted at `/sys/fs/cgroup/unified`.
+    Hybrid,
+    V2,
+}
+
+impl fmt::Display for Cgroups {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::V1 => "v1",
+            Self::Hybrid => "v1 (hybrid)",
+            Self::V2 => "v2",
+        })
+    }
+}
+
+/// The Quadlet generator found on this host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quadlet {
+    pub path: PathBuf,
+    pub version: Version,
+}
+
+/// Everything the renderer needs to know about the host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HostProfile {
+    pub podman: Option<Version>,
+    pub quadlet: Option<Quadlet>,
+    pub cgroups: Cgroups,
+    pub rootless: bool,
+    /// systemd is PID 1 (`sd_booted()`): only then do the network-online units that
+    /// Quadlet's default dependencies wait for exist.
+    pub systemd_booted: bool,
+    pub journald: bool,
+}
+
+impl HostProfile {
+    /// Detects the host, using the version cache in `cache_dir` where it is still valid;
+    /// `persist` allows refreshing the cache (commands that must write nothing pass false).
+    pub fn detect(cache_dir: &Path, persist: bool) -> Self {
+        let podman_path = find_program(&crate::podman::binary());
+        let quadlet_path = find_quadlet();
+        let key = cache_key(podman_path.as_deref(), quadlet_path.as_deref());
+        let cache_file = cache_dir.join("host.json");
+        let cached: Option<VersionCache> = std::fs::read(&cache_file)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .filter(|c: &VersionCache| c.key == key);
+        let (podman, quadlet) = if let Some(c) = cached {
+            (c.podman, c.quadlet)
+        } else {
+            let podman = podman_path.as_deref().and_then(program_version);
+            let quadlet = quadlet_path
+                .and_then(|path| program_version(&path).map(|version| Quadlet { path, version }));
+            let entry = VersionCache {
+                key,
+                podman,
+                quadlet: quadlet.clone(),
+            };
+            if persist
+                && crate::layout::create_private_dir(cache_dir).is_ok()
+                && let Ok(json) = serde_json::to_vec(&entry)
+            {
+                let _ = crate::atomic::write(&cache_file, &json, 0o600);
+            }
+            (podman, quadlet)
+        };
+        Self {
+            podman,
+            quadlet,
+            cgroups: detect_cgroups(),
+            rootless: !rustix::process::getuid().is_root(),
+            systemd_booted: Path::new("/run/systemd/system").is_dir()
+                && std::fs::read_to_string("/proc/1/comm").is_ok_and(|c| c.trim() == "systemd"),
+            journald: Path::new("/run/systemd/journal/socket").exists(),
+        }
+    }
+
+    /// The Quadlet version units are written for; an error if there is no generator.
+    pub fn require_quadlet(&self) -> Result<&Quadlet> {
+        if self.podman.is_none() {
+            bail!(
+                "podman not found: install Podman 4.4 or newer (e.g. `sudo apt-get install podman`) or set SANDBOXCTL_PODMAN"
+            );
+        }
+        self.quadlet.as_ref().context(
+            "the Quadlet generator was not found: sandboxctl needs Podman 4.4 or newer, which ships /usr/libexec/podman/quadlet; install a newer podman or set SANDBOXCTL_QUADLET to the generator",
+        )
+    }
+
+    /// One line describing what was detected, for `render` and `status`.
+    pub fn summary(&self) -> String {
+        let podman = self
+            .podman
+            .map_or_else(|| "not found".to_owned(), |v| v.to_string());
+        let quadlet = self.quadlet.as_ref().map_or_else(
+            || "not found".to_owned(),
+            |q| format!("{} ({})", q.version, q.path.display()),
+        );
+        format!(
+            "podman {podman}; Quadlet {quadlet}; cgroups {}; {}; systemd {}PID 1; journald {}",
+            self.cgroups,
+            if self.rootless { "rootless" } else { "root" },
+            if self.systemd_booted {
+                "is "
+            } else {
+                "is not "
+            },
+            if self.journald { "present" } else { "absent" },
+        )
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct VersionCache {
+    key: String,
+    podman: Option<Version>,
+    quadlet: Option<Quadlet>,
+}
+
+fn cache_key(podman: Option<&Path>, quadlet: Option<&Path>) -> String {
+    let part = |p: Option<&Path>| -> String {
+        let Some(p) = p else { return "-".to_owned() };
+        let meta = std::fs::metadata(p).ok();
+        let mtime = meta
+            .as_ref()
+            .and_then(|m| m.modified().ok())
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos());
+        let size = meta.map_or(0, |m| m.len());
+        format!("{}:{size}:{mtime}", p.display())
+    };
+    format!("1|{}|{}", part(podman), part(quadlet))
+}
+
+/// Resolves a program name through `PATH` (a name with a `/` is taken as a path).
+pub fn find_program(name: &str) -> Option<PathBuf> {
+    if name.contains('/') {
+        let p = PathBuf::from(name);
+        return p.is_file().then_some(p);
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(name))
+            .find(|p| p.is_file())
+    })
+}
+
+/// The generator the user manager runs, else the one Podman installs.
+fn find_quadlet() -> Option<PathBuf> {
+    const CANDIDATES: [&str; 7] = [
+        "/etc/systemd/user-generators/podman-user-generator",
+        "/usr/local/lib/systemd/user-generators/podman-user-generator",
+        "/usr/lib/systemd/user-generators/podman-user-generator",
+        "/lib/systemd/user-generators/podman-user-generator",
+        "/usr/libexec/podman/quadlet",
+        "/usr/lib/podman/quadlet",
+        "/usr/local/libexec/podman/quadlet",
+    ];
+    if let Some(p) = std::env::var_os("SANDBOXCTL_QUADLET").filter(|p| !p.is_empty()) {
+        return Some(PathBuf::from(p));
+    }
+    CANDIDATES
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+        .map(|p| std::fs::canonicalize(&p).unwrap_or(p))
+}
+
+fn program_version(path: &Path) -> Option<Version> {
+    // Quadlet answers `-version`; podman answers `--version`.
+    let flag = if path
+        .file_name()
+        .is_some_and(|n| n.to_string_lossy().contains("quadlet"))
+    {
+        "-version"
+    } else {
+        "--version"
+    };
+    let out = Command::new(path).arg(flag).output().ok()?;
+    Version::find_in(&String::from_utf8_lossy(&out.stdout))
+        .or_else(|| Version::find_in(&String::from_utf8_lossy(&out.stderr)))
+}
+
+const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
+
+fn is_cgroup2(path: &str) -> bool {
+    rustix::fs::statfs(path).is_ok_and(|s| {
+        #[allow(clippy::unnecessary_cast, clippy::cast_lossless)]
+        let kind = s.f_type as i64;
+        kind == CGROUP2_SUPER_MAGIC
+    })
+}
+
+fn detect_cgroups() -> Cgroups {
+    if is_cgroup2("/sys/fs/cgroup") {
+        Cgroups::V2
+    } else if is_cgroup2("/sys/fs/cgroup/unified") {
+        Cgroups::Hybrid
+    } else {
+        Cgroups::V1
+    }
+}
+
+/// A fixed profile for tests and snapshots.
+#[doc(hidden)]
+pub fn fixed_profile(
+    podman: Version,
+    quadlet: Version,
+    cgroups: Cgroups,
+    booted: bool,
+) -> HostProfile {
+    HostProfile {
+        podman: Some(podman),
+        quadlet: Some(Quadlet {
+            path: PathBuf::from("/usr/libexec/podman/quadlet"),
+            version: quadlet,
+        }),
+        cgroups,
+        rootless: true,
+        systemd_booted: booted,
+        journald: booted,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_versions_in_tool_output() {
+        assert_eq!(
+            Version::find_in("podman version 4.3.1\n"),
+            Some(Version::new(4, 3, 1))
+        );
+        assert_eq!(
+            Version::find_in("quadlet version 5.4.2"),
+            Some(Version::new(5, 4, 2))
+        );
+        assert_eq!(
+            Version::find_in("podman version 5.0.0-rc1"),
+            Some(Version::new(5, 0, 0))
+        );
+        assert_eq!(Version::find_in("v4.9"), Some(Version::new(4, 9, 0)));
+        assert_eq!(Version::find_in("no version here"), None);
+        assert!(Version::new(4, 10, 0) > Version::new(4, 9, 9));
+    }
+
+    #[test]
+    fn detection_never_fails_and_caches() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let a = HostProfile::detect(tmp.path(), false);
+        assert!(!tmp.path().join("host.json").exists());
+        let b = HostProfile::detect(tmp.path(), true);
+        assert!(tmp.path().join("host.json").exists());
+        let c = HostProfile::detect(tmp.path(), true);
+        assert_eq!(b, c);
+        assert_eq!(a, b);
+        assert!(!a.summary().contains('\n'));
+    }
+}

@@ -1,0 +1,180 @@
+//! Where sandboxctl keeps things on disk: per-client state under the data directory,
+//! Quadlet units under the user's containers/systemd directory.
+
+use std::fs;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+
+use crate::client::ClientName;
+
+/// The per-client directories, each created with mode 0700.
+pub const CLIENT_SUBDIRS: [&str; 4] = ["claude", "codex", "config", "history"];
+
+/// The file holding a client's settings, under its `config/` directory.
+pub const SETTINGS_FILE: &str = "sandbox.toml";
+
+#[derive(Debug, Clone)]
+pub struct Layout {
+    /// `$AGENT_SANDBOX_DATA`, default `$XDG_DATA_HOME/agent-sandbox`.
+    pub data_dir: PathBuf,
+    /// `$XDG_CONFIG_HOME/containers/systemd`.
+    pub unit_dir: PathBuf,
+    /// `$XDG_CACHE_HOME/sandboxctl`.
+    pub cache_dir: PathBuf,
+}
+
+impl Layout {
+    /// The layout for the current user, from the environment.
+    pub fn from_env() -> Result<Self> {
+        let data_dir = match std::env::var_os("AGENT_SANDBOX_DATA") {
+            Some(v) if !v.is_empty() => {
+                let p = PathBuf::from(v);
+                if !p.is_absolute() {
+                    bail!(
+                        "AGENT_SANDBOX_DATA={} is not an absolute path; set it to an absolute directory",
+                        p.display()
+                    );
+                }
+                p
+            }
+            _ => dirs::data_dir()
+                .context("cannot find the data directory: set HOME or XDG_DATA_HOME")?
+                .join("agent-sandbox"),
+        };
+        let unit_dir = dirs::config_dir()
+            .context("cannot find the config directory: set HOME or XDG_CONFIG_HOME")?
+            .join("containers/systemd");
+        let cache_dir = dirs::cache_dir()
+            .context("cannot find the cache directory: set HOME or XDG_CACHE_HOME")?
+            .join("sandboxctl");
+        Ok(Self {
+            data_dir,
+            unit_dir,
+            cache_dir,
+        })
+    }
+
+    pub fn clients_dir(&self) -> PathBuf {
+        self.data_dir.join("clients")
+    }
+
+    pub fn client_dir(&self, client: &ClientName) -> PathBuf {
+        self.clients_dir().join(client.as_str())
+    }
+
+    pub fn client_subdir(&self, client: &ClientName, sub: &str) -> PathBuf {
+        self.client_dir(client).join(sub)
+    }
+
+    pub fn settings_path(&self, client: &ClientName) -> PathBuf {
+        self.client_subdir(client, "config").join(SETTINGS_FILE)
+    }
+
+    pub fn unit_path(&self, client: &ClientName) -> PathBuf {
+        self.unit_dir.join(client.unit_file_name())
+    }
+
+    /// Creates the client's directories (mode 0700), tightening modes of existing ones.
+    pub fn create_client_dirs(&self, client: &ClientName) -> Result<()> {
+        for sub in CLIENT_SUBDIRS {
+            create_private_dir(&self.client_subdir(client, sub))?;
+        }
+        set_mode(&self.client_dir(client), 0o700)?;
+        set_mode(&self.clients_dir(), 0o700)?;
+        Ok(())
+    }
+
+    /// Clients that have a settings file, sorted by name.
+    pub fn list_clients(&self) -> Result<Vec<ClientName>> {
+        let dir = self.clients_dir();
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", dir.display())),
+        };
+        let mut out = Vec::new();
+        for entry in entries {
+            let entry = entry.with_context(|| format!("cannot read {}", dir.display()))?;
+            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            if let Ok(client) = ClientName::parse(&name)
+                && self.settings_path(&client).is_file()
+            {
+                out.push(client);
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+}
+
+/// Creates `dir` and its missing parents; the directory itself gets mode 0700.
+pub fn create_private_dir(dir: &Path) -> Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create {}", dir.display()))?;
+    set_mode(dir, 0o700)
+}
+
+fn set_mode(path: &Path, mode: u32) -> Result<()> {
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .with_context(|| format!("cannot set mode {mode:o} on {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layout(root: &Path) -> Layout {
+        Layout {
+            data_dir: root.join("data"),
+            unit_dir: root.join("units"),
+            cache_dir: root.join("cache"),
+        }
+    }
+
+    #[test]
+    fn client_dirs_are_private() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let l = layout(tmp.path());
+        let c = ClientName::parse("acme").expect("name");
+        l.create_client_dirs(&c).expect("create");
+        for sub in CLIENT_SUBDIRS {
+            let m = fs::metadata(l.client_subdir(&c, sub)).expect("meta");
+            assert_eq!(m.permissions().mode() & 0o777, 0o700, "{sub}");
+        }
+        assert_eq!(
+            l.settings_path(&c),
+            tmp.path().join("data/clients/acme/config/sandbox.toml")
+        );
+        assert_eq!(
+            l.unit_path(&c),
+            tmp.path().join("units/agent-acme.container")
+        );
+    }
+
+    #[test]
+    fn lists_only_clients_with_settings() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let l = layout(tmp.path());
+        for name in ["beta", "alpha"] {
+            let c = ClientName::parse(name).expect("name");
+            l.create_client_dirs(&c).expect("create");
+            fs::write(l.settings_path(&c), "agent = \"shell\"\n").expect("write");
+        }
+        fs::create_dir_all(l.clients_dir().join("half-made")).expect("mkdir");
+        fs::create_dir_all(l.clients_dir().join("Not_Valid")).expect("mkdir");
+        let names: Vec<String> = l
+            .list_clients()
+            .expect("list")
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(names, ["alpha", "beta"]);
+    }
+}

@@ -1,0 +1,260 @@
+//! A client's settings: what `enable` was told, kept as a small TOML file under the
+//! client's `config/` directory so a person can read it and `render` can rebuild the
+//! unit from it.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+use crate::client::ClientName;
+
+/// The image a client runs unless told otherwise.
+pub const DEFAULT_IMAGE: &str = "localhost/agent-sandbox:latest";
+
+/// Which program the sandbox's tmux session runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Agent {
+    #[default]
+    Claude,
+    Codex,
+    Shell,
+}
+
+impl Agent {
+    pub const NAMES: [&'static str; 3] = ["claude", "codex", "shell"];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Claude => "claude",
+            Self::Codex => "codex",
+            Self::Shell => "shell",
+        }
+    }
+}
+
+impl FromStr for Agent {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "claude" => Ok(Self::Claude),
+            "codex" => Ok(Self::Codex),
+            "shell" => Ok(Self::Shell),
+            _ => Err(format!("unknown agent {s:?}: use claude, codex or shell")),
+        }
+    }
+}
+
+impl fmt::Display for Agent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How the sandbox reaches the network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkMode {
+    /// Loopback only.
+    None,
+    /// Podman's default rootless network: unrestricted egress.
+    #[default]
+    Open,
+}
+
+impl NetworkMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Open => "open",
+        }
+    }
+}
+
+impl FromStr for NetworkMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "none" => Ok(Self::None),
+            "open" => Ok(Self::Open),
+            "allowlist" => Err(
+                "network mode \"allowlist\" is not available in this version: use none or open"
+                    .to_owned(),
+            ),
+            _ => Err(format!("unknown network mode {s:?}: use none or open")),
+        }
+    }
+}
+
+impl fmt::Display for NetworkMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An extra bind mount given with `--mount` (read-only) or `--mount-rw`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExtraMount {
+    pub host: PathBuf,
+    pub container: PathBuf,
+    #[serde(default)]
+    pub writable: bool,
+}
+
+/// Everything that describes one client's sandbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub agent: Agent,
+    pub image: String,
+    pub network: NetworkMode,
+    /// Project directories, mounted read-write at their host paths.
+    #[serde(default)]
+    pub projects: Vec<PathBuf>,
+    #[serde(default)]
+    pub mounts: Vec<ExtraMount>,
+    #[serde(default)]
+    pub podman_args: Vec<String>,
+    /// A Claude config directory shared on purpose instead of the client's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claude_config: Option<PathBuf>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            agent: Agent::default(),
+            image: DEFAULT_IMAGE.to_owned(),
+            network: NetworkMode::default(),
+            projects: Vec::new(),
+            mounts: Vec::new(),
+            podman_args: Vec::new(),
+            claude_config: None,
+        }
+    }
+}
+
+impl Settings {
+    /// Reads the settings file at `path`; a malformed file is a one-line error naming it.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read settings {}", path.display()))?;
+        Self::parse(&text).with_context(|| format!("malformed settings file {}", path.display()))
+    }
+
+    /// Reads the settings of `client`, with an error that says how to create them.
+    pub fn load_client(layout: &crate::layout::Layout, client: &ClientName) -> Result<Self> {
+        let path = layout.settings_path(client);
+        if !path.exists() {
+            bail!(
+                "unknown client {client}: no settings at {}; create it with `sandboxctl enable {client}`",
+                path.display()
+            );
+        }
+        Self::load(&path)
+    }
+
+    fn parse(text: &str) -> Result<Self> {
+        toml::from_str(text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+            let msg = e.message().replace('\n', " ");
+            match line {
+                Some(l) => anyhow::anyhow!("line {l}: {}; fix or remove the file", msg.trim()),
+                None => anyhow::anyhow!("{}; fix or remove the file", msg.trim()),
+            }
+        })
+    }
+
+    /// The file's text: a header saying what it is, then TOML.
+    pub fn to_file_text(&self, client: &ClientName) -> Result<String> {
+        let body = toml::to_string_pretty(self).context("cannot serialise settings")?;
+        Ok(format!(
+            "# sandboxctl settings for client {client}.\n\
+             # Change them with `sandboxctl enable {client} …`; edits here take effect at the next `sandboxctl enable {client}`.\n\
+             {body}"
+        ))
+    }
+
+    /// Writes the settings atomically (mode 0600).
+    pub fn save(&self, path: &Path, client: &ClientName) -> Result<()> {
+        crate::atomic::write(path, self.to_file_text(client)?.as_bytes(), 0o600)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Settings {
+        Settings {
+            agent: Agent::Codex,
+            image: "localhost/custom:1".into(),
+            network: NetworkMode::None,
+            projects: vec!["/home/u/p one".into(), "/srv/100%".into()],
+            mounts: vec![
+                ExtraMount {
+                    host: "/etc/ssl".into(),
+                    container: "/ssl".into(),
+                    writable: false,
+                },
+                ExtraMount {
+                    host: "/home/u/cache".into(),
+                    container: "/cache".into(),
+                    writable: true,
+                },
+            ],
+            podman_args: vec!["--pids-limit=512".into()],
+            claude_config: Some("/home/u/.claude".into()),
+        }
+    }
+
+    #[test]
+    fn round_trips_through_the_file() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let path = tmp.path().join("sandbox.toml");
+        let client = ClientName::parse("acme").expect("name");
+        let s = sample();
+        s.save(&path, &client).expect("save");
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert!(
+            text.starts_with("# sandboxctl settings for client acme."),
+            "{text}"
+        );
+        assert_eq!(Settings::load(&path).expect("load"), s);
+        assert_eq!(Settings::load(&path).expect("load").agent, Agent::Codex);
+        let default = Settings::default();
+        default.save(&path, &client).expect("save");
+        assert_eq!(Settings::load(&path).expect("load"), default);
+    }
+
+    #[test]
+    fn malformed_files_give_one_line_errors() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let path = tmp.path().join("sandbox.toml");
+        for bad in [
+            "agent = \n",
+            "agent = \"robot\"\nimage = \"x\"\nnetwork = \"open\"\n",
+            "agent = \"shell\"\nimage = \"x\"\nnetwork = \"open\"\nsurprise = 1\n",
+            "image = \"x\"\n",
+        ] {
+            std::fs::write(&path, bad).expect("write");
+            let err = format!("{:#}", Settings::load(&path).expect_err(bad));
+            assert!(err.contains("malformed settings file"), "{err}");
+            assert!(err.contains(&path.display().to_string()), "{err}");
+            assert!(!err.contains('\n'), "one line: {err:?}");
+        }
+    }
+
+    #[test]
+    fn parses_names() {
+        assert_eq!("shell".parse::<Agent>(), Ok(Agent::Shell));
+        assert!("robot".parse::<Agent>().is_err());
+        assert_eq!("none".parse::<NetworkMode>(), Ok(NetworkMode::None));
+        assert!("allowlist".parse::<NetworkMode>().is_err());
+    }
+}
