@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# The project's whole test command: formatting, lints, unit and CLI tests, the image
+# checks and the system tests on a real systemd user manager with rootless Podman.
+#
+#   sudo tests/system/setup-host.sh   # once per boot (idempotent)
+#   sudo tests/run-all.sh
+#
+# Runs as root (it builds here and runs the system tests as the unprivileged test user
+# through tests/system/as-user.sh). Extra arguments are passed to the system test binary,
+# e.g. `tests/run-all.sh enable_writes_unit` to run one system test.
+# Exits non-zero if any step failed, after running every step it can.
+set -uo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root" || exit 1
+# shellcheck source-path=SCRIPTDIR source=system/lib/common.sh
+. "$root/tests/system/lib/common.sh"
+
+bin_dir=/var/tmp/sandboxctl-test/bin
+
+[[ $(id -u) -eq 0 ]] || die "run as root (the system tests switch to the test user): sudo $0"
+
+# --- prerequisites: fail loudly, never skip -------------------------------------------
+[[ -r $SBX_ENV_FILE ]] || die "$SBX_ENV_FILE is missing: the host is not prepared for the system tests. Run 'sudo tests/system/setup-host.sh' first."
+load_env
+state=$(user_manager_state "$TEST_UID" "$TEST_USER" "$TEST_HOME")
+[[ $state == running || $state == degraded ]] ||
+    die "the systemd user manager of $TEST_USER is not running (state: $state). Run 'sudo tests/system/setup-host.sh' again."
+[[ -x $SANDBOXCTL_QUADLET ]] || die "the Quadlet generator $SANDBOXCTL_QUADLET is missing. Run 'sudo tests/system/setup-host.sh' again."
+export SANDBOXCTL_QUADLET
+
+results=()
+failed=0
+# run NAME CMD… — run one step, record PASS/FAIL with its duration, keep going.
+run() {
+    local name=$1 s e rc
+    shift
+    printf '\n==> %s\n' "$name" >&2
+    s=$(date +%s%N)
+    "$@"
+    rc=$?
+    e=$(date +%s%N)
+    if [[ $rc -eq 0 ]]; then
+        results+=("PASS  $name ($(( (e - s) / 1000000 )) ms)")
+    else
+        results+=("FAIL  $name (exit $rc, $(( (e - s) / 1000000 )) ms)")
+        failed=$((failed + 1))
+    fi
+    return $rc
+}
+
+run "cargo fmt --check" cargo fmt --all --check
+run "cargo clippy" cargo clippy --all-targets --features system-tests -- -D warnings
+run "cargo test" cargo test --all-targets
+
+# --- build the binaries the test user runs --------------------------------------------
+build_system_tests() {
+    local json exe
+    cargo build --bin sandboxctl || return 1
+    json=$(cargo test --features system-tests --test system --no-run --message-format=json) || return 1
+    exe=$(jq -r 'select(.reason == "compiler-artifact" and .target.name == "system" and .executable != null) | .executable' <<<"$json" | tail -n 1)
+    [[ -n $exe && -x $exe ]] || {
+        echo "cannot find the system test binary in cargo's output" >&2
+        return 1
+    }
+    install -d -m 0755 /var/tmp/sandboxctl-test "$bin_dir"
+    install -m 0755 "$exe" "$bin_dir/system-tests"
+    install -m 0755 target/debug/sandboxctl "$bin_dir/sandboxctl"
+}
+run "build sandboxctl and the system tests" build_system_tests
+built=$?
+
+# --- checks as the test user ----------------------------------------------------------
+if [[ -x $root/tests/system/image-checks.sh ]]; then
+    # A copy the test user can read wherever the checkout lives.
+    install -m 0755 "$root/tests/system/image-checks.sh" "/var/tmp/sandboxctl-test/image-checks.sh"
+    run "image checks ($SANDBOXCTL_TEST_IMAGE)" \
+        "$root/tests/system/as-user.sh" /var/tmp/sandboxctl-test/image-checks.sh "$SANDBOXCTL_TEST_IMAGE"
+else
+    echo "tests/system/image-checks.sh is missing" >&2
+    results+=("FAIL  image checks (tests/system/image-checks.sh is missing)")
+    failed=$((failed + 1))
+fi
+
+if [[ $built -eq 0 ]]; then
+    run "system tests (as $TEST_USER)" \
+        env SANDBOXCTL_BIN="$bin_dir/sandboxctl" \
+        "$root/tests/system/as-user.sh" "$bin_dir/system-tests" --test-threads=1 "$@"
+else
+    results+=("FAIL  system tests (not built)")
+    failed=$((failed + 1))
+fi
+
+printf '\n==> summary\n' >&2
+printf '%s\n' "${results[@]}" >&2
+if [[ $failed -gt 0 ]]; then
+    printf '%d step(s) failed\n' "$failed" >&2
+    exit 1
+fi
+printf 'all steps passed\n' >&2
