@@ -12,7 +12,7 @@ pub fn display(value: &str) -> String {
     format!("{value:?}")
 }
 
-/// Refuses values that cannot be written safely on one line of a unit file.
+/// Refuses values that cannot be written on one line of a unit file in any form.
 pub fn check(what: &str, value: &str) -> Result<()> {
     if let Some(c) = value.chars().find(|c| c.is_control()) {
         let kind = match c {
@@ -25,6 +25,13 @@ pub fn check(what: &str, value: &str) -> Result<()> {
             display(value)
         );
     }
+    Ok(())
+}
+
+/// Like `check`, for values written unquoted, where a trailing backslash would join
+/// the next line to this one.
+fn check_unquoted(what: &str, value: &str) -> Result<()> {
+    check(what, value)?;
     if value.ends_with('\\') {
         bail!(
             "{what} {} ends with a backslash, which would continue the line in a unit file; remove it",
@@ -49,7 +56,7 @@ fn double_specials(value: &str) -> String {
 
 /// A value for a key Quadlet reads raw (`Image=`, `WorkingDir=`, `Tmpfs=`, …).
 pub fn raw(what: &str, value: &str) -> Result<String> {
-    check(what, value)?;
+    check_unquoted(what, value)?;
     if value.is_empty() {
         bail!("{what} is empty");
     }
@@ -133,9 +140,7 @@ mod tests {
 
     #[test]
     fn refuses_line_breaking_values_everywhere() {
-        let bad = [
-            "a\nb", "a\rb", "a\0b", "a\tb", "a\u{1b}b", "ends\\", "\n", "x\u{7f}",
-        ];
+        let bad = ["a\nb", "a\rb", "a\0b", "a\tb", "a\u{1b}b", "\n", "x\u{7f}"];
         for value in bad {
             for result in [
                 word("value", value),
@@ -146,6 +151,13 @@ mod tests {
                 assert!(!err.contains('\n'), "one-line error for {value:?}: {err}");
             }
         }
+    }
+
+    #[test]
+    fn trailing_backslash_is_quoted_in_words_and_refused_raw() {
+        assert_eq!(word("value", "ends\\").expect("quoted"), r#""ends\\""#);
+        assert!(raw("value", "ends\\").is_err());
+        assert!(volume_path("value", "/ends\\").is_err());
     }
 
     #[test]

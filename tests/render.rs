@@ -1,0 +1,419 @@
+//! Rendered units: snapshots for each agent, network mode and mount kind, and every
+//! rendered unit fed to the real Quadlet generator (`-dryrun`), which must accept it and
+//! produce the expected `podman run` arguments. The generator is the judge.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use sandboxctl::client::ClientName;
+use sandboxctl::host::{Cgroups, HostProfile, Version, fixed_profile};
+use sandboxctl::layout::Layout;
+use sandboxctl::render::{Sandbox, render};
+use sandboxctl::settings::{Agent, ExtraMount, NetworkMode, Settings};
+
+/// The real generator: `$SANDBOXCTL_QUADLET`, else where Podman installs it.
+fn quadlet() -> PathBuf {
+    if let Some(p) = std::env::var_os("SANDBOXCTL_QUADLET").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    for p in ["/usr/libexec/podman/quadlet", "/usr/lib/podman/quadlet"] {
+        if Path::new(p).is_file() {
+            return PathBuf::from(p);
+        }
+    }
+    panic!(
+        "no Quadlet generator: set SANDBOXCTL_QUADLET (tests/system/setup-host.sh installs one) or install Podman >= 4.4"
+    );
+}
+
+fn layout() -> Layout {
+    Layout {
+        data_dir: "/home/user/.local/share/agent-sandbox".into(),
+        unit_dir: "/home/user/.config/containers/systemd".into(),
+        cache_dir: "/home/user/.cache/sandboxctl".into(),
+    }
+}
+
+/// This test machine: new generator, old podman, hybrid cgroups, no systemd as PID 1.
+fn this_host() -> HostProfile {
+    fixed_profile(
+        Version::new(4, 3, 1),
+        Version::new(5, 4, 2),
+        Cgroups::Hybrid,
+        false,
+    )
+}
+
+/// A typical distribution with systemd, cgroup v2 and a matching Quadlet.
+fn modern_host() -> HostProfile {
+    fixed_profile(
+        Version::new(5, 4, 2),
+        Version::new(5, 4, 2),
+        Cgroups::V2,
+        true,
+    )
+}
+
+/// The oldest Quadlet (4.4): keys it lacks fall back to PodmanArgs.
+fn oldest_host() -> HostProfile {
+    fixed_profile(
+        Version::new(4, 4, 0),
+        Version::new(4, 4, 0),
+        Cgroups::V2,
+        true,
+    )
+}
+
+fn render_for(client: &str, settings: &Settings, host: &HostProfile) -> String {
+    let client = ClientName::parse(client).expect("valid name");
+    render(&Sandbox {
+        client: &client,
+        settings,
+        layout: &layout(),
+        host,
+    })
+    .expect("renders")
+}
+
+/// Runs the generator on one unit; returns the generated service text.
+fn generate(client: &str, unit: &str) -> String {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join(format!("agent-{client}.container")), unit).expect("write unit");
+    let out = Command::new(quadlet())
+        .args(["-dryrun", "-user"])
+        .env("QUADLET_UNIT_DIRS", dir.path())
+        .output()
+        .expect("run the Quadlet generator");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "Quadlet rejected the unit:\n{stderr}\n--- unit ---\n{unit}"
+    );
+    assert!(
+        stdout.contains(&format!("---agent-{client}.service---")),
+        "Quadlet produced no agent-{client}.service:\n{stdout}\n{stderr}"
+    );
+    stdout
+}
+
+/// Splits an `ExecStart=` command line the way systemd does: `%%` → `%`, `$$` → `$`,
+/// double-quoted words with C escapes.
+fn exec_start_argv(service: &str) -> Vec<String> {
+    let line = service
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .expect("ExecStart line");
+    let line = line.replace("%%", "\u{1}").replace("$$", "\u{2}");
+    assert!(
+        !line.contains('%') || line.contains("%t/%N.cid"),
+        "unescaped specifier in {line}"
+    );
+    let mut argv = Vec::new();
+    let mut cur = String::new();
+    let mut in_word = false;
+    let mut quoted = false;
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                in_word = true;
+            }
+            '\\' => {
+                let n = chars.next().expect("escape");
+                cur.push(match n {
+                    'n' => '\n',
+                    't' => '\t',
+                    other => other,
+                });
+                in_word = true;
+            }
+            ' ' if !quoted => {
+                if in_word {
+                    argv.push(std::mem::take(&mut cur));
+                    in_word = false;
+                }
+            }
+            _ => {
+                cur.push(c);
+                in_word = true;
+            }
+        }
+    }
+    if in_word {
+        argv.push(cur);
+    }
+    argv.into_iter()
+        .map(|a| a.replace('\u{1}', "%").replace('\u{2}', "$"))
+        .collect()
+}
+
+fn has_pair(argv: &[String], flag: &str, value: &str) -> bool {
+    argv.windows(2).any(|w| w[0] == flag && w[1] == value)
+        || argv.iter().any(|a| *a == format!("{flag}={value}"))
+}
+
+fn settings(agent: Agent, network: NetworkMode) -> Settings {
+    Settings {
+        agent,
+        network,
+        projects: vec!["/home/user/projects/acme-web".into()],
+        ..Settings::default()
+    }
+}
+
+#[test]
+fn snapshots_and_generator_for_each_agent_and_network() {
+    for agent in [Agent::Claude, Agent::Codex, Agent::Shell] {
+        for network in [NetworkMode::Open, NetworkMode::None] {
+            let s = settings(agent, network);
+            let unit = render_for("acme", &s, &this_host());
+            insta::assert_snapshot!(format!("{agent}_{network}"), unit);
+            let argv = exec_start_argv(&generate("acme", &unit));
+            assert!(
+                has_pair(&argv, "--env", &format!("SANDBOX_AGENT={agent}")),
+                "{argv:?}"
+            );
+            assert!(has_pair(&argv, "--name", "agent-acme"), "{argv:?}");
+            assert!(has_pair(&argv, "--cap-drop", "all"), "{argv:?}");
+            assert!(has_pair(&argv, "--userns", "keep-id"), "{argv:?}");
+            assert!(argv.contains(&"--read-only".to_owned()), "{argv:?}");
+            assert!(argv.contains(&"--init".to_owned()), "{argv:?}");
+            assert!(
+                argv.contains(&"--security-opt=no-new-privileges".to_owned()),
+                "{argv:?}"
+            );
+            assert!(
+                has_pair(&argv, "--label", "io.sandboxctl.client=acme"),
+                "{argv:?}"
+            );
+            assert!(
+                has_pair(
+                    &argv,
+                    "-v",
+                    "/home/user/projects/acme-web:/home/user/projects/acme-web:rw,z"
+                ),
+                "{argv:?}"
+            );
+            assert!(
+                has_pair(&argv, "--workdir", "/home/user/projects/acme-web"),
+                "{argv:?}"
+            );
+            assert_eq!(
+                network == NetworkMode::None,
+                has_pair(&argv, "--network", "none"),
+                "{argv:?}"
+            );
+            assert_eq!(
+                argv.last().map(String::as_str),
+                Some("localhost/agent-sandbox:latest")
+            );
+        }
+    }
+}
+
+#[test]
+fn extra_mounts_and_shared_claude_config() {
+    let s = Settings {
+        agent: Agent::Claude,
+        projects: vec!["/home/user/p1".into(), "/home/user/p2".into()],
+        mounts: vec![
+            ExtraMount {
+                host: "/home/user/.gitconfig".into(),
+                container: "/home/agent/.gitconfig".into(),
+                writable: false,
+            },
+            ExtraMount {
+                host: "/home/user/cache".into(),
+                container: "/cache".into(),
+                writable: true,
+            },
+        ],
+        podman_args: vec!["--pids-limit=512".into()],
+        claude_config: Some("/home/user/.claude".into()),
+        ..Settings::default()
+    };
+    let unit = render_for("acme", &s, &this_host());
+    insta::assert_snapshot!("mounts", unit);
+    let argv = exec_start_argv(&generate("acme", &unit));
+    assert!(
+        has_pair(
+            &argv,
+            "-v",
+            "/home/user/.gitconfig:/home/agent/.gitconfig:ro"
+        ),
+        "{argv:?}"
+    );
+    assert!(
+        has_pair(&argv, "-v", "/home/user/cache:/cache:rw"),
+        "{argv:?}"
+    );
+    assert!(
+        has_pair(&argv, "-v", "/home/user/p2:/home/user/p2:rw,z"),
+        "{argv:?}"
+    );
+    assert!(
+        has_pair(&argv, "-v", "/home/user/.claude:/home/agent/.claude:rw,z"),
+        "{argv:?}"
+    );
+    assert!(argv.contains(&"--pids-limit=512".to_owned()), "{argv:?}");
+    assert!(
+        !argv.iter().any(|a| a.starts_with("CLAUDE_CONFIG_DIR=")),
+        "a shared config dir is used at the agent's default path: {argv:?}"
+    );
+}
+
+#[test]
+fn host_adaptations_follow_the_host() {
+    let s = settings(Agent::Shell, NetworkMode::Open);
+    let here = render_for("acme", &s, &this_host());
+    let modern = render_for("acme", &s, &modern_host());
+    insta::assert_snapshot!("modern_host", modern);
+    for line in [
+        "PodmanArgs=\"--cgroups=disabled\"",
+        "ExecStartPre=-/bin/rm -f %t/%N.cid",
+        "DefaultDependencies=false",
+        "StandardOutput=append:%t/agent-acme.log",
+    ] {
+        assert!(here.contains(line), "this host needs {line}:\n{here}");
+        assert!(
+            !modern.contains(line),
+            "a modern host does not need {line}:\n{modern}"
+        );
+    }
+    assert!(
+        here.contains("# Detected: podman 4.3.1; Quadlet 5.4.2"),
+        "{here}"
+    );
+    generate("acme", &modern);
+}
+
+#[test]
+fn oldest_quadlet_gets_podman_args_for_missing_keys() {
+    let s = settings(Agent::Claude, NetworkMode::None);
+    let unit = render_for("acme", &s, &oldest_host());
+    insta::assert_snapshot!("oldest_quadlet", unit);
+    for key in ["UserNS=", "Tmpfs=", "HostName=", "WorkingDir="] {
+        assert!(
+            !unit.contains(&format!("\n{key}")),
+            "{key} is newer than Quadlet 4.4:\n{unit}"
+        );
+    }
+    // The generator here is newer; it must still accept the fallback form and pass the
+    // same options to podman.
+    let argv = exec_start_argv(&generate("acme", &unit));
+    assert!(argv.contains(&"--userns=keep-id".to_owned()), "{argv:?}");
+    assert!(
+        argv.contains(&"--workdir=/home/user/projects/acme-web".to_owned()),
+        "{argv:?}"
+    );
+    assert!(argv.contains(&"--hostname=acme".to_owned()), "{argv:?}");
+}
+
+/// Values that are legal but hostile: they must reach podman exactly as given and never
+/// become a key or a specifier.
+#[test]
+fn hostile_values_reach_podman_literally() {
+    let weird_dir = "/home/user/100% $HOME \"q\" 'a' b\\c #x ;y";
+    let s = Settings {
+        agent: Agent::Shell,
+        projects: vec!["/home/user/with space/%h and $USER".into()],
+        mounts: vec![ExtraMount {
+            host: "/home/user/a b%c$d".into(),
+            container: "/mnt/x y".into(),
+            writable: false,
+        }],
+        podman_args: vec![
+            format!("--env=WEIRD={weird_dir}"),
+            "--env=INJECT=x\\".replace('\\', "\\\\"),
+            "--label=k=%n%%$${X}".into(),
+        ],
+        ..Settings::default()
+    };
+    let unit = render_for("acme", &s, &this_host());
+    let argv = exec_start_argv(&generate("acme", &unit));
+    let project = "/home/user/with space/%h and $USER";
+    assert!(
+        has_pair(&argv, "-v", &format!("{project}:{project}:rw,z")),
+        "{argv:?}"
+    );
+    assert!(has_pair(&argv, "--workdir", project), "{argv:?}");
+    assert!(
+        has_pair(&argv, "-v", "/home/user/a b%c$d:/mnt/x y:ro"),
+        "{argv:?}"
+    );
+    assert!(
+        argv.contains(&format!("--env=WEIRD={weird_dir}")),
+        "{argv:?}"
+    );
+    assert!(argv.contains(&"--env=INJECT=x\\\\".to_owned()), "{argv:?}");
+    assert!(argv.contains(&"--label=k=%n%%$${X}".to_owned()), "{argv:?}");
+    // No line of the unit starts anything but a key, a comment, a section or nothing.
+    for line in unit.lines() {
+        assert!(
+            line.is_empty() || line.starts_with('#') || line.starts_with('[') || line.contains('='),
+            "stray line {line:?}"
+        );
+    }
+}
+
+#[test]
+fn unsafe_values_are_refused_before_rendering() {
+    let client = ClientName::parse("acme").expect("name");
+    let bad: Vec<Settings> = vec![
+        Settings {
+            projects: vec!["/p\nExecStartPre=/bin/evil".into()],
+            ..Settings::default()
+        },
+        Settings {
+            projects: vec!["/p:/etc".into()],
+            ..Settings::default()
+        },
+        Settings {
+            projects: vec!["/p\\".into()],
+            ..Settings::default()
+        },
+        Settings {
+            podman_args: vec!["--x\n[Service]".into()],
+            ..Settings::default()
+        },
+        Settings {
+            image: "img\nExec=/bin/sh".into(),
+            ..Settings::default()
+        },
+        Settings {
+            image: "img with space".into(),
+            ..Settings::default()
+        },
+        Settings {
+            image: "--privileged".into(),
+            ..Settings::default()
+        },
+        Settings {
+            mounts: vec![ExtraMount {
+                host: "/a".into(),
+                container: "/b:rw".into(),
+                writable: false,
+            }],
+            ..Settings::default()
+        },
+        Settings {
+            claude_config: Some("/c\"\n".into()),
+            ..Settings::default()
+        },
+    ];
+    for s in bad {
+        let err = render(&Sandbox {
+            client: &client,
+            settings: &s,
+            layout: &layout(),
+            host: &this_host(),
+        })
+        .expect_err(&format!("{s:?} must be refused"));
+        assert!(
+            !format!("{err:#}").contains('\n'),
+            "one-line error: {err:#}"
+        );
+    }
+}
