@@ -54,7 +54,7 @@ fn modern_host() -> HostProfile {
     )
 }
 
-/// The oldest Quadlet (4.4): keys it lacks fall back to PodmanArgs.
+/// The oldest Quadlet (4.4): keys it lacks fall back to `PodmanArgs`.
 fn oldest_host() -> HostProfile {
     fixed_profile(
         Version::new(4, 4, 0),
