@@ -1,0 +1,172 @@
+#!/bin/sh
+# Builds the agent image for tests and CI, which cannot pull from a container registry.
+#
+#   tests/system/build-test-image.sh [--load-into USER] [--force]
+#
+# Run as root. Idempotent:
+#  (a) makes the offline base localhost/debian:bookworm with debootstrap + podman import
+#      when root's store lacks it (the Debian mirror comes from the host's apt sources);
+#  (b) builds localhost/agent-sandbox:latest FROM it, with the host's extra CA
+#      certificates in a temporary copy of image/ (never committed). The build is skipped
+#      when an image labelled with the hash of image/, the CAs, the base and the build
+#      arguments already exists;
+#  (c) --load-into USER copies the image into that rootless user's store (skipped when
+#      the user already has the same image).
+# Prints how long each step took.
+set -eu
+
+BASE=localhost/debian:bookworm
+IMAGE=${IMAGE:-localhost/agent-sandbox:latest}
+HASH_LABEL=io.sandboxctl.image.inputs
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+CONTEXT_SRC=$ROOT/image
+EXTRA_CA_DIR=/usr/local/share/ca-certificates
+
+LOAD_USER=
+FORCE=
+while [ $# -gt 0 ]; do
+    case $1 in
+        --load-into) LOAD_USER=${2:?--load-into needs a user name}; shift 2 ;;
+        --force) FORCE=1; shift ;;
+        -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "build-test-image: unknown argument: $1" >&2; exit 2 ;;
+    esac
+done
+
+[ "$(id -u)" = 0 ] || { echo "build-test-image: run as root" >&2; exit 1; }
+
+now() { date +%s.%N; }
+elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f s", b - a }'; }
+log() { echo "build-test-image: $*"; }
+
+# Host fixes podman needs on this kind of machine (hybrid cgroup v1, PID 1 not systemd,
+# no udev, root without CAP_SYS_RESOURCE). Each is applied only when missing, so this
+# coexists with tests/system/setup-host.sh doing the same.
+host_fixes() {
+    if [ -r /sys/fs/cgroup/unified/cgroup.controllers ]; then
+        for c in $(cat /sys/fs/cgroup/unified/cgroup.controllers); do
+            if ! mountpoint -q "/sys/fs/cgroup/$c"; then
+                mkdir -p "/sys/fs/cgroup/$c"
+                mount -t cgroup -o "$c" cgroup "/sys/fs/cgroup/$c"
+                log "mounted cgroup v1 controller $c"
+            fi
+        done
+    fi
+    conf=/etc/containers/containers.conf
+    if ! grep -qs '^[[:space:]]*default_ulimits' "$conf"; then
+        mkdir -p /etc/containers
+        if grep -qs '^\[containers\]' "$conf"; then
+            sed -i '/^\[containers\]/a default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]' "$conf"
+        else
+            printf '[containers]\ndefault_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]\n' >>"$conf"
+        fi
+        log "set default_ulimits in $conf"
+    fi
+    for dev in /dev/net/tun /dev/fuse; do
+        if [ -e "$dev" ] && [ "$(stat -c %a "$dev")" != 666 ]; then
+            chmod 0666 "$dev"
+            log "chmod 0666 $dev"
+        fi
+    done
+    if [ "$(findmnt -no PROPAGATION /)" != shared ]; then
+        mount --make-rshared /
+        log "made / rshared"
+    fi
+}
+
+debian_mirror() {
+    awk '/^URIs:/ { for (i = 2; i <= NF; i++) if ($i !~ /security/) { print $i; exit } }' \
+        /etc/apt/sources.list.d/debian.sources 2>/dev/null
+}
+
+make_base() {
+    if podman image exists "$BASE"; then
+        log "$BASE present"
+        return
+    fi
+    command -v debootstrap >/dev/null || { apt-get install -y --no-install-recommends debootstrap; }
+    mirror=$(debian_mirror)
+    [ -n "$mirror" ] || { echo "build-test-image: no URIs: line in /etc/apt/sources.list.d/debian.sources" >&2; exit 1; }
+    t=$(now)
+    dir=$(mktemp -d /var/tmp/debian-bookworm.XXXXXX)
+    trap 'rm -rf "$dir"' EXIT
+    log "debootstrap --variant=minbase bookworm from $mirror"
+    debootstrap --variant=minbase bookworm "$dir" "$mirror" >"$dir.log" 2>&1 ||
+        { tail -20 "$dir.log" >&2; exit 1; }
+    rm -f "$dir.log"
+    # What a registry's debian:bookworm-slim also leaves out: downloaded .debs and lists.
+    rm -rf "$dir"/var/cache/apt/archives/*.deb "$dir"/var/lib/apt/lists/* "$dir"/var/log/*.log
+    tar -C "$dir" -c . | podman import -q - "$BASE" >/dev/null
+    rm -rf "$dir"
+    trap - EXIT
+    log "base $BASE built in $(elapsed "$t")"
+}
+
+# Everything the image depends on, hashed: the context files, the CAs added, the base
+# image's id and the build arguments.
+inputs_hash() {
+    {
+        (cd "$CONTEXT_SRC" && find . -type f ! -path './certs/*' -print | LC_ALL=C sort | xargs sha256sum)
+        cat "$EXTRA_CA_DIR"/*.crt 2>/dev/null || true
+        podman image inspect --format '{{.Id}}' "$BASE"
+        echo "BUILD_ARGS=${BUILD_ARGS:-}"
+    } | sha256sum | cut -d' ' -f1
+}
+
+build_image() {
+    hash=$(inputs_hash)
+    have=$(podman image inspect --format "{{ index .Labels \"$HASH_LABEL\" }}" "$IMAGE" 2>/dev/null || true)
+    if [ -z "$FORCE" ] && [ "$have" = "$hash" ]; then
+        log "$IMAGE is up to date (inputs $hash)"
+        return
+    fi
+    t=$(now)
+    ctx=$(mktemp -d /var/tmp/agent-image.XXXXXX)
+    trap 'rm -rf "$ctx"' EXIT
+    cp -a "$CONTEXT_SRC"/. "$ctx"/
+    mkdir -p "$ctx/certs"
+    for crt in "$EXTRA_CA_DIR"/*.crt; do
+        [ -e "$crt" ] && cp "$crt" "$ctx/certs/"
+    done
+    set -- --build-arg "BASE_IMAGE=$BASE" --label "$HASH_LABEL=$hash" -t "$IMAGE"
+    for arg in ${BUILD_ARGS:-}; do set -- "$@" --build-arg "$arg"; done
+    log "podman build $*"
+    podman build --layers "$@" "$ctx"
+    rm -rf "$ctx"
+    trap - EXIT
+    log "image $IMAGE built in $(elapsed "$t")"
+    podman image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' "$IMAGE"
+}
+
+load_into() {
+    user=$1
+    uid=$(id -u "$user") || { echo "build-test-image: no such user: $user" >&2; exit 1; }
+    home=$(getent passwd "$user" | cut -d: -f6)
+    run_dir=/run/user/$uid
+    if [ ! -d "$run_dir" ]; then
+        mkdir -p "$run_dir"
+        chown "$user:" "$run_dir"
+        chmod 0700 "$run_dir"
+    fi
+    as_user() {
+        setpriv --reuid "$uid" --regid "$(id -g "$user")" --init-groups \
+            env -i HOME="$home" USER="$user" LOGNAME="$user" XDG_RUNTIME_DIR="$run_dir" \
+            PATH=/usr/local/bin:/usr/bin:/bin "$@"
+    }
+    id_root=$(podman image inspect --format '{{.Id}}' "$IMAGE")
+    id_user=$(cd / && as_user podman image inspect --format '{{.Id}}' "$IMAGE" 2>/dev/null || true)
+    if [ "$id_root" = "$id_user" ]; then
+        log "$user already has $IMAGE"
+        return
+    fi
+    t=$(now)
+    podman save "$IMAGE" | (cd / && as_user podman load -q)
+    log "loaded $IMAGE into $user's store in $(elapsed "$t")"
+}
+
+total=$(now)
+host_fixes
+make_base
+build_image
+[ -z "$LOAD_USER" ] || load_into "$LOAD_USER"
+log "done in $(elapsed "$total")"
