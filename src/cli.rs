@@ -82,6 +82,25 @@ pub enum Command {
     /// Build and manage the agent image.
     #[command(subcommand)]
     Image(ImageCommand),
+    /// Manage a client's credentials: Podman secrets the agent sees as environment
+    /// variables, never written into unit files.
+    #[command(subcommand)]
+    Secret(SecretCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretCommand {
+    /// Store a secret, reading its value from stdin (e.g. `sandboxctl secret set acme
+    /// GH_TOKEN < token.txt`); restart the sandbox to apply.
+    Set {
+        client: String,
+        /// Environment variable name inside the sandbox, e.g. `GH_TOKEN`.
+        name: String,
+    },
+    /// List a client's secrets (names only).
+    List { client: String },
+    /// Remove a client's secret; restart the sandbox to apply.
+    Rm { client: String, name: String },
 }
 
 /// Options that describe a client's sandbox.

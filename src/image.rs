@@ -1,43 +1,567 @@
-//! The agent image (being filled in): build, existence check, build-if-missing.
+//! The agent image: `sandboxctl image build`, the existence check, and building the
+//! default image when a command needs it and it is missing.
+//!
+//! The build context (the `image/` directory of the source tree) is embedded in the
+//! binary, so an installed `sandboxctl` builds without a checkout: each build writes it
+//! to a temporary directory, adds the extra CA certificates under `certs/`, and runs
+//! `podman build` there with its progress shown on stderr.
 
 use std::fmt;
-use std::path::PathBuf;
+use std::fs;
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 
+/// The image every sandbox runs unless its settings name another.
 pub const DEFAULT_IMAGE: &str = "localhost/agent-sandbox:latest";
 
+/// Labels the Containerfile sets from its version arguments.
+const LABEL_CLAUDE: &str = "io.sandboxctl.claude-code.version";
+const LABEL_CODEX: &str = "io.sandboxctl.codex.version";
+const LABEL_NODE: &str = "io.sandboxctl.node.version";
+
+/// A file of the build context: path inside the context, contents, mode.
+struct ContextFile {
+    path: &'static str,
+    contents: &'static [u8],
+    mode: u32,
+}
+
+macro_rules! context_file {
+    ($path:literal, $mode:literal) => {
+        ContextFile {
+            path: $path,
+            contents: include_bytes!(concat!("../image/", $path)),
+            mode: $mode,
+        }
+    };
+}
+
+/// The `image/` directory, embedded. A unit test checks that it lists every file there.
+const CONTEXT: &[ContextFile] = &[
+    context_file!("Containerfile", 0o644),
+    context_file!("README.md", 0o644),
+    context_file!("agent-entry", 0o755),
+    context_file!("agent-session", 0o755),
+    context_file!("certs/.keep", 0o644),
+    context_file!("certs/README.md", 0o644),
+    context_file!("dpkg-nodoc.cfg", 0o644),
+    context_file!("profile.sh", 0o644),
+    context_file!("session.conf", 0o644),
+    context_file!("ssh_config", 0o644),
+    context_file!("tmux.conf", 0o644),
+];
+
+/// What `sandboxctl image build` builds.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BuildOptions {
+    /// Base image (`BASE_IMAGE`); `None` keeps the Containerfile's registry base.
     pub base: Option<String>,
+    /// Tag of the built image.
     pub tag: String,
+    /// PEM files with extra CA certificates to trust inside the image.
     pub ca_certs: Vec<PathBuf>,
+    /// Further `--build-arg`s, e.g. `("CLAUDE_CODE_VERSION", "2.1.332")`.
     pub build_args: Vec<(String, String)>,
 }
 
+impl BuildOptions {
+    /// The default image from the Containerfile's defaults.
+    pub fn default_image() -> Self {
+        Self {
+            base: None,
+            tag: DEFAULT_IMAGE.to_owned(),
+            ca_certs: Vec::new(),
+            build_args: Vec::new(),
+        }
+    }
+}
+
+/// The outcome of a build.
+#[derive(Debug, Clone, PartialEq)]
 pub struct BuildSummary {
     pub tag: String,
+    pub size_bytes: u64,
+    pub claude_version: String,
+    pub codex_version: String,
+    pub node_version: String,
+    pub seconds: f64,
 }
 
 impl fmt::Display for BuildSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "built {}", self.tag)
+        writeln!(f, "built {} in {:.0} s", self.tag, self.seconds)?;
+        writeln!(f, "  size         {}", human_size(self.size_bytes))?;
+        writeln!(f, "  Claude Code  {}", self.claude_version)?;
+        writeln!(f, "  Codex        {}", self.codex_version)?;
+        write!(f, "  Node.js      {}", self.node_version)
     }
 }
 
-pub fn build(_opts: &BuildOptions) -> Result<BuildSummary> {
-    bail!("image build is not implemented yet")
+/// Builds the image: progress streams to stderr while podman runs.
+pub fn build(opts: &BuildOptions) -> Result<BuildSummary> {
+    let started = Instant::now();
+    let context = tempfile::Builder::new()
+        .prefix("sandboxctl-image-")
+        .tempdir()
+        .context("creating a temporary build context")?;
+    write_context(context.path(), &opts.ca_certs)?;
+
+    let mut cmd = crate::podman::command(build_args(opts, context.path()));
+    cmd.stdin(Stdio::null()).stdout(io::stderr());
+    let status = spawn_checked(&mut cmd)?
+        .wait()
+        .context("waiting for podman build")?;
+    if !status.success() {
+        bail!(
+            "podman build of {} failed ({status}); its output is above",
+            opts.tag
+        );
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let mut summary = inspect(&opts.tag)?;
+    summary.seconds = seconds;
+    Ok(summary)
 }
 
+/// Whether `image` is in the user's podman store.
 pub fn exists(image: &str) -> Result<bool> {
-    Ok(crate::podman::command(["image", "exists", image])
-        .status()
-        .is_ok_and(|s| s.success()))
+    let out = output_checked(&mut crate::podman::command(["image", "exists", image]))?;
+    match out.status.code() {
+        Some(0) => Ok(true),
+        Some(1) => Ok(false),
+        _ => bail!(
+            "podman image exists {image} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ),
+    }
 }
 
+/// Makes sure `image` exists: the default image is built (with progress) when missing;
+/// any other image must be built or pulled by the user.
 pub fn ensure(image: &str) -> Result<()> {
     if exists(image)? {
-        Ok(())
+        return Ok(());
+    }
+    if image != DEFAULT_IMAGE {
+        bail!(
+            "image {image} not found: build it (`sandboxctl image build --tag {image}`) \
+             or pull it (`podman pull {image}`)"
+        );
+    }
+    eprintln!("sandboxctl: image {image} is missing; building it (this takes a few minutes)");
+    let summary = build(&BuildOptions::default_image()).with_context(|| {
+        format!(
+            "building {image} failed; behind a TLS-intercepting proxy, build it with \
+             `sandboxctl image build --ca-cert <proxy CA file>`"
+        )
+    })?;
+    eprintln!("{summary}");
+    Ok(())
+}
+
+/// The `podman build` arguments for `opts` with the context at `context`.
+fn build_args(opts: &BuildOptions, context: &Path) -> Vec<String> {
+    let mut args = vec!["build".to_owned(), "--tag".to_owned(), opts.tag.clone()];
+    if let Some(base) = &opts.base {
+        args.push("--build-arg".to_owned());
+        args.push(format!("BASE_IMAGE={base}"));
+    }
+    for (name, value) in &opts.build_args {
+        args.push("--build-arg".to_owned());
+        args.push(format!("{name}={value}"));
+    }
+    args.push(context.display().to_string());
+    args
+}
+
+/// Writes the embedded context into `dir`, plus each CA certificate of `ca_certs` as
+/// `certs/NN-<name>.crt` (one certificate per file, as update-ca-certificates wants).
+fn write_context(dir: &Path, ca_certs: &[PathBuf]) -> Result<()> {
+    for file in CONTEXT {
+        let path = dir.join(file.path);
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        }
+        fs::write(&path, file.contents).with_context(|| format!("writing {}", path.display()))?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(file.mode))
+            .with_context(|| format!("setting the mode of {}", path.display()))?;
+    }
+    for (i, source) in ca_certs.iter().enumerate() {
+        let certs = read_ca_certs(source)?;
+        let stem = safe_stem(source);
+        for (j, pem) in certs.iter().enumerate() {
+            let name = if certs.len() == 1 {
+                format!("{:02}-{stem}.crt", i + 1)
+            } else {
+                format!("{:02}-{stem}-{}.crt", i + 1, j + 1)
+            };
+            let path = dir.join("certs").join(name);
+            fs::write(&path, pem).with_context(|| format!("writing {}", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
+const PEM_BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+const PEM_END: &str = "-----END CERTIFICATE-----";
+
+/// The PEM certificates in `path` (one or more), each ending in a newline. Anything else
+/// (DER, a key, text, an unreadable file) is an error naming the file.
+fn read_ca_certs(path: &Path) -> Result<Vec<String>> {
+    let bytes =
+        fs::read(path).with_context(|| format!("reading CA certificate {}", path.display()))?;
+    let not_pem = || {
+        anyhow::anyhow!(
+            "{} is not a PEM CA certificate (expected {PEM_BEGIN} … {PEM_END}; \
+             convert DER with `openssl x509 -inform der -in FILE -out FILE.crt`)",
+            path.display()
+        )
+    };
+    let text = String::from_utf8(bytes).map_err(|_| not_pem())?;
+    let mut certs = Vec::new();
+    let mut rest = text.as_str();
+    while let Some(start) = rest.find(PEM_BEGIN) {
+        let body_start = start + PEM_BEGIN.len();
+        let Some(len) = rest[body_start..].find(PEM_END) else {
+            return Err(not_pem());
+        };
+        let body = &rest[body_start..body_start + len];
+        let base64 = body.chars().filter(|c| !c.is_whitespace());
+        let mut count = 0usize;
+        for c in base64 {
+            if !(c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '=')) {
+                return Err(not_pem());
+            }
+            count += 1;
+        }
+        if count == 0 || !count.is_multiple_of(4) {
+            return Err(not_pem());
+        }
+        certs.push(format!("{PEM_BEGIN}{body}{PEM_END}\n"));
+        rest = &rest[body_start + len + PEM_END.len()..];
+    }
+    if certs.is_empty() {
+        return Err(not_pem());
+    }
+    Ok(certs)
+}
+
+/// A file-name stem safe inside the build context.
+fn safe_stem(path: &Path) -> String {
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let safe: String = stem
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if safe.trim_matches('.').is_empty() {
+        "ca".to_owned()
     } else {
-        bail!("image {image} is missing: build it with `sandboxctl image build`")
+        safe
+    }
+}
+
+/// Size and agent versions of a built image, from `podman image inspect`.
+fn inspect(image: &str) -> Result<BuildSummary> {
+    let format = format!(
+        "{{{{.Size}}}}\t{{{{index .Labels \"{LABEL_CLAUDE}\"}}}}\t\
+         {{{{index .Labels \"{LABEL_CODEX}\"}}}}\t{{{{index .Labels \"{LABEL_NODE}\"}}}}"
+    );
+    let out = output_checked(&mut crate::podman::command([
+        "image", "inspect", "--format", &format, image,
+    ]))?;
+    if !out.status.success() {
+        bail!(
+            "podman image inspect {image} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    parse_inspect(image, &String::from_utf8_lossy(&out.stdout))
+}
+
+fn parse_inspect(image: &str, text: &str) -> Result<BuildSummary> {
+    let fields: Vec<&str> = text.trim_end_matches('\n').split('\t').collect();
+    let [size, claude, codex, node] = fields[..] else {
+        bail!("unexpected output of podman image inspect {image}: {text:?}");
+    };
+    let label = |v: &str| match v {
+        "" | "<no value>" => "unknown".to_owned(),
+        v => v.to_owned(),
+    };
+    Ok(BuildSummary {
+        tag: image.to_owned(),
+        size_bytes: size
+            .trim()
+            .parse()
+            .with_context(|| format!("podman reported the size of {image} as {size:?}"))?,
+        claude_version: label(claude),
+        codex_version: label(codex),
+        node_version: label(node),
+        seconds: 0.0,
+    })
+}
+
+/// `1234567890` → "1.23 GB" (podman's decimal units).
+fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["kB", "MB", "GB", "TB"];
+    if bytes < 1000 {
+        return format!("{bytes} B");
+    }
+    #[allow(clippy::cast_precision_loss)] // a size shown with three digits
+    let mut value = bytes as f64;
+    let mut unit = "B";
+    for u in UNITS {
+        if value < 1000.0 {
+            break;
+        }
+        value /= 1000.0;
+        unit = u;
+    }
+    format!("{value:.2} {unit}")
+}
+
+fn podman_not_found(cmd: &Command) -> anyhow::Error {
+    anyhow::anyhow!(
+        "podman not found: install podman (e.g. `sudo apt install podman`), or point \
+         SANDBOXCTL_PODMAN at it (tried {})",
+        cmd.get_program().to_string_lossy()
+    )
+}
+
+fn spawn_checked(cmd: &mut Command) -> Result<std::process::Child> {
+    cmd.spawn().map_err(|e| {
+        if e.kind() == io::ErrorKind::NotFound {
+            podman_not_found(cmd)
+        } else {
+            anyhow::Error::new(e).context(format!("running {}", cmd.get_program().display()))
+        }
+    })
+}
+
+fn output_checked(cmd: &mut Command) -> Result<std::process::Output> {
+    cmd.stdin(Stdio::null());
+    cmd.output().map_err(|e| {
+        if e.kind() == io::ErrorKind::NotFound {
+            podman_not_found(cmd)
+        } else {
+            anyhow::Error::new(e).context(format!("running {}", cmd.get_program().display()))
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PEM: &str =
+        "-----BEGIN CERTIFICATE-----\nTUlJQmZ6Q0NBU1dn\nQXdJQkFnSVU=\n-----END CERTIFICATE-----\n";
+
+    fn file(dir: &Path, name: &str, contents: &[u8]) -> PathBuf {
+        let path = dir.join(name);
+        fs::write(&path, contents).expect("write");
+        path
+    }
+
+    #[test]
+    fn context_embeds_every_file_of_the_image_directory() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("image");
+        let mut on_disk = Vec::new();
+        let mut dirs = vec![root.clone()];
+        while let Some(dir) = dirs.pop() {
+            for entry in fs::read_dir(&dir).expect("read_dir") {
+                let path = entry.expect("entry").path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else {
+                    let rel = path.strip_prefix(&root).expect("prefix");
+                    on_disk.push(rel.to_string_lossy().into_owned());
+                }
+            }
+        }
+        on_disk.sort();
+        let embedded: Vec<String> = CONTEXT.iter().map(|f| f.path.to_owned()).collect();
+        assert_eq!(embedded, on_disk);
+    }
+
+    #[test]
+    fn context_is_written_with_modes_and_no_certificates_by_default() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write_context(dir.path(), &[]).expect("context");
+        let containerfile = fs::read_to_string(dir.path().join("Containerfile")).expect("read");
+        assert!(containerfile.contains("ARG BASE_IMAGE="));
+        let mode = |p: &str| {
+            fs::metadata(dir.path().join(p))
+                .expect("metadata")
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        assert_eq!(mode("agent-entry"), 0o755);
+        assert_eq!(mode("agent-session"), 0o755);
+        assert_eq!(mode("tmux.conf"), 0o644);
+        let mut certs: Vec<String> = fs::read_dir(dir.path().join("certs"))
+            .expect("certs")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        certs.sort();
+        assert_eq!(certs, [".keep", "README.md"]);
+    }
+
+    #[test]
+    fn ca_certificates_are_copied_one_per_file() {
+        let src = tempfile::tempdir().expect("tempdir");
+        let single = file(src.path(), "corp proxy.pem", PEM.as_bytes());
+        let bundle = file(
+            src.path(),
+            "bundle.crt",
+            format!("subject=CN = a\n{PEM}\n# second\n{PEM}").as_bytes(),
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        write_context(dir.path(), &[single, bundle]).expect("context");
+        let certs = dir.path().join("certs");
+        assert_eq!(
+            fs::read_to_string(certs.join("01-corp_proxy.crt")).expect("read"),
+            PEM
+        );
+        assert_eq!(
+            fs::read_to_string(certs.join("02-bundle-1.crt")).expect("read"),
+            PEM
+        );
+        assert_eq!(
+            fs::read_to_string(certs.join("02-bundle-2.crt")).expect("read"),
+            PEM
+        );
+    }
+
+    #[test]
+    fn certificate_errors_name_the_file() {
+        let src = tempfile::tempdir().expect("tempdir");
+        let cases = [
+            ("der.crt", &[0x30u8, 0x82, 0x01, 0xff, 0x80][..]),
+            ("notes.txt", b"just some text\n"),
+            (
+                "key.pem",
+                b"-----BEGIN PRIVATE KEY-----\nTUlJ\n-----END PRIVATE KEY-----\n",
+            ),
+            ("cut.crt", b"-----BEGIN CERTIFICATE-----\nTUlJQmZ6\n"),
+            (
+                "junk.crt",
+                b"-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n",
+            ),
+            (
+                "empty.crt",
+                b"-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n",
+            ),
+        ];
+        for (name, contents) in cases {
+            let path = file(src.path(), name, contents);
+            let err = read_ca_certs(&path).expect_err(name);
+            let msg = format!("{err:#}");
+            assert!(msg.contains(&path.display().to_string()), "{msg}");
+            assert!(msg.contains("not a PEM CA certificate"), "{msg}");
+        }
+        let missing = src.path().join("missing.crt");
+        let msg = format!("{:#}", read_ca_certs(&missing).expect_err("missing"));
+        assert!(
+            msg.starts_with(&format!("reading CA certificate {}", missing.display())),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn an_unreadable_certificate_fails_the_context() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let err = write_context(dir.path(), &[PathBuf::from("/nonexistent/ca.crt")])
+            .expect_err("missing cert");
+        assert!(format!("{err:#}").contains("/nonexistent/ca.crt"));
+    }
+
+    #[test]
+    fn build_arguments() {
+        let opts = BuildOptions {
+            base: Some("localhost/debian:bookworm".to_owned()),
+            tag: "localhost/x:1".to_owned(),
+            ca_certs: Vec::new(),
+            build_args: vec![("CODEX_VERSION".to_owned(), "0.1.0".to_owned())],
+        };
+        assert_eq!(
+            build_args(&opts, Path::new("/tmp/ctx")),
+            [
+                "build",
+                "--tag",
+                "localhost/x:1",
+                "--build-arg",
+                "BASE_IMAGE=localhost/debian:bookworm",
+                "--build-arg",
+                "CODEX_VERSION=0.1.0",
+                "/tmp/ctx"
+            ]
+        );
+        let default = build_args(&BuildOptions::default_image(), Path::new("/c"));
+        assert_eq!(default, ["build", "--tag", DEFAULT_IMAGE, "/c"]);
+    }
+
+    #[test]
+    fn the_containerfile_defaults_match_the_labels_read_back() {
+        let containerfile = include_str!("../image/Containerfile");
+        for label in [LABEL_CLAUDE, LABEL_CODEX, LABEL_NODE] {
+            assert!(containerfile.contains(label), "{label}");
+        }
+    }
+
+    #[test]
+    fn inspect_output_is_parsed() {
+        let s = parse_inspect("img", "1203456789\t2.1.332\t0.171.0\t22.23.3\n").expect("parse");
+        assert_eq!(s.size_bytes, 1_203_456_789);
+        assert_eq!(s.claude_version, "2.1.332");
+        assert_eq!(s.codex_version, "0.171.0");
+        assert_eq!(s.node_version, "22.23.3");
+        let s = parse_inspect("img", "10\t<no value>\t\t1\n").expect("parse");
+        assert_eq!(s.claude_version, "unknown");
+        assert_eq!(s.codex_version, "unknown");
+        assert!(parse_inspect("img", "garbage").is_err());
+    }
+
+    #[test]
+    fn summary_is_readable() {
+        let s = BuildSummary {
+            tag: DEFAULT_IMAGE.to_owned(),
+            size_bytes: 1_203_456_789,
+            claude_version: "2.1.332".to_owned(),
+            codex_version: "0.171.0".to_owned(),
+            node_version: "22.23.3".to_owned(),
+            seconds: 56.4,
+        };
+        assert_eq!(
+            s.to_string(),
+            "built localhost/agent-sandbox:latest in 56 s\n  size         1.20 GB\n  \
+             Claude Code  2.1.332\n  Codex        0.171.0\n  Node.js      22.23.3"
+        );
+        assert_eq!(human_size(999), "999 B");
+        assert_eq!(human_size(121_000_000), "121.00 MB");
+    }
+
+    #[test]
+    fn missing_podman_is_a_one_line_error() {
+        let mut cmd = Command::new("/nonexistent/podman");
+        let msg = format!("{:#}", output_checked(&mut cmd).expect_err("absent"));
+        assert!(msg.starts_with("podman not found: install podman"), "{msg}");
+        assert!(!msg.contains('\n'));
+        let msg = format!("{:#}", spawn_checked(&mut cmd).expect_err("absent"));
+        assert!(msg.starts_with("podman not found: install podman"), "{msg}");
     }
 }

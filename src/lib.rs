@@ -2,6 +2,7 @@
 //! units by the user's systemd.
 
 pub mod atomic;
+pub mod claude_login;
 pub mod cli;
 pub mod client;
 mod cmd;
@@ -13,6 +14,7 @@ pub mod logs;
 pub mod options;
 pub mod podman;
 pub mod render;
+pub mod secrets;
 pub mod settings;
 pub mod systemd;
 

@@ -35,13 +35,30 @@ const WEAKENING_ARGS: [&str; 10] = [
     "--device",
 ];
 
-/// Applies `req` to `current` (or to the defaults) and validates the result.
+/// Every client's settings on disk, read once per command for the overlap checks.
+pub fn all_settings(layout: &Layout) -> Result<Vec<(ClientName, Settings)>> {
+    layout
+        .list_clients()?
+        .into_iter()
+        .map(|c| {
+            let s = Settings::load(&layout.settings_path(&c))?;
+            Ok((c, s))
+        })
+        .collect()
+}
+
+/// Applies `req` to the client's current settings (or the defaults) and validates the
+/// result against `others`, every client's settings on disk.
 pub fn apply(
     layout: &Layout,
     client: &ClientName,
-    current: Option<Settings>,
+    others: &[(ClientName, Settings)],
     req: &Request<'_>,
 ) -> Result<Settings> {
+    let current = others
+        .iter()
+        .find(|(c, _)| c == client)
+        .map(|(_, s)| s.clone());
     let mut s = if req.reset {
         Settings::default()
     } else {
@@ -75,12 +92,17 @@ pub fn apply(
     if let Some(dir) = &o.claude_config {
         s.claude_config = Some(existing_dir("Claude config directory", dir)?);
     }
-    validate(layout, client, &s)?;
+    validate(layout, client, &s, others)?;
     Ok(s)
 }
 
 /// Checks settings that may also have been edited by hand.
-pub fn validate(layout: &Layout, client: &ClientName, s: &Settings) -> Result<()> {
+pub fn validate(
+    layout: &Layout,
+    client: &ClientName,
+    s: &Settings,
+    others: &[(ClientName, Settings)],
+) -> Result<()> {
     for a in &s.podman_args {
         escape::check("podman argument", a)?;
     }
@@ -112,13 +134,10 @@ pub fn validate(layout: &Layout, client: &ClientName, s: &Settings) -> Result<()
             );
         }
     }
-    for other in layout.list_clients()? {
-        if &other == client {
+    for (other, theirs) in others {
+        if other == client {
             continue;
         }
-        let Ok(theirs) = Settings::load(&layout.settings_path(&other)) else {
-            continue;
-        };
         for p in &s.projects {
             if let Some(q) = theirs
                 .projects
@@ -252,7 +271,7 @@ mod tests {
         let first = apply(
             &layout,
             &client,
-            None,
+            &[],
             &req(std::slice::from_ref(&proj), &opts),
         )
         .expect("apply");
@@ -263,7 +282,7 @@ mod tests {
         let again = apply(
             &layout,
             &client,
-            Some(first.clone()),
+            &[(client.clone(), first.clone())],
             &Request {
                 network: Some(NetworkMode::None),
                 ..req(&[], &SandboxOptions::default())
@@ -360,7 +379,7 @@ mod tests {
         for (projects, opts, want) in cases {
             let err = format!(
                 "{:#}",
-                apply(&layout, &client, None, &req(&projects, &opts)).expect_err(want)
+                apply(&layout, &client, &[], &req(&projects, &opts)).expect_err(want)
             );
             assert!(err.contains(want), "want {want:?} in {err}");
             assert!(!err.contains('\n'), "one line: {err:?}");
@@ -388,7 +407,7 @@ mod tests {
             apply(
                 &layout,
                 &client,
-                None,
+                &all_settings(&layout).expect("settings"),
                 &req(&[parent], &SandboxOptions::default())
             )
             .expect_err("overlap")

@@ -170,6 +170,21 @@ impl Sandbox<'_> {
             &mut keys,
             &mut args,
         )?;
+        for name in &s.secrets {
+            crate::secrets::check_name(name)?;
+            let spec = format!(
+                "{},type=mount,target={name}",
+                crate::secrets::podman_name(self.client, name)
+            );
+            self.key_or_arg(
+                V4_5,
+                "Secret",
+                spec.clone(),
+                &format!("--secret={spec}"),
+                &mut keys,
+                &mut args,
+            )?;
+        }
         if s.network == NetworkMode::None {
             keys.push(Key {
                 name: "Network",

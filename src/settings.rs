@@ -121,6 +121,9 @@ pub struct Settings {
     /// A Claude config directory shared on purpose instead of the client's own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub claude_config: Option<PathBuf>,
+    /// Names of the client's Podman secrets (values live only in Podman's store).
+    #[serde(default)]
+    pub secrets: Vec<String>,
 }
 
 impl Default for Settings {
@@ -133,6 +136,7 @@ impl Default for Settings {
             mounts: Vec::new(),
             podman_args: Vec::new(),
             claude_config: None,
+            secrets: Vec::new(),
         }
     }
 }
@@ -210,6 +214,7 @@ mod tests {
             ],
             podman_args: vec!["--pids-limit=512".into()],
             claude_config: Some("/home/u/.claude".into()),
+            secrets: vec!["GH_TOKEN".into()],
         }
     }
 

@@ -55,6 +55,10 @@ pub fn disable(layout: &Layout, name: &str, purge: bool) -> Result<()> {
         unit_path.display()
     );
     if purge {
+        let removed = crate::secrets::remove_all(&client)?;
+        if !removed.is_empty() {
+            println!("purged {client}'s secrets: {}", removed.join(", "));
+        }
         if client_dir.exists() {
             std::fs::remove_dir_all(&client_dir)
                 .with_context(|| format!("cannot delete {}", client_dir.display()))?;

@@ -8,14 +8,19 @@ use crate::host::HostProfile;
 use crate::layout::Layout;
 use crate::options::{self, Request};
 use crate::render::{self, Sandbox};
-use crate::settings::{NetworkMode, Settings};
-use crate::systemd::{Systemd, Verb};
+use crate::settings::{Agent, NetworkMode, Settings};
+use crate::systemd::{Systemd, UnitState, Verb};
+use crate::{claude_login, secrets};
 
 /// A client ready to be written: its settings and unit text.
 struct Planned {
     client: ClientName,
     settings: Settings,
     unit: String,
+    /// The unit differs from the one on disk (or there was none).
+    changed: bool,
+    /// The agent's API key found in the environment: (variable, value).
+    api_key: Option<(&'static str, Vec<u8>)>,
 }
 
 fn parse_clients(list: &str) -> Result<Vec<ClientName>> {
@@ -36,64 +41,108 @@ fn plan(
     clients: &[ClientName],
     req: &Request<'_>,
 ) -> Result<Vec<Planned>> {
+    if clients.len() > 1 && !req.projects.is_empty() {
+        bail!(
+            "several clients cannot share project directories: one client's project must not be visible to another; enable them one by one"
+        );
+    }
+    let others = options::all_settings(layout)?;
     clients
         .iter()
         .map(|client| {
-            let path = layout.settings_path(client);
-            let current = if path.exists() {
-                Some(Settings::load(&path)?)
-            } else {
-                None
-            };
-            let settings = options::apply(layout, client, current, req)?;
+            let mut settings = options::apply(layout, client, &others, req)?;
+            let api_key = api_key_from_env(&settings)?;
+            if let Some((name, _)) = &api_key
+                && !settings.secrets.iter().any(|s| s == name)
+            {
+                settings.secrets.push((*name).to_owned());
+            }
             let unit = render::render(&Sandbox {
                 client,
                 settings: &settings,
                 layout,
                 host,
             })?;
-            check_unit_is_ours(layout, client)?;
+            let existing = existing_unit(layout, client)?;
             Ok(Planned {
                 client: client.clone(),
+                changed: existing.as_deref() != Some(unit.as_str()),
                 settings,
                 unit,
+                api_key,
             })
         })
         .collect()
 }
 
-fn check_unit_is_ours(layout: &Layout, client: &ClientName) -> Result<()> {
+/// The client's unit file as it is on disk; an error if sandboxctl did not write it.
+fn existing_unit(layout: &Layout, client: &ClientName) -> Result<Option<String>> {
     let path = layout.unit_path(client);
     match std::fs::read_to_string(&path) {
         Ok(text) if !render::is_ours(&text) => bail!(
             "{} exists and was not written by sandboxctl; move it away before enabling client {client}",
             path.display()
         ),
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Ok(text) => Ok(Some(text)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
     }
 }
 
+/// The agent's API key (`ANTHROPIC_API_KEY`, `OPENAI_API_KEY`) when the environment has
+/// one; it is stored as a Podman secret each time, so a changed key is picked up.
+fn api_key_from_env(settings: &Settings) -> Result<Option<(&'static str, Vec<u8>)>> {
+    let Some(name) = secrets::agent_key(settings.agent) else {
+        return Ok(None);
+    };
+    match std::env::var_os(name) {
+        Some(v) if !v.is_empty() => {
+            let value = secrets::clean_value(name, v.as_encoded_bytes())?;
+            Ok(Some((name, value)))
+        }
+        _ => Ok(None),
+    }
+}
+
 fn write(layout: &Layout, p: &Planned) -> Result<()> {
-    layout.create_client_dirs(&p.client)?;
-    p.settings
-        .save(&layout.settings_path(&p.client), &p.client)?;
+    let client = &p.client;
+    if let Some((name, value)) = &p.api_key {
+        secrets::store(client, name, value)?;
+        println!(
+            "stored {name} from the environment as Podman secret {} (not in any file sandboxctl writes)",
+            secrets::podman_name(client, name)
+        );
+    }
+    layout.create_client_dirs(client)?;
+    p.settings.save(&layout.settings_path(client), client)?;
     std::fs::create_dir_all(&layout.unit_dir)
         .with_context(|| format!("cannot create {}", layout.unit_dir.display()))?;
-    crate::atomic::write(&layout.unit_path(&p.client), p.unit.as_bytes(), 0o644)
+    crate::atomic::write(&layout.unit_path(client), p.unit.as_bytes(), 0o644)?;
+    if p.settings.agent == Agent::Claude && p.settings.claude_config.is_none() {
+        let has_key = p.settings.secrets.iter().any(|s| s == "ANTHROPIC_API_KEY");
+        let host = claude_login::host_config_dir();
+        for line in claude_login::prepare(
+            &layout.client_subdir(client, "claude"),
+            host.as_deref(),
+            has_key,
+        )? {
+            println!("{line}");
+        }
+    }
+    Ok(())
 }
 
 /// After a reload, each unit must have produced a loaded service; if the generator
-/// rejected one, say why using its dry-run output.
+/// rejected one, say why using its dry-run output. Returns whether each one runs.
 fn check_generated(
     systemd: &Systemd,
     host: &HostProfile,
     layout: &Layout,
     planned: &[Planned],
-) -> Result<()> {
+) -> Result<Vec<bool>> {
     let units: Vec<String> = planned.iter().map(|p| p.client.service_name()).collect();
-    for state in systemd.unit_states(&units)? {
+    let states = systemd.unit_states(&units)?;
+    for state in &states {
         if state.load_state != "loaded" {
             let why = host
                 .quadlet
@@ -107,7 +156,7 @@ fn check_generated(
             );
         }
     }
-    Ok(())
+    Ok(states.iter().map(UnitState::is_active).collect())
 }
 
 fn generator_verdict(quadlet: &std::path::Path, unit_dir: &std::path::Path) -> String {
@@ -133,7 +182,8 @@ fn generator_verdict(quadlet: &std::path::Path, unit_dir: &std::path::Path) -> S
     }
 }
 
-fn enable_clients(
+/// Validates, writes and reloads; the shared path of `enable`, `run` and `secret`.
+pub fn enable_clients(
     layout: &Layout,
     clients: &[ClientName],
     req: &Request<'_>,
@@ -148,8 +198,8 @@ fn enable_clients(
         write(layout, p)?;
     }
     systemd.reload()?;
-    check_generated(&systemd, &host, layout, &planned)?;
-    for p in &planned {
+    let running = check_generated(&systemd, &host, layout, &planned)?;
+    for (p, running) in planned.iter().zip(&running) {
         for w in options::warnings(&p.settings) {
             eprintln!("{w}");
         }
@@ -160,10 +210,21 @@ fn enable_clients(
             p.settings.agent,
             p.settings.network
         );
+        if *running && p.changed && !now {
+            println!(
+                "{0} is running the previous settings; `sandboxctl restart {0}` applies them (the agent restarts)",
+                p.client
+            );
+        }
     }
     if now {
-        for p in &planned {
-            super::lifecycle::start_planned(layout, &systemd, &p.client, &p.settings, Verb::Start)?;
+        for (p, running) in planned.iter().zip(&running) {
+            let verb = match (running, p.changed) {
+                (false, _) => Verb::Start,
+                (true, true) => Verb::Restart,
+                (true, false) => continue,
+            };
+            super::lifecycle::start_planned(layout, &systemd, &p.client, &p.settings, verb)?;
         }
     } else if let [p] = planned.as_slice() {
         println!(

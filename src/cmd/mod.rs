@@ -6,6 +6,7 @@ mod enable;
 mod image;
 mod lifecycle;
 mod logs;
+mod secret;
 mod status;
 
 use anyhow::Result;
@@ -38,6 +39,7 @@ pub fn dispatch(cli: Cli) -> Result<()> {
             lines,
         } => logs::logs(&layout, &client, follow, lines),
         Command::Image(cmd) => image::image(cmd),
+        Command::Secret(cmd) => secret::secret(&layout, cmd),
     }
 }
 

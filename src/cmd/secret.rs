@@ -1,0 +1,69 @@
+//! `secret set|list|rm`: a client's credentials as Podman secrets.
+
+use std::io::Read;
+
+use anyhow::{Context, Result, bail};
+
+use crate::cli::{SandboxOptions, SecretCommand};
+use crate::layout::Layout;
+use crate::options::Request;
+use crate::secrets;
+
+/// Largest value accepted on stdin; API keys and tokens are far smaller.
+const MAX_VALUE: u64 = 64 * 1024;
+
+pub fn secret(layout: &Layout, cmd: SecretCommand) -> Result<()> {
+    match cmd {
+        SecretCommand::Set { client, name } => {
+            secrets::check_name(&name)?;
+            let (client, mut settings) = super::known_client(layout, &client)?;
+            let mut raw = Vec::new();
+            std::io::stdin()
+                .take(MAX_VALUE + 1)
+                .read_to_end(&mut raw)
+                .context("cannot read the secret's value from stdin")?;
+            if raw.len() as u64 > MAX_VALUE {
+                bail!("the value for {name} is larger than 64 KiB; nothing was stored");
+            }
+            let value = secrets::clean_value(&name, &raw)?;
+            secrets::store(&client, &name, &value)?;
+            if !settings.secrets.contains(&name) {
+                settings.secrets.push(name.clone());
+                settings.save(&layout.settings_path(&client), &client)?;
+            }
+            println!(
+                "stored {name} for {client} as Podman secret {}",
+                secrets::podman_name(&client, &name)
+            );
+            update_unit(layout, &client)
+        }
+        SecretCommand::List { client } => {
+            let (client, _) = super::known_client(layout, &client)?;
+            for name in secrets::list(&client)? {
+                println!("{name}");
+            }
+            Ok(())
+        }
+        SecretCommand::Rm { client, name } => {
+            secrets::check_name(&name)?;
+            let (client, mut settings) = super::known_client(layout, &client)?;
+            secrets::remove(&client, &name)?;
+            settings.secrets.retain(|s| s != &name);
+            settings.save(&layout.settings_path(&client), &client)?;
+            println!("removed {name} from {client}");
+            update_unit(layout, &client)
+        }
+    }
+}
+
+/// Re-renders the client's unit from its saved settings and reloads systemd.
+fn update_unit(layout: &Layout, client: &crate::client::ClientName) -> Result<()> {
+    let options = SandboxOptions::default();
+    let req = Request {
+        projects: &[],
+        options: &options,
+        network: None,
+        reset: false,
+    };
+    super::enable::enable_clients(layout, std::slice::from_ref(client), &req, false)
+}
