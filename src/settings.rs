@@ -11,8 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::client::ClientName;
 
-/// The image a client runs unless told otherwise.
-pub const DEFAULT_IMAGE: &str = "localhost/agent-sandbox:latest";
+pub use crate::image::DEFAULT_IMAGE;
 
 /// Which program the sandbox's tmux session runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]

@@ -13,8 +13,9 @@ pub fn job(layout: &Layout, name: &str, verb: Verb) -> Result<()> {
     start_planned(layout, &systemd, &client, &settings, verb)
 }
 
-/// Runs the job; a start or restart first makes sure the default image exists, and a
-/// failure carries the unit's last log lines.
+/// Runs the job; a start or restart first builds the default image if it is missing
+/// (any other image is pulled by Podman within the start job), and a failure carries the
+/// unit's last log lines.
 pub fn start_planned(
     _layout: &Layout,
     systemd: &Systemd,
@@ -22,7 +23,7 @@ pub fn start_planned(
     settings: &Settings,
     verb: Verb,
 ) -> Result<()> {
-    if !matches!(verb, Verb::Stop) {
+    if !matches!(verb, Verb::Stop) && settings.image == crate::image::DEFAULT_IMAGE {
         crate::image::ensure(&settings.image)?;
     }
     let unit = client.service_name();
