@@ -596,16 +596,18 @@ fn t5_two_clients_are_isolated_from_each_other() {
     );
 }
 
-/// 6. A start that cannot succeed (an image that does not exist, pulls disabled) fails
-///    within seconds with the unit's last log lines, instead of hanging.
+/// 6. A start that cannot succeed fails within seconds with the reason, instead of
+///    hanging: an image that does not exist (pulls disabled), and a unit whose container
+///    cannot be created (a `--mount` source that vanished after `enable`), where the
+///    reason comes from the unit's last log lines.
 #[test]
 fn t6_failing_start_reports_quickly_with_logs() {
-    let c = Client::new("t6");
+    let image_client = Client::new("t6i");
     let image = format!("localhost/sbx-no-such-image-{}:latest", std::process::id());
     sbx([
         "enable",
-        &c.name,
-        c.project_str(),
+        &image_client.name,
+        image_client.project_str(),
         "--agent",
         "shell",
         "--image",
@@ -614,6 +616,30 @@ fn t6_failing_start_reports_quickly_with_logs() {
     ])
     .run()
     .success();
+    let out = sbx(["start", &image_client.name])
+        .timeout(Duration::from_mins(1))
+        .run()
+        .failure();
+    assert!(
+        out.elapsed < Duration::from_secs(20),
+        "`start` took {:?}:\n{out}",
+        out.elapsed
+    );
+    assert!(
+        out.stderr.contains(&image),
+        "the error does not name the missing image:\n{out}"
+    );
+    assert_ne!(
+        unit_property(&image_client.unit(), "ActiveState"),
+        "active",
+        "{out}"
+    );
+
+    let mut c = Client::new("t6m");
+    let gone = c.scratch_dir("gone");
+    let spec = format!("{}:/mnt/sbx-gone", gone.display());
+    c.enable(&["--mount", &spec]);
+    std::fs::remove_dir(&gone).expect("remove the mount source");
     let out = sbx(["start", &c.name])
         .timeout(Duration::from_mins(1))
         .run()
@@ -624,16 +650,15 @@ fn t6_failing_start_reports_quickly_with_logs() {
         out.elapsed
     );
     assert!(
-        out.stderr.contains(&c.unit()) || out.stderr.contains(&c.name),
+        out.stderr.contains(&c.unit()),
         "the error does not name the unit:\n{out}"
     );
+    // podman's own error, as logged by the unit: it names the missing source.
     assert!(
-        out.stderr
-            .contains(&format!("sbx-no-such-image-{}", std::process::id())),
-        "the error does not carry the unit's log lines (which name the image):\n{out}"
+        out.stderr.contains(gone.to_str().expect("UTF-8")),
+        "the error does not carry the unit's log lines (podman's error names the path):\n{out}"
     );
-    let state = unit_property(&c.unit(), "ActiveState");
-    assert_ne!(state, "active", "{out}");
+    assert_ne!(unit_property(&c.unit(), "ActiveState"), "active", "{out}");
     let status = status_json(&c);
     assert_ne!(status["active_state"], "active", "{status}");
 }
