@@ -1,0 +1,192 @@
+//! Running the `sandboxctl` binary the way a user does, in a home of its own: a temp
+//! dir as `HOME`, a fake systemd on a private bus, the real Quadlet generator and a fake
+//! podman that records its arguments and never touches containers. The environment is
+//! set on the child process only, starting from an empty one.
+
+use std::fmt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use super::fake_systemd::FakeSystemd;
+
+/// A podman that answers what sandboxctl asks of it here: its version, `image exists`
+/// (yes, unless the file `podman-no-image` exists next to it, in which case `build`
+/// fails too) and anything else with success. Each call is appended to `podman.log`.
+const FAKE_PODMAN: &str = r#"#!/bin/sh
+here=$(dirname "$0")
+echo "$*" >>"$here/podman.log"
+case "$1" in
+--version) echo "podman version 5.4.2" ;;
+image) [ "$2" = exists ] && [ -e "$here/podman-no-image" ] && exit 1 ;;
+build)
+    if [ -e "$here/podman-no-image" ]; then
+        echo "Error: the fake podman builds nothing" >&2
+        exit 125
+    fi
+    ;;
+esac
+exit 0
+"#;
+
+/// A user's home with sandboxctl's world around it.
+pub struct Home {
+    pub fake: FakeSystemd,
+    quadlet: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl Home {
+    /// A fresh home; the fake manager runs the real generator over the unit directory
+    /// on Reload, so only units the generator accepts become loaded services.
+    pub fn new() -> Self {
+        let quadlet = super::quadlet();
+        let dir = tempfile::tempdir().expect("temp home");
+        let bin = dir.path().join("fake-bin");
+        std::fs::create_dir_all(&bin).expect("create fake-bin");
+        let podman = bin.join("podman");
+        std::fs::write(&podman, FAKE_PODMAN).expect("write the fake podman");
+        std::fs::set_permissions(&podman, std::fs::Permissions::from_mode(0o755))
+            .expect("make the fake podman executable");
+        std::fs::create_dir_all(dir.path().join("run")).expect("create the runtime dir");
+        let fake = FakeSystemd::start();
+        let home = Self { fake, quadlet, dir };
+        home.fake.run_generator(&home.quadlet, &home.unit_dir());
+        home
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `XDG_RUNTIME_DIR`.
+    pub fn runtime_dir(&self) -> PathBuf {
+        self.path().join("run")
+    }
+
+    /// Where Quadlet units go: `~/.config/containers/systemd`.
+    pub fn unit_dir(&self) -> PathBuf {
+        self.path().join(".config/containers/systemd")
+    }
+
+    pub fn unit_file(&self, client: &str) -> PathBuf {
+        self.unit_dir().join(format!("agent-{client}.container"))
+    }
+
+    /// `~/.local/share/agent-sandbox/clients/<client>`.
+    pub fn client_dir(&self, client: &str) -> PathBuf {
+        self.path()
+            .join(".local/share/agent-sandbox/clients")
+            .join(client)
+    }
+
+    /// A directory under the home, created (e.g. a project).
+    pub fn mkdir(&self, rel: &str) -> PathBuf {
+        let p = self.path().join(rel);
+        std::fs::create_dir_all(&p).expect("create a directory");
+        p
+    }
+
+    /// The arguments of every podman call so far, one per line.
+    pub fn podman_log(&self) -> String {
+        std::fs::read_to_string(self.path().join("fake-bin/podman.log")).unwrap_or_default()
+    }
+
+    /// Makes the fake podman say the image is missing and fail to build it.
+    pub fn without_image(&self) {
+        std::fs::write(self.path().join("fake-bin/podman-no-image"), "").expect("write flag");
+    }
+
+    /// `sandboxctl ARGS…` in this home.
+    pub fn sandboxctl<I, S>(&self, args: I) -> Cmd
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sandboxctl"));
+        cmd.args(args)
+            .env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .env("LANG", "C.UTF-8")
+            .env("HOME", self.path())
+            .env("XDG_RUNTIME_DIR", self.runtime_dir())
+            .env("DBUS_SESSION_BUS_ADDRESS", self.fake.address())
+            .env("SANDBOXCTL_QUADLET", &self.quadlet)
+            .env("SANDBOXCTL_PODMAN", self.path().join("fake-bin/podman"))
+            .current_dir(self.path())
+            .stdin(Stdio::null());
+        Cmd { cmd }
+    }
+}
+
+/// A command to run, in the style of casey/just's test builder.
+pub struct Cmd {
+    cmd: Command,
+}
+
+impl Cmd {
+    pub fn arg(mut self, arg: impl AsRef<std::ffi::OsStr>) -> Self {
+        self.cmd.arg(arg);
+        self
+    }
+
+    pub fn run(mut self) -> Output {
+        let line = format!("{:?}", self.cmd);
+        let out = self.cmd.output().expect("run sandboxctl");
+        Output {
+            line,
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
+/// What a run printed and how it ended.
+pub struct Output {
+    line: String,
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Output {
+    /// Asserts exit status 0.
+    #[track_caller]
+    pub fn success(self) -> Self {
+        assert_eq!(self.code, Some(0), "expected success:\n{self}");
+        self
+    }
+
+    /// Asserts exit status 1 and a single `sandboxctl: …` error line on stderr that
+    /// contains every one of `wanted`.
+    #[track_caller]
+    pub fn failure(self, wanted: &[&str]) -> Self {
+        assert_eq!(self.code, Some(1), "expected exit status 1:\n{self}");
+        assert!(
+            self.stderr.starts_with("sandboxctl: "),
+            "expected `sandboxctl: <error>` on stderr:\n{self}"
+        );
+        for w in wanted {
+            assert!(self.stderr.contains(w), "stderr lacks {w:?}:\n{self}");
+        }
+        self
+    }
+
+    /// stdout parsed as JSON.
+    #[track_caller]
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{self}"))
+    }
+}
+
+impl fmt::Display for Output {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "$ {}\nexit: {:?}\n--- stdout\n{}--- stderr\n{}",
+            self.line, self.code, self.stdout, self.stderr
+        )
+    }
+}
