@@ -466,8 +466,12 @@ mod cli {
             "not-found",
             "Quadlet generator did not produce it",
             "nope.image was not found",
+            "nothing was changed",
         ]);
-        assert_eq!(home.fake.count("Reload"), 1);
+        // The second reload follows the rollback, which leaves nothing behind.
+        assert_eq!(home.fake.count("Reload"), 2);
+        assert!(!home.unit_file("acme").exists(), "unit removed again");
+        assert!(!home.client_dir("acme").exists(), "client dir removed again");
     }
 
     #[test]
@@ -477,6 +481,10 @@ mod cli {
         home.sandboxctl(["enable", "a,b", "--agent", "shell"])
             .run()
             .failure(&["systemd has no agent-b.service after reloading"]);
+        for c in ["a", "b"] {
+            assert!(!home.unit_file(c).exists(), "{c}: unit rolled back");
+            assert!(!home.client_dir(c).exists(), "{c}: data rolled back");
+        }
     }
 
     #[test]

@@ -21,6 +21,31 @@ struct Planned {
     changed: bool,
     /// The agent's API key found in the environment: (variable, value).
     api_key: Option<(&'static str, Vec<u8>)>,
+    /// What was on disk before, to put back if systemd cannot load the new unit.
+    before: Before,
+}
+
+/// A client's files before `enable` touched them.
+struct Before {
+    unit: Option<String>,
+    settings: Option<Vec<u8>>,
+    client_dir_existed: bool,
+}
+
+impl Before {
+    fn restore(&self, layout: &Layout, client: &ClientName) {
+        let unit = layout.unit_path(client);
+        let _ = match &self.unit {
+            Some(text) => crate::atomic::write(&unit, text.as_bytes(), 0o644),
+            None => std::fs::remove_file(&unit).map_err(Into::into),
+        };
+        if !self.client_dir_existed {
+            let _ = std::fs::remove_dir_all(layout.client_dir(client));
+            let _ = secrets::remove_all(client);
+        } else if let Some(bytes) = &self.settings {
+            let _ = crate::atomic::write(&layout.settings_path(client), bytes, 0o600);
+        }
+    }
 }
 
 fn parse_clients(list: &str) -> Result<Vec<ClientName>> {
@@ -70,6 +95,11 @@ fn plan(
                 settings,
                 unit,
                 api_key,
+                before: Before {
+                    unit: existing,
+                    settings: std::fs::read(layout.settings_path(client)).ok(),
+                    client_dir_existed: layout.client_dir(client).exists(),
+                },
             })
         })
         .collect()
@@ -147,7 +177,7 @@ fn check_generated(
             let why = host
                 .quadlet
                 .as_ref()
-                .map(|q| generator_verdict(&q.path, &layout.unit_dir))
+                .map(|q| generator_verdict(&q.path, &layout.unit_dir, &state.unit))
                 .unwrap_or_default();
             bail!(
                 "systemd has no {} after reloading (load state {}): the Quadlet generator did not produce it{why}",
@@ -159,18 +189,26 @@ fn check_generated(
     Ok(states.iter().map(UnitState::is_active).collect())
 }
 
-fn generator_verdict(quadlet: &std::path::Path, unit_dir: &std::path::Path) -> String {
+/// The generator's complaint about `service`'s unit file (or its last word if it names
+/// no file), from a dry run over the unit directory.
+fn generator_verdict(
+    quadlet: &std::path::Path,
+    unit_dir: &std::path::Path,
+    service: &str,
+) -> String {
     let out = std::process::Command::new(quadlet)
         .args(["-dryrun", "-user"])
         .env("QUADLET_UNIT_DIRS", unit_dir)
         .output();
+    let unit_file = format!("{}.container", service.trim_end_matches(".service"));
     match out {
         Ok(o) => {
             let text = String::from_utf8_lossy(&o.stderr);
             let line = text
                 .lines()
                 .rev()
-                .find(|l| !l.trim().is_empty())
+                .find(|l| l.contains(&unit_file))
+                .or_else(|| text.lines().rev().find(|l| !l.trim().is_empty()))
                 .unwrap_or("");
             if line.is_empty() {
                 String::new()
@@ -198,7 +236,17 @@ pub fn enable_clients(
         write(layout, p)?;
     }
     systemd.reload()?;
-    let running = check_generated(&systemd, &host, layout, &planned)?;
+    let running = match check_generated(&systemd, &host, layout, &planned) {
+        Ok(r) => r,
+        Err(e) => {
+            // Put every file back as it was, so a rejected unit leaves nothing behind.
+            for p in &planned {
+                p.before.restore(layout, &p.client);
+            }
+            let _ = systemd.reload();
+            return Err(e.context("nothing was changed"));
+        }
+    };
     for (p, running) in planned.iter().zip(&running) {
         for w in options::warnings(&p.settings) {
             eprintln!("{w}");
