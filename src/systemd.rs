@@ -102,6 +102,12 @@ pub struct Systemd {
 
 const NO_SUCH_UNIT: &str = "org.freedesktop.systemd1.NoSuchUnit";
 
+/// Longer than the unit's `TimeoutStartSec=` (900 s), after which systemd itself fails
+/// the job.
+const JOB_DEADLINE_START: std::time::Duration = std::time::Duration::from_mins(16);
+/// Longer than systemd's default stop timeout (90 s).
+const JOB_DEADLINE_STOP: std::time::Duration = std::time::Duration::from_secs(150);
+
 /// The session bus address: `$DBUS_SESSION_BUS_ADDRESS`, else `$XDG_RUNTIME_DIR/bus`.
 pub fn session_bus_address() -> Result<String> {
     if let Some(a) = std::env::var("DBUS_SESSION_BUS_ADDRESS")
@@ -167,28 +173,40 @@ impl Systemd {
             Verb::Restart => self.manager.restart_unit(unit, "replace"),
         };
         let job = queued.map_err(|e| map_error(e, unit))?;
-        for signal in signals {
-            let args = signal
-                .args()
-                .context("malformed JobRemoved signal from systemd")?;
-            if args.job().as_str() != job.as_str() {
-                continue;
-            }
-            return if *args.result() == "done" {
-                Ok(())
-            } else {
-                Err(SystemdError::JobFailed {
-                    unit: unit.to_owned(),
-                    verb: verb.as_str(),
-                    result: (*args.result()).to_owned(),
+        // systemd always ends a job (its own timeouts included); the deadline only guards
+        // against a signal that never arrives, e.g. a manager that went away.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for signal in signals {
+                let Ok(args) = signal.args() else { continue };
+                if args.job().as_str() == job.as_str() {
+                    let _ = tx.send((*args.result()).to_owned());
+                    return;
                 }
-                .into())
-            };
+            }
+        });
+        let deadline = match verb {
+            Verb::Stop => JOB_DEADLINE_STOP,
+            Verb::Start | Verb::Restart => JOB_DEADLINE_START,
+        };
+        match rx.recv_timeout(deadline) {
+            Ok(result) if result == "done" => Ok(()),
+            Ok(result) => Err(SystemdError::JobFailed {
+                unit: unit.to_owned(),
+                verb: verb.as_str(),
+                result,
+            }
+            .into()),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => anyhow::bail!(
+                "no result from systemd after {} s waiting for {unit} to {}; see `systemctl --user status {unit}`",
+                deadline.as_secs(),
+                verb.as_str()
+            ),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => anyhow::bail!(
+                "lost the D-Bus connection while waiting for {unit} to {}",
+                verb.as_str()
+            ),
         }
-        anyhow::bail!(
-            "lost the D-Bus connection while waiting for {unit} to {}",
-            verb.as_str()
-        )
     }
 
     /// Clears a unit's failed state; a unit systemd does not know is fine.
