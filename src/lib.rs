@@ -12,6 +12,7 @@ pub mod layout;
 pub mod logs;
 pub mod options;
 pub mod podman;
+pub mod proxy;
 pub mod render;
 pub mod settings;
 pub mod systemd;
