@@ -26,8 +26,14 @@ const TUNNELS: usize = 100;
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("--serve-proxy") {
-        let mut opts = ProxyOptions::new("bench", &args[2], Listen::Unix(PathBuf::from(&args[3])));
-        opts.idle_exit = None;
+        // `--serve-proxy POLICY SOCKET|--systemd-socket`: the proxy alone, also handy to
+        // try socket activation (`systemd-socket-activate -l PATH …`).
+        let listen = match args[3].as_str() {
+            "--systemd-socket" => Listen::SystemdSocket,
+            path => Listen::Unix(PathBuf::from(path)),
+        };
+        let mut opts = ProxyOptions::new("bench", &args[2], listen);
+        opts.idle_exit = opts.idle_exit.map(|_| Duration::from_secs(2));
         return sandboxctl::proxy::run(opts);
     }
     let check = args.iter().any(|a| a == "--check");
