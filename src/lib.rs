@@ -13,6 +13,7 @@ pub mod layout;
 pub mod logs;
 pub mod options;
 pub mod podman;
+pub mod proxy;
 pub mod render;
 pub mod secrets;
 pub mod settings;

@@ -1,0 +1,515 @@
+//! One request: find the target, decide on the name, resolve, check the addresses,
+//! connect, then tunnel (`CONNECT`) or forward (plain HTTP). Every request ends in
+//! exactly one decision line, written when its last byte has gone through.
+
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt as _, Empty, Full};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::http::uri::Authority;
+use hyper::{Method, Request, Response, StatusCode, Uri, Version};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+use super::addr::forbidden_reason;
+use super::log::{DecisionRecord, Verdict};
+use super::policy::{Decision, Target};
+use super::reload::PolicyStore;
+use super::resolve::Resolver;
+use super::server::{ActiveGuard, Activity, Config};
+use super::sniff::Head;
+
+type Body = BoxBody<Bytes, hyper::Error>;
+
+/// What every connection task shares.
+pub(crate) struct Shared<R> {
+    pub cfg: Config,
+    pub store: PolicyStore,
+    pub resolver: R,
+    pub activity: Activity,
+}
+
+/// The decision line of a request, written when dropped: whatever happens to the
+/// request (refused, finished, client gone), one line comes out.
+struct Pending {
+    rec: DecisionRecord,
+    log: super::log::LogSink,
+    start: Instant,
+    up: Arc<AtomicU64>,
+    down: Arc<AtomicU64>,
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.rec.bytes_up = self.up.load(Ordering::Relaxed);
+        self.rec.bytes_down = self.down.load(Ordering::Relaxed);
+        self.rec.duration_ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.log.decision(&self.rec);
+    }
+}
+
+/// A refused request: status and reason (also the response body).
+struct Refusal {
+    status: StatusCode,
+    reason: String,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, reason: impl Into<String>) -> Self {
+        Self {
+            status,
+            reason: reason.into(),
+        }
+    }
+    fn bad(reason: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, reason)
+    }
+    fn forbidden(reason: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, reason)
+    }
+    fn bad_gateway(reason: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_GATEWAY, reason)
+    }
+}
+
+/// Where a request goes once allowed.
+struct Route {
+    host: String,
+    port: u16,
+    /// The matching rule lets the name resolve to private addresses.
+    private: bool,
+    /// The authority as the request gave it (kept for the upstream `Host` header).
+    authority: Authority,
+}
+
+/// Serves one request.
+pub(crate) async fn handle<R: Resolver>(
+    shared: Arc<Shared<R>>,
+    head: Head,
+    mut req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let mut pending = Pending {
+        rec: DecisionRecord {
+            client: shared.cfg.client.clone(),
+            host: None,
+            port: None,
+            method: Some(req.method().as_str().to_owned()),
+            decision: Verdict::Denied,
+            reason: Some("client went away before a decision".to_owned()),
+            rule: None,
+            addr: None,
+            status: None,
+            error: None,
+            bytes_up: 0,
+            bytes_down: 0,
+            duration_ms: 0,
+        },
+        log: shared.cfg.log.clone(),
+        start: Instant::now(),
+        up: Arc::default(),
+        down: Arc::default(),
+    };
+    let result = async {
+        let route = decide_and_route(&shared, &head, &req, &mut pending.rec)?;
+        let tcp = resolve_and_connect(&shared, &route, &mut pending.rec).await?;
+        Ok::<_, Refusal>((route, tcp))
+    }
+    .await;
+    let (route, tcp) = match result {
+        Ok(ok) => ok,
+        Err(refusal) => return Ok(refuse(&shared.cfg.client, pending, refusal)),
+    };
+    pending.rec.decision = Verdict::Allowed;
+    pending.rec.reason = None;
+    if req.method() == Method::CONNECT {
+        let on_upgrade = hyper::upgrade::on(&mut req);
+        let guard = shared.activity.guard();
+        tokio::spawn(tunnel(on_upgrade, tcp, pending, guard));
+        return Ok(Response::new(empty()));
+    }
+    Ok(forward(req, tcp, &route, pending).await)
+}
+
+fn refuse(client: &str, mut pending: Pending, refusal: Refusal) -> Response<Body> {
+    let target = match (&pending.rec.host, pending.rec.port) {
+        (Some(h), Some(p)) => format!("{h}:{p} "),
+        _ => String::new(),
+    };
+    let hint = if refusal.status == StatusCode::FORBIDDEN {
+        format!(
+            " (the user can change this with `sandboxctl allow {client} HOST` or `sandboxctl policy {client}`)"
+        )
+    } else {
+        String::new()
+    };
+    let body = format!(
+        "sandboxctl proxy: {target}refused: {}{hint}\n",
+        refusal.reason
+    );
+    pending.rec.decision = Verdict::Denied;
+    pending.rec.reason = Some(refusal.reason);
+    drop(pending);
+    let mut resp = Response::new(Full::new(Bytes::from(body)).map_err(|n| match n {}).boxed());
+    *resp.status_mut() = refusal.status;
+    let h = resp.headers_mut();
+    h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+fn empty() -> Body {
+    Empty::new().map_err(|n| match n {}).boxed()
+}
+
+/// Everything decided before any DNS lookup: request shape, target, policy.
+fn decide_and_route<R>(
+    shared: &Shared<R>,
+    head: &Head,
+    req: &Request<Incoming>,
+    rec: &mut DecisionRecord,
+) -> Result<Route, Refusal> {
+    if let Some(why) = head.smuggling() {
+        return Err(Refusal::bad(format!("request smuggling attempt: {why}")));
+    }
+    let (authority, default_port) = target_authority(req)?;
+    let host = authority.host().to_owned();
+    rec.host = Some(host.clone());
+    let port = match authority.port_u16() {
+        Some(p) => p,
+        None if req.method() == Method::CONNECT => {
+            return Err(Refusal::bad("CONNECT needs host:port"));
+        }
+        None => default_port,
+    };
+    rec.port = Some(port);
+    if authority.as_str().contains('@') {
+        return Err(Refusal::bad(
+            "user information in the target is not allowed",
+        ));
+    }
+    let target = Target::parse(&host).map_err(|e| Refusal::bad(e.to_string()))?;
+    let loaded = shared.store.current();
+    let policy = match loaded.as_ref() {
+        Ok(p) => p,
+        Err(e) => {
+            return Err(Refusal::forbidden(format!(
+                "network policy unusable, denying everything: {e}"
+            )));
+        }
+    };
+    match policy.decide(&target, port) {
+        Decision::Deny { reason } => Err(Refusal::forbidden(reason)),
+        Decision::Allow { rule, private } => {
+            rec.rule = Some(rule);
+            Ok(Route {
+                host,
+                port,
+                private,
+                authority,
+            })
+        }
+    }
+}
+
+/// The authority a request targets and the port to use when it names none.
+fn target_authority(req: &Request<Incoming>) -> Result<(Authority, u16), Refusal> {
+    let uri: &Uri = req.uri();
+    if req.method() == Method::CONNECT {
+        return uri
+            .authority()
+            .cloned()
+            .map(|a| (a, 443))
+            .ok_or_else(|| Refusal::bad("CONNECT needs host:port"));
+    }
+    match (uri.scheme_str(), uri.authority()) {
+        (Some("http"), Some(a)) => Ok((a.clone(), 80)),
+        (Some(s), _) => Err(Refusal::bad(format!(
+            "only http:// URLs are forwarded; use CONNECT for {s}://"
+        ))),
+        (None, _) => {
+            let host = req.headers().get(header::HOST).ok_or_else(|| {
+                Refusal::bad("no target: neither an absolute URL nor a Host header")
+            })?;
+            let a = host
+                .to_str()
+                .ok()
+                .and_then(|h| h.parse::<Authority>().ok())
+                .ok_or_else(|| Refusal::bad("invalid Host header"))?;
+            Ok((a, 80))
+        }
+    }
+}
+
+async fn resolve_and_connect<R: Resolver>(
+    shared: &Shared<R>,
+    route: &Route,
+    rec: &mut DecisionRecord,
+) -> Result<TcpStream, Refusal> {
+    let host = route.host.as_str();
+    let addrs: Vec<IpAddr> = match Target::parse(host) {
+        Ok(Target::Ip(ip)) => vec![ip],
+        Ok(Target::Name(name)) => {
+            match tokio::time::timeout(shared.cfg.dns_timeout, shared.resolver.lookup(&name)).await
+            {
+                Ok(Ok(a)) if !a.is_empty() => a,
+                Ok(Ok(_)) => return Err(Refusal::bad_gateway("DNS lookup found no address")),
+                Ok(Err(e)) => return Err(Refusal::bad_gateway(format!("DNS lookup failed: {e}"))),
+                Err(_) => return Err(Refusal::bad_gateway("DNS lookup timed out")),
+            }
+        }
+        Err(e) => return Err(Refusal::bad(e.to_string())),
+    };
+    if !route.private {
+        for ip in &addrs {
+            if let Some(why) = forbidden_reason(*ip) {
+                return Err(Refusal::forbidden(format!(
+                    "{host} resolves to {ip}, a {why} (allowed only by a rule with private = true)"
+                )));
+            }
+        }
+    }
+    let mut last_err = String::from("no address");
+    for ip in addrs {
+        let addr = SocketAddr::new(ip.to_canonical(), route.port);
+        match tokio::time::timeout(shared.cfg.connect_timeout, TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => {
+                let _ = s.set_nodelay(true);
+                rec.addr = Some(addr.to_string());
+                return Ok(s);
+            }
+            Ok(Err(e)) => last_err = format!("{addr}: {e}"),
+            Err(_) => last_err = format!("{addr}: timed out"),
+        }
+    }
+    Err(Refusal::bad_gateway(format!("cannot connect: {last_err}")))
+}
+
+async fn tunnel(
+    on_upgrade: hyper::upgrade::OnUpgrade,
+    tcp: TcpStream,
+    mut pending: Pending,
+    _guard: ActiveGuard,
+) {
+    let mut upstream = Counted {
+        inner: tcp,
+        written: pending.up.clone(),
+        read: pending.down.clone(),
+    };
+    match on_upgrade.await {
+        Ok(upgraded) => {
+            let mut client = TokioIo::new(upgraded);
+            if let Err(e) = tokio::io::copy_bidirectional_with_sizes(
+                &mut client,
+                &mut upstream,
+                64 << 10,
+                64 << 10,
+            )
+            .await
+            {
+                pending.rec.error = Some(format!("tunnel: {e}"));
+            }
+        }
+        Err(e) => pending.rec.error = Some(format!("upgrade failed: {e}")),
+    }
+}
+
+async fn forward(
+    req: Request<Incoming>,
+    tcp: TcpStream,
+    route: &Route,
+    mut pending: Pending,
+) -> Response<Body> {
+    let (parts, body) = req.into_parts();
+    let mut headers = parts.headers;
+    strip_hop_by_hop(&mut headers);
+    // The upstream sees the name that was allowed, never a different Host header
+    // (which a shared front end could route to another site).
+    let host_header = match route.authority.port_u16() {
+        Some(80) | None => route.authority.host().to_owned(),
+        Some(p) => format!("{}:{p}", route.authority.host()),
+    };
+    match HeaderValue::from_str(&host_header) {
+        Ok(v) => {
+            headers.insert(header::HOST, v);
+        }
+        Err(_) => return refuse("", pending, Refusal::bad("invalid host")),
+    }
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
+    let up = pending.up.clone();
+    let body = body
+        .map_frame(move |f| {
+            if let Some(d) = f.data_ref() {
+                up.fetch_add(d.len() as u64, Ordering::Relaxed);
+            }
+            f
+        })
+        .boxed();
+    let mut out = Request::new(body);
+    *out.method_mut() = parts.method;
+    *out.version_mut() = Version::HTTP_11;
+    *out.headers_mut() = headers;
+    match path.parse::<Uri>() {
+        Ok(u) => *out.uri_mut() = u,
+        Err(_) => return refuse("", pending, Refusal::bad("invalid path")),
+    }
+    let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await {
+        Ok(x) => x,
+        Err(e) => return upstream_failed(pending, &e),
+    };
+    tokio::spawn(conn);
+    let resp = match sender.send_request(out).await {
+        Ok(r) => r,
+        Err(e) => return upstream_failed(pending, &e),
+    };
+    pending.rec.status = Some(resp.status().as_u16());
+    let (mut parts, body) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    parts
+        .headers
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    let down = pending.down.clone();
+    let body = body
+        .map_frame(move |f| {
+            // The record travels with the body and is written when it is dropped,
+            // i.e. once the response has been sent (or the client went away).
+            let _ = &pending;
+            if let Some(d) = f.data_ref() {
+                down.fetch_add(d.len() as u64, Ordering::Relaxed);
+            }
+            f
+        })
+        .boxed();
+    Response::from_parts(parts, body)
+}
+
+fn upstream_failed(mut pending: Pending, e: &hyper::Error) -> Response<Body> {
+    // Allowed, but the upstream failed: keep the decision, note the error.
+    pending.rec.error = Some(format!("upstream: {e}"));
+    drop(pending);
+    let mut resp = Response::new(
+        Full::new(Bytes::from(format!(
+            "sandboxctl proxy: upstream error: {e}\n"
+        )))
+        .map_err(|n| match n {})
+        .boxed(),
+    );
+    *resp.status_mut() = StatusCode::BAD_GATEWAY;
+    resp
+}
+
+/// Removes the headers that describe one hop (RFC 9110 §7.6.1), including those the
+/// `Connection` header names.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [
+        header::CONNECTION,
+        HeaderName::from_static("keep-alive"),
+        HeaderName::from_static("proxy-connection"),
+        header::PROXY_AUTHENTICATE,
+        header::PROXY_AUTHORIZATION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+    ] {
+        headers.remove(name);
+    }
+}
+
+/// The upstream side of a tunnel, counting bytes each way as they pass, so the
+/// counts are right even when the tunnel ends with an error.
+struct Counted {
+    inner: TcpStream,
+    written: Arc<AtomicU64>,
+    read: Arc<AtomicU64>,
+}
+
+impl AsyncRead for Counted {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let res = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let n = buf.filled().len() - before;
+        self.read.fetch_add(n as u64, Ordering::Relaxed);
+        res
+    }
+}
+
+impl AsyncWrite for Counted {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let res = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = res {
+            self.written.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        res
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("connection", "keep-alive, x-secret"),
+            ("x-secret", "1"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-authorization", "Basic abc"),
+            ("proxy-connection", "keep-alive"),
+            ("te", "trailers"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("accept", "*/*"),
+            ("authorization", "Bearer end-to-end"),
+        ] {
+            h.append(HeaderName::from_static(k), HeaderValue::from_static(v));
+        }
+        strip_hop_by_hop(&mut h);
+        let mut left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["accept", "authorization"]);
+    }
+}

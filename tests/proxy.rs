@@ -1,0 +1,709 @@
+//! The egress proxy against local upstream servers on 127.0.0.x and a test resolver
+//! that maps names to them and records every lookup. Nothing here needs more than
+//! loopback.
+
+// Test helpers outside `#[test]` functions unwrap too (STYLE.md: tests may).
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{HeaderMap, Request, Response};
+use hyper_util::rt::TokioIo;
+use sandboxctl::proxy::{Config, Listen, Listener, LogSink, Resolver, Stopped, policy, serve};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+
+/// An HTTP server standing in for a remote host.
+struct Upstream {
+    addr: SocketAddr,
+    /// Headers of every request it got.
+    requests: Arc<Mutex<Vec<(String, HeaderMap)>>>,
+}
+
+impl Upstream {
+    async fn start(ip: &str, name: &'static str) -> Upstream {
+        let listener = TcpListener::bind((ip.parse::<IpAddr>().unwrap(), 0))
+            .await
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let requests: Arc<Mutex<Vec<(String, HeaderMap)>>> = Arc::default();
+        let seen = requests.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let seen = seen.clone();
+                let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    seen.lock()
+                        .unwrap()
+                        .push((req.uri().to_string(), req.headers().clone()));
+                    let body = format!("hello from {name} {}", req.uri().path());
+                    async move { Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(body)))) }
+                });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc),
+                );
+            }
+        });
+        Upstream { addr, requests }
+    }
+
+    fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    fn hits(&self) -> usize {
+        self.requests.lock().unwrap().len()
+    }
+}
+
+/// Answers from a fixed table and records each lookup.
+#[derive(Clone, Default)]
+struct TestResolver {
+    table: Arc<HashMap<String, Vec<IpAddr>>>,
+    lookups: Arc<Mutex<Vec<String>>>,
+}
+
+impl Resolver for TestResolver {
+    async fn lookup(&self, host: &str) -> io::Result<Vec<IpAddr>> {
+        self.lookups.lock().unwrap().push(host.to_owned());
+        self.table
+            .get(host)
+            .cloned()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such test name"))
+    }
+}
+
+struct Proxy {
+    addr: SocketAddr,
+    policy: PathBuf,
+    lookups: Arc<Mutex<Vec<String>>>,
+    logs: Arc<Mutex<Vec<String>>>,
+    _stop: oneshot::Sender<()>,
+    _dir: tempfile::TempDir,
+}
+
+impl Proxy {
+    fn start(policy_text: &str, dns: &[(&str, &str)]) -> Proxy {
+        let dir = tempfile::tempdir().unwrap();
+        let policy = dir.path().join("network.toml");
+        std::fs::write(&policy, policy_text).unwrap();
+        let mut table: HashMap<String, Vec<IpAddr>> = HashMap::new();
+        for (name, ip) in dns {
+            table
+                .entry((*name).to_owned())
+                .or_default()
+                .push(ip.parse().unwrap());
+        }
+        let resolver = TestResolver {
+            table: Arc::new(table),
+            lookups: Arc::default(),
+        };
+        let lookups = resolver.lookups.clone();
+        let logs: Arc<Mutex<Vec<String>>> = Arc::default();
+        let mut cfg = Config::new("acme", &policy);
+        cfg.log = LogSink::Memory(logs.clone());
+        cfg.header_read_timeout = Duration::from_millis(300);
+        cfg.connect_timeout = Duration::from_millis(500);
+        let listener = Listener::open(&Listen::Tcp("127.0.0.1:0".parse().unwrap())).unwrap();
+        let addr = listener.local_tcp_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(serve(listener, cfg, resolver, async {
+            let _ = stopped.await;
+        }));
+        Proxy {
+            addr,
+            policy,
+            lookups,
+            logs,
+            _stop: stop,
+            _dir: dir,
+        }
+    }
+
+    fn lookups(&self) -> Vec<String> {
+        self.lookups.lock().unwrap().clone()
+    }
+
+    /// Sends raw bytes on a new connection and returns all it gets until EOF.
+    async fn raw(&self, request: &[u8]) -> String {
+        let mut s = TcpStream::connect(self.addr).await.unwrap();
+        s.write_all(request).await.unwrap();
+        read_to_eof(&mut s).await
+    }
+
+    /// `GET http://host:port/path` through the proxy.
+    async fn get(&self, host: &str, port: u16, path: &str) -> String {
+        self.raw(
+            format!("GET http://{host}:{port}{path} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+    }
+
+    /// `CONNECT host:port`, then, if the tunnel is up, a GET through it.
+    async fn connect(&self, authority: &str) -> String {
+        let mut s = TcpStream::connect(self.addr).await.unwrap();
+        s.write_all(
+            format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+        let head = read_head(&mut s).await;
+        if !head.starts_with("HTTP/1.1 200") {
+            return head + &read_to_eof(&mut s).await;
+        }
+        s.write_all(b"GET /tunnel HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        head + &read_to_eof(&mut s).await
+    }
+
+    /// The decision lines written so far, waiting (bounded) until `n` are there: a
+    /// tunnel's line is written when the tunnel closes, just after the client saw EOF.
+    async fn decisions(&self, n: usize) -> Vec<serde_json::Value> {
+        for _ in 0..500 {
+            let lines: Vec<serde_json::Value> = self
+                .logs
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+                .filter(|v| v["event"] == "decision")
+                .collect();
+            if lines.len() >= n {
+                return lines;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!(
+            "fewer than {n} decision lines: {:?}",
+            self.logs.lock().unwrap()
+        );
+    }
+}
+
+async fn read_to_eof<S: AsyncRead + Unpin>(s: &mut S) -> String {
+    let mut out = Vec::new();
+    let res = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+    assert!(
+        res.is_ok(),
+        "connection not closed: {}",
+        String::from_utf8_lossy(&out)
+    );
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+async fn read_head<S: AsyncRead + Unpin>(s: &mut S) -> String {
+    let mut out = Vec::new();
+    let mut b = [0u8; 1];
+    while !out.ends_with(b"\r\n\r\n") {
+        match tokio::time::timeout(Duration::from_secs(10), s.read(&mut b)).await {
+            Ok(Ok(1)) => out.push(b[0]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn status(resp: &str) -> &str {
+    resp.split(' ').nth(1).unwrap_or("(no response)")
+}
+
+fn private_rule(host: &str, port: u16) -> String {
+    format!("{{ host = \"{host}:{port}\", private = true }}")
+}
+
+// --- allowed and denied names --------------------------------------------------------
+
+#[tokio::test]
+async fn allowed_name_reaches_the_upstream_over_http_and_connect() {
+    let up = Upstream::start("127.0.0.2", "ok").await;
+    let p = Proxy::start(
+        &format!("allow = [{}]", private_rule("ok.test", up.port())),
+        &[("ok.test", "127.0.0.2")],
+    );
+
+    let resp = p.get("ok.test", up.port(), "/plain").await;
+    assert_eq!(status(&resp), "200", "{resp}");
+    assert!(resp.ends_with("hello from ok /plain"), "{resp}");
+
+    let resp = p.connect(&format!("ok.test:{}", up.port())).await;
+    assert_eq!(status(&resp), "200", "{resp}");
+    assert!(resp.ends_with("hello from ok /tunnel"), "{resp}");
+    assert_eq!(p.lookups(), ["ok.test", "ok.test"]);
+
+    let lines = p.decisions(2).await;
+    for (line, method) in lines.iter().zip(["GET", "CONNECT"]) {
+        assert_eq!(line["decision"], "allowed", "{line}");
+        assert_eq!(line["client"], "acme");
+        assert_eq!(line["host"], "ok.test");
+        assert_eq!(line["port"], up.port());
+        assert_eq!(line["method"], method);
+        assert_eq!(line["addr"], format!("127.0.0.2:{}", up.port()));
+        assert!(line["bytes_down"].as_u64().unwrap() >= 20, "{line}");
+        assert!(line["duration_ms"].is_u64());
+    }
+    // The tunnel carried the GET one way and the response the other.
+    assert!(lines[1]["bytes_up"].as_u64().unwrap() > 40, "{}", lines[1]);
+}
+
+#[tokio::test]
+async fn denied_name_is_refused_and_never_resolved() {
+    let up = Upstream::start("127.0.0.2", "evil").await;
+    let p = Proxy::start(
+        &format!(
+            "allow = [{}]\ndeny = [\"blocked.test\"]",
+            private_rule("blocked.test", up.port())
+        ),
+        &[("evil.test", "127.0.0.2"), ("blocked.test", "127.0.0.2")],
+    );
+    for host in ["evil.test", "blocked.test"] {
+        let resp = p.connect(&format!("{host}:{}", up.port())).await;
+        assert_eq!(status(&resp), "403", "{resp}");
+        assert!(resp.contains("sandboxctl allow acme"), "{resp}");
+        let resp = p.get(host, up.port(), "/").await;
+        assert_eq!(status(&resp), "403", "{resp}");
+    }
+    assert_eq!(p.lookups(), Vec::<String>::new());
+    assert_eq!(up.hits(), 0);
+    let lines = p.decisions(4).await;
+    assert!(lines.iter().all(|l| l["decision"] == "denied"));
+    assert_eq!(lines[0]["reason"], "host not in allowlist");
+    assert_eq!(lines[2]["reason"], "denied by `blocked.test`");
+}
+
+#[tokio::test]
+async fn wildcard_and_port_rules() {
+    let up = Upstream::start("127.0.0.2", "wild").await;
+    let other = Upstream::start("127.0.0.2", "other-port").await;
+    let p = Proxy::start(
+        &format!(
+            "allow = [{}, \"portless.test\"]",
+            private_rule("*.wild.test", up.port())
+        ),
+        &[
+            ("a.wild.test", "127.0.0.2"),
+            ("a.b.wild.test", "127.0.0.2"),
+            ("wild.test", "127.0.0.2"),
+            ("portless.test", "127.0.0.2"),
+        ],
+    );
+    for host in ["a.wild.test", "a.b.wild.test"] {
+        let resp = p.connect(&format!("{host}:{}", up.port())).await;
+        assert!(resp.ends_with("hello from wild /tunnel"), "{host}: {resp}");
+    }
+    // Not the suffix itself, not another port, and a rule without port means 443 only.
+    for target in [
+        format!("wild.test:{}", up.port()),
+        format!("a.wild.test:{}", other.port()),
+        format!("portless.test:{}", up.port()),
+        "portless.test:80".to_owned(),
+    ] {
+        let resp = p.connect(&target).await;
+        assert_eq!(status(&resp), "403", "{target}: {resp}");
+    }
+    assert_eq!(p.lookups(), ["a.wild.test", "a.b.wild.test"]);
+    assert_eq!(other.hits(), 0);
+}
+
+#[tokio::test]
+async fn deny_beats_allow() {
+    let up = Upstream::start("127.0.0.2", "both").await;
+    let p = Proxy::start(
+        &format!(
+            "allow = [{}]\ndeny = [\"x.both.test\"]",
+            private_rule("*.both.test", up.port())
+        ),
+        &[("x.both.test", "127.0.0.2"), ("y.both.test", "127.0.0.2")],
+    );
+    let resp = p.connect(&format!("x.both.test:{}", up.port())).await;
+    assert_eq!(status(&resp), "403", "{resp}");
+    let resp = p.connect(&format!("y.both.test:{}", up.port())).await;
+    assert!(resp.ends_with("hello from both /tunnel"), "{resp}");
+    assert_eq!(p.lookups(), ["y.both.test"]);
+}
+
+// --- addresses -----------------------------------------------------------------------
+
+#[tokio::test]
+async fn private_loopback_and_metadata_answers_are_refused_unless_the_rule_allows_them() {
+    let up = Upstream::start("127.0.0.3", "internal").await;
+    let port = up.port();
+    let names = [
+        ("loop.test", "127.0.0.3"),
+        ("mapped.test", "::ffff:127.0.0.3"),
+        ("rfc1918.test", "10.1.2.3"),
+        ("meta.test", "169.254.169.254"),
+        ("meta6.test", "fd00:ec2::254"),
+        ("cgnat.test", "100.64.0.1"),
+        ("ula.test", "fd12::1"),
+        ("linklocal.test", "fe80::1"),
+        ("mixed.test", "198.51.100.1"),
+        ("mixed.test", "127.0.0.3"),
+    ];
+    let allow: Vec<String> = names
+        .iter()
+        .map(|(n, _)| format!("\"{n}:{port}\""))
+        .chain([
+            format!("\"public.test:{port}\""),
+            private_rule("internal.test", port),
+        ])
+        .collect();
+    let mut dns = names.to_vec();
+    dns.extend([
+        ("public.test", "198.51.100.1"),
+        ("internal.test", "127.0.0.3"),
+    ]);
+    let p = Proxy::start(&format!("allow = [{}]", allow.join(", ")), &dns);
+
+    for (name, _) in names {
+        let resp = p.connect(&format!("{name}:{port}")).await;
+        assert_eq!(status(&resp), "403", "{name}: {resp}");
+        assert!(resp.contains("private = true"), "{name}: {resp}");
+        let resp = p.get(name, port, "/").await;
+        assert_eq!(status(&resp), "403", "{name}: {resp}");
+    }
+    assert_eq!(up.hits(), 0);
+    let meta = p.connect(&format!("meta.test:{port}")).await;
+    assert!(meta.contains("cloud metadata"), "{meta}");
+
+    // A public answer passes the address check (then fails to connect: nothing there).
+    let resp = p.connect(&format!("public.test:{port}")).await;
+    assert!(["502", "504"].contains(&status(&resp)), "{resp}");
+
+    // The same kind of answer with `private = true` is served.
+    let resp = p.connect(&format!("internal.test:{port}")).await;
+    assert!(resp.ends_with("hello from internal /tunnel"), "{resp}");
+}
+
+#[tokio::test]
+async fn literal_ips_are_refused_unless_listed() {
+    let up = Upstream::start("127.0.0.4", "literal").await;
+    let port = up.port();
+    let p = Proxy::start(
+        &format!(
+            "allow = [{}, \"127.0.0.5:{port}\", \"literal.test:{port}\"]",
+            private_rule("127.0.0.4", port)
+        ),
+        &[("literal.test", "127.0.0.4")],
+    );
+    // Listed (with private, as it is loopback): served, no DNS.
+    let resp = p.connect(&format!("127.0.0.4:{port}")).await;
+    assert!(resp.ends_with("hello from literal /tunnel"), "{resp}");
+    let resp = p.connect(&format!("[::ffff:127.0.0.4]:{port}")).await;
+    assert!(resp.ends_with("hello from literal /tunnel"), "{resp}");
+    let resp = p.get("127.0.0.4", port, "/x").await;
+    assert!(resp.ends_with("hello from literal /x"), "{resp}");
+    // Not listed, even though a listed name resolves to it.
+    for target in [
+        format!("127.0.0.6:{port}"),
+        format!("[::1]:{port}"),
+        format!("127.0.0.4:{}", port.wrapping_add(1).max(1)),
+    ] {
+        let resp = p.connect(&target).await;
+        assert_eq!(status(&resp), "403", "{target}: {resp}");
+        assert!(resp.contains("IP literal not listed"), "{resp}");
+    }
+    // Listed without `private`: still refused, it is loopback.
+    let resp = p.connect(&format!("127.0.0.5:{port}")).await;
+    assert_eq!(status(&resp), "403", "{resp}");
+    assert!(resp.contains("loopback"), "{resp}");
+    // Numeric forms resolvers accept as IPs are not names.
+    let resp = p.connect(&format!("127.1:{port}")).await;
+    assert_eq!(status(&resp), "400", "{resp}");
+    assert_eq!(p.lookups(), Vec::<String>::new());
+}
+
+// --- hostile requests ----------------------------------------------------------------
+
+/// Each bad request gets an error and a closed connection, and the proxy still serves
+/// the next request.
+#[tokio::test]
+async fn hostile_requests_get_an_error_and_a_closed_connection() {
+    let up = Upstream::start("127.0.0.2", "ok").await;
+    let port = up.port();
+    let p = Proxy::start(
+        &format!("allow = [{}]", private_rule("ok.test", port)),
+        &[("ok.test", "127.0.0.2")],
+    );
+    let big = "a".repeat(20 * 1024);
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("garbage", b"\x16\x03\x01 GARBAGE\r\n\r\n".to_vec(), "400"),
+        ("no version", b"GET http://ok.test/\r\n\r\n".to_vec(), "400"),
+        (
+            "bad header",
+            b"GET http://ok.test/ HTTP/1.1\r\nBad Header: x\r\n\r\n".to_vec(),
+            "400",
+        ),
+        (
+            "oversized header",
+            format!("GET http://ok.test:{port}/ HTTP/1.1\r\nHost: ok.test\r\nX-Big: {big}\r\n\r\n")
+                .into_bytes(),
+            "431",
+        ),
+        (
+            "CL and TE",
+            format!(
+                "POST http://ok.test:{port}/ HTTP/1.1\r\nHost: ok.test\r\nContent-Length: 4\r\n\
+                 Transfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: ok.test\r\n\r\n"
+            )
+            .into_bytes(),
+            "400",
+        ),
+        (
+            "TE and CL",
+            format!(
+                "POST http://ok.test:{port}/ HTTP/1.1\r\nHost: ok.test\r\nTransfer-Encoding: chunked\r\n\
+                 Content-Length: 40\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: ok.test\r\n\r\n"
+            )
+            .into_bytes(),
+            "400",
+        ),
+        (
+            "double CL, same value",
+            format!(
+                "POST http://ok.test:{port}/ HTTP/1.1\r\nHost: ok.test\r\nContent-Length: 3\r\n\
+                 Content-Length: 3\r\n\r\nabcGET /smuggled HTTP/1.1\r\n\r\n"
+            )
+            .into_bytes(),
+            "400",
+        ),
+        (
+            "double CL, different values",
+            format!(
+                "POST http://ok.test:{port}/ HTTP/1.1\r\nHost: ok.test\r\nContent-Length: 3\r\n\
+                 Content-Length: 30\r\n\r\nabc"
+            )
+            .into_bytes(),
+            "400",
+        ),
+        (
+            "https absolute URI",
+            b"GET https://ok.test/ HTTP/1.1\r\nHost: ok.test\r\n\r\n".to_vec(),
+            "400",
+        ),
+        (
+            "CONNECT without port",
+            b"CONNECT ok.test HTTP/1.1\r\nHost: ok.test\r\n\r\n".to_vec(),
+            "400",
+        ),
+    ];
+    for (what, request, want) in cases {
+        let resp = p.raw(&request).await;
+        assert_eq!(status(&resp), want, "{what}: {resp}");
+        let ok = p.get("ok.test", port, "/after").await;
+        assert!(ok.ends_with("hello from ok /after"), "after {what}: {ok}");
+    }
+    assert!(
+        up.requests
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|(uri, _)| uri == "/after"),
+        "a smuggled request reached the upstream"
+    );
+    assert!(p.lookups().iter().all(|n| n == "ok.test"));
+}
+
+#[tokio::test]
+async fn slow_headers_are_cut_off_and_the_proxy_keeps_serving() {
+    let up = Upstream::start("127.0.0.2", "ok").await;
+    let port = up.port();
+    let p = Proxy::start(
+        &format!("allow = [{}]", private_rule("ok.test", port)),
+        &[("ok.test", "127.0.0.2")],
+    );
+    let mut slow = Vec::new();
+    for _ in 0..3 {
+        let mut s = TcpStream::connect(p.addr).await.unwrap();
+        s.write_all(format!("CONNECT ok.test:{port} HTTP/1.1\r\nHost: ok").as_bytes())
+            .await
+            .unwrap();
+        slow.push(s);
+    }
+    // Meanwhile others are served.
+    let ok = p.get("ok.test", port, "/during").await;
+    assert!(ok.ends_with("hello from ok /during"), "{ok}");
+    // The slow ones are closed by the header timeout (300 ms here), without a tunnel.
+    for mut s in slow {
+        let got = read_to_eof(&mut s).await;
+        assert!(!got.contains(" 200 "), "{got}");
+    }
+    let ok = p.get("ok.test", port, "/after").await;
+    assert!(ok.ends_with("hello from ok /after"), "{ok}");
+    let lines = p.decisions(5).await;
+    assert!(
+        lines
+            .iter()
+            .filter(|l| l["reason"].as_str().is_some_and(|r| r.contains("timeout")))
+            .count()
+            == 3,
+        "{lines:?}"
+    );
+}
+
+#[tokio::test]
+async fn forwarded_requests_lose_hop_by_hop_headers_and_carry_the_allowed_host() {
+    let up = Upstream::start("127.0.0.2", "ok").await;
+    let port = up.port();
+    let p = Proxy::start(
+        &format!("allow = [{}]", private_rule("ok.test", port)),
+        &[("ok.test", "127.0.0.2")],
+    );
+    let resp = p
+        .raw(
+            format!(
+                "POST http://ok.test:{port}/post?q=1 HTTP/1.1\r\nHost: evil.test\r\n\
+                 Connection: keep-alive, X-Secret\r\nX-Secret: 1\r\nProxy-Authorization: Basic eA==\r\n\
+                 Proxy-Connection: keep-alive\r\nAuthorization: Bearer end-to-end\r\n\
+                 Content-Length: 5\r\n\r\nhello"
+            )
+            .as_bytes(),
+        )
+        .await;
+    assert!(resp.ends_with("hello from ok /post"), "{resp}");
+    let (uri, headers) = up.requests.lock().unwrap()[0].clone();
+    assert_eq!(uri, "/post?q=1");
+    assert_eq!(headers["host"], format!("ok.test:{port}").as_str());
+    assert_eq!(headers["authorization"], "Bearer end-to-end");
+    for gone in ["x-secret", "proxy-authorization", "proxy-connection"] {
+        assert!(!headers.contains_key(gone), "{gone} forwarded");
+    }
+    let lines = p.decisions(1).await;
+    assert_eq!(lines[0]["bytes_up"], 5);
+    assert_eq!(lines[0]["status"], 200);
+}
+
+// --- the policy file -----------------------------------------------------------------
+
+#[tokio::test]
+async fn policy_changes_apply_to_the_next_connection() {
+    let up = Upstream::start("127.0.0.2", "ok").await;
+    let port = up.port();
+    let p = Proxy::start("", &[("ok.test", "127.0.0.2")]);
+    let target = format!("ok.test:{port}");
+    assert_eq!(status(&p.connect(&target).await), "403");
+
+    policy::add_allow_private(&p.policy, &[&target]).unwrap();
+    let resp = p.connect(&target).await;
+    assert!(resp.ends_with("hello from ok /tunnel"), "{resp}");
+
+    policy::add_deny(&p.policy, &["ok.test"]).unwrap();
+    assert_eq!(status(&p.connect(&target).await), "403");
+    assert_eq!(p.lookups(), ["ok.test"]);
+}
+
+#[tokio::test]
+async fn invalid_or_missing_policy_denies_everything() {
+    let up = Upstream::start("127.0.0.2", "ok").await;
+    let port = up.port();
+    let target = format!("ok.test:{port}");
+    let p = Proxy::start(
+        &format!("allow = [{}]", private_rule("ok.test", port)),
+        &[("ok.test", "127.0.0.2")],
+    );
+    assert_eq!(status(&p.connect(&target).await), "200");
+
+    for broken in [
+        "allow = [",
+        "allow = [\"https://ok.test\"]",
+        "bundles = [\"everything\"]",
+        "allow_all = true",
+    ] {
+        std::fs::write(&p.policy, format!("{broken}\n# {port}\n")).unwrap();
+        let resp = p.connect(&target).await;
+        assert_eq!(status(&resp), "403", "{broken}: {resp}");
+        assert!(resp.contains("network policy unusable"), "{resp}");
+    }
+    std::fs::remove_file(&p.policy).unwrap();
+    let resp = p.connect(&target).await;
+    assert_eq!(status(&resp), "403", "{resp}");
+    assert_eq!(p.lookups(), ["ok.test"]);
+    assert_eq!(up.hits(), 1);
+    let policy_events = p
+        .logs
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.contains(r#""event":"policy""#) && l.contains("denying everything"))
+        .count();
+    assert_eq!(policy_events, 5);
+}
+
+// --- listeners and lifecycle ---------------------------------------------------------
+
+#[tokio::test]
+async fn unix_listener_is_private_and_idle_exit_stops_the_proxy() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let up = Upstream::start("127.0.0.2", "unix").await;
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("network.toml");
+    std::fs::write(
+        &policy,
+        format!("allow = [{}]", private_rule("ok.test", up.port())),
+    )
+    .unwrap();
+    let sock = dir.path().join("proxy.sock");
+    let listener = Listener::open(&Listen::Unix(sock.clone())).unwrap();
+    let mode = std::fs::metadata(&sock).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let mut cfg = Config::new("acme", &policy);
+    cfg.log = LogSink::Memory(Arc::default());
+    cfg.idle_exit = Some(Duration::from_millis(300));
+    let resolver = TestResolver {
+        table: Arc::new(HashMap::from([(
+            "ok.test".to_owned(),
+            vec!["127.0.0.2".parse().unwrap()],
+        )])),
+        lookups: Arc::default(),
+    };
+    let server = tokio::spawn(serve(listener, cfg, resolver, std::future::pending()));
+
+    let mut s = tokio::net::UnixStream::connect(&sock).await.unwrap();
+    s.write_all(format!("CONNECT ok.test:{} HTTP/1.1\r\n\r\n", up.port()).as_bytes())
+        .await
+        .unwrap();
+    assert!(read_head(&mut s).await.starts_with("HTTP/1.1 200"));
+    // An open tunnel keeps the proxy up past the idle period.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(!server.is_finished());
+    s.write_all(b"GET /unix HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(read_to_eof(&mut s).await.ends_with("hello from unix /unix"));
+    drop(s);
+    let stopped = tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .expect("the proxy did not exit when idle")
+        .unwrap();
+    assert_eq!(stopped, Stopped::Idle);
+}
+
+#[test]
+fn shutdown_future_stops_the_proxy() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let listener = Listener::open(&Listen::Tcp("127.0.0.1:0".parse().unwrap())).unwrap();
+        let mut cfg = Config::new("acme", dir.path().join("missing.toml"));
+        cfg.log = LogSink::Memory(Arc::default());
+        let stopped = serve(listener, cfg, TestResolver::default(), async {}).await;
+        assert_eq!(stopped, Stopped::Shutdown);
+    });
+}
