@@ -471,7 +471,10 @@ mod cli {
         // The second reload follows the rollback, which leaves nothing behind.
         assert_eq!(home.fake.count("Reload"), 2);
         assert!(!home.unit_file("acme").exists(), "unit removed again");
-        assert!(!home.client_dir("acme").exists(), "client dir removed again");
+        assert!(
+            !home.client_dir("acme").exists(),
+            "client dir removed again"
+        );
     }
 
     #[test]
