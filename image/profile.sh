@@ -1,6 +1,8 @@
+# shellcheck shell=sh
 # /etc/profile.d/agent-sandbox.sh: login shells in the agent sandbox.
 if [ -n "${BASH_VERSION:-}" ]; then
     # Several sessions share one history file (HISTFILE is on the client's mount).
+    # shellcheck disable=SC3044 # only under bash
     shopt -s histappend
     HISTSIZE=10000
     HISTFILESIZE=100000

@@ -44,7 +44,8 @@ log() { echo "build-test-image: $*"; }
 # coexists with tests/system/setup-host.sh doing the same.
 host_fixes() {
     if [ -r /sys/fs/cgroup/unified/cgroup.controllers ]; then
-        for c in $(cat /sys/fs/cgroup/unified/cgroup.controllers); do
+        read -r controllers </sys/fs/cgroup/unified/cgroup.controllers || true
+        for c in $controllers; do
             if ! mountpoint -q "/sys/fs/cgroup/$c"; then
                 mkdir -p "/sys/fs/cgroup/$c"
                 mount -t cgroup -o "$c" cgroup "/sys/fs/cgroup/$c"
@@ -149,18 +150,18 @@ load_into() {
         chmod 0700 "$run_dir"
     fi
     as_user() {
-        setpriv --reuid "$uid" --regid "$(id -g "$user")" --init-groups \
+        (cd / && setpriv --reuid "$uid" --regid "$(id -g "$user")" --init-groups \
             env -i HOME="$home" USER="$user" LOGNAME="$user" XDG_RUNTIME_DIR="$run_dir" \
-            PATH=/usr/local/bin:/usr/bin:/bin "$@"
+            PATH=/usr/local/bin:/usr/bin:/bin "$@")
     }
     id_root=$(podman image inspect --format '{{.Id}}' "$IMAGE")
-    id_user=$(cd / && as_user podman image inspect --format '{{.Id}}' "$IMAGE" 2>/dev/null || true)
+    id_user=$(as_user podman image inspect --format '{{.Id}}' "$IMAGE" 2>/dev/null) || id_user=
     if [ "$id_root" = "$id_user" ]; then
         log "$user already has $IMAGE"
         return
     fi
     t=$(now)
-    podman save "$IMAGE" | (cd / && as_user podman load -q)
+    podman save "$IMAGE" | as_user podman load -q
     log "loaded $IMAGE into $user's store in $(elapsed "$t")"
 }
 

@@ -194,7 +194,9 @@ for agent in claude codex shell; do
     elif ! wait_for eval "[ -n \"\$(podman exec $c tmux capture-pane -p -t main | tr -d '[:space:]')\" ]"; then
         fail "$name" "the pane stays empty"
     else
-        pass "$name" "$(podman exec "$c" tmux display -p -t main '#{pane_current_command}'), screen: $(podman exec "$c" tmux capture-pane -p -t main | grep -m1 '[[:alnum:]]' | cut -c1-60)"
+        pid=$(podman exec "$c" tmux display -p -t main '#{pane_pid}')
+        seen=$(podman exec "$c" ps -o args= -s "$pid" | grep -Em1 "${pattern[$agent]}" | cut -c1-50)
+        pass "$name" "process '${seen:-exited}', screen '$(podman exec "$c" tmux capture-pane -p -t main | grep -m1 '[[:alnum:]]' | sed 's/^ *//' | cut -c1-50)'"
     fi
 done
 
