@@ -68,6 +68,9 @@ pub enum Command {
     /// Show a client's logs.
     Logs {
         client: String,
+        /// The egress proxy's decisions (allowlist mode) instead of the sandbox's log.
+        #[arg(long)]
+        network: bool,
         /// Keep following new lines.
         #[arg(short, long)]
         follow: bool,
@@ -86,6 +89,48 @@ pub enum Command {
     /// variables, never written into unit files.
     #[command(subcommand)]
     Secret(SecretCommand),
+    /// Allow hosts in a client's network policy: `host` (port 443), `*.suffix`,
+    /// `host:port`, an IP literal, or a bundle (`@github`, `@packages`, `@claude`,
+    /// `@codex`). Applies to the next connection, no restart.
+    Allow {
+        client: String,
+        #[arg(required = true, value_name = "HOST")]
+        hosts: Vec<String>,
+        /// The names may resolve to private, loopback or link-local addresses (an
+        /// internal git server).
+        #[arg(long)]
+        private: bool,
+    },
+    /// Deny hosts (deny beats allow), or switch a bundle off (`@github`).
+    Deny {
+        client: String,
+        #[arg(required = true, value_name = "HOST")]
+        hosts: Vec<String>,
+    },
+    /// Show a client's network policy.
+    Policy { client: String },
+    /// Run a client's egress proxy (started by systemd socket activation).
+    Proxy(ProxyArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("listen").required(true))]
+pub struct ProxyArgs {
+    /// The client whose sandbox the proxy serves.
+    #[arg(long)]
+    pub client: String,
+    /// The policy file [default: the client's config/network.toml].
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// Serve the socket systemd passes in (`LISTEN_FDS`).
+    #[arg(long, group = "listen")]
+    pub systemd_socket: bool,
+    /// Listen on a Unix socket.
+    #[arg(long, value_name = "PATH", group = "listen")]
+    pub listen_unix: Option<PathBuf>,
+    /// Listen on a TCP address (for testing).
+    #[arg(long, value_name = "ADDR", group = "listen")]
+    pub listen_tcp: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -135,7 +180,8 @@ pub struct EnableArgs {
     pub projects: Vec<PathBuf>,
     #[command(flatten)]
     pub options: SandboxOptions,
-    /// Network: none (loopback only) or open [default: open].
+    /// Network: allowlist (only the hosts the client's policy allows, through its
+    /// proxy), none (loopback only) or open (anything) [default: allowlist].
     #[arg(long, value_name = "MODE")]
     pub network: Option<NetworkMode>,
     /// Start from the default settings instead of the client's current ones.
@@ -161,7 +207,8 @@ pub struct RunArgs {
     /// Disable all container networking (loopback only).
     #[arg(long, conflicts_with = "firewall")]
     pub no_network: bool,
-    /// Allow outbound traffic only to an allowlist of hosts.
+    /// Outbound traffic only to the hosts the client's policy allows (allowlist mode,
+    /// the default for new clients).
     #[arg(long)]
     pub firewall: bool,
 }

@@ -15,6 +15,9 @@ pub const CLIENT_SUBDIRS: [&str; 4] = ["claude", "codex", "config", "history"];
 /// The file holding a client's settings, under its `config/` directory.
 pub const SETTINGS_FILE: &str = "sandbox.toml";
 
+/// The client's network policy (allowlist mode), under its `config/` directory.
+pub const POLICY_FILE: &str = "network.toml";
+
 #[derive(Debug, Clone)]
 pub struct Layout {
     /// `$AGENT_SANDBOX_DATA`, default `$XDG_DATA_HOME/agent-sandbox`.
@@ -23,6 +26,8 @@ pub struct Layout {
     pub unit_dir: PathBuf,
     /// `$XDG_CACHE_HOME/sandboxctl`.
     pub cache_dir: PathBuf,
+    /// `$XDG_CONFIG_HOME/systemd/user`, where the proxy's template units go.
+    pub systemd_user_dir: PathBuf,
 }
 
 impl Layout {
@@ -43,9 +48,10 @@ impl Layout {
                 .context("cannot find the data directory: set HOME or XDG_DATA_HOME")?
                 .join("agent-sandbox"),
         };
-        let unit_dir = dirs::config_dir()
-            .context("cannot find the config directory: set HOME or XDG_CONFIG_HOME")?
-            .join("containers/systemd");
+        let config_dir = dirs::config_dir()
+            .context("cannot find the config directory: set HOME or XDG_CONFIG_HOME")?;
+        let unit_dir = config_dir.join("containers/systemd");
+        let systemd_user_dir = config_dir.join("systemd/user");
         let cache_dir = dirs::cache_dir()
             .context("cannot find the cache directory: set HOME or XDG_CACHE_HOME")?
             .join("sandboxctl");
@@ -53,6 +59,7 @@ impl Layout {
             data_dir,
             unit_dir,
             cache_dir,
+            systemd_user_dir,
         })
     }
 
@@ -70,6 +77,10 @@ impl Layout {
 
     pub fn settings_path(&self, client: &ClientName) -> PathBuf {
         self.client_subdir(client, "config").join(SETTINGS_FILE)
+    }
+
+    pub fn policy_path(&self, client: &ClientName) -> PathBuf {
+        self.client_subdir(client, "config").join(POLICY_FILE)
     }
 
     pub fn unit_path(&self, client: &ClientName) -> PathBuf {
@@ -135,6 +146,7 @@ mod tests {
             data_dir: root.join("data"),
             unit_dir: root.join("units"),
             cache_dir: root.join("cache"),
+            systemd_user_dir: root.join("systemd-user"),
         }
     }
 

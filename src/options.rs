@@ -245,6 +245,7 @@ mod tests {
             data_dir: tmp.path().join("data"),
             unit_dir: tmp.path().join("units"),
             cache_dir: tmp.path().join("cache"),
+            systemd_user_dir: tmp.path().join("systemd-user"),
         };
         (tmp, layout)
     }

@@ -12,6 +12,7 @@ use crate::client::ClientName;
 use crate::escape;
 use crate::host::{Cgroups, HostProfile, Version};
 use crate::layout::Layout;
+use crate::proxy_units;
 use crate::settings::{NetworkMode, Settings};
 
 const TEMPLATE: &str = include_str!("../templates/agent.container.j2");
@@ -50,6 +51,7 @@ struct UnitContext {
     environment: Vec<String>,
     volumes: Vec<String>,
     podman_args: Vec<Line>,
+    unit_lines: Vec<Line>,
     service_lines: Vec<Line>,
     quadlet_lines: Vec<Line>,
 }
@@ -122,6 +124,7 @@ impl Sandbox<'_> {
             environment: self.environment()?,
             volumes: self.volumes()?,
             podman_args,
+            unit_lines: self.unit_lines(),
             service_lines: self.service_lines(),
             quadlet_lines: self.quadlet_lines(),
         })
@@ -185,7 +188,9 @@ impl Sandbox<'_> {
                 &mut args,
             )?;
         }
-        if s.network == NetworkMode::None {
+        if matches!(s.network, NetworkMode::None | NetworkMode::Allowlist) {
+            // Allowlist mode has no network either: its only way out is the proxy's
+            // Unix socket, mounted below.
             keys.push(Key {
                 name: "Network",
                 value: "none".into(),
@@ -206,9 +211,45 @@ impl Sandbox<'_> {
         if s.claude_config.is_none() {
             env.push(format!("CLAUDE_CONFIG_DIR={HOME}/.claude"));
         }
+        if s.network == NetworkMode::Allowlist {
+            let proxy = format!("http://127.0.0.1:{}", proxy_units::FORWARDER_PORT);
+            env.push(format!(
+                "SANDBOX_PROXY_SOCKET={}/proxy.sock",
+                proxy_units::CONTAINER_SOCKET_DIR
+            ));
+            env.push(format!(
+                "SANDBOX_PROXY_PORT={}",
+                proxy_units::FORWARDER_PORT
+            ));
+            for var in ["HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY"] {
+                env.push(format!("{var}={proxy}"));
+                env.push(format!("{}={proxy}", var.to_lowercase()));
+            }
+            env.push("NO_PROXY=localhost,127.0.0.1".to_owned());
+            env.push("no_proxy=localhost,127.0.0.1".to_owned());
+        }
         env.iter()
             .map(|e| escape::word("environment value", e))
             .collect()
+    }
+
+    fn unit_lines(&self) -> Vec<Line> {
+        if self.settings.network != NetworkMode::Allowlist {
+            return Vec::new();
+        }
+        let socket = proxy_units::socket_unit(self.client);
+        vec![
+            Line {
+                value: format!("Requires={socket}"),
+                why: Some(
+                    "allowlist: the client's egress proxy socket is the sandbox's only way out",
+                ),
+            },
+            Line {
+                value: format!("After={socket}"),
+                why: None,
+            },
+        ]
     }
 
     fn service_lines(&self) -> Vec<Line> {
@@ -281,6 +322,14 @@ impl Sandbox<'_> {
         }
         out.push(own("codex", &format!("{HOME}/.codex"))?);
         out.push(own("history", &format!("{HOME}/.history"))?);
+        if s.network == NetworkMode::Allowlist {
+            // `%t` is expanded by systemd; the directory is created by the socket unit.
+            out.push(format!(
+                "{}:{}:rw,Z",
+                proxy_units::socket_dir_specifier(self.client),
+                proxy_units::CONTAINER_SOCKET_DIR
+            ));
+        }
         for m in &s.mounts {
             let h = escape::volume_path("mount host path", &path_str("mount host path", &m.host)?)?;
             let c = escape::volume_path(

@@ -59,8 +59,10 @@ impl fmt::Display for Agent {
 pub enum NetworkMode {
     /// Loopback only.
     None,
-    /// Podman's default rootless network: unrestricted egress.
+    /// Loopback only, plus the client's egress proxy: the hosts its policy allows.
     #[default]
+    Allowlist,
+    /// Podman's default rootless network: unrestricted egress.
     Open,
 }
 
@@ -68,6 +70,7 @@ impl NetworkMode {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::None => "none",
+            Self::Allowlist => "allowlist",
             Self::Open => "open",
         }
     }
@@ -78,12 +81,11 @@ impl FromStr for NetworkMode {
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
             "none" => Ok(Self::None),
+            "allowlist" => Ok(Self::Allowlist),
             "open" => Ok(Self::Open),
-            "allowlist" => Err(
-                "network mode \"allowlist\" is not available in this version: use none or open"
-                    .to_owned(),
-            ),
-            _ => Err(format!("unknown network mode {s:?}: use none or open")),
+            _ => Err(format!(
+                "unknown network mode {s:?}: use allowlist, none or open"
+            )),
         }
     }
 }
@@ -259,6 +261,11 @@ mod tests {
         assert_eq!("shell".parse::<Agent>(), Ok(Agent::Shell));
         assert!("robot".parse::<Agent>().is_err());
         assert_eq!("none".parse::<NetworkMode>(), Ok(NetworkMode::None));
-        assert!("allowlist".parse::<NetworkMode>().is_err());
+        assert_eq!(
+            "allowlist".parse::<NetworkMode>(),
+            Ok(NetworkMode::Allowlist)
+        );
+        assert!("sometimes".parse::<NetworkMode>().is_err());
+        assert_eq!(NetworkMode::default(), NetworkMode::Allowlist);
     }
 }

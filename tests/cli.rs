@@ -121,7 +121,7 @@ fn unknown_agent_and_network_are_usage_errors() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown agent \"robot\""));
     let out = sb.run(&["enable", "acme", "--network", "sometimes"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("use none or open"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("use allowlist, none or open"));
     assert!(sb.files().is_empty());
 }
 
@@ -278,11 +278,99 @@ fn no_user_manager_means_nothing_written() {
 }
 
 #[test]
-fn firewall_flag_does_not_pretend() {
+fn allowlist_is_the_default_and_has_no_network_but_the_proxy() {
     let sb = Sandbox::new();
+    for args in [
+        vec!["render", "acme"],
+        vec!["render", "acme", "--network", "allowlist"],
+    ] {
+        let out = sb.run(&args);
+        let unit = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for line in [
+            "Network=none",
+            "Requires=sandboxctl-proxy@acme.socket",
+            "After=sandboxctl-proxy@acme.socket",
+            "Volume=%t/agent-sandbox/proxy/acme:/run/sandbox-proxy:rw,Z",
+            "Environment=\"HTTPS_PROXY=http://127.0.0.1:3128\"",
+            "Environment=\"no_proxy=localhost,127.0.0.1\"",
+        ] {
+            assert!(unit.contains(line), "{line} missing:\n{unit}");
+        }
+    }
+    let out = sb.run(&["render", "acme", "--network", "open"]);
+    let unit = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !unit.contains("Network=") && !unit.contains("PROXY"),
+        "{unit}"
+    );
+    assert!(sb.files().is_empty(), "{:?}", sb.files());
+}
+
+#[test]
+fn firewall_flag_selects_the_allowlist() {
+    let sb = Sandbox::new();
+    // Without a user manager the command stops before writing anything.
     let out = sb.run(&["run", "--client", "acme", "--firewall"]);
-    assert_one_line_error(&out, "--firewall");
-    assert!(sb.files().is_empty());
+    assert!(!out.status.success());
+    assert!(sb.files().is_empty(), "{:?}", sb.files());
+    let out = sb.run(&["run", "--client", "acme", "--firewall", "--no-network"]);
+    assert_eq!(out.status.code(), Some(2), "the two flags conflict");
+}
+
+#[test]
+fn policy_commands_need_a_known_client_and_valid_hosts() {
+    let sb = Sandbox::new();
+    for cmd in [
+        vec!["allow", "ghost", "example.com"],
+        vec!["deny", "ghost", "example.com"],
+        vec!["policy", "ghost"],
+    ] {
+        assert_one_line_error(&sb.run(&cmd), "unknown client");
+    }
+    let cfg = sb
+        .home()
+        .join(".local/share/agent-sandbox/clients/acme/config");
+    std::fs::create_dir_all(&cfg).expect("mkdir");
+    std::fs::write(
+        cfg.join("sandbox.toml"),
+        "agent = \"shell\"\nimage = \"localhost/agent-sandbox:latest\"\nnetwork = \"allowlist\"\n",
+    )
+    .expect("settings");
+    for bad in ["exa mple.com", "*.com", "a\nb", "http://x", "@nosuchbundle"] {
+        let out = sb.run(&["allow", "acme", bad]);
+        assert!(!out.status.success(), "{bad:?} accepted");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr).lines().count(),
+            1,
+            "{bad:?}"
+        );
+        assert!(
+            !cfg.join("network.toml").exists(),
+            "{bad:?}: nothing written"
+        );
+    }
+    let out = sb.run(&["allow", "acme", "example.com", "*.example.org:8443"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = sb.run(&["deny", "acme", "bad.example.org"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = sb.run(&["policy", "acme"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("example.com:443"), "{text}");
+    assert!(text.contains("*.example.org:8443"), "{text}");
+    assert!(text.contains("bad.example.org"), "{text}");
 }
 
 #[test]

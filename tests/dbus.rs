@@ -406,13 +406,24 @@ mod cli {
         let home = Home::new();
         let proj = enable_shell(&home, "acme");
         let before = std::fs::read_to_string(home.unit_file("acme")).expect("unit");
-        assert!(!before.contains("Network=none"), "{before}");
+        assert!(
+            before.contains("Network=none"),
+            "allowlist by default: {before}"
+        );
+        assert!(
+            before.contains("Requires=sandboxctl-proxy@acme.socket"),
+            "{before}"
+        );
 
         home.sandboxctl(["enable", "acme", "--network", "none"])
             .run()
             .success();
         let after = std::fs::read_to_string(home.unit_file("acme")).expect("unit");
         assert!(after.contains("Network=none"), "{after}");
+        assert!(
+            !after.contains("sandboxctl-proxy"),
+            "no proxy without allowlist: {after}"
+        );
         assert!(after.contains(&proj.display().to_string()), "{after}");
         let settings = std::fs::read_to_string(home.client_dir("acme").join("config/sandbox.toml"))
             .expect("settings");
@@ -760,7 +771,16 @@ mod cli {
         let calls = home.fake.calls().split_off(before);
         assert_eq!(
             methods(&calls),
-            ["Subscribe", "StopUnit", "Reload", "ResetFailedUnit"],
+            [
+                "Subscribe",
+                "StopUnit",
+                "Subscribe",
+                "StopUnit",
+                "Subscribe",
+                "StopUnit",
+                "Reload",
+                "ResetFailedUnit"
+            ],
             "{}",
             home.fake.call_log()
         );

@@ -31,6 +31,7 @@ fn layout() -> Layout {
         data_dir: "/home/user/.local/share/agent-sandbox".into(),
         unit_dir: "/home/user/.config/containers/systemd".into(),
         cache_dir: "/home/user/.cache/sandboxctl".into(),
+        systemd_user_dir: "/home/user/.config/systemd/user".into(),
     }
 }
 
@@ -211,6 +212,83 @@ fn snapshots_and_generator_for_each_agent_and_network() {
             );
         }
     }
+}
+
+#[test]
+fn allowlist_has_no_network_but_the_proxy_socket() {
+    let s = settings(Agent::Claude, NetworkMode::Allowlist);
+    let unit = render_for("acme", &s, &this_host());
+    insta::assert_snapshot!("claude_allowlist", unit);
+    let service = generate("acme", &unit);
+    assert!(
+        service.contains("Requires=sandboxctl-proxy@acme.socket"),
+        "{service}"
+    );
+    assert!(
+        service.contains("After=sandboxctl-proxy@acme.socket"),
+        "{service}"
+    );
+    let argv = exec_start_argv(&service);
+    assert!(has_pair(&argv, "--network", "none"), "{argv:?}");
+    assert!(
+        has_pair(
+            &argv,
+            "-v",
+            "%t/agent-sandbox/proxy/acme:/run/sandbox-proxy:rw,Z"
+        ),
+        "{argv:?}"
+    );
+    for var in ["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "ALL_PROXY"] {
+        assert!(
+            has_pair(&argv, "--env", &format!("{var}=http://127.0.0.1:3128")),
+            "{argv:?}"
+        );
+    }
+    assert!(
+        has_pair(&argv, "--env", "NO_PROXY=localhost,127.0.0.1"),
+        "{argv:?}"
+    );
+    assert!(
+        has_pair(
+            &argv,
+            "--env",
+            "SANDBOX_PROXY_SOCKET=/run/sandbox-proxy/proxy.sock"
+        ),
+        "{argv:?}"
+    );
+}
+
+#[test]
+fn secrets_are_mounted_never_in_the_environment() {
+    let s = Settings {
+        agent: Agent::Codex,
+        secrets: vec!["OPENAI_API_KEY".into(), "GH_TOKEN".into()],
+        ..settings(Agent::Codex, NetworkMode::Open)
+    };
+    let unit = render_for("acme", &s, &this_host());
+    let argv = exec_start_argv(&generate("acme", &unit));
+    assert!(
+        has_pair(
+            &argv,
+            "--secret",
+            "agent-acme.OPENAI_API_KEY,type=mount,target=OPENAI_API_KEY"
+        ),
+        "{argv:?}"
+    );
+    assert!(
+        has_pair(
+            &argv,
+            "--secret",
+            "agent-acme.GH_TOKEN,type=mount,target=GH_TOKEN"
+        ),
+        "{argv:?}"
+    );
+    let old = render_for("acme", &s, &oldest_host());
+    assert!(
+        old.contains("PodmanArgs=\"--secret=agent-acme.GH_TOKEN,type=mount,target=GH_TOKEN\""),
+        "{old}"
+    );
+    generate("acme", &old);
 }
 
 #[test]

@@ -39,6 +39,21 @@ pub fn disable(layout: &Layout, name: &str, purge: bool) -> Result<()> {
             ) => {}
         Err(e) => return Err(e.context(format!("cannot stop {unit}"))),
     }
+    // The client's egress proxy goes too (socket first, so nothing restarts it).
+    for proxy_unit in [
+        crate::proxy_units::socket_unit(&client),
+        crate::proxy_units::service_unit(&client),
+    ] {
+        match systemd.run_job(Verb::Stop, &proxy_unit) {
+            Ok(()) => {}
+            Err(e)
+                if matches!(
+                    e.downcast_ref::<SystemdError>(),
+                    Some(SystemdError::NoSuchUnit(_))
+                ) => {}
+            Err(e) => return Err(e.context(format!("cannot stop {proxy_unit}"))),
+        }
+    }
     if unit_text.is_some() {
         std::fs::remove_file(&unit_path)
             .with_context(|| format!("cannot remove {}", unit_path.display()))?;

@@ -148,6 +148,14 @@ fn write(layout: &Layout, p: &Planned) -> Result<()> {
     std::fs::create_dir_all(&layout.unit_dir)
         .with_context(|| format!("cannot create {}", layout.unit_dir.display()))?;
     crate::atomic::write(&layout.unit_path(client), p.unit.as_bytes(), 0o644)?;
+    let policy = layout.policy_path(client);
+    if p.settings.network == NetworkMode::Allowlist && !policy.exists() {
+        crate::proxy::policy::create(&policy, &super::network::default_policy(&p.settings)?)?;
+        println!(
+            "network of {client}: allowlist, policy {} (`sandboxctl allow {client} HOST` adds hosts)",
+            policy.display()
+        );
+    }
     if p.settings.agent == Agent::Claude && p.settings.claude_config.is_none() {
         let has_key = p.settings.secrets.iter().any(|s| s == "ANTHROPIC_API_KEY");
         let host = claude_login::host_config_dir();
@@ -232,6 +240,12 @@ pub fn enable_clients(
     let planned = plan(layout, &host, clients, req)?;
     // Reach systemd before writing, so a missing user manager leaves nothing behind.
     let systemd = Systemd::connect_user()?;
+    if planned
+        .iter()
+        .any(|p| p.settings.network == NetworkMode::Allowlist)
+    {
+        crate::proxy_units::install(layout, host.journald)?;
+    }
     for p in &planned {
         write(layout, p)?;
     }
@@ -313,17 +327,19 @@ pub fn render(layout: &Layout, args: &EnableArgs) -> Result<()> {
 
 pub fn run(layout: &Layout, args: &RunArgs) -> Result<()> {
     let client = ClientName::parse(&args.client)?;
-    if args.firewall {
-        bail!(
-            "--firewall (allowlist egress) is not available in this version; use --no-network, or leave the network open knowingly"
-        );
-    }
     if !args.resume {
         let projects: Vec<_> = args.project.iter().cloned().collect();
+        let network = if args.no_network {
+            Some(NetworkMode::None)
+        } else if args.firewall {
+            Some(NetworkMode::Allowlist)
+        } else {
+            None
+        };
         let req = Request {
             projects: &projects,
             options: &args.options,
-            network: args.no_network.then_some(NetworkMode::None),
+            network,
             reset: false,
         };
         enable_clients(layout, std::slice::from_ref(&client), &req, false)?;

@@ -8,8 +8,13 @@ use anyhow::{Result, bail};
 
 use crate::layout::Layout;
 
-pub fn logs(layout: &Layout, name: &str, follow: bool, lines: usize) -> Result<()> {
+pub fn logs(layout: &Layout, name: &str, network: bool, follow: bool, lines: usize) -> Result<()> {
     let (client, _) = super::known_client(layout, name)?;
+    let unit = if network {
+        crate::proxy_units::service_unit(&client)
+    } else {
+        client.service_name()
+    };
     if crate::logs::journald() {
         let mut cmd = Command::new("journalctl");
         cmd.args([
@@ -18,13 +23,32 @@ pub fn logs(layout: &Layout, name: &str, follow: bool, lines: usize) -> Result<(
             "-n",
             &lines.to_string(),
             "-u",
-            &client.service_name(),
+            &unit,
         ]);
         if follow {
             cmd.arg("-f");
         }
         let err = cmd.exec();
         bail!("cannot run journalctl: {err}");
+    }
+    if network {
+        let Some(file) = crate::proxy_units::log_file(&client) else {
+            bail!("XDG_RUNTIME_DIR is not set, so the proxy's log file cannot be found");
+        };
+        if !file.exists() {
+            println!(
+                "{client}'s proxy has logged nothing yet ({})",
+                file.display()
+            );
+            return Ok(());
+        }
+        let mut cmd = Command::new("tail");
+        cmd.args(["-n", &lines.to_string()]);
+        if follow {
+            cmd.arg("-F");
+        }
+        let err = cmd.arg(&file).exec();
+        bail!("cannot run tail: {err}");
     }
     let Some(file) = crate::logs::unit_log_file(&client) else {
         bail!("XDG_RUNTIME_DIR is not set, so the unit's log file cannot be found");

@@ -6,6 +6,7 @@ mod enable;
 mod image;
 mod lifecycle;
 mod logs;
+mod network;
 mod secret;
 mod status;
 
@@ -35,9 +36,18 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         Command::Exec { client, command } => attach::exec(&layout, &client, &command),
         Command::Logs {
             client,
+            network,
             follow,
             lines,
-        } => logs::logs(&layout, &client, follow, lines),
+        } => logs::logs(&layout, &client, network, follow, lines),
+        Command::Allow {
+            client,
+            hosts,
+            private,
+        } => network::allow(&layout, &client, &hosts, private),
+        Command::Deny { client, hosts } => network::deny(&layout, &client, &hosts),
+        Command::Policy { client } => network::policy(&layout, &client),
+        Command::Proxy(args) => network::proxy(&layout, &args),
         Command::Image(cmd) => image::image(cmd),
         Command::Secret(cmd) => secret::secret(&layout, cmd),
     }

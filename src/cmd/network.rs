@@ -1,0 +1,109 @@
+//! `allow`, `deny`, `policy` and `proxy`: a client's egress policy and the proxy that
+//! enforces it.
+
+use anyhow::Result;
+
+use crate::cli::ProxyArgs;
+use crate::client::ClientName;
+use crate::layout::Layout;
+use crate::proxy::policy::{self, EditReport};
+use crate::proxy::{self, Listen, ProxyOptions};
+use crate::settings::{NetworkMode, Settings};
+
+pub fn allow(layout: &Layout, name: &str, hosts: &[String], private: bool) -> Result<()> {
+    let (client, settings) = super::known_client(layout, name)?;
+    let path = layout.policy_path(&client);
+    if hosts.iter().any(|h| h == "@packages") {
+        let found = crate::package_hosts::from_image(&settings.image)?;
+        if !path.exists() {
+            policy::create(&path, &default_policy(&settings)?)?;
+        }
+        policy::set_packages(&path, &found)?;
+        println!("packages bundle for {client}: {}", found.join(", "));
+    }
+    let report = if private {
+        policy::add_allow_private(&path, hosts)?
+    } else {
+        policy::add_allow(&path, hosts)?
+    };
+    print_report(&client, "allowed", &report);
+    note_mode(&client, &settings);
+    Ok(())
+}
+
+pub fn deny(layout: &Layout, name: &str, hosts: &[String]) -> Result<()> {
+    let (client, settings) = super::known_client(layout, name)?;
+    let report = policy::add_deny(&layout.policy_path(&client), hosts)?;
+    print_report(&client, "denied", &report);
+    note_mode(&client, &settings);
+    Ok(())
+}
+
+pub fn policy(layout: &Layout, name: &str) -> Result<()> {
+    let (client, settings) = super::known_client(layout, name)?;
+    let path = layout.policy_path(&client);
+    println!(
+        "Network of {client}: {} (policy {})",
+        settings.network,
+        path.display()
+    );
+    if !path.exists() {
+        println!("no policy file: the proxy refuses every connection");
+        return Ok(());
+    }
+    match policy::load(&path) {
+        Ok(p) => print!("{}", policy::render_summary(&p)),
+        Err(e) => println!("the policy is invalid, so the proxy refuses every connection: {e:#}"),
+    }
+    Ok(())
+}
+
+pub fn proxy(layout: &Layout, args: &ProxyArgs) -> Result<()> {
+    let client = ClientName::parse(&args.client)?;
+    let policy_path = args
+        .policy
+        .clone()
+        .unwrap_or_else(|| layout.policy_path(&client));
+    let listen = match (&args.listen_unix, args.listen_tcp) {
+        (Some(path), _) => Listen::Unix(path.clone()),
+        (None, Some(addr)) => Listen::Tcp(addr),
+        (None, None) => Listen::SystemdSocket,
+    };
+    proxy::run(ProxyOptions::new(client.as_str(), policy_path, listen))
+}
+
+/// The policy a new allowlist client starts with: its agent's bundle.
+pub fn default_policy(settings: &Settings) -> Result<String> {
+    use crate::proxy::policy::Bundle;
+    use crate::settings::Agent;
+    let bundles: &[Bundle] = match settings.agent {
+        Agent::Claude => &[Bundle::Claude],
+        Agent::Codex => &[Bundle::Codex],
+        Agent::Shell => &[],
+    };
+    policy::render_default(bundles, &[] as &[&str])
+}
+
+fn print_report(client: &ClientName, verb: &str, r: &EditReport) {
+    for w in &r.warnings {
+        eprintln!("warning: {w}");
+    }
+    if !r.added.is_empty() {
+        println!("{verb} for {client}: {}", r.added.join(", "));
+    }
+    if !r.unchanged.is_empty() {
+        println!("already {verb}: {}", r.unchanged.join(", "));
+    }
+    if !r.removed.is_empty() {
+        println!("removed: {}", r.removed.join(", "));
+    }
+}
+
+fn note_mode(client: &ClientName, settings: &Settings) {
+    if settings.network != NetworkMode::Allowlist {
+        println!(
+            "note: {client}'s network is {}; the policy applies after `sandboxctl enable {client} --network allowlist`",
+            settings.network
+        );
+    }
+}
