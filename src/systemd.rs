@@ -98,9 +98,12 @@ impl Verb {
 /// A connection to the user's systemd manager.
 pub struct Systemd {
     manager: ManagerProxy<'static>,
+    /// systemd refuses a second `Subscribe` on the same connection.
+    subscribed: std::cell::Cell<bool>,
 }
 
 const NO_SUCH_UNIT: &str = "org.freedesktop.systemd1.NoSuchUnit";
+const ALREADY_SUBSCRIBED: &str = "org.freedesktop.systemd1.AlreadySubscribed";
 
 /// Longer than the unit's `TimeoutStartSec=` (900 s), after which systemd itself fails
 /// the job.
@@ -147,7 +150,10 @@ impl Systemd {
     fn on(connection: &Connection) -> Result<Self> {
         let manager = ManagerProxy::new(connection)
             .context("cannot reach the systemd user manager on D-Bus")?;
-        Ok(Self { manager })
+        Ok(Self {
+            manager,
+            subscribed: std::cell::Cell::new(false),
+        })
     }
 
     /// `daemon-reload`: systemd reruns generators (Quadlet) and replies when done.
@@ -159,9 +165,14 @@ impl Systemd {
 
     /// Starts, stops or restarts `unit` and waits for the job's result.
     pub fn run_job(&self, verb: Verb, unit: &str) -> Result<()> {
-        self.manager
-            .subscribe()
-            .context("cannot subscribe to systemd job signals")?;
+        if !self.subscribed.get() {
+            match self.manager.subscribe() {
+                Ok(()) => {}
+                Err(e) if is_error_named(&e, ALREADY_SUBSCRIBED) => {}
+                Err(e) => return Err(e).context("cannot subscribe to systemd job signals"),
+            }
+            self.subscribed.set(true);
+        }
         // Listen before queuing the job, so its JobRemoved cannot be missed.
         let signals = self
             .manager

@@ -774,9 +774,7 @@ mod cli {
             [
                 "Subscribe",
                 "StopUnit",
-                "Subscribe",
                 "StopUnit",
-                "Subscribe",
                 "StopUnit",
                 "Reload",
                 "ResetFailedUnit"

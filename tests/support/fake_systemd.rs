@@ -153,6 +153,8 @@ struct State {
     timing: SignalTiming,
     omit_unknown: bool,
     generator: Option<Generator>,
+    /// Bus names that called Subscribe: systemd refuses a second call from the same one.
+    subscribers: Vec<String>,
 }
 
 /// The fake manager on its own bus. Dropping it drops the connection, then the bus.
@@ -175,6 +177,7 @@ impl FakeSystemd {
             timing: SignalTiming::AfterReply,
             omit_unknown: false,
             generator: None,
+            subscribers: Vec::new(),
         }));
         let connection = zbus::blocking::connection::Builder::address(bus.address())
             .and_then(|b| b.name("org.freedesktop.systemd1"))
@@ -296,6 +299,7 @@ enum Fault {
     #[zbus(error)]
     ZBus(zbus::Error),
     NoSuchUnit(String),
+    AlreadySubscribed(String),
 }
 
 /// A `JobRemoved` signal's body.
@@ -464,11 +468,21 @@ impl Manager {
         }
     }
 
-    fn subscribe(&self) {
-        self.state().calls.push(Call {
+    #[allow(clippy::needless_pass_by_value)] // zbus hands the header over by value
+    fn subscribe(&self, #[zbus(header)] header: zbus::message::Header<'_>) -> Result<(), Fault> {
+        let mut st = self.state();
+        st.calls.push(Call {
             method: "Subscribe",
             args: Vec::new(),
         });
+        let sender = header.sender().map(ToString::to_string).unwrap_or_default();
+        if st.subscribers.contains(&sender) {
+            return Err(Fault::AlreadySubscribed(
+                "Client is already subscribed.".into(),
+            ));
+        }
+        st.subscribers.push(sender);
+        Ok(())
     }
 
     async fn start_unit(
