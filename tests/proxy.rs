@@ -228,6 +228,29 @@ fn private_rule(host: &str, port: u16) -> String {
 
 // --- allowed and denied names --------------------------------------------------------
 
+/// A client that shuts its write side after the request (as `socat` does at the end of
+/// its input) still gets the answer.
+#[tokio::test]
+async fn a_half_closed_client_still_gets_its_answer() {
+    let up = Upstream::start("127.0.0.2", "ok").await;
+    let p = Proxy::start(
+        &format!("allow = [{}]", private_rule("ok.test", up.port())),
+        &[("ok.test", "127.0.0.2")],
+    );
+    let mut s = TcpStream::connect(p.addr).await.unwrap();
+    let port = up.port();
+    s.write_all(
+        format!("GET http://ok.test:{port}/half HTTP/1.1\r\nHost: ok.test:{port}\r\n\r\n")
+            .as_bytes(),
+    )
+    .await
+    .unwrap();
+    s.shutdown().await.unwrap();
+    let resp = read_to_eof(&mut s).await;
+    assert_eq!(status(&resp), "200", "{resp}");
+    assert!(resp.ends_with("hello from ok /half"), "{resp}");
+}
+
 #[tokio::test]
 async fn allowed_name_reaches_the_upstream_over_http_and_connect() {
     let up = Upstream::start("127.0.0.2", "ok").await;

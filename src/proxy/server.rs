@@ -183,6 +183,9 @@ where
         .header_read_timeout(shared.cfg.header_read_timeout)
         .max_header_size(max)
         .max_headers(100)
+        // A client may shut its write side once the request is sent (socat does at the
+        // end of its input); the answer must still reach it.
+        .half_close(true)
         // One request per connection: every request gets a fresh upstream connection
         // and its own head check, and nothing can be pipelined behind it.
         .keep_alive(false)
