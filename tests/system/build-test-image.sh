@@ -11,7 +11,9 @@
 #      when an image labelled with the hash of image/, the CAs, the base and the build
 #      arguments already exists;
 #  (c) --load-into USER copies the image into that rootless user's store (skipped when
-#      the user already has the same image).
+#      the user already has the same image; the copy it replaces is removed if unused).
+# --force rebuilds even when the label matches; BUILD_ARGS="NAME=VALUE …" adds build
+# arguments (e.g. CLAUDE_CODE_VERSION=…) and is part of the hash.
 # Prints how long each step took.
 set -eu
 
@@ -28,7 +30,7 @@ while [ $# -gt 0 ]; do
     case $1 in
         --load-into) LOAD_USER=${2:?--load-into needs a user name}; shift 2 ;;
         --force) FORCE=1; shift ;;
-        -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "build-test-image: unknown argument: $1" >&2; exit 2 ;;
     esac
 done
@@ -163,6 +165,10 @@ load_into() {
     t=$(now)
     podman save "$IMAGE" | as_user podman load -q
     log "loaded $IMAGE into $user's store in $(elapsed "$t")"
+    # The copy it replaces is untagged now; drop it unless a container still uses it.
+    if [ -n "$id_user" ]; then
+        as_user podman rmi "$id_user" >/dev/null 2>&1 || true
+    fi
 }
 
 total=$(now)
