@@ -30,7 +30,7 @@ while [ $# -gt 0 ]; do
     case $1 in
         --load-into) LOAD_USER=${2:?--load-into needs a user name}; shift 2 ;;
         --force) FORCE=1; shift ;;
-        -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "build-test-image: unknown argument: $1" >&2; exit 2 ;;
     esac
 done
