@@ -46,6 +46,7 @@ const CONTEXT: &[ContextFile] = &[
     context_file!("Containerfile", 0o644),
     context_file!("README.md", 0o644),
     context_file!("agent-entry", 0o755),
+    context_file!("agent-package-hosts", 0o755),
     context_file!("agent-session", 0o755),
     context_file!("certs/.keep", 0o644),
     context_file!("certs/README.md", 0o644),
@@ -412,6 +413,7 @@ mod tests {
         };
         assert_eq!(mode("agent-entry"), 0o755);
         assert_eq!(mode("agent-session"), 0o755);
+        assert_eq!(mode("agent-package-hosts"), 0o755);
         assert_eq!(mode("tmux.conf"), 0o644);
         let mut certs: Vec<String> = fs::read_dir(dir.path().join("certs"))
             .expect("certs")
