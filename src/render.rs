@@ -240,9 +240,10 @@ impl Sandbox<'_> {
         let socket = proxy_units::socket_unit(self.client);
         vec![
             Line {
-                value: format!("Requires={socket}"),
+                value: format!("Wants={socket}"),
                 why: Some(
-                    "allowlist: the client's egress proxy socket is the sandbox's only way out",
+                    "allowlist: the client's egress proxy socket is the only way out; without \
+                     it nothing gets out, and stopping it does not stop the sandbox",
                 ),
             },
             Line {

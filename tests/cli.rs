@@ -293,7 +293,7 @@ fn allowlist_is_the_default_and_has_no_network_but_the_proxy() {
         );
         for line in [
             "Network=none",
-            "Requires=sandboxctl-proxy@acme.socket",
+            "Wants=sandboxctl-proxy@acme.socket",
             "After=sandboxctl-proxy@acme.socket",
             "Volume=%t/agent-sandbox/proxy/acme:/run/sandbox-proxy:rw,Z",
             "Environment=\"HTTPS_PROXY=http://127.0.0.1:3128\"",

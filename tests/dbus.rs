@@ -411,7 +411,7 @@ mod cli {
             "allowlist by default: {before}"
         );
         assert!(
-            before.contains("Requires=sandboxctl-proxy@acme.socket"),
+            before.contains("Wants=sandboxctl-proxy@acme.socket"),
             "{before}"
         );
 

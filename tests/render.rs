@@ -221,7 +221,7 @@ fn allowlist_has_no_network_but_the_proxy_socket() {
     insta::assert_snapshot!("claude_allowlist", unit);
     let service = generate("acme", &unit);
     assert!(
-        service.contains("Requires=sandboxctl-proxy@acme.socket"),
+        service.contains("Wants=sandboxctl-proxy@acme.socket"),
         "{service}"
     );
     assert!(

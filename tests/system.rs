@@ -9,6 +9,11 @@
 #[path = "system/harness.rs"]
 mod harness;
 
+#[path = "system/credentials.rs"]
+mod credentials;
+#[path = "system/network.rs"]
+mod network;
+
 use std::collections::BTreeSet;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
