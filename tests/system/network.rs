@@ -114,6 +114,18 @@ fn n1_allowed_host_through_the_proxy_denied_host_and_no_direct_route() {
         "nothing reached the upstream"
     );
 
+    // SSH goes through the proxy with CONNECT: the upstream (not an SSH server, so the
+    // handshake fails) is reached although the sandbox has no route.
+    let out = c.sh(&format!(
+        "ssh -o BatchMode=yes -o ConnectTimeout=10 -p {} localhost true",
+        up.port
+    ));
+    assert!(!out.status.success(), "{out}");
+    assert!(
+        up.hits.load(Ordering::SeqCst) > hits,
+        "ssh did not reach the upstream through the proxy:\n{out}"
+    );
+
     // Every decision is a JSON line in the proxy's log.
     let out = sbx(["logs", &c.name, "--network", "-n", "50"])
         .run()
@@ -134,6 +146,12 @@ fn n1_allowed_host_through_the_proxy_denied_host_and_no_direct_route() {
         decisions
             .iter()
             .any(|d| d["decision"] == "denied" && d["host"] == "denied.example.com"),
+        "{out}"
+    );
+    assert!(
+        decisions.iter().any(|d| d["decision"] == "allowed"
+            && d["method"] == "CONNECT"
+            && d["port"] == u64::from(up.port)),
         "{out}"
     );
     assert!(
