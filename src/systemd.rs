@@ -220,6 +220,21 @@ impl Systemd {
         }
     }
 
+    /// Stops `unit` and waits; a unit systemd does not know is already stopped.
+    pub fn stop_if_known(&self, unit: &str) -> Result<()> {
+        match self.run_job(Verb::Stop, unit) {
+            Err(e)
+                if matches!(
+                    e.downcast_ref::<SystemdError>(),
+                    Some(SystemdError::NoSuchUnit(_))
+                ) =>
+            {
+                Ok(())
+            }
+            other => other.with_context(|| format!("cannot stop {unit}")),
+        }
+    }
+
     /// Clears a unit's failed state; a unit systemd does not know is fine.
     pub fn reset_failed(&self, unit: &str) -> Result<()> {
         match self.manager.reset_failed_unit(unit) {

@@ -4,7 +4,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::client::ClientName;
 use crate::layout::Layout;
-use crate::systemd::{Systemd, SystemdError, Verb};
+use crate::systemd::Systemd;
 
 pub fn disable(layout: &Layout, name: &str, purge: bool) -> Result<()> {
     let client = ClientName::parse(name)?;
@@ -30,29 +30,13 @@ pub fn disable(layout: &Layout, name: &str, purge: bool) -> Result<()> {
     }
     let systemd = Systemd::connect_user()?;
     let unit = client.service_name();
-    match systemd.run_job(Verb::Stop, &unit) {
-        Ok(()) => {}
-        Err(e)
-            if matches!(
-                e.downcast_ref::<SystemdError>(),
-                Some(SystemdError::NoSuchUnit(_))
-            ) => {}
-        Err(e) => return Err(e.context(format!("cannot stop {unit}"))),
-    }
-    // The client's egress proxy goes too (socket first, so nothing restarts it).
-    for proxy_unit in [
+    // The sandbox, then its egress proxy (socket first, so nothing restarts the proxy).
+    for u in [
+        unit.clone(),
         crate::proxy_units::socket_unit(&client),
         crate::proxy_units::service_unit(&client),
     ] {
-        match systemd.run_job(Verb::Stop, &proxy_unit) {
-            Ok(()) => {}
-            Err(e)
-                if matches!(
-                    e.downcast_ref::<SystemdError>(),
-                    Some(SystemdError::NoSuchUnit(_))
-                ) => {}
-            Err(e) => return Err(e.context(format!("cannot stop {proxy_unit}"))),
-        }
+        systemd.stop_if_known(&u)?;
     }
     if unit_text.is_some() {
         std::fs::remove_file(&unit_path)

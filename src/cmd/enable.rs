@@ -298,25 +298,23 @@ pub fn enable_clients(
     Ok(())
 }
 
-pub fn enable(layout: &Layout, args: &EnableArgs) -> Result<()> {
-    let clients = parse_clients(&args.client)?;
-    let req = Request {
+fn request(args: &EnableArgs) -> Request<'_> {
+    Request {
         projects: &args.projects,
         options: &args.options,
         network: args.network,
         reset: args.reset,
-    };
-    enable_clients(layout, &clients, &req, args.now)
+    }
+}
+
+pub fn enable(layout: &Layout, args: &EnableArgs) -> Result<()> {
+    let clients = parse_clients(&args.client)?;
+    enable_clients(layout, &clients, &request(args), args.now)
 }
 
 pub fn render(layout: &Layout, args: &EnableArgs) -> Result<()> {
     let clients = parse_clients(&args.client)?;
-    let req = Request {
-        projects: &args.projects,
-        options: &args.options,
-        network: args.network,
-        reset: args.reset,
-    };
+    let req = request(args);
     let host = HostProfile::detect(&layout.cache_dir, false);
     let planned = plan(layout, &host, &clients, &req)?;
     for p in planned {

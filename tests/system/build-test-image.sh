@@ -41,41 +41,10 @@ now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f s", b - a }'; }
 log() { echo "build-test-image: $*"; }
 
-# Host fixes podman needs on this kind of machine (hybrid cgroup v1, PID 1 not systemd,
-# no udev, root without CAP_SYS_RESOURCE). Each is applied only when missing, so this
-# coexists with tests/system/setup-host.sh doing the same.
-host_fixes() {
-    if [ -r /sys/fs/cgroup/unified/cgroup.controllers ]; then
-        read -r controllers </sys/fs/cgroup/unified/cgroup.controllers || true
-        for c in $controllers; do
-            if ! mountpoint -q "/sys/fs/cgroup/$c"; then
-                mkdir -p "/sys/fs/cgroup/$c"
-                mount -t cgroup -o "$c" cgroup "/sys/fs/cgroup/$c"
-                log "mounted cgroup v1 controller $c"
-            fi
-        done
-    fi
-    conf=/etc/containers/containers.conf
-    if ! grep -qs '^[[:space:]]*default_ulimits' "$conf"; then
-        mkdir -p /etc/containers
-        if grep -qs '^\[containers\]' "$conf"; then
-            sed -i '/^\[containers\]/a default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]' "$conf"
-        else
-            printf '[containers]\ndefault_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]\n' >>"$conf"
-        fi
-        log "set default_ulimits in $conf"
-    fi
-    for dev in /dev/net/tun /dev/fuse; do
-        if [ -e "$dev" ] && [ "$(stat -c %a "$dev")" != 666 ]; then
-            chmod 0666 "$dev"
-            log "chmod 0666 $dev"
-        fi
-    done
-    if [ "$(findmnt -no PROPAGATION /)" != shared ]; then
-        mount --make-rshared /
-        log "made / rshared"
-    fi
-}
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source-path=SCRIPTDIR source=lib/host-fixes.sh
+. "$here/lib/host-fixes.sh"
+
 
 debian_mirror() {
     awk '/^URIs:/ { for (i = 2; i <= NF; i++) if ($i !~ /security/) { print $i; exit } }' \
@@ -172,7 +141,7 @@ load_into() {
 }
 
 total=$(now)
-host_fixes
+apply_host_fixes
 make_base
 build_image
 [ -z "$LOAD_USER" ] || load_into "$LOAD_USER"

@@ -135,41 +135,9 @@ fi
 
 # --- host fixes for rootless Podman on this kind of machine ---------------------------
 
-# crun refuses hybrid mode unless every controller cgroup2 owns also has a v1 mount.
-if [[ -r /sys/fs/cgroup/unified/cgroup.controllers ]]; then
-    for c in $(cat /sys/fs/cgroup/unified/cgroup.controllers); do
-        if ! findmnt -n -t cgroup "/sys/fs/cgroup/$c" >/dev/null; then
-            mkdir -p "/sys/fs/cgroup/$c"
-            mount -t cgroup -o "$c" cgroup "/sys/fs/cgroup/$c"
-            log "mounted the v1 $c controller at /sys/fs/cgroup/$c"
-        fi
-    done
-fi
-
-# Root lacks CAP_SYS_RESOURCE here (hard nofile 20000): podman's defaults exceed it.
-conf=/etc/containers/containers.conf
-if ! grep -qs '^[[:space:]]*default_ulimits' "$conf"; then
-    mkdir -p /etc/containers
-    if grep -qs '^\[containers\]' "$conf"; then
-        sed -i '/^\[containers\]/a default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]' "$conf"
-    else
-        printf '[containers]\ndefault_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]\n' >>"$conf"
-    fi
-    log "set default_ulimits in $conf"
-fi
-
-# No udev: rootless networking (slirp4netns) and fuse-overlayfs need these devices.
-for dev in /dev/net/tun /dev/fuse; do
-    if [[ -e $dev && $(stat -c %a "$dev") != 666 ]]; then
-        chmod 0666 "$dev"
-        log "chmod 0666 $dev"
-    fi
-done
-
-if [[ $(findmnt -n -o PROPAGATION /) != shared ]]; then
-    mount --make-rshared /
-    log "mount --make-rshared /"
-fi
+# shellcheck source-path=SCRIPTDIR source=lib/host-fixes.sh
+. "$here/lib/host-fixes.sh"
+apply_host_fixes
 
 # --- the test user --------------------------------------------------------------------
 
@@ -296,10 +264,6 @@ log "wrote $SBX_ENV_FILE"
 
 # --- the image ------------------------------------------------------------------------
 
-if [[ -x $here/build-test-image.sh ]]; then
-    step "built/loaded $image for $SBX_TEST_USER" "$here/build-test-image.sh" --load-into "$SBX_TEST_USER"
-else
-    log "WARNING: $here/build-test-image.sh is not there yet: $image not built (the system tests will fail)"
-fi
+step "built/loaded $image for $SBX_TEST_USER" "$here/build-test-image.sh" --load-into "$SBX_TEST_USER"
 
 log "done"
