@@ -28,6 +28,7 @@ use super::reload::PolicyStore;
 use super::resolve::Resolver;
 use super::server::{ActiveGuard, Activity, Config};
 use super::sniff::Head;
+use super::sniff::Recorder;
 
 type Body = BoxBody<Bytes, hyper::Error>;
 
@@ -303,26 +304,60 @@ async fn tunnel(
     mut pending: Pending,
     _guard: ActiveGuard,
 ) {
+    let upgraded = match on_upgrade.await {
+        Ok(u) => u,
+        Err(e) => {
+            pending.rec.error = Some(format!("upgrade failed: {e}"));
+            return;
+        }
+    };
+    // The client's own socket, when it can be had: then bytes move with splice(2).
+    let upgraded = match upgraded.downcast::<TokioIo<Recorder<tokio::net::UnixStream>>>() {
+        Ok(parts) => {
+            let client = parts.io.into_inner().into_inner();
+            return spliced(&client, tcp, &parts.read_buf, &mut pending).await;
+        }
+        Err(u) => u,
+    };
+    let upgraded = match upgraded.downcast::<TokioIo<Recorder<TcpStream>>>() {
+        Ok(parts) => {
+            let client = parts.io.into_inner().into_inner();
+            return spliced(&client, tcp, &parts.read_buf, &mut pending).await;
+        }
+        Err(u) => u,
+    };
     let mut upstream = Counted {
         inner: tcp,
         written: pending.up.clone(),
         read: pending.down.clone(),
     };
-    match on_upgrade.await {
-        Ok(upgraded) => {
-            let mut client = TokioIo::new(upgraded);
-            if let Err(e) = tokio::io::copy_bidirectional_with_sizes(
-                &mut client,
-                &mut upstream,
-                64 << 10,
-                64 << 10,
-            )
+    let mut client = TokioIo::new(upgraded);
+    if let Err(e) =
+        tokio::io::copy_bidirectional_with_sizes(&mut client, &mut upstream, 64 << 10, 64 << 10)
             .await
-            {
-                pending.rec.error = Some(format!("tunnel: {e}"));
-            }
+    {
+        pending.rec.error = Some(format!("tunnel: {e}"));
+    }
+}
+
+/// The zero-copy tunnel: what the client sent after its `CONNECT` head (already read by
+/// hyper) goes first, then splice moves the rest both ways.
+async fn spliced<C: super::splice::SpliceSocket>(
+    client: &C,
+    mut tcp: TcpStream,
+    early: &[u8],
+    pending: &mut Pending,
+) {
+    use tokio::io::AsyncWriteExt as _;
+    if !early.is_empty() {
+        if let Err(e) = tcp.write_all(early).await {
+            pending.rec.error = Some(format!("tunnel: {e}"));
+            return;
         }
-        Err(e) => pending.rec.error = Some(format!("upgrade failed: {e}")),
+        pending.up.fetch_add(early.len() as u64, Ordering::Relaxed);
+    }
+    if let Err(e) = super::splice::tunnel(client, &tcp, &pending.up, &pending.down).await {
+        pending.rec.error = Some(format!("tunnel: {e}"));
     }
 }
 

@@ -17,6 +17,7 @@ mod reload;
 mod resolve;
 mod server;
 mod sniff;
+mod splice;
 
 use std::path::PathBuf;
 use std::time::Duration;

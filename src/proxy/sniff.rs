@@ -34,6 +34,11 @@ impl<S> Recorder<S> {
             done: false,
         }
     }
+
+    /// The wrapped stream (for the tunnel's zero-copy path).
+    pub(crate) fn into_inner(self) -> S {
+        self.inner
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Recorder<S> {
