@@ -2,7 +2,6 @@
 //! rendered unit fed to the real Quadlet generator (`-dryrun`), which must accept it and
 //! produce the expected `podman run` arguments. The generator is the judge.
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use sandboxctl::client::ClientName;
@@ -11,20 +10,9 @@ use sandboxctl::layout::Layout;
 use sandboxctl::render::{Sandbox, render};
 use sandboxctl::settings::{Agent, ExtraMount, NetworkMode, Settings};
 
-/// The real generator: `$SANDBOXCTL_QUADLET`, else where Podman installs it.
-fn quadlet() -> PathBuf {
-    if let Some(p) = std::env::var_os("SANDBOXCTL_QUADLET").filter(|p| !p.is_empty()) {
-        return PathBuf::from(p);
-    }
-    for p in ["/usr/libexec/podman/quadlet", "/usr/lib/podman/quadlet"] {
-        if Path::new(p).is_file() {
-            return PathBuf::from(p);
-        }
-    }
-    panic!(
-        "no Quadlet generator: set SANDBOXCTL_QUADLET (tests/system/setup-host.sh installs one) or install Podman >= 4.4"
-    );
-}
+#[path = "support/quadlet.rs"]
+mod quadlet_path;
+use quadlet_path::quadlet;
 
 fn layout() -> Layout {
     Layout {
