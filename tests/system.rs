@@ -505,7 +505,8 @@ fn unexpected_writable_mounts(mountinfo: &str, allowed: &[&str], data_dir: &Path
 }
 
 /// 5. Two clients side by side see neither the other's project, data dirs nor processes,
-///    and do not share a network namespace.
+///    and do not share a network namespace (checked with the `open` network, where each
+///    has a real interface; without a network they are apart trivially).
 #[test]
 fn t5_two_clients_are_isolated_from_each_other() {
     let a = Client::new("t5a");
@@ -513,8 +514,8 @@ fn t5_two_clients_are_isolated_from_each_other() {
     for c in [&a, &b] {
         std::fs::write(c.project.join("secret-file"), &c.name).expect("write");
     }
-    a.enable(&[]);
-    b.enable(&[]);
+    a.enable(&["--network", "open"]);
+    b.enable(&["--network", "open"]);
     a.start();
     b.start();
     b.sh("nohup sleep 5151 >/dev/null 2>&1 &").success();
@@ -578,6 +579,18 @@ fn t5_two_clients_are_isolated_from_each_other() {
             .contains("sleep 5151")
     );
 
+    // The open network gives each its own interface besides loopback.
+    for c in [&a, &b] {
+        let ifaces = c
+            .sh("tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '")
+            .success()
+            .stdout;
+        assert!(
+            ifaces.lines().any(|i| i != "lo"),
+            "{} has no interface but loopback with --network open:\n{ifaces}",
+            c.name
+        );
+    }
     let ns = |c: &Client, kind: &str| {
         c.exec(&["readlink", &format!("/proc/1/ns/{kind}")])
             .success()
