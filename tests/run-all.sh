@@ -70,6 +70,27 @@ build_system_tests() {
 run "build sandboxctl and the system tests" build_system_tests
 built=$?
 
+# --- the product's own image build ------------------------------------------------------
+# `sandboxctl image build` (root's store, where build-test-image.sh left the offline base
+# and the layer cache) from the offline base with the host's extra CAs, as a user behind
+# a TLS-intercepting proxy would run it; then the agents in what it built.
+image_build() {
+    local tag=localhost/agent-sandbox:image-build-check out certs=()
+    for f in /usr/local/share/ca-certificates/*.crt; do
+        [[ -e $f ]] && certs+=(--ca-cert "$f")
+    done
+    out=$(target/debug/sandboxctl image build --base localhost/debian:bookworm --tag "$tag" "${certs[@]}") || return 1
+    printf '%s\n' "$out"
+    grep -q "^built $tag in" <<<"$out" || { echo "no summary line for $tag" >&2; return 1; }
+    grep -Eq '^  Claude Code  [0-9]' <<<"$out" || { echo "no Claude Code version in the summary" >&2; return 1; }
+    grep -Eq '^  Codex        [0-9]' <<<"$out" || { echo "no Codex version in the summary" >&2; return 1; }
+    podman run --rm --network=none --cap-drop=all --read-only "$tag" \
+        sh -c 'claude --version && codex --version' || return 1
+}
+if [[ $built -eq 0 ]]; then
+    run "sandboxctl image build (offline base, host CAs)" image_build
+fi
+
 # --- checks as the test user ----------------------------------------------------------
 if [[ -x $root/tests/system/image-checks.sh ]]; then
     # A copy the test user can read wherever the checkout lives.
