@@ -4,6 +4,26 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+#[path = "support/quadlet.rs"]
+mod quadlet_path;
+
+/// Feeds a unit `render` printed to the real Quadlet generator, which must accept it.
+fn assert_generator_accepts(unit: &str) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("agent-acme.container"), unit).expect("write");
+    let out = Command::new(quadlet_path::quadlet())
+        .args(["-dryrun", "-user"])
+        .env("QUADLET_UNIT_DIRS", dir.path())
+        .output()
+        .expect("run the generator");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("---agent-acme.service---"),
+        "the generator rejected the rendered unit: {}\n{unit}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// A scratch home for one test, with the environment set on the child only.
 struct Sandbox {
     dir: tempfile::TempDir,
@@ -212,6 +232,7 @@ fn render_writes_nothing() {
         "{stdout}"
     );
     assert!(stdout.contains("# Detected: podman "), "{stdout}");
+    assert_generator_accepts(&stdout);
     assert!(sb.files().is_empty(), "{:?}", sb.files());
     assert!(
         !sb.home().join(".cache").exists(),
@@ -301,6 +322,7 @@ fn allowlist_is_the_default_and_has_no_network_but_the_proxy() {
         ] {
             assert!(unit.contains(line), "{line} missing:\n{unit}");
         }
+        assert_generator_accepts(&unit);
     }
     let out = sb.run(&["render", "acme", "--network", "open"]);
     let unit = String::from_utf8_lossy(&out.stdout);
@@ -308,6 +330,7 @@ fn allowlist_is_the_default_and_has_no_network_but_the_proxy() {
         !unit.contains("Network=") && !unit.contains("PROXY"),
         "{unit}"
     );
+    assert_generator_accepts(&unit);
     assert!(sb.files().is_empty(), "{:?}", sb.files());
 }
 
