@@ -9,6 +9,11 @@ pub fn binary() -> String {
     std::env::var("SANDBOXCTL_PODMAN").unwrap_or_else(|_| "podman".to_owned())
 }
 
+/// Variables that hold credentials in the user's environment. sandboxctl stores them as
+/// Podman secrets; no podman process it starts inherits them, so they do not show in
+/// that process's `/proc/<pid>/environ`.
+pub const CREDENTIAL_VARS: [&str; 2] = ["ANTHROPIC_API_KEY", "OPENAI_API_KEY"];
+
 /// A `Command` for podman with the given arguments.
 pub fn command<I, S>(args: I) -> Command
 where
@@ -17,5 +22,22 @@ where
 {
     let mut cmd = Command::new(binary());
     cmd.args(args);
+    for var in CREDENTIAL_VARS {
+        cmd.env_remove(var);
+    }
     cmd
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn podman_never_inherits_credentials() {
+        let cmd = super::command(["version"]);
+        for var in super::CREDENTIAL_VARS {
+            assert!(
+                cmd.get_envs().any(|(k, v)| k == var && v.is_none()),
+                "{var} is not removed"
+            );
+        }
+    }
 }

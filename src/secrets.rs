@@ -55,9 +55,10 @@ pub fn podman_name(client: &ClientName, name: &str) -> String {
 
 /// The API key variable an agent reads, picked up from the environment by `enable`.
 pub fn agent_key(agent: Agent) -> Option<&'static str> {
+    let [anthropic, openai] = crate::podman::CREDENTIAL_VARS;
     match agent {
-        Agent::Claude => Some("ANTHROPIC_API_KEY"),
-        Agent::Codex => Some("OPENAI_API_KEY"),
+        Agent::Claude => Some(anthropic),
+        Agent::Codex => Some(openai),
         Agent::Shell => None,
     }
 }
