@@ -68,7 +68,7 @@ pub fn attach(layout: &Layout, name: &str, session: &str) -> Result<()> {
         .first()
         .is_some_and(crate::systemd::UnitState::is_active)
     {
-        super::lifecycle::start_planned(layout, &systemd, &client, &settings, Verb::Start)?;
+        super::lifecycle::run_job(&systemd, &client, &settings, Verb::Start)?;
     }
     let err = crate::podman::command(attach_args(&client.container_name(), session)).exec();
     bail!("cannot run {}: {err}", crate::podman::binary())

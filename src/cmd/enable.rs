@@ -286,7 +286,7 @@ pub fn enable_clients(
                 (true, true) => Verb::Restart,
                 (true, false) => continue,
             };
-            super::lifecycle::start_planned(layout, &systemd, &p.client, &p.settings, verb)?;
+            super::lifecycle::run_job(&systemd, &p.client, &p.settings, verb)?;
         }
     } else if let [p] = planned.as_slice() {
         println!(

@@ -10,14 +10,13 @@ use crate::systemd::{Systemd, SystemdError, Verb};
 pub fn job(layout: &Layout, name: &str, verb: Verb) -> Result<()> {
     let (client, settings) = super::known_client(layout, name)?;
     let systemd = Systemd::connect_user()?;
-    start_planned(layout, &systemd, &client, &settings, verb)
+    run_job(&systemd, &client, &settings, verb)
 }
 
 /// Runs the job; a start or restart first builds the default image if it is missing
 /// (any other image is pulled by Podman within the start job), and a failure carries the
 /// unit's last log lines.
-pub fn start_planned(
-    _layout: &Layout,
+pub fn run_job(
     systemd: &Systemd,
     client: &ClientName,
     settings: &Settings,
