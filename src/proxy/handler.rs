@@ -100,21 +100,11 @@ pub(crate) async fn handle<R: Resolver>(
     mut req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let mut pending = Pending {
-        rec: DecisionRecord {
-            client: shared.cfg.client.clone(),
-            host: None,
-            port: None,
-            method: Some(req.method().as_str().to_owned()),
-            decision: Verdict::Denied,
-            reason: Some("client went away before a decision".to_owned()),
-            rule: None,
-            addr: None,
-            status: None,
-            error: None,
-            bytes_up: 0,
-            bytes_down: 0,
-            duration_ms: 0,
-        },
+        rec: DecisionRecord::denied(
+            shared.cfg.client.clone(),
+            Some(req.method().as_str().to_owned()),
+            "client went away before a decision".to_owned(),
+        ),
         log: shared.cfg.log.clone(),
         start: Instant::now(),
         up: Arc::default(),

@@ -57,6 +57,27 @@ pub struct DecisionRecord {
     pub duration_ms: u64,
 }
 
+impl DecisionRecord {
+    /// A denial of which nothing is known yet but the client, maybe the method, and why.
+    pub fn denied(client: String, method: Option<String>, reason: String) -> Self {
+        Self {
+            client,
+            host: None,
+            port: None,
+            method,
+            decision: Verdict::Denied,
+            reason: Some(reason),
+            rule: None,
+            addr: None,
+            status: None,
+            error: None,
+            bytes_up: 0,
+            bytes_down: 0,
+            duration_ms: 0,
+        }
+    }
+}
+
 #[derive(Serialize)]
 struct Line<'a, T: Serialize> {
     ts: f64,

@@ -16,7 +16,7 @@ use tokio::sync::watch;
 
 use super::handler::{self, Shared};
 use super::listen::{Accepted, Listener};
-use super::log::{DecisionRecord, LogSink, Verdict};
+use super::log::{DecisionRecord, LogSink};
 use super::reload::PolicyStore;
 use super::resolve::Resolver;
 use super::sniff::{Head, Recorder};
@@ -196,20 +196,10 @@ where
     if let Err(e) = result
         && !served.load(Ordering::Relaxed)
     {
-        shared.cfg.log.decision(&DecisionRecord {
-            client: shared.cfg.client.clone(),
-            host: None,
-            port: None,
-            method: None,
-            decision: Verdict::Denied,
-            reason: Some(format!("bad request: {e}")),
-            rule: None,
-            addr: None,
-            status: None,
-            error: None,
-            bytes_up: 0,
-            bytes_down: 0,
-            duration_ms: 0,
-        });
+        shared.cfg.log.decision(&DecisionRecord::denied(
+            shared.cfg.client.clone(),
+            None,
+            format!("bad request: {e}"),
+        ));
     }
 }
