@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::UNIX_EPOCH;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
 
 /// A `major.minor.patch` version.
@@ -140,9 +140,18 @@ impl HostProfile {
                 "podman not found: install Podman 4.4 or newer (e.g. `sudo apt-get install podman`) or set SANDBOXCTL_PODMAN"
             );
         }
-        self.quadlet.as_ref().context(
-            "the Quadlet generator was not found: sandboxctl needs Podman 4.4 or newer, which ships /usr/libexec/podman/quadlet; install a newer podman or set SANDBOXCTL_QUADLET to the generator",
-        )
+        if let Some(q) = &self.quadlet {
+            return Ok(q);
+        }
+        match std::env::var_os("SANDBOXCTL_QUADLET").filter(|p| !p.is_empty()) {
+            Some(p) => bail!(
+                "SANDBOXCTL_QUADLET={} does not run as a Quadlet generator (`-version` failed); point it at the generator",
+                PathBuf::from(p).display()
+            ),
+            None => bail!(
+                "the Quadlet generator was not found: sandboxctl needs Podman 4.4 or newer, which ships /usr/libexec/podman/quadlet; install a newer podman or set SANDBOXCTL_QUADLET to the generator"
+            ),
+        }
     }
 
     /// One line describing what was detected, for `render` and `status`.
