@@ -212,21 +212,24 @@ pub fn find_program(name: &str) -> Option<PathBuf> {
     })
 }
 
+/// Where the Quadlet generator may be (after `$SANDBOXCTL_QUADLET`): first the links the
+/// user manager runs as its generator, then where Podman installs it.
+pub const QUADLET_CANDIDATES: [&str; 7] = [
+    "/etc/systemd/user-generators/podman-user-generator",
+    "/usr/local/lib/systemd/user-generators/podman-user-generator",
+    "/usr/lib/systemd/user-generators/podman-user-generator",
+    "/lib/systemd/user-generators/podman-user-generator",
+    "/usr/libexec/podman/quadlet",
+    "/usr/lib/podman/quadlet",
+    "/usr/local/libexec/podman/quadlet",
+];
+
 /// The generator the user manager runs, else the one Podman installs.
 fn find_quadlet() -> Option<PathBuf> {
-    const CANDIDATES: [&str; 7] = [
-        "/etc/systemd/user-generators/podman-user-generator",
-        "/usr/local/lib/systemd/user-generators/podman-user-generator",
-        "/usr/lib/systemd/user-generators/podman-user-generator",
-        "/lib/systemd/user-generators/podman-user-generator",
-        "/usr/libexec/podman/quadlet",
-        "/usr/lib/podman/quadlet",
-        "/usr/local/libexec/podman/quadlet",
-    ];
     if let Some(p) = std::env::var_os("SANDBOXCTL_QUADLET").filter(|p| !p.is_empty()) {
         return Some(PathBuf::from(p));
     }
-    CANDIDATES
+    QUADLET_CANDIDATES
         .iter()
         .map(PathBuf::from)
         .find(|p| p.is_file())

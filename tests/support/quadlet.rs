@@ -2,17 +2,7 @@
 
 use std::path::PathBuf;
 
-/// Where the Quadlet generator may be, after `$SANDBOXCTL_QUADLET`: the same places the
-/// binary looks (`src/host.rs`).
-const QUADLET_CANDIDATES: [&str; 7] = [
-    "/etc/systemd/user-generators/podman-user-generator",
-    "/usr/local/lib/systemd/user-generators/podman-user-generator",
-    "/usr/lib/systemd/user-generators/podman-user-generator",
-    "/lib/systemd/user-generators/podman-user-generator",
-    "/usr/libexec/podman/quadlet",
-    "/usr/lib/podman/quadlet",
-    "/usr/local/libexec/podman/quadlet",
-];
+use sandboxctl::host::QUADLET_CANDIDATES;
 
 /// The real Quadlet generator. Tests that need it fail (never skip) without one: the
 /// generator, not our own parser, judges the units `enable` writes.

@@ -34,6 +34,21 @@ fn enable_codex_with_key(c: &Client, key: &str) -> crate::harness::Output {
     .success()
 }
 
+/// `sandboxctl enable` of a claude client without network (not yet run).
+fn enable_claude(c: &Client) -> Cmd {
+    sbx([
+        "enable",
+        &c.name,
+        c.project_str(),
+        "--agent",
+        "claude",
+        "--image",
+        &env().image,
+        "--network",
+        "none",
+    ])
+}
+
 /// The value of `var` in the environment of the agent's tmux session.
 fn agent_env(c: &Client, var: &str) -> String {
     let out = wait_for(
@@ -290,19 +305,7 @@ fn c4_host_login_is_copied_once_into_one_client_only() {
     let before = std::fs::read(&creds).expect("read");
 
     let a = Client::new("c4a");
-    let out = sbx([
-        "enable",
-        &a.name,
-        a.project_str(),
-        "--agent",
-        "claude",
-        "--image",
-        &env().image,
-        "--network",
-        "none",
-    ])
-    .run()
-    .success();
+    let out = enable_claude(&a).run().success();
     assert!(out.stdout.contains("copied your Claude login"), "{out}");
     let copied = a.data_dir().join("claude/.credentials.json");
     assert_eq!(std::fs::read_to_string(&copied).expect("copied"), login);
@@ -316,20 +319,10 @@ fn c4_host_login_is_copied_once_into_one_client_only() {
 
     // A second client enabled with an API key gets no copy.
     let b = Client::new("c4b");
-    let out = sbx([
-        "enable",
-        &b.name,
-        b.project_str(),
-        "--agent",
-        "claude",
-        "--image",
-        &env().image,
-        "--network",
-        "none",
-    ])
-    .env("ANTHROPIC_API_KEY", sentinel("b"))
-    .run()
-    .success();
+    let out = enable_claude(&b)
+        .env("ANTHROPIC_API_KEY", sentinel("b"))
+        .run()
+        .success();
     assert!(!out.stdout.contains("copied"), "{out}");
     assert!(!b.data_dir().join("claude/.credentials.json").exists());
 

@@ -61,14 +61,20 @@ fn enable_allowlist(c: &Client) {
     assert!(out.stdout.contains("network allowlist"), "{out}");
 }
 
-#[test]
-fn n1_allowed_host_through_the_proxy_denied_host_and_no_direct_route() {
-    let up = Upstream::start("n1");
-    let c = Client::new("n1");
+/// An allowlist client whose policy allows `up` (a loopback host, hence `--private`).
+fn client_allowing(tag: &str, up: &Upstream) -> Client {
+    let c = Client::new(tag);
     enable_allowlist(&c);
     sbx(["allow", &c.name, "--private", &up.authority()])
         .run()
         .success();
+    c
+}
+
+#[test]
+fn n1_allowed_host_through_the_proxy_denied_host_and_no_direct_route() {
+    let up = Upstream::start("n1");
+    let c = client_allowing("n1", &up);
     c.start();
 
     // Allowed: the upstream's own body, over plain HTTP and through a CONNECT tunnel.
@@ -184,11 +190,7 @@ fn n2_policy_changes_apply_without_a_restart() {
 #[test]
 fn n3_fails_closed_without_the_proxy_and_socket_activation_brings_it_back() {
     let up = Upstream::start("n3");
-    let c = Client::new("n3");
-    enable_allowlist(&c);
-    sbx(["allow", &c.name, "--private", &up.authority()])
-        .run()
-        .success();
+    let c = client_allowing("n3", &up);
     c.start();
     let url = format!("http://{}/", up.authority());
     let socket = format!("sandboxctl-proxy@{}.socket", c.name);
@@ -223,11 +225,7 @@ fn n3_fails_closed_without_the_proxy_and_socket_activation_brings_it_back() {
 #[test]
 fn n4_an_invalid_policy_refuses_everything() {
     let up = Upstream::start("n4");
-    let c = Client::new("n4");
-    enable_allowlist(&c);
-    sbx(["allow", &c.name, "--private", &up.authority()])
-        .run()
-        .success();
+    let c = client_allowing("n4", &up);
     c.start();
     let url = format!("http://{}/", up.authority());
     assert_eq!(curl(&c, &url).stdout, up.body);
