@@ -20,6 +20,21 @@ pub enum SystemdError {
     },
 }
 
+/// One row of `ListUnits*` (`(ssssssouso)`): name, description, load state, active
+/// state, sub state, followed unit, unit path, job id, job type, job path.
+pub type UnitRow = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    OwnedObjectPath,
+    u32,
+    String,
+    OwnedObjectPath,
+);
+
 #[zbus::proxy(
     interface = "org.freedesktop.systemd1.Manager",
     default_service = "org.freedesktop.systemd1",
@@ -34,24 +49,7 @@ trait Manager {
     fn stop_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
     fn restart_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
     fn reset_failed_unit(&self, name: &str) -> zbus::Result<()>;
-    #[allow(clippy::type_complexity)]
-    fn list_units_by_names(
-        &self,
-        names: &[&str],
-    ) -> zbus::Result<
-        Vec<(
-            String,
-            String,
-            String,
-            String,
-            String,
-            String,
-            OwnedObjectPath,
-            u32,
-            String,
-            OwnedObjectPath,
-        )>,
-    >;
+    fn list_units_by_names(&self, names: &[&str]) -> zbus::Result<Vec<UnitRow>>;
     #[zbus(signal)]
     fn job_removed(
         &self,

@@ -614,6 +614,21 @@ fn t5_two_clients_are_isolated_from_each_other() {
     );
 }
 
+/// `sandboxctl start NAME`, which must fail, and within seconds rather than hang.
+#[track_caller]
+fn start_fails_fast(name: &str) -> harness::Output {
+    let out = sbx(["start", name])
+        .timeout(Duration::from_mins(1))
+        .run()
+        .failure();
+    assert!(
+        out.elapsed < Duration::from_secs(20),
+        "`start` took {:?}:\n{out}",
+        out.elapsed
+    );
+    out
+}
+
 /// 6. A start that cannot succeed fails within seconds with the reason, instead of
 ///    hanging: an image that does not exist (pulls disabled), and a unit whose container
 ///    cannot be created (a `--mount` source that vanished after `enable`), where the
@@ -634,15 +649,7 @@ fn t6_failing_start_reports_quickly_with_logs() {
     ])
     .run()
     .success();
-    let out = sbx(["start", &image_client.name])
-        .timeout(Duration::from_mins(1))
-        .run()
-        .failure();
-    assert!(
-        out.elapsed < Duration::from_secs(20),
-        "`start` took {:?}:\n{out}",
-        out.elapsed
-    );
+    let out = start_fails_fast(&image_client.name);
     assert!(
         out.stderr.contains(&image),
         "the error does not name the missing image:\n{out}"
@@ -658,15 +665,7 @@ fn t6_failing_start_reports_quickly_with_logs() {
     let spec = format!("{}:/mnt/sbx-gone", gone.display());
     c.enable(&["--mount", &spec]);
     std::fs::remove_dir(&gone).expect("remove the mount source");
-    let out = sbx(["start", &c.name])
-        .timeout(Duration::from_mins(1))
-        .run()
-        .failure();
-    assert!(
-        out.elapsed < Duration::from_secs(20),
-        "`start` took {:?}:\n{out}",
-        out.elapsed
-    );
+    let out = start_fails_fast(&c.name);
     assert!(
         out.stderr.contains(&c.unit()),
         "the error does not name the unit:\n{out}"

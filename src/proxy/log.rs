@@ -129,19 +129,14 @@ mod tests {
         let mem = Arc::new(Mutex::new(Vec::new()));
         let sink = LogSink::Memory(mem.clone());
         sink.decision(&DecisionRecord {
-            client: "acme".into(),
             host: Some("evil.example\n".into()),
             port: Some(443),
-            method: Some("CONNECT".into()),
-            decision: Verdict::Denied,
-            reason: Some("host not in allowlist".into()),
-            rule: None,
-            addr: None,
-            status: None,
-            error: None,
-            bytes_up: 0,
-            bytes_down: 0,
             duration_ms: 1,
+            ..DecisionRecord::denied(
+                "acme".into(),
+                Some("CONNECT".into()),
+                "host not in allowlist".into(),
+            )
         });
         let lines = mem.lock().unwrap();
         assert_eq!(lines.len(), 1);

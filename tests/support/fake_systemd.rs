@@ -15,6 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use sandboxctl::systemd::UnitRow;
 use zbus::zvariant::{ObjectPath, OwnedObjectPath};
 
 const PATH: &str = "/org/freedesktop/systemd1";
@@ -528,22 +529,7 @@ impl Manager {
         Ok(())
     }
 
-    #[allow(clippy::type_complexity)]
-    fn list_units_by_names(
-        &self,
-        names: Vec<String>,
-    ) -> Vec<(
-        String,
-        String,
-        String,
-        String,
-        String,
-        String,
-        OwnedObjectPath,
-        u32,
-        String,
-        OwnedObjectPath,
-    )> {
+    fn list_units_by_names(&self, names: Vec<String>) -> Vec<UnitRow> {
         let mut st = self.state();
         st.calls.push(Call {
             method: "ListUnitsByNames",
