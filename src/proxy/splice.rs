@@ -18,18 +18,27 @@ use tokio::net::{TcpStream, UnixStream};
 /// data is in flight.
 const CHUNK: usize = 1 << 20;
 
-/// The send and receive buffers asked for on both sockets of a tunnel.
-const SOCKET_BUFFER: usize = 4 << 20;
+/// The send buffer asked for on the client's Unix socket. Unix sockets have no
+/// autotuning, and their default (`net.core.wmem_default`, about 208 KiB) makes the
+/// reader and the proxy wake each other for every few pages; the kernel caps the value
+/// at `net.core.wmem_max`.
+const CLIENT_SEND_BUFFER: usize = 4 << 20;
 
 /// A tokio socket that splice can read from and write to.
 pub(crate) trait SpliceSocket: AsFd + Send + Sync {
+    /// Whether the kernel sizes this socket's buffers itself (TCP autotuning), so that
+    /// setting a size would only cap it.
+    const AUTOTUNED: bool;
+
     fn ready(&self, interest: Interest) -> impl Future<Output = io::Result<Ready>> + Send;
     fn try_io<R>(&self, interest: Interest, f: impl FnOnce() -> io::Result<R>) -> io::Result<R>;
 }
 
 macro_rules! splice_socket {
-    ($t:ty) => {
+    ($t:ty, $autotuned:expr) => {
         impl SpliceSocket for $t {
+            const AUTOTUNED: bool = $autotuned;
+
             fn ready(&self, interest: Interest) -> impl Future<Output = io::Result<Ready>> + Send {
                 <$t>::ready(self, interest)
             }
@@ -43,8 +52,8 @@ macro_rules! splice_socket {
         }
     };
 }
-splice_socket!(TcpStream);
-splice_socket!(UnixStream);
+splice_socket!(TcpStream, true);
+splice_socket!(UnixStream, false);
 
 /// Moves bytes both ways until both directions have ended; counts each direction.
 pub(crate) async fn tunnel<A: SpliceSocket, B: SpliceSocket>(
@@ -53,12 +62,13 @@ pub(crate) async fn tunnel<A: SpliceSocket, B: SpliceSocket>(
     up: &Arc<AtomicU64>,
     down: &Arc<AtomicU64>,
 ) -> io::Result<()> {
-    // Bigger socket buffers mean fewer wake-ups per byte for the three processes a
-    // tunnel involves (measured: about +25 % throughput on loopback). Best effort: the
-    // kernel caps them at net.core.[rw]mem_max.
-    for fd in [client.as_fd(), upstream.as_fd()] {
-        let _ = rustix::net::sockopt::set_socket_send_buffer_size(fd, SOCKET_BUFFER);
-        let _ = rustix::net::sockopt::set_socket_recv_buffer_size(fd, SOCKET_BUFFER);
+    // A bigger send buffer towards a Unix-socket client means fewer wake-ups per byte
+    // for the three processes a tunnel involves. A TCP socket is left alone: a fixed
+    // size would switch its autotuning off, and with the stock net.core.rmem_max
+    // (208 KiB) cap a long-distance download far below what autotuning reaches.
+    if !A::AUTOTUNED {
+        let _ =
+            rustix::net::sockopt::set_socket_send_buffer_size(client.as_fd(), CLIENT_SEND_BUFFER);
     }
     let (a, b) = tokio::join!(pump(client, upstream, up), pump(upstream, client, down));
     a.and(b)
