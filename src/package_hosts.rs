@@ -20,9 +20,7 @@ pub fn from_image(image: &str) -> Result<Vec<String>> {
     if !out.status.success() {
         bail!(
             "cannot ask image {image} for its package registries: {}",
-            String::from_utf8_lossy(&out.stderr)
-                .trim()
-                .replace('\n', " ")
+            crate::podman::stderr_line(&out)
         );
     }
     let hosts = parse(&String::from_utf8_lossy(&out.stdout));

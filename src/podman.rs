@@ -28,6 +28,13 @@ where
     cmd
 }
 
+/// A finished podman's standard error as one line, for an error message.
+pub fn stderr_line(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr)
+        .trim()
+        .replace('\n', " ")
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

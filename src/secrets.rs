@@ -88,9 +88,7 @@ pub fn store(client: &ClientName, name: &str, value: &[u8]) -> Result<()> {
     if !out.status.success() {
         bail!(
             "podman could not store secret {secret}: {}",
-            String::from_utf8_lossy(&out.stderr)
-                .trim()
-                .replace('\n', " ")
+            crate::podman::stderr_line(&out)
         );
     }
     Ok(())
@@ -105,9 +103,7 @@ pub fn list(client: &ClientName) -> Result<Vec<String>> {
     if !out.status.success() {
         bail!(
             "podman secret ls failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-                .trim()
-                .replace('\n', " ")
+            crate::podman::stderr_line(&out)
         );
     }
     let prefix = format!("{}.", client.container_name());
