@@ -63,6 +63,17 @@ impl Layout {
         })
     }
 
+    /// All four directories under one root, for unit tests.
+    #[cfg(test)]
+    pub(crate) fn under(root: &Path) -> Self {
+        Self {
+            data_dir: root.join("data"),
+            unit_dir: root.join("units"),
+            cache_dir: root.join("cache"),
+            systemd_user_dir: root.join("systemd-user"),
+        }
+    }
+
     pub fn clients_dir(&self) -> PathBuf {
         self.data_dir.join("clients")
     }
@@ -141,19 +152,10 @@ fn set_mode(path: &Path, mode: u32) -> Result<()> {
 mod tests {
     use super::*;
 
-    fn layout(root: &Path) -> Layout {
-        Layout {
-            data_dir: root.join("data"),
-            unit_dir: root.join("units"),
-            cache_dir: root.join("cache"),
-            systemd_user_dir: root.join("systemd-user"),
-        }
-    }
-
     #[test]
     fn client_dirs_are_private() {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let l = layout(tmp.path());
+        let l = Layout::under(tmp.path());
         let c = ClientName::parse("acme").expect("name");
         l.create_client_dirs(&c).expect("create");
         for sub in CLIENT_SUBDIRS {
@@ -173,7 +175,7 @@ mod tests {
     #[test]
     fn lists_only_clients_with_settings() {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let l = layout(tmp.path());
+        let l = Layout::under(tmp.path());
         for name in ["beta", "alpha"] {
             let c = ClientName::parse(name).expect("name");
             l.create_client_dirs(&c).expect("create");

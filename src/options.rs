@@ -241,12 +241,7 @@ mod tests {
 
     fn setup() -> (tempfile::TempDir, Layout) {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let layout = Layout {
-            data_dir: tmp.path().join("data"),
-            unit_dir: tmp.path().join("units"),
-            cache_dir: tmp.path().join("cache"),
-            systemd_user_dir: tmp.path().join("systemd-user"),
-        };
+        let layout = Layout::under(tmp.path());
         (tmp, layout)
     }
 

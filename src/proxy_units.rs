@@ -126,12 +126,7 @@ mod tests {
     #[test]
     fn install_writes_once() {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let layout = Layout {
-            data_dir: tmp.path().join("data"),
-            unit_dir: tmp.path().join("units"),
-            cache_dir: tmp.path().join("cache"),
-            systemd_user_dir: tmp.path().join("user"),
-        };
+        let layout = Layout::under(tmp.path());
         assert!(install(&layout, true).expect("install"));
         assert!(
             !install(&layout, true).expect("again"),
