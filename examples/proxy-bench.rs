@@ -27,8 +27,6 @@ use sandboxctl::proxy::{Listen, ProxyOptions};
 /// Bytes per throughput transfer; short enough that the pairs take a few seconds.
 const TOTAL: u64 = 1 << 30;
 const PAIRS: u32 = 16;
-/// Direct transfers measured again on their own, for the CPU they take.
-const CPU_RUNS: u32 = 6;
 const TTFB_CONNECTIONS: u32 = 300;
 const TUNNELS: usize = 100;
 
@@ -141,29 +139,27 @@ struct Throughput {
 
 impl Throughput {
     fn measure(proxy: &ProxyChild, sock: &Path, upstream: SocketAddr) -> anyhow::Result<Self> {
-        let direct = || throughput(&mut TcpStream::connect(upstream)?);
-        let mut tunnel_cpu = CpuUse::default();
-        let mut tunnel = || -> anyhow::Result<f64> {
+        // Each transfer's rate, and the CPU it took added to `cpu`.
+        let timed = |cpu: &mut CpuUse, tunnelled: bool| -> anyhow::Result<f64> {
             let before = CpuUse::now(proxy)?;
-            let rate = throughput(&mut open_tunnel(sock, upstream)?)?;
-            tunnel_cpu.add(&before, &CpuUse::now(proxy)?);
+            let rate = if tunnelled {
+                throughput(&mut open_tunnel(sock, upstream)?)?
+            } else {
+                throughput(&mut TcpStream::connect(upstream)?)?
+            };
+            cpu.add(&before, &CpuUse::now(proxy)?);
             Ok(rate)
         };
+        let (mut direct_cpu, mut tunnel_cpu) = (CpuUse::default(), CpuUse::default());
         let mut pairs = Vec::new();
         for i in 0..PAIRS {
             if i % 2 == 0 {
-                let d = direct()?;
-                pairs.push((d, tunnel()?));
+                let d = timed(&mut direct_cpu, false)?;
+                pairs.push((d, timed(&mut tunnel_cpu, true)?));
             } else {
-                let t = tunnel()?;
-                pairs.push((direct()?, t));
+                let t = timed(&mut tunnel_cpu, true)?;
+                pairs.push((timed(&mut direct_cpu, false)?, t));
             }
-        }
-        let mut direct_cpu = CpuUse::default();
-        for _ in 0..CPU_RUNS {
-            let before = CpuUse::now(proxy)?;
-            direct()?;
-            direct_cpu.add(&before, &CpuUse::now(proxy)?);
         }
         let mut ratios: Vec<f64> = pairs.iter().map(|(d, t)| t / d).collect();
         let ratio = median(&mut ratios);
@@ -180,7 +176,7 @@ impl Throughput {
 
     fn print(&self) {
         let transfer_gib = f64::from(u32::try_from(TOTAL >> 20).unwrap_or(u32::MAX)) / 1024.0;
-        let per_gib = |ms: f64, runs: u32| ms / (f64::from(runs) * transfer_gib);
+        let per_gib = |ms: f64| ms / (f64::from(PAIRS) * transfer_gib);
         println!(
             "  throughput, {PAIRS} pairs of {} MiB transfers (medians):",
             TOTAL >> 20
@@ -193,12 +189,12 @@ impl Throughput {
         );
         println!(
             "  CPU per GiB, direct        {:8.0} ms   (client and server)",
-            per_gib(self.direct_cpu.endpoints_ms, CPU_RUNS)
+            per_gib(self.direct_cpu.endpoints_ms)
         );
         println!(
             "  CPU per GiB, tunnel        {:8.0} ms   (client and server) + {:.0} ms (proxy)",
-            per_gib(self.tunnel_cpu.endpoints_ms, PAIRS),
-            per_gib(self.tunnel_cpu.proxy_ms, PAIRS)
+            per_gib(self.tunnel_cpu.endpoints_ms),
+            per_gib(self.tunnel_cpu.proxy_ms)
         );
     }
 }
