@@ -28,6 +28,9 @@ pub struct Layout {
     pub cache_dir: PathBuf,
     /// `$XDG_CONFIG_HOME/systemd/user`, where the proxy's template units go.
     pub systemd_user_dir: PathBuf,
+    /// `$HOME/.local/libexec/sandboxctl`: the copy of sandboxctl that the proxy units run.
+    /// No sandbox may mount it (an agent that could replace it would run code on the host).
+    pub libexec_dir: PathBuf,
 }
 
 impl Layout {
@@ -55,11 +58,15 @@ impl Layout {
         let cache_dir = dirs::cache_dir()
             .context("cannot find the cache directory: set HOME or XDG_CACHE_HOME")?
             .join("sandboxctl");
+        let libexec_dir = dirs::home_dir()
+            .context("cannot find the home directory: set HOME")?
+            .join(".local/libexec/sandboxctl");
         Ok(Self {
             data_dir,
             unit_dir,
             cache_dir,
             systemd_user_dir,
+            libexec_dir,
         })
     }
 
@@ -71,6 +78,7 @@ impl Layout {
             unit_dir: root.join("units"),
             cache_dir: root.join("cache"),
             systemd_user_dir: root.join("systemd-user"),
+            libexec_dir: root.join("libexec"),
         }
     }
 

@@ -20,6 +20,7 @@ fn layout() -> Layout {
         unit_dir: "/home/user/.config/containers/systemd".into(),
         cache_dir: "/home/user/.cache/sandboxctl".into(),
         systemd_user_dir: "/home/user/.config/systemd/user".into(),
+        libexec_dir: "/home/user/.local/libexec/sandboxctl".into(),
     }
 }
 
