@@ -3,8 +3,50 @@
 //! `$` variables, so both are doubled. Values are checked first: anything that could end
 //! a line (newline, other control characters) or continue one (a trailing backslash)
 //! is refused, because it could inject or alter a key.
+//!
+//! Renderers hand templates only `Raw` and `Word` values, which only this module builds,
+//! so an unescaped value cannot reach a unit file.
+
+use std::fmt;
+use std::ops::Deref;
 
 use anyhow::{Result, bail};
+use serde::Serialize;
+
+/// A value escaped for a key systemd or Quadlet reads raw (`Image=`, `WorkingDir=`,
+/// `Volume=`, `StandardOutput=`, …).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Raw(String);
+
+/// One quoted word of a key split into words (`Environment=`, `Label=`, `PodmanArgs=`,
+/// `ExecStart=`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Word(String);
+
+macro_rules! escaped_str {
+    ($t:ty) => {
+        impl Deref for $t {
+            type Target = str;
+            fn deref(&self) -> &str {
+                &self.0
+            }
+        }
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+        impl PartialEq<&str> for $t {
+            fn eq(&self, other: &&str) -> bool {
+                self.0 == *other
+            }
+        }
+    };
+}
+escaped_str!(Raw);
+escaped_str!(Word);
 
 /// How a value is shown in an error message: quoted, with control characters escaped,
 /// so the message stays on one line whatever the value holds.
@@ -55,18 +97,107 @@ fn double_specials(value: &str) -> String {
 }
 
 /// A value for a key Quadlet reads raw (`Image=`, `WorkingDir=`, `Tmpfs=`, …).
-pub fn raw(what: &str, value: &str) -> Result<String> {
+pub fn raw(what: &str, value: &str) -> Result<Raw> {
     check_unquoted(what, value)?;
     if value.is_empty() {
         bail!("{what} is empty");
     }
-    Ok(double_specials(value))
+    Ok(Raw(double_specials(value)))
+}
+
+/// A path under the user's runtime directory, written with the `%t` specifier that
+/// systemd expands (the rest of the path is escaped as usual).
+pub fn runtime_path(what: &str, relative: &str) -> Result<Raw> {
+    if relative.starts_with('/') {
+        bail!(
+            "{what} {} must be relative to the runtime directory",
+            display(relative)
+        );
+    }
+    Ok(Raw(format!("%t/{}", raw(what, relative)?.0)))
+}
+
+/// Where a bind mount comes from: a host path, or a path under the runtime directory.
+#[derive(Debug, Clone, Copy)]
+pub enum VolumeSource<'a> {
+    Path(&'a str),
+    Runtime(&'a str),
+}
+
+/// Checks one `Volume=` / `-v` value `SOURCE:TARGET[:OPTIONS]` and returns it unescaped,
+/// with the source's runtime specifier (`%t/…`) in place.
+fn volume_spec(
+    what: &str,
+    source: VolumeSource<'_>,
+    target: &str,
+    options: &str,
+) -> Result<(String, bool)> {
+    if let Some(c) = options
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || ",=".contains(*c)))
+    {
+        bail!(
+            "{what} options {} contain {c:?}; use letters, digits, ',' and '='",
+            display(options)
+        );
+    }
+    let (source, runtime) = match source {
+        VolumeSource::Path(p) => (check_volume_path(what, p)?.to_owned(), false),
+        VolumeSource::Runtime(rel) => {
+            if rel.starts_with('/') {
+                bail!(
+                    "{what} {} must be relative to the runtime directory",
+                    display(rel)
+                );
+            }
+            check_volume_path(what, &format!("/{rel}"))?;
+            (rel.to_owned(), true)
+        }
+    };
+    check_volume_path(what, target)?;
+    let mut spec = format!("{source}:{target}");
+    if !options.is_empty() {
+        spec.push(':');
+        spec.push_str(options);
+    }
+    Ok((spec, runtime))
+}
+
+/// A `Volume=` value (read raw by Quadlet).
+pub fn volume(what: &str, source: VolumeSource<'_>, target: &str, options: &str) -> Result<Raw> {
+    let (spec, runtime) = volume_spec(what, source, target, options)?;
+    let escaped = double_specials(&spec);
+    Ok(Raw(if runtime {
+        format!("%t/{escaped}")
+    } else {
+        escaped
+    }))
+}
+
+/// A volume as one word of a command line (`-v` argument in `ExecStart=`).
+pub fn volume_word(
+    what: &str,
+    source: VolumeSource<'_>,
+    target: &str,
+    options: &str,
+) -> Result<Word> {
+    let (spec, runtime) = volume_spec(what, source, target, options)?;
+    let w = word(what, &spec)?;
+    Ok(Word(if runtime {
+        format!("\"%t/{}", &w.0[1..])
+    } else {
+        w.0
+    }))
 }
 
 /// One path of a `Volume=` value. Volume values are split on `:`, so a `:` cannot be
 /// expressed and is refused; quotes would become part of the path, so they are refused
 /// too rather than silently changing the path.
-pub fn volume_path(what: &str, path: &str) -> Result<String> {
+pub fn volume_path(what: &str, path: &str) -> Result<Raw> {
+    raw(what, check_volume_path(what, path)?)
+}
+
+fn check_volume_path<'a>(what: &str, path: &'a str) -> Result<&'a str> {
     if path.contains(':') {
         bail!(
             "{what} {} contains ':', which Podman volume syntax cannot express; use a path without ':' (e.g. a symlink to it)",
@@ -82,12 +213,13 @@ pub fn volume_path(what: &str, path: &str) -> Result<String> {
     if !path.starts_with('/') {
         bail!("{what} {} is not an absolute path", display(path));
     }
-    raw(what, path)
+    check_unquoted(what, path)?;
+    Ok(path)
 }
 
 /// One word of a key Quadlet splits into words (`Environment=`, `Label=`,
 /// `PodmanArgs=`, `Exec=`): C-style quoted, then specials doubled.
-pub fn word(what: &str, value: &str) -> Result<String> {
+pub fn word(what: &str, value: &str) -> Result<Word> {
     check(what, value)?;
     let mut out = String::with_capacity(value.len() + 2);
     out.push('"');
@@ -99,7 +231,13 @@ pub fn word(what: &str, value: &str) -> Result<String> {
         }
     }
     out.push('"');
-    Ok(double_specials(&out))
+    Ok(Word(double_specials(&out)))
+}
+
+/// A fixed word of sandboxctl's own (a program path or option with no specials),
+/// checked like any other.
+pub fn words<'a>(what: &str, values: impl IntoIterator<Item = &'a str>) -> Result<Vec<Word>> {
+    values.into_iter().map(|v| word(what, v)).collect()
 }
 
 #[cfg(test)]
@@ -143,9 +281,9 @@ mod tests {
         let bad = ["a\nb", "a\rb", "a\0b", "a\tb", "a\u{1b}b", "\n", "x\u{7f}"];
         for value in bad {
             for result in [
-                word("value", value),
-                raw("value", value),
-                volume_path("value", &format!("/p{value}")),
+                word("value", value).map(|w| w.to_string()),
+                raw("value", value).map(|r| r.to_string()),
+                volume_path("value", &format!("/p{value}")).map(|r| r.to_string()),
             ] {
                 let err = result.expect_err(value).to_string();
                 assert!(!err.contains('\n'), "one-line error for {value:?}: {err}");
@@ -168,6 +306,56 @@ mod tests {
             let err = volume_path("path", bad).expect_err(bad).to_string();
             assert!(err.starts_with("path "), "{err}");
         }
+    }
+
+    #[test]
+    fn volumes_keep_the_runtime_specifier_and_escape_the_rest() {
+        let table = [
+            (
+                VolumeSource::Path("/a%b"),
+                "/c",
+                "ro",
+                "/a%%b:/c:ro",
+                r#""/a%%b:/c:ro""#,
+            ),
+            (
+                VolumeSource::Path("/a b"),
+                "/x$y",
+                "rw,z",
+                "/a b:/x$$y:rw,z",
+                r#""/a b:/x$$y:rw,z""#,
+            ),
+            (
+                VolumeSource::Runtime("p/100%"),
+                "/run/s",
+                "ro,Z",
+                "%t/p/100%%:/run/s:ro,Z",
+                r#""%t/p/100%%:/run/s:ro,Z""#,
+            ),
+            (VolumeSource::Path("/a"), "/b", "", "/a:/b", r#""/a:/b""#),
+        ];
+        for (source, target, options, want_raw, want_word) in table {
+            assert_eq!(
+                volume("volume", source, target, options).expect("raw"),
+                want_raw
+            );
+            assert_eq!(
+                volume_word("volume", source, target, options).expect("word"),
+                want_word
+            );
+        }
+        for (source, target, options) in [
+            (VolumeSource::Path("/a:b"), "/c", "ro"),
+            (VolumeSource::Path("/a"), "/c:rw", "ro"),
+            (VolumeSource::Path("/a"), "/c", "ro:x"),
+            (VolumeSource::Runtime("/abs"), "/c", "ro"),
+            (VolumeSource::Runtime("a\nb"), "/c", "ro"),
+        ] {
+            assert!(volume("volume", source, target, options).is_err());
+            assert!(volume_word("volume", source, target, options).is_err());
+        }
+        assert_eq!(runtime_path("log", "a%.log").expect("ok"), "%t/a%%.log");
+        assert!(runtime_path("log", "/a.log").is_err());
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod host;
 pub mod image;
 pub mod layout;
 pub mod logs;
+pub mod model;
 pub mod options;
 pub mod package_hosts;
 pub mod podman;

@@ -29,9 +29,10 @@ pub fn service_unit(client: &ClientName) -> String {
     format!("sandboxctl-proxy@{client}.service")
 }
 
-/// The host directory of a client's proxy socket, as a unit-file path (`%t` = runtime dir).
-pub fn socket_dir_specifier(client: &ClientName) -> String {
-    format!("%t/agent-sandbox/proxy/{client}")
+/// The host directory of a client's proxy socket, relative to the user's runtime
+/// directory (`%t` in unit files).
+pub fn socket_dir_relative(client: &ClientName) -> String {
+    format!("agent-sandbox/proxy/{client}")
 }
 
 /// The service template with `ExecStart=` pointing at `exe`, and its log file where

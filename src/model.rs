@@ -1,0 +1,635 @@
+//! What a client's container must be, computed once from its settings and the detected
+//! host: image, names, mounts, environment, secrets, network, security, labels, the
+//! unit's dependencies and service settings, and the host adaptations with their
+//! reasons. Renderers (`render::quadlet`, `render::plain`) map this to a target and
+//! decide nothing about the sandbox themselves, so targets cannot drift apart.
+//! Every value is validated here, so an unsafe setting is refused before any renderer
+//! runs; renderers escape through `escape`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use crate::client::ClientName;
+use crate::escape;
+use crate::host::{Cgroups, HostProfile, Version};
+use crate::layout::Layout;
+use crate::proxy_units;
+use crate::settings::{Agent, NetworkMode, Settings};
+
+/// The agent's home inside the container.
+pub const HOME: &str = "/home/agent";
+
+/// The label that identifies a client's container.
+pub const CLIENT_LABEL: &str = "io.sandboxctl.client";
+
+/// Where the host side of a client's sandbox lives: its own dirs and its settings.
+pub struct Sandbox<'a> {
+    pub client: &'a ClientName,
+    pub settings: &'a Settings,
+    pub layout: &'a Layout,
+    pub host: &'a HostProfile,
+}
+
+/// A client's container, as every renderer must express it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxSpec {
+    pub client: ClientName,
+    pub agent: Agent,
+    /// One line describing the detected host, for the unit's header.
+    pub host_summary: String,
+    pub image: String,
+    pub container_name: String,
+    pub hostname: String,
+    pub working_dir: String,
+    pub userns: UserNs,
+    /// In the order they are given to podman: tmpfs mounts, then binds.
+    pub mounts: Vec<Mount>,
+    pub environment: Vec<EnvVar>,
+    pub secrets: Vec<SecretMount>,
+    pub network: Network,
+    pub security: Security,
+    pub labels: Vec<Label>,
+    /// Units started with the sandbox and ordered before it (`Wants=` + `After=`).
+    pub dependencies: Vec<Dependency>,
+    pub service: ServiceSettings,
+    /// What this host needs that a well-equipped one does not, with the reasons.
+    pub adaptations: Vec<Adaptation>,
+    /// The user's own podman arguments (settings `podman_args`), passed last.
+    pub extra_podman_args: Vec<String>,
+}
+
+/// The container's user namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserNs {
+    /// The host user is the same uid inside, so files in mounts keep their owner.
+    KeepId,
+}
+
+impl UserNs {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::KeepId => "keep-id",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mount {
+    Bind(Bind),
+    Tmpfs(Tmpfs),
+}
+
+/// A host directory or file mounted into the container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bind {
+    pub source: BindSource,
+    pub target: String,
+    pub access: Access,
+    pub relabel: Option<Relabel>,
+}
+
+impl Bind {
+    /// The podman volume options (`rw,z`, `ro`, …).
+    pub fn options(&self) -> String {
+        let mut o = self.access.as_str().to_owned();
+        if let Some(r) = self.relabel {
+            o.push(',');
+            o.push_str(r.as_str());
+        }
+        o
+    }
+
+    pub fn escape_source(&self) -> escape::VolumeSource<'_> {
+        match &self.source {
+            BindSource::Host(p) => escape::VolumeSource::Path(p),
+            BindSource::Runtime(p) => escape::VolumeSource::Runtime(p),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BindSource {
+    /// An absolute host path.
+    Host(String),
+    /// A path relative to the user's runtime directory (`%t` in unit files), which
+    /// systemd expands when the unit starts.
+    Runtime(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    ReadWrite,
+    ReadOnly,
+}
+
+impl Access {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ReadWrite => "rw",
+            Self::ReadOnly => "ro",
+        }
+    }
+}
+
+/// `SELinux` relabelling of a bind mount.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Relabel {
+    /// `z`: a label other containers and tools may share.
+    Shared,
+    /// `Z`: a label private to this container.
+    Private,
+}
+
+impl Relabel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Shared => "z",
+            Self::Private => "Z",
+        }
+    }
+}
+
+/// A tmpfs mounted at `target` with podman's tmpfs options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tmpfs {
+    pub target: String,
+    pub options: String,
+}
+
+impl Tmpfs {
+    /// `TARGET:OPTIONS`, as `--tmpfs` and `Tmpfs=` take it.
+    pub fn spec(&self) -> String {
+        format!("{}:{}", self.target, self.options)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvVar {
+    pub name: String,
+    pub value: String,
+}
+
+impl EnvVar {
+    fn new(name: &str, value: impl Into<String>) -> Self {
+        Self {
+            name: name.to_owned(),
+            value: value.into(),
+        }
+    }
+
+    /// `NAME=VALUE`.
+    pub fn assignment(&self) -> String {
+        format!("{}={}", self.name, self.value)
+    }
+}
+
+/// A Podman secret mounted as a file under `/run/secrets`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretMount {
+    /// The secret's name in Podman's store.
+    pub podman_name: String,
+    pub target: String,
+}
+
+impl SecretMount {
+    /// `NAME,type=mount,target=TARGET`, as `--secret` and `Secret=` take it.
+    pub fn spec(&self) -> String {
+        format!("{},type=mount,target={}", self.podman_name, self.target)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Network {
+    /// Podman's default network for rootless containers.
+    Default,
+    /// No network interface but loopback.
+    None,
+}
+
+/// The container's confinement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Security {
+    /// Capabilities dropped (`all`).
+    pub drop_capabilities: Vec<String>,
+    pub no_new_privileges: bool,
+    pub read_only: bool,
+    /// An init as PID 1 that reaps processes and forwards signals.
+    pub init: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Label {
+    pub key: String,
+    pub value: String,
+}
+
+impl Label {
+    /// `KEY=VALUE`.
+    pub fn assignment(&self) -> String {
+        format!("{}={}", self.key, self.value)
+    }
+}
+
+/// A unit started with the sandbox and ordered before it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dependency {
+    pub unit: String,
+    pub why: &'static str,
+}
+
+/// The service's own settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceSettings {
+    /// `Restart=on-failure`: a crashed agent comes back, a stopped one stays stopped.
+    pub restart_on_failure: bool,
+    /// Long enough for a first image pull.
+    pub timeout_start_sec: u32,
+}
+
+/// Something this host needs, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Adaptation {
+    pub kind: AdaptationKind,
+    pub why: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdaptationKind {
+    /// `--cgroups=disabled`: rootless Podman on cgroup v1.
+    CgroupsDisabled,
+    /// Remove a stale cid file before starting (old Podman leaves one).
+    RemoveStaleCidFile,
+    /// No journald: stdout and stderr go to this file under the runtime directory.
+    LogToFile { runtime_relative: String },
+    /// systemd is not PID 1: nothing may wait for `network-online.target`.
+    NoNetworkOnlineWait,
+}
+
+/// Podman older than this leaves a stale cid file behind.
+const STALE_CID_FIXED: Version = Version::new(4, 4, 0);
+
+impl SandboxSpec {
+    /// Computes the container for a client on this host; refuses settings that cannot
+    /// be expressed safely, with a one-line error naming the value.
+    pub fn new(sandbox: &Sandbox<'_>) -> Result<Self> {
+        let s = sandbox.settings;
+        let client = sandbox.client;
+        let image = image_ref(&s.image)?;
+        let working_dir = match s.projects.first() {
+            Some(p) => path_str("project directory", p)?,
+            None => HOME.to_owned(),
+        };
+        escape::raw("working directory", &working_dir)?;
+        let mut secrets = Vec::new();
+        for name in &s.secrets {
+            crate::secrets::check_name(name)?;
+            secrets.push(SecretMount {
+                podman_name: crate::secrets::podman_name(client, name),
+                target: name.clone(),
+            });
+        }
+        let environment = environment(client, s);
+        for e in &environment {
+            escape::check("environment value", &e.assignment())?;
+        }
+        for a in &s.podman_args {
+            escape::check("podman argument", a)?;
+        }
+        let mounts = mounts(sandbox)?;
+        let spec = Self {
+            client: client.clone(),
+            agent: s.agent,
+            host_summary: sandbox.host.summary(),
+            image,
+            container_name: client.container_name(),
+            hostname: client.as_str().to_owned(),
+            working_dir,
+            userns: UserNs::KeepId,
+            mounts,
+            environment,
+            secrets,
+            // Allowlist mode has no network either: its only way out is the proxy's
+            // Unix socket, mounted from the runtime directory.
+            network: match s.network {
+                NetworkMode::Open => Network::Default,
+                NetworkMode::None | NetworkMode::Allowlist => Network::None,
+            },
+            security: Security {
+                drop_capabilities: vec!["all".to_owned()],
+                no_new_privileges: true,
+                read_only: true,
+                init: true,
+            },
+            labels: vec![Label {
+                key: CLIENT_LABEL.to_owned(),
+                value: client.as_str().to_owned(),
+            }],
+            dependencies: dependencies(client, s),
+            service: ServiceSettings {
+                restart_on_failure: true,
+                timeout_start_sec: 900,
+            },
+            adaptations: adaptations(client, sandbox.host),
+            extra_podman_args: s.podman_args.clone(),
+        };
+        Ok(spec)
+    }
+
+    /// The adaptation of this kind, if the host needs it.
+    pub fn adaptation(&self, pred: impl Fn(&AdaptationKind) -> bool) -> Option<&Adaptation> {
+        self.adaptations.iter().find(|a| pred(&a.kind))
+    }
+
+    pub fn tmpfs(&self) -> impl Iterator<Item = &Tmpfs> {
+        self.mounts.iter().filter_map(|m| match m {
+            Mount::Tmpfs(t) => Some(t),
+            Mount::Bind(_) => None,
+        })
+    }
+
+    pub fn binds(&self) -> impl Iterator<Item = &Bind> {
+        self.mounts.iter().filter_map(|m| match m {
+            Mount::Bind(b) => Some(b),
+            Mount::Tmpfs(_) => None,
+        })
+    }
+}
+
+fn environment(client: &ClientName, s: &Settings) -> Vec<EnvVar> {
+    let mut env = vec![
+        EnvVar::new("SANDBOX_CLIENT", client.as_str()),
+        EnvVar::new("SANDBOX_AGENT", s.agent.as_str()),
+        EnvVar::new("HOME", HOME),
+        EnvVar::new("CODEX_HOME", format!("{HOME}/.codex")),
+        EnvVar::new("HISTFILE", format!("{HOME}/.history/bash_history")),
+    ];
+    if s.claude_config.is_none() {
+        env.push(EnvVar::new("CLAUDE_CONFIG_DIR", format!("{HOME}/.claude")));
+    }
+    if s.network == NetworkMode::Allowlist {
+        let proxy = format!("http://127.0.0.1:{}", proxy_units::FORWARDER_PORT);
+        env.push(EnvVar::new(
+            "SANDBOX_PROXY_SOCKET",
+            format!("{}/proxy.sock", proxy_units::CONTAINER_SOCKET_DIR),
+        ));
+        env.push(EnvVar::new(
+            "SANDBOX_PROXY_PORT",
+            proxy_units::FORWARDER_PORT.to_string(),
+        ));
+        for var in ["HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY"] {
+            env.push(EnvVar::new(var, proxy.clone()));
+            env.push(EnvVar::new(&var.to_lowercase(), proxy.clone()));
+        }
+        env.push(EnvVar::new("NO_PROXY", "localhost,127.0.0.1"));
+        env.push(EnvVar::new("no_proxy", "localhost,127.0.0.1"));
+    }
+    env
+}
+
+fn dependencies(client: &ClientName, s: &Settings) -> Vec<Dependency> {
+    if s.network != NetworkMode::Allowlist {
+        return Vec::new();
+    }
+    vec![Dependency {
+        unit: proxy_units::socket_unit(client),
+        why: "allowlist: the client's egress proxy socket is the only way out; without \
+              it nothing gets out, and stopping it does not stop the sandbox",
+    }]
+}
+
+fn adaptations(client: &ClientName, host: &HostProfile) -> Vec<Adaptation> {
+    let mut out = Vec::new();
+    if host.rootless && host.cgroups != Cgroups::V2 {
+        out.push(Adaptation {
+            kind: AdaptationKind::CgroupsDisabled,
+            why: "host adaptation: rootless Podman cannot split cgroups on cgroup v1",
+        });
+    }
+    if host.podman.is_some_and(|v| v < STALE_CID_FIXED) {
+        out.push(Adaptation {
+            kind: AdaptationKind::RemoveStaleCidFile,
+            why: "host adaptation: this Podman leaves a stale cid file that blocks the next start",
+        });
+    }
+    if !host.journald {
+        out.push(Adaptation {
+            kind: AdaptationKind::LogToFile {
+                runtime_relative: format!("{}.log", client.container_name()),
+            },
+            why: "host adaptation: no journald here, so the unit logs to a file that `sandboxctl logs` reads",
+        });
+    }
+    if !host.systemd_booted {
+        out.push(Adaptation {
+            kind: AdaptationKind::NoNetworkOnlineWait,
+            why: "host adaptation: systemd is not PID 1, so the network-online units Quadlet waits for never start",
+        });
+    }
+    out
+}
+
+fn mounts(sandbox: &Sandbox<'_>) -> Result<Vec<Mount>> {
+    let s = sandbox.settings;
+    let mut out = vec![Mount::Tmpfs(Tmpfs {
+        target: HOME.to_owned(),
+        options: "rw,exec,nosuid,nodev,size=2g,mode=1777".to_owned(),
+    })];
+    let mut bind = |source: BindSource, target: String, access, relabel| -> Result<()> {
+        let b = Bind {
+            source,
+            target,
+            access,
+            relabel,
+        };
+        escape::volume("volume", b.escape_source(), &b.target, &b.options())?;
+        out.push(Mount::Bind(b));
+        Ok(())
+    };
+    // Projects keep their host path, so an agent's per-directory history and
+    // `--resume` line up with the host. `z` (shared label) rather than `Z`: a project
+    // may be used by other containers and tools too.
+    for p in &s.projects {
+        let p = checked_path("project directory", p)?;
+        bind(
+            BindSource::Host(p.clone()),
+            p,
+            Access::ReadWrite,
+            Some(Relabel::Shared),
+        )?;
+    }
+    // The client's own dirs are sandboxctl's: private SELinux label.
+    let own = |sub: &str| -> Result<BindSource> {
+        let host = sandbox.layout.client_subdir(sandbox.client, sub);
+        Ok(BindSource::Host(checked_path("data directory", &host)?))
+    };
+    match &s.claude_config {
+        None => bind(
+            own("claude")?,
+            format!("{HOME}/.claude"),
+            Access::ReadWrite,
+            Some(Relabel::Private),
+        )?,
+        Some(dir) => {
+            let d = checked_path("Claude config directory", dir)?;
+            bind(
+                BindSource::Host(d),
+                format!("{HOME}/.claude"),
+                Access::ReadWrite,
+                Some(Relabel::Shared),
+            )?;
+            if let Some(json) = claude_json_beside(dir) {
+                let j = checked_path("Claude state file", &json)?;
+                bind(
+                    BindSource::Host(j),
+                    format!("{HOME}/.claude.json"),
+                    Access::ReadWrite,
+                    Some(Relabel::Shared),
+                )?;
+            }
+        }
+    }
+    bind(
+        own("codex")?,
+        format!("{HOME}/.codex"),
+        Access::ReadWrite,
+        Some(Relabel::Private),
+    )?;
+    bind(
+        own("history")?,
+        format!("{HOME}/.history"),
+        Access::ReadWrite,
+        Some(Relabel::Private),
+    )?;
+    if s.network == NetworkMode::Allowlist {
+        // The directory is created by the socket unit.
+        bind(
+            BindSource::Runtime(proxy_units::socket_dir_relative(sandbox.client)),
+            proxy_units::CONTAINER_SOCKET_DIR.to_owned(),
+            Access::ReadWrite,
+            Some(Relabel::Private),
+        )?;
+    }
+    for m in &s.mounts {
+        let h = checked_path("mount host path", &m.host)?;
+        let c = checked_path("mount container path", &m.container)?;
+        let access = if m.writable {
+            Access::ReadWrite
+        } else {
+            Access::ReadOnly
+        };
+        bind(BindSource::Host(h), c, access, None)?;
+    }
+    Ok(out)
+}
+
+/// A path as UTF-8 that a volume can express; the error names `what`.
+fn checked_path(what: &str, p: &Path) -> Result<String> {
+    let s = path_str(what, p)?;
+    escape::volume_path(what, &s)?;
+    Ok(s)
+}
+
+/// The `.claude.json` that goes with a shared Claude config directory: `~/.claude.json`
+/// beside `~/.claude`, when it exists.
+pub fn claude_json_beside(dir: &Path) -> Option<PathBuf> {
+    let json = dir.parent()?.join(".claude.json");
+    json.is_file().then_some(json)
+}
+
+fn path_str(what: &str, p: &Path) -> Result<String> {
+    p.to_str()
+        .map(str::to_owned)
+        .with_context(|| format!("{what} {} is not valid UTF-8; rename it", p.display()))
+}
+
+/// An image reference: only the characters image names use.
+fn image_ref(image: &str) -> Result<String> {
+    let ok = !image.is_empty()
+        && image
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-/:@".contains(c))
+        && !image.starts_with('-');
+    if !ok {
+        anyhow::bail!(
+            "invalid image name {}: use a reference like localhost/agent-sandbox:latest",
+            escape::display(image)
+        );
+    }
+    Ok(image.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::fixed_profile;
+
+    fn spec(network: NetworkMode, host: &HostProfile) -> SandboxSpec {
+        let client = ClientName::parse("acme").expect("name");
+        let settings = Settings {
+            network,
+            projects: vec!["/p/web".into()],
+            ..Settings::default()
+        };
+        let layout = Layout::under(Path::new("/home/u"));
+        SandboxSpec::new(&Sandbox {
+            client: &client,
+            settings: &settings,
+            layout: &layout,
+            host,
+        })
+        .expect("spec")
+    }
+
+    #[test]
+    fn adaptations_follow_the_host_with_reasons() {
+        let old = fixed_profile(
+            Version::new(4, 3, 1),
+            Version::new(5, 4, 2),
+            Cgroups::Hybrid,
+            false,
+        );
+        let kinds: Vec<AdaptationKind> = spec(NetworkMode::Open, &old)
+            .adaptations
+            .into_iter()
+            .map(|a| a.kind)
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                AdaptationKind::CgroupsDisabled,
+                AdaptationKind::RemoveStaleCidFile,
+                AdaptationKind::LogToFile {
+                    runtime_relative: "agent-acme.log".into()
+                },
+                AdaptationKind::NoNetworkOnlineWait,
+            ]
+        );
+        let modern = fixed_profile(
+            Version::new(5, 4, 2),
+            Version::new(5, 4, 2),
+            Cgroups::V2,
+            true,
+        );
+        assert!(spec(NetworkMode::Open, &modern).adaptations.is_empty());
+    }
+
+    #[test]
+    fn allowlist_is_no_network_plus_the_proxy_socket() {
+        let host = fixed_profile(
+            Version::new(5, 4, 2),
+            Version::new(5, 4, 2),
+            Cgroups::V2,
+            true,
+        );
+        let s = spec(NetworkMode::Allowlist, &host);
+        assert_eq!(s.network, Network::None);
+        assert_eq!(s.working_dir, "/p/web");
+        assert_eq!(s.dependencies[0].unit, "sandboxctl-proxy@acme.socket");
+        assert!(s.binds().any(|b| b.source
+            == BindSource::Runtime("agent-sandbox/proxy/acme".into())
+            && b.target == proxy_units::CONTAINER_SOCKET_DIR));
+        assert_eq!(spec(NetworkMode::Open, &host).network, Network::Default);
+        assert!(spec(NetworkMode::Open, &host).dependencies.is_empty());
+    }
+}

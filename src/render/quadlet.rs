@@ -1,0 +1,358 @@
+//! The Quadlet target: a `.container` unit for the user's Quadlet generator. Each
+//! Quadlet key has one named field here and one line in `templates/agent.container.j2`;
+//! keys the installed generator does not know become `PodmanArgs=` in one step
+//! (`downgrade`), from one table of key → introducing version → podman flag.
+
+use anyhow::{Context, Result};
+use minijinja::{Environment, UndefinedBehavior};
+use serde::Serialize;
+
+use crate::escape::{self, Raw, Word};
+use crate::host::{HostProfile, Version};
+use crate::model::{AdaptationKind, Network, SandboxSpec};
+
+const TEMPLATE: &str = include_str!("../../templates/agent.container.j2");
+
+/// The oldest Quadlet (Podman 4.4); units for a host without a generator are written
+/// for it, the most portable form.
+pub const OLDEST: Version = Version::new(4, 4, 0);
+const V4_5: Version = Version::new(4, 5, 0);
+const V4_6: Version = Version::new(4, 6, 0);
+const V5_3: Version = Version::new(5, 3, 0);
+
+/// The Quadlet version units are written for on this host.
+pub fn target_version(host: &HostProfile) -> Version {
+    host.quadlet.as_ref().map_or(OLDEST, |q| q.version)
+}
+
+/// The keys newer than Quadlet 4.4 that sandboxctl uses, unescaped.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct VersionedKeys {
+    user_ns: Option<String>,
+    tmpfs: Vec<String>,
+    host_name: Option<String>,
+    working_dir: Option<String>,
+    secrets: Vec<String>,
+}
+
+/// A key, the Quadlet version that introduced it and the podman flag it stands for.
+struct Fallback {
+    key: &'static str,
+    since: Version,
+    flag: &'static str,
+    take: fn(&mut VersionedKeys) -> Vec<String>,
+}
+
+const FALLBACKS: [Fallback; 5] = [
+    Fallback {
+        key: "UserNS",
+        since: V4_5,
+        flag: "--userns",
+        take: |k| k.user_ns.take().into_iter().collect(),
+    },
+    Fallback {
+        key: "Tmpfs",
+        since: V4_5,
+        flag: "--tmpfs",
+        take: |k| std::mem::take(&mut k.tmpfs),
+    },
+    Fallback {
+        key: "HostName",
+        since: V4_6,
+        flag: "--hostname",
+        take: |k| k.host_name.take().into_iter().collect(),
+    },
+    Fallback {
+        key: "WorkingDir",
+        since: V4_6,
+        flag: "--workdir",
+        take: |k| k.working_dir.take().into_iter().collect(),
+    },
+    Fallback {
+        key: "Secret",
+        since: V4_5,
+        flag: "--secret",
+        take: |k| std::mem::take(&mut k.secrets),
+    },
+];
+
+const FALLBACK_WHY: &str = "this Quadlet version has no key for this option";
+
+/// Moves the keys `quadlet` does not know out of `keys`, as podman arguments in table
+/// order (like podlet's `Downgrade`).
+fn downgrade(keys: &mut VersionedKeys, quadlet: Version) -> Vec<(&'static str, String)> {
+    let mut args = Vec::new();
+    for f in &FALLBACKS {
+        if quadlet < f.since {
+            for value in (f.take)(keys) {
+                args.push((f.key, format!("{}={value}", f.flag)));
+            }
+        }
+    }
+    args
+}
+
+#[derive(Debug, Serialize)]
+struct Dependency {
+    unit: Raw,
+    why: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+struct PodmanArg {
+    value: Word,
+    why: Option<&'static str>,
+}
+
+#[derive(Debug, Serialize)]
+struct LogFile {
+    path: Raw,
+    why: &'static str,
+}
+
+/// The template's context: one field per Quadlet key, every value escaped.
+#[derive(Debug, Serialize)]
+#[allow(clippy::struct_excessive_bools)] // Quadlet's boolean keys, one field each
+
+struct Unit {
+    client: Raw,
+    agent: &'static str,
+    host_summary: String,
+    dependencies: Vec<Dependency>,
+    container_name: Raw,
+    image: Raw,
+    labels: Vec<Word>,
+    run_init: bool,
+    drop_capability: Vec<Raw>,
+    no_new_privileges: bool,
+    read_only: bool,
+    user_ns: Option<Raw>,
+    tmpfs: Vec<Raw>,
+    host_name: Option<Raw>,
+    working_dir: Option<Raw>,
+    secrets: Vec<Raw>,
+    network: Option<Raw>,
+    environment: Vec<Word>,
+    volumes: Vec<Raw>,
+    podman_args: Vec<PodmanArg>,
+    restart_on_failure: bool,
+    timeout_start_sec: u32,
+    /// Why the stale cid file is removed before each start, when it is.
+    remove_stale_cid: Option<&'static str>,
+    log_file: Option<LogFile>,
+    /// Why Quadlet's default dependencies are off, when they are.
+    no_default_dependencies: Option<&'static str>,
+}
+
+fn opt_raw(what: &str, v: Option<&String>) -> Result<Option<Raw>> {
+    v.map(|v| escape::raw(what, v)).transpose()
+}
+
+fn unit(spec: &SandboxSpec, quadlet: Version) -> Result<Unit> {
+    let mut keys = VersionedKeys {
+        user_ns: Some(spec.userns.as_str().to_owned()),
+        tmpfs: spec.tmpfs().map(crate::model::Tmpfs::spec).collect(),
+        host_name: Some(spec.hostname.clone()),
+        working_dir: Some(spec.working_dir.clone()),
+        secrets: spec
+            .secrets
+            .iter()
+            .map(crate::model::SecretMount::spec)
+            .collect(),
+    };
+    let podman_args = podman_args(spec, downgrade(&mut keys, quadlet))?;
+    let log_file = log_file(spec)?;
+    Ok(Unit {
+        client: escape::raw("client name", spec.client.as_str())?,
+        agent: spec.agent.as_str(),
+        host_summary: spec.host_summary.replace('%', "%%"),
+        dependencies: spec
+            .dependencies
+            .iter()
+            .map(|d| {
+                Ok(Dependency {
+                    unit: escape::raw("unit name", &d.unit)?,
+                    why: d.why,
+                })
+            })
+            .collect::<Result<_>>()?,
+        container_name: escape::raw("container name", &spec.container_name)?,
+        image: escape::raw("image", &spec.image)?,
+        labels: spec
+            .labels
+            .iter()
+            .map(|l| escape::word("label", &l.assignment()))
+            .collect::<Result<_>>()?,
+        run_init: spec.security.init,
+        drop_capability: spec
+            .security
+            .drop_capabilities
+            .iter()
+            .map(|c| escape::raw("capability", c))
+            .collect::<Result<_>>()?,
+        no_new_privileges: spec.security.no_new_privileges,
+        read_only: spec.security.read_only,
+        user_ns: opt_raw("user namespace", keys.user_ns.as_ref())?,
+        tmpfs: keys
+            .tmpfs
+            .iter()
+            .map(|t| escape::raw("tmpfs", t))
+            .collect::<Result<_>>()?,
+        host_name: opt_raw("host name", keys.host_name.as_ref())?,
+        working_dir: opt_raw("working directory", keys.working_dir.as_ref())?,
+        secrets: keys
+            .secrets
+            .iter()
+            .map(|s| escape::raw("secret", s))
+            .collect::<Result<_>>()?,
+        network: match spec.network {
+            Network::Default => None,
+            Network::None => Some(escape::raw("network", "none")?),
+        },
+        environment: spec
+            .environment
+            .iter()
+            .map(|e| escape::word("environment value", &e.assignment()))
+            .collect::<Result<_>>()?,
+        volumes: spec
+            .binds()
+            .map(|b| escape::volume("volume", b.escape_source(), &b.target, &b.options()))
+            .collect::<Result<_>>()?,
+        podman_args,
+        restart_on_failure: spec.service.restart_on_failure,
+        timeout_start_sec: spec.service.timeout_start_sec,
+        remove_stale_cid: spec
+            .adaptation(|k| *k == AdaptationKind::RemoveStaleCidFile)
+            .map(|a| a.why),
+        log_file,
+        // `[Quadlet] DefaultDependencies=` exists since Quadlet 5.3; older ones always
+        // add the network-online dependencies.
+        no_default_dependencies: spec
+            .adaptation(|k| *k == AdaptationKind::NoNetworkOnlineWait)
+            .filter(|_| quadlet >= V5_3)
+            .map(|a| a.why),
+    })
+}
+
+/// `PodmanArgs=`: the downgraded keys, the host's podman adaptations, the user's own.
+fn podman_args(
+    spec: &SandboxSpec,
+    downgraded: Vec<(&'static str, String)>,
+) -> Result<Vec<PodmanArg>> {
+    let mut podman_args = Vec::new();
+    for (_, arg) in downgraded {
+        podman_args.push(PodmanArg {
+            value: escape::word("podman argument", &arg)?,
+            why: Some(FALLBACK_WHY),
+        });
+    }
+    if let Some(a) = spec.adaptation(|k| *k == AdaptationKind::CgroupsDisabled) {
+        podman_args.push(PodmanArg {
+            value: escape::word("podman argument", "--cgroups=disabled")?,
+            why: Some(a.why),
+        });
+    }
+    for a in &spec.extra_podman_args {
+        podman_args.push(PodmanArg {
+            value: escape::word("podman argument", a)?,
+            why: None,
+        });
+    }
+    Ok(podman_args)
+}
+
+fn log_file(spec: &SandboxSpec) -> Result<Option<LogFile>> {
+    spec.adaptations
+        .iter()
+        .find_map(|a| match &a.kind {
+            AdaptationKind::LogToFile { runtime_relative } => Some((runtime_relative, a.why)),
+            _ => None,
+        })
+        .map(|(rel, why)| -> Result<LogFile> {
+            Ok(LogFile {
+                path: escape::runtime_path("log file", rel)?,
+                why,
+            })
+        })
+        .transpose()
+}
+
+/// The `.container` unit text for `spec`, for the Quadlet generator of version `quadlet`.
+pub fn render(spec: &SandboxSpec, quadlet: Version) -> Result<String> {
+    let ctx = unit(spec, quadlet)?;
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_keep_trailing_newline(true);
+    env.add_template("agent.container", TEMPLATE)
+        .context("the unit template is invalid")?;
+    let mut text = env
+        .get_template("agent.container")
+        .and_then(|t| t.render(&ctx))
+        .context("cannot render the unit template")?;
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys() -> VersionedKeys {
+        VersionedKeys {
+            user_ns: Some("keep-id".into()),
+            tmpfs: vec!["/t:rw".into()],
+            host_name: Some("acme".into()),
+            working_dir: Some("/w".into()),
+            secrets: vec!["s1,type=mount,target=A".into(), "s2".into()],
+        }
+    }
+
+    #[test]
+    fn downgrade_moves_exactly_the_keys_a_version_lacks() {
+        let mut k = keys();
+        assert!(downgrade(&mut k, Version::new(5, 4, 2)).is_empty());
+        assert_eq!(k, keys());
+
+        let mut k = keys();
+        let args = downgrade(&mut k, Version::new(4, 5, 0));
+        assert_eq!(
+            args,
+            vec![
+                ("HostName", "--hostname=acme".to_owned()),
+                ("WorkingDir", "--workdir=/w".to_owned()),
+            ]
+        );
+        assert_eq!(k.host_name, None);
+        assert_eq!(k.working_dir, None);
+        assert_eq!(k.user_ns.as_deref(), Some("keep-id"));
+
+        let mut k = keys();
+        let args = downgrade(&mut k, OLDEST);
+        let flags: Vec<&str> = args.iter().map(|(_, a)| a.as_str()).collect();
+        assert_eq!(
+            flags,
+            [
+                "--userns=keep-id",
+                "--tmpfs=/t:rw",
+                "--hostname=acme",
+                "--workdir=/w",
+                "--secret=s1,type=mount,target=A",
+                "--secret=s2",
+            ]
+        );
+        assert_eq!(k, VersionedKeys::default());
+    }
+
+    #[test]
+    fn every_fallback_key_is_a_template_key() {
+        for f in &FALLBACKS {
+            assert!(
+                TEMPLATE.contains(&format!("\n{}={{{{", f.key)),
+                "{} has no line in the template",
+                f.key
+            );
+        }
+    }
+}
