@@ -234,10 +234,16 @@ pub fn word(what: &str, value: &str) -> Result<Word> {
     Ok(Word(double_specials(&out)))
 }
 
-/// A fixed word of sandboxctl's own (a program path or option with no specials),
-/// checked like any other.
-pub fn words<'a>(what: &str, values: impl IntoIterator<Item = &'a str>) -> Result<Vec<Word>> {
-    values.into_iter().map(|v| word(what, v)).collect()
+/// A fixed word of sandboxctl's own that uses systemd specifiers on purpose
+/// (`--cidfile=%t/%N.cid`); only compile-time text, never a setting's value.
+pub fn specifier_word(value: &'static str) -> Word {
+    debug_assert!(
+        !value
+            .chars()
+            .any(|c| c.is_control() || " \"\\$".contains(c)),
+        "{value}"
+    );
+    Word(value.to_owned())
 }
 
 #[cfg(test)]

@@ -78,11 +78,36 @@ pub struct Quadlet {
     pub version: Version,
 }
 
+/// The oldest Podman sandboxctl supports (Ubuntu 22.04's): `--sdnotify=conmon`,
+/// `--replace`, `--init` and mounted secrets all work there.
+pub const OLDEST_PODMAN: Version = Version::new(3, 4, 0);
+
+/// The first Podman that ships the Quadlet generator.
+pub const FIRST_QUADLET: Version = Version::new(4, 4, 0);
+
+/// The value of `SANDBOXCTL_QUADLET` that disables Quadlet: units are plain services.
+pub const QUADLET_NONE: &str = "none";
+
+/// Which kind of unit this host gets for a client's container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UnitTarget {
+    /// A `.container` unit the Quadlet generator of this version turns into a service.
+    Quadlet(Version),
+    /// A plain systemd user service that runs `podman run` itself; `why` says why
+    /// there is no usable generator.
+    Plain { why: String },
+}
+
 /// Everything the renderer needs to know about the host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[allow(clippy::struct_excessive_bools)] // independent yes/no facts about the host
 pub struct HostProfile {
     pub podman: Option<Version>,
+    /// The podman binary, for units that run it themselves.
+    pub podman_path: Option<PathBuf>,
     pub quadlet: Option<Quadlet>,
+    /// `SANDBOXCTL_QUADLET=none`: Quadlet is not used even if it is installed.
+    pub quadlet_disabled: bool,
     pub cgroups: Cgroups,
     pub rootless: bool,
     /// systemd is PID 1 (`sd_booted()`): only then do the network-online units that
@@ -96,7 +121,12 @@ impl HostProfile {
     /// `persist` allows refreshing the cache (commands that must write nothing pass false).
     pub fn detect(cache_dir: &Path, persist: bool) -> Self {
         let podman_path = find_program(&crate::podman::binary());
-        let quadlet_path = find_quadlet();
+        let quadlet_disabled = quadlet_disabled();
+        let quadlet_path = if quadlet_disabled {
+            None
+        } else {
+            find_quadlet()
+        };
         let key = cache_key(podman_path.as_deref(), quadlet_path.as_deref());
         let cache_file = cache_dir.join("host.json");
         let cached: Option<VersionCache> = std::fs::read(&cache_file)
@@ -124,7 +154,9 @@ impl HostProfile {
         };
         Self {
             podman,
+            podman_path: podman_path.map(|p| std::fs::canonicalize(&p).unwrap_or(p)),
             quadlet,
+            quadlet_disabled,
             cgroups: detect_cgroups(),
             rootless: !rustix::process::getuid().is_root(),
             systemd_booted: Path::new("/run/systemd/system").is_dir()
@@ -133,34 +165,54 @@ impl HostProfile {
         }
     }
 
-    /// The Quadlet version units are written for; an error if there is no generator.
-    pub fn require_quadlet(&self) -> Result<&Quadlet> {
-        if self.podman.is_none() {
-            bail!(
-                "podman not found: install Podman 4.4 or newer (e.g. `sudo apt-get install podman`) or set SANDBOXCTL_PODMAN"
-            );
-        }
-        if let Some(q) = &self.quadlet {
-            return Ok(q);
-        }
-        match std::env::var_os("SANDBOXCTL_QUADLET").filter(|p| !p.is_empty()) {
-            Some(p) => bail!(
-                "SANDBOXCTL_QUADLET={} does not run as a Quadlet generator (`-version` failed); point it at the generator",
-                PathBuf::from(p).display()
-            ),
+    /// Podman is there and new enough; else a one-line error saying what to install.
+    pub fn require_podman(&self) -> Result<Version> {
+        match self.podman {
             None => bail!(
-                "the Quadlet generator was not found: sandboxctl needs Podman 4.4 or newer, which ships /usr/libexec/podman/quadlet; install a newer podman or set SANDBOXCTL_QUADLET to the generator"
+                "podman not found: install Podman {OLDEST_PODMAN} or newer (e.g. `sudo apt-get install podman`) or set SANDBOXCTL_PODMAN"
             ),
+            Some(v) if v < OLDEST_PODMAN => bail!(
+                "podman {v} is too old: sandboxctl needs Podman {OLDEST_PODMAN} or newer; upgrade podman"
+            ),
+            Some(v) => Ok(v),
         }
     }
 
+    /// The kind of unit this host gets, and why when it is not Quadlet's.
+    pub fn unit_target(&self) -> UnitTarget {
+        if let Some(q) = &self.quadlet {
+            return UnitTarget::Quadlet(q.version);
+        }
+        let why = if self.quadlet_disabled {
+            format!("SANDBOXCTL_QUADLET={QUADLET_NONE}")
+        } else if let Some(p) = std::env::var_os("SANDBOXCTL_QUADLET").filter(|p| !p.is_empty()) {
+            format!(
+                "SANDBOXCTL_QUADLET={} does not run as a Quadlet generator",
+                PathBuf::from(p).display()
+            )
+        } else {
+            match self.podman {
+                Some(v) if v < FIRST_QUADLET => {
+                    format!("Podman {v} ships no Quadlet generator (it came with {FIRST_QUADLET})")
+                }
+                _ => "no Quadlet generator was found".to_owned(),
+            }
+        };
+        UnitTarget::Plain { why }
+    }
     /// One line describing what was detected, for `render` and `status`.
     pub fn summary(&self) -> String {
         let podman = self
             .podman
             .map_or_else(|| "not found".to_owned(), |v| v.to_string());
         let quadlet = self.quadlet.as_ref().map_or_else(
-            || "not found".to_owned(),
+            || {
+                if self.quadlet_disabled {
+                    format!("disabled (SANDBOXCTL_QUADLET={QUADLET_NONE})")
+                } else {
+                    "not found".to_owned()
+                }
+            },
             |q| format!("{} ({})", q.version, q.path.display()),
         );
         format!(
@@ -224,6 +276,11 @@ pub const QUADLET_CANDIDATES: [&str; 7] = [
     "/usr/local/libexec/podman/quadlet",
 ];
 
+/// `SANDBOXCTL_QUADLET=none`: write plain services even where Quadlet exists.
+fn quadlet_disabled() -> bool {
+    std::env::var_os("SANDBOXCTL_QUADLET").is_some_and(|v| v == QUADLET_NONE)
+}
+
 /// The generator the user manager runs, else the one Podman installs.
 fn find_quadlet() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("SANDBOXCTL_QUADLET").filter(|p| !p.is_empty()) {
@@ -281,10 +338,12 @@ pub fn fixed_profile(
 ) -> HostProfile {
     HostProfile {
         podman: Some(podman),
+        podman_path: Some(PathBuf::from("/usr/bin/podman")),
         quadlet: Some(Quadlet {
             path: PathBuf::from("/usr/libexec/podman/quadlet"),
             version: quadlet,
         }),
+        quadlet_disabled: false,
         cgroups,
         rootless: true,
         systemd_booted: booted,
@@ -313,6 +372,43 @@ mod tests {
         assert_eq!(Version::find_in("v4.9"), Some(Version::new(4, 9, 0)));
         assert_eq!(Version::find_in("no version here"), None);
         assert!(Version::new(4, 10, 0) > Version::new(4, 9, 9));
+    }
+
+    #[test]
+    fn unit_target_and_podman_floor() {
+        let mut h = fixed_profile(
+            Version::new(4, 3, 1),
+            Version::new(5, 4, 2),
+            Cgroups::Hybrid,
+            false,
+        );
+        assert_eq!(h.unit_target(), UnitTarget::Quadlet(Version::new(5, 4, 2)));
+        h.quadlet = None;
+        h.quadlet_disabled = true;
+        assert_eq!(
+            h.unit_target(),
+            UnitTarget::Plain {
+                why: "SANDBOXCTL_QUADLET=none".into()
+            }
+        );
+        assert!(
+            h.summary()
+                .contains("Quadlet disabled (SANDBOXCTL_QUADLET=none)")
+        );
+        assert_eq!(
+            h.require_podman().expect("new enough"),
+            Version::new(4, 3, 1)
+        );
+        h.podman = Some(Version::new(3, 4, 4));
+        assert!(h.require_podman().is_ok());
+        h.podman = Some(Version::new(3, 3, 1));
+        let err = h.require_podman().expect_err("too old").to_string();
+        assert_eq!(
+            err,
+            "podman 3.3.1 is too old: sandboxctl needs Podman 3.4.0 or newer; upgrade podman"
+        );
+        h.podman = None;
+        assert!(h.require_podman().is_err());
     }
 
     #[test]

@@ -1,24 +1,141 @@
 //! Rendering a client's unit: the container is described once (`model::SandboxSpec`)
 //! and each target maps it to its own unit file. `quadlet` writes the `.container`
-//! unit for the Quadlet generator.
+//! unit for the Quadlet generator; `plain` writes a systemd service running podman
+//! where no usable generator exists. The host decides which (`HostProfile::unit_target`).
 
+pub mod plain;
 pub mod quadlet;
 
-use anyhow::Result;
+use std::path::{Path, PathBuf};
 
-use crate::model::SandboxSpec;
+use anyhow::{Context, Result};
+use minijinja::{Environment, UndefinedBehavior};
+use serde::Serialize;
+
+use crate::client::ClientName;
+use crate::escape::{self, Raw};
+use crate::host::UnitTarget;
+use crate::layout::Layout;
+use crate::model::{AdaptationKind, SandboxSpec};
 pub use crate::model::{CLIENT_LABEL, HOME, Sandbox, claude_json_beside};
 
 /// The first line of every unit sandboxctl writes; a unit without it is the user's.
 pub const MARKER: &str = "# Managed by sandboxctl for client ";
 
+/// A client's unit: where it goes, its text, and which target it was rendered for.
+#[derive(Debug, Clone)]
+pub struct UnitFile {
+    pub path: PathBuf,
+    pub text: String,
+    pub target: UnitTarget,
+}
+
+/// Where each target keeps a client's unit: the `.container` for Quadlet, the
+/// `.service` for the plain target.
+pub fn unit_path(layout: &Layout, client: &ClientName, target: &UnitTarget) -> PathBuf {
+    match target {
+        UnitTarget::Quadlet(_) => layout.unit_path(client),
+        UnitTarget::Plain { .. } => plain_unit_path(layout, client),
+    }
+}
+
+/// The plain target's service file.
+pub fn plain_unit_path(layout: &Layout, client: &ClientName) -> PathBuf {
+    layout.systemd_user_dir.join(client.service_name())
+}
+
+/// Both places a client's unit may be, Quadlet's first.
+pub fn all_unit_paths(layout: &Layout, client: &ClientName) -> [PathBuf; 2] {
+    [layout.unit_path(client), plain_unit_path(layout, client)]
+}
+
+/// Renders the client's unit for the target this host gets.
+pub fn unit_file(sandbox: &Sandbox<'_>) -> Result<UnitFile> {
+    let spec = SandboxSpec::new(sandbox)?;
+    let target = sandbox.host.unit_target();
+    let text = match &target {
+        UnitTarget::Quadlet(v) => quadlet::render(&spec, *v)?,
+        UnitTarget::Plain { why } => {
+            let podman = sandbox
+                .host
+                .podman_path
+                .as_deref()
+                .unwrap_or(Path::new("/usr/bin/podman"));
+            plain::render(&spec, podman, why)?
+        }
+    };
+    Ok(UnitFile {
+        path: unit_path(sandbox.layout, sandbox.client, &target),
+        text,
+        target,
+    })
+}
+
 /// Renders the unit text for a client.
 pub fn render(sandbox: &Sandbox<'_>) -> Result<String> {
-    let spec = SandboxSpec::new(sandbox)?;
-    quadlet::render(&spec, quadlet::target_version(sandbox.host))
+    Ok(unit_file(sandbox)?.text)
 }
 
 /// Whether an existing unit file was written by sandboxctl.
 pub fn is_ours(text: &str) -> bool {
     text.starts_with(MARKER)
+}
+
+/// `Wants=` + `After=` a unit, with the reason shown above them.
+#[derive(Debug, Serialize)]
+struct Dependency {
+    unit: Raw,
+    why: &'static str,
+}
+
+fn dependencies(spec: &SandboxSpec) -> Result<Vec<Dependency>> {
+    spec.dependencies
+        .iter()
+        .map(|d| {
+            Ok(Dependency {
+                unit: escape::raw("unit name", &d.unit)?,
+                why: d.why,
+            })
+        })
+        .collect()
+}
+
+/// Where stdout and stderr go on a host without journald.
+#[derive(Debug, Serialize)]
+struct LogFile {
+    path: Raw,
+    why: &'static str,
+}
+
+fn log_file(spec: &SandboxSpec) -> Result<Option<LogFile>> {
+    spec.adaptations
+        .iter()
+        .find_map(|a| match &a.kind {
+            AdaptationKind::LogToFile { runtime_relative } => Some((runtime_relative, a.why)),
+            _ => None,
+        })
+        .map(|(rel, why)| -> Result<LogFile> {
+            Ok(LogFile {
+                path: escape::runtime_path("log file", rel)?,
+                why,
+            })
+        })
+        .transpose()
+}
+
+/// Renders one of the unit templates: strict undefined values, trailing newline kept.
+fn render_template(name: &str, source: &str, ctx: &impl Serialize) -> Result<String> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_keep_trailing_newline(true);
+    env.add_template(name, source)
+        .with_context(|| format!("the {name} template is invalid"))?;
+    let mut text = env
+        .get_template(name)
+        .and_then(|t| t.render(ctx))
+        .with_context(|| format!("cannot render the {name} template"))?;
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    Ok(text)
 }

@@ -440,6 +440,104 @@ mod cli {
         assert_eq!(status["projects"][0], proj.display().to_string());
     }
 
+    /// Without Quadlet (`SANDBOXCTL_QUADLET=none`, as on Podman < 4.4) `enable` writes
+    /// a plain service; when the generator is back it switches to the `.container`
+    /// and removes the service it wrote, and the other way round; `disable` removes
+    /// whichever it wrote.
+    #[test]
+    fn enable_switches_between_plain_service_and_quadlet_unit() {
+        let home = Home::new();
+        let proj = home.mkdir("projects/acme");
+        let plain = || {
+            home.sandboxctl(["enable", "acme", "--agent", "shell"])
+                .arg(&proj)
+                .env("SANDBOXCTL_QUADLET", "none")
+                .run()
+                .success()
+        };
+        let out = plain();
+        let service = std::fs::read_to_string(home.service_file("acme")).expect("service");
+        assert!(
+            service.starts_with("# Managed by sandboxctl for client acme"),
+            "{service}"
+        );
+        assert!(service.contains("\nType=notify\n"), "{service}");
+        assert!(service.contains("--cidfile=%t/%N.cid"), "{service}");
+        assert!(!home.unit_file("acme").exists(), "no .container: {out}");
+        assert!(home.fake.knows("agent-acme.service"), "loaded: {out}");
+        assert!(out.stdout.contains("agent-acme.service"), "{out}");
+
+        let out = home.sandboxctl(["enable", "acme"]).run().success();
+        assert!(home.unit_file("acme").exists(), "{out}");
+        assert!(
+            !home.service_file("acme").exists(),
+            "plain service removed: {out}"
+        );
+        assert!(out.stdout.contains("removed "), "{out}");
+        assert!(home.fake.knows("agent-acme.service"), "generated: {out}");
+
+        let out = plain();
+        assert!(home.service_file("acme").exists(), "{out}");
+        assert!(
+            !home.unit_file("acme").exists(),
+            ".container removed: {out}"
+        );
+
+        home.sandboxctl(["disable", "acme"])
+            .env("SANDBOXCTL_QUADLET", "none")
+            .run()
+            .success();
+        assert!(!home.service_file("acme").exists());
+        assert!(!home.unit_file("acme").exists());
+    }
+
+    #[test]
+    fn enable_never_replaces_a_service_it_did_not_write() {
+        let home = Home::new();
+        std::fs::create_dir_all(home.service_dir()).expect("service dir");
+        let mine = "[Service]\nExecStart=/bin/true\n";
+        std::fs::write(home.service_file("acme"), mine).expect("user's service");
+        for quadlet in [None, Some("none")] {
+            let mut cmd = home.sandboxctl(["enable", "acme", "--agent", "shell"]);
+            if let Some(q) = quadlet {
+                cmd = cmd.env("SANDBOXCTL_QUADLET", q);
+            }
+            cmd.run()
+                .failure(&["agent-acme.service", "not written by sandboxctl"]);
+            assert_eq!(
+                std::fs::read_to_string(home.service_file("acme")).expect("service"),
+                mine
+            );
+            assert!(!home.unit_file("acme").exists());
+            assert!(!home.client_dir("acme").exists(), "nothing else written");
+        }
+    }
+
+    #[test]
+    fn render_says_which_unit_and_why() {
+        let home = Home::new();
+        let out = home
+            .sandboxctl(["render", "acme", "--agent", "shell"])
+            .env("SANDBOXCTL_QUADLET", "none")
+            .run()
+            .success();
+        assert!(
+            out.stderr
+                .contains("agent-acme.service: a plain systemd service (SANDBOXCTL_QUADLET=none)"),
+            "{out}"
+        );
+        assert!(out.stdout.contains("ExecStart="), "{out}");
+        let out = home
+            .sandboxctl(["render", "acme", "--agent", "shell"])
+            .run()
+            .success();
+        assert!(
+            out.stderr
+                .contains("agent-acme.container: a Quadlet unit for Quadlet "),
+            "{out}"
+        );
+    }
+
     #[test]
     fn enable_never_overwrites_a_unit_it_did_not_write() {
         let home = Home::new();

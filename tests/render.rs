@@ -484,3 +484,180 @@ fn unsafe_values_are_refused_before_rendering() {
         );
     }
 }
+
+/// This host with Quadlet turned off (`SANDBOXCTL_QUADLET=none`): the plain service.
+fn plain_host() -> HostProfile {
+    let mut h = this_host();
+    h.quadlet = None;
+    h.quadlet_disabled = true;
+    h
+}
+
+/// The options of a `podman run` command line, one entry per option with its value
+/// (`--flag value` and `--flag=value` alike), sorted: two command lines with the same
+/// options in another order or spelling compare equal.
+fn run_options(argv: &[String]) -> Vec<String> {
+    const VALUE_FLAGS: [&str; 11] = [
+        "--name",
+        "--hostname",
+        "--workdir",
+        "--tmpfs",
+        "--network",
+        "--cap-drop",
+        "--userns",
+        "-v",
+        "--env",
+        "--label",
+        "--secret",
+    ];
+    let run = argv.iter().position(|a| a == "run").expect("podman run");
+    let mut out = Vec::new();
+    let mut words = argv[run + 1..].iter();
+    while let Some(w) = words.next() {
+        if VALUE_FLAGS.contains(&w.as_str()) {
+            let v = words.next().expect("a flag's value");
+            out.push(format!("{w}={v}"));
+        } else {
+            out.push(w.clone());
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The plain service's `ExecStart=` as systemd reads it: continuation lines joined
+/// (a trailing `\` becomes a space), then the same splitting as the generated service's.
+fn plain_argv(service: &str) -> Vec<String> {
+    let mut line = String::new();
+    let mut lines = service.lines().skip_while(|l| !l.starts_with("ExecStart="));
+    for l in lines.by_ref() {
+        if let Some(part) = l.strip_suffix('\\') {
+            line.push_str(part);
+            line.push(' ');
+        } else {
+            line.push_str(l);
+            break;
+        }
+    }
+    exec_start_argv(&line)
+}
+
+/// `systemd-analyze verify` on a plain service: it must load with no complaint.
+fn systemd_verify(client: &str, service: &str) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join(format!("agent-{client}.service"));
+    std::fs::write(&path, service).expect("write service");
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .expect("run systemd-analyze (systemd is needed for these tests)");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let complaints: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains(&format!("agent-{client}.service")))
+        .collect();
+    assert!(
+        out.status.success() && complaints.is_empty(),
+        "systemd-analyze verify rejected the service:\n{stderr}\n--- service ---\n{service}"
+    );
+}
+
+#[test]
+fn plain_service_snapshot_and_systemd_verify() {
+    let s = settings(Agent::Claude, NetworkMode::Allowlist);
+    let service = render_for("acme", &s, &plain_host());
+    insta::assert_snapshot!("plain_claude_allowlist", service);
+    systemd_verify("acme", &service);
+    for line in [
+        "Type=notify",
+        "NotifyAccess=all",
+        "KillMode=mixed",
+        "Delegate=yes",
+        "ExecStop=\"/usr/bin/podman\" rm -v -f -i --cidfile=%t/%N.cid",
+        "ExecStopPost=-\"/usr/bin/podman\" rm -v -f -i --cidfile=%t/%N.cid",
+        "Wants=sandboxctl-proxy@acme.socket",
+        "ExecStartPre=-/bin/rm -f %t/%N.cid",
+        "StandardOutput=append:%t/agent-acme.log",
+        "WantedBy=default.target",
+        "# A plain service that runs podman the way a Quadlet unit would (SANDBOXCTL_QUADLET=none).",
+    ] {
+        assert!(
+            service.lines().any(|l| l == line),
+            "missing {line}:\n{service}"
+        );
+    }
+    let argv = plain_argv(&service);
+    for word in [
+        "--cidfile=%t/%N.cid",
+        "--replace",
+        "--rm",
+        "--sdnotify=conmon",
+        "-d",
+    ] {
+        assert!(argv.contains(&word.to_owned()), "{word}: {argv:?}");
+    }
+    let modern = {
+        let mut h = modern_host();
+        h.quadlet = None;
+        h.quadlet_disabled = true;
+        h
+    };
+    let service = render_for("acme", &settings(Agent::Shell, NetworkMode::Open), &modern);
+    insta::assert_snapshot!("plain_modern_host", service);
+    systemd_verify("acme", &service);
+}
+
+/// The two targets cannot drift: for the same settings, the plain service's `podman
+/// run` has exactly the options of the service the real Quadlet generator makes from
+/// the `.container` unit.
+#[test]
+fn plain_service_runs_the_same_podman_options_as_quadlet() {
+    let mut cases: Vec<Settings> = Vec::new();
+    for agent in [Agent::Claude, Agent::Codex, Agent::Shell] {
+        for network in [NetworkMode::Open, NetworkMode::None, NetworkMode::Allowlist] {
+            cases.push(settings(agent, network));
+        }
+    }
+    cases.push(Settings {
+        agent: Agent::Codex,
+        secrets: vec!["OPENAI_API_KEY".into(), "GH_TOKEN".into()],
+        ..settings(Agent::Codex, NetworkMode::Open)
+    });
+    cases.push(Settings {
+        agent: Agent::Shell,
+        projects: vec!["/home/user/with space/%h and $USER".into()],
+        mounts: vec![ExtraMount {
+            host: "/home/user/a b%c$d".into(),
+            container: "/mnt/x y".into(),
+            writable: false,
+        }],
+        podman_args: vec![
+            "--env=WEIRD=/home/user/100% $HOME \"q\" 'a' b\\c".into(),
+            "--pids-limit=512".into(),
+        ],
+        claude_config: Some("/home/user/.claude".into()),
+        ..Settings::default()
+    });
+    for (quadlet_host, plain) in [
+        (this_host(), plain_host()),
+        (modern_host(), {
+            let mut h = modern_host();
+            h.quadlet = None;
+            h.quadlet_disabled = true;
+            h
+        }),
+    ] {
+        for s in &cases {
+            let unit = render_for("acme", s, &quadlet_host);
+            let quadlet_argv = exec_start_argv(&generate("acme", &unit));
+            let service = render_for("acme", s, &plain);
+            let plain_argv = plain_argv(&service);
+            assert_eq!(
+                run_options(&quadlet_argv),
+                run_options(&plain_argv),
+                "the two targets differ for {s:?}\n--- plain ---\n{service}"
+            );
+        }
+    }
+}

@@ -8,24 +8,26 @@ use crate::systemd::Systemd;
 
 pub fn disable(layout: &Layout, name: &str, purge: bool) -> Result<()> {
     let client = ClientName::parse(name)?;
-    let unit_path = layout.unit_path(&client);
     let client_dir = layout.client_dir(&client);
-    let unit_text = match std::fs::read_to_string(&unit_path) {
-        Ok(t) => Some(t),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(e).with_context(|| format!("cannot read {}", unit_path.display())),
-    };
-    if unit_text.is_none() && !client_dir.exists() {
+    // The Quadlet unit or the plain service, whichever sandboxctl wrote (both, if a
+    // switch between them was interrupted).
+    let mut units = Vec::new();
+    for path in crate::render::all_unit_paths(layout, &client) {
+        match std::fs::read_to_string(&path) {
+            Ok(text) if crate::render::is_ours(&text) => units.push(path),
+            // A user's own `agent-<client>.service` is none of ours: left alone.
+            Ok(_) if path != layout.unit_path(&client) => {}
+            Ok(_) => bail!(
+                "{} was not written by sandboxctl; remove it yourself if it should go",
+                path.display()
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+        }
+    }
+    if units.is_empty() && !client_dir.exists() {
         bail!(
             "unknown client {client}: nothing is enabled under that name (see `sandboxctl list`)"
-        );
-    }
-    if let Some(text) = &unit_text
-        && !crate::render::is_ours(text)
-    {
-        bail!(
-            "{} was not written by sandboxctl; remove it yourself if it should go",
-            unit_path.display()
         );
     }
     let systemd = Systemd::connect_user()?;
@@ -38,9 +40,8 @@ pub fn disable(layout: &Layout, name: &str, purge: bool) -> Result<()> {
     ] {
         systemd.stop_if_known(&u)?;
     }
-    if unit_text.is_some() {
-        std::fs::remove_file(&unit_path)
-            .with_context(|| format!("cannot remove {}", unit_path.display()))?;
+    for path in &units {
+        std::fs::remove_file(path).with_context(|| format!("cannot remove {}", path.display()))?;
     }
     systemd.reload()?;
     systemd.reset_failed(&unit)?;
@@ -49,10 +50,15 @@ pub fn disable(layout: &Layout, name: &str, purge: bool) -> Result<()> {
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .status();
-    println!(
-        "disabled {client}: stopped {unit}, removed {}",
-        unit_path.display()
-    );
+    let removed: Vec<String> = units.iter().map(|p| p.display().to_string()).collect();
+    if removed.is_empty() {
+        println!("disabled {client}: stopped {unit}");
+    } else {
+        println!(
+            "disabled {client}: stopped {unit}, removed {}",
+            removed.join(", ")
+        );
+    }
     if purge {
         let removed = crate::secrets::remove_all(&client)?;
         if !removed.is_empty() {

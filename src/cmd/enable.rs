@@ -1,10 +1,12 @@
 //! `enable`, `render` and `run`: from options to a written unit and a reloaded manager.
 
+use std::path::{Path, PathBuf};
+
 use anyhow::{Context, Result, bail};
 
 use crate::cli::{EnableArgs, RunArgs};
 use crate::client::ClientName;
-use crate::host::HostProfile;
+use crate::host::{HostProfile, UnitTarget};
 use crate::layout::Layout;
 use crate::options::{self, Request};
 use crate::render::{self, Sandbox};
@@ -12,11 +14,14 @@ use crate::settings::{Agent, NetworkMode, Settings};
 use crate::systemd::{Systemd, UnitState, Verb};
 use crate::{claude_login, secrets};
 
-/// A client ready to be written: its settings and unit text.
+/// A client ready to be written: its settings and unit.
 struct Planned {
     client: ClientName,
     settings: Settings,
-    unit: String,
+    unit: render::UnitFile,
+    /// The other target's unit sandboxctl wrote earlier (the host gained or lost its
+    /// Quadlet generator since), removed when this one is written.
+    stale_unit: Option<PathBuf>,
     /// The unit differs from the one on disk (or there was none).
     changed: bool,
     /// The agent's API key found in the environment: (variable, value).
@@ -27,18 +32,23 @@ struct Planned {
 
 /// A client's files before `enable` touched them.
 struct Before {
-    unit: Option<String>,
+    /// Each unit path with its text before, `None` where there was none.
+    units: Vec<(PathBuf, Option<String>)>,
     settings: Option<Vec<u8>>,
     client_dir_existed: bool,
 }
 
 impl Before {
     fn restore(&self, layout: &Layout, client: &ClientName) {
-        let unit = layout.unit_path(client);
-        let _ = match &self.unit {
-            Some(text) => crate::atomic::write(&unit, text.as_bytes(), 0o644),
-            None => std::fs::remove_file(&unit).map_err(Into::into),
-        };
+        for (unit, before) in &self.units {
+            let _ = match before {
+                Some(text) => crate::atomic::write(unit, text.as_bytes(), 0o644),
+                None => match std::fs::remove_file(unit) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+                    _ => Ok(()),
+                },
+            };
+        }
         if !self.client_dir_existed {
             let _ = std::fs::remove_dir_all(layout.client_dir(client));
             let _ = secrets::remove_all(client);
@@ -82,21 +92,34 @@ fn plan(
             {
                 settings.secrets.push((*name).to_owned());
             }
-            let unit = render::render(&Sandbox {
+            let unit = render::unit_file(&Sandbox {
                 client,
                 settings: &settings,
                 layout,
                 host,
             })?;
-            let existing = existing_unit(layout, client)?;
+            let mut units = Vec::new();
+            for path in render::all_unit_paths(layout, client) {
+                let existing = existing_unit(&path, client)?;
+                units.push((path, existing));
+            }
+            let existing = units
+                .iter()
+                .find(|(p, _)| *p == unit.path)
+                .and_then(|(_, t)| t.clone());
+            let stale_unit = units
+                .iter()
+                .find(|(p, t)| *p != unit.path && t.is_some())
+                .map(|(p, _)| p.clone());
             Ok(Planned {
                 client: client.clone(),
-                changed: existing.as_deref() != Some(unit.as_str()),
+                changed: existing.as_deref() != Some(unit.text.as_str()) || stale_unit.is_some(),
                 settings,
                 unit,
+                stale_unit,
                 api_key,
                 before: Before {
-                    unit: existing,
+                    units,
                     settings: std::fs::read(layout.settings_path(client)).ok(),
                     client_dir_existed: layout.client_dir(client).exists(),
                 },
@@ -105,10 +128,10 @@ fn plan(
         .collect()
 }
 
-/// The client's unit file as it is on disk; an error if sandboxctl did not write it.
-fn existing_unit(layout: &Layout, client: &ClientName) -> Result<Option<String>> {
-    let path = layout.unit_path(client);
-    match std::fs::read_to_string(&path) {
+/// A unit file of the client's as it is on disk; an error if sandboxctl did not write
+/// it (a user's `agent-<client>.service` would also shadow the generated one).
+fn existing_unit(path: &Path, client: &ClientName) -> Result<Option<String>> {
+    match std::fs::read_to_string(path) {
         Ok(text) if !render::is_ours(&text) => bail!(
             "{} exists and was not written by sandboxctl; move it away before enabling client {client}",
             path.display()
@@ -145,9 +168,23 @@ fn write(layout: &Layout, p: &Planned) -> Result<()> {
     }
     layout.create_client_dirs(client)?;
     p.settings.save(&layout.settings_path(client), client)?;
-    std::fs::create_dir_all(&layout.unit_dir)
-        .with_context(|| format!("cannot create {}", layout.unit_dir.display()))?;
-    crate::atomic::write(&layout.unit_path(client), p.unit.as_bytes(), 0o644)?;
+    let unit_dir = p
+        .unit
+        .path
+        .parent()
+        .context("a unit path has a directory")?;
+    std::fs::create_dir_all(unit_dir)
+        .with_context(|| format!("cannot create {}", unit_dir.display()))?;
+    crate::atomic::write(&p.unit.path, p.unit.text.as_bytes(), 0o644)?;
+    if let Some(stale) = &p.stale_unit {
+        std::fs::remove_file(stale)
+            .with_context(|| format!("cannot remove {}", stale.display()))?;
+        println!(
+            "removed {} (this host now gets {})",
+            stale.display(),
+            p.unit.path.display()
+        );
+    }
     let policy = layout.policy_path(client);
     if p.settings.network == NetworkMode::Allowlist && !policy.exists() {
         crate::proxy::policy::create(&policy, &super::network::default_policy(&p.settings)?)?;
@@ -180,8 +217,16 @@ fn check_generated(
 ) -> Result<Vec<bool>> {
     let units: Vec<String> = planned.iter().map(|p| p.client.service_name()).collect();
     let states = systemd.unit_states(&units)?;
-    for state in &states {
+    for (state, p) in states.iter().zip(planned) {
         if state.load_state != "loaded" {
+            if let UnitTarget::Plain { .. } = p.unit.target {
+                bail!(
+                    "systemd could not load {} (load state {}); `systemd-analyze --user verify {}` says why",
+                    state.unit,
+                    state.load_state,
+                    p.unit.path.display()
+                );
+            }
             let why = host
                 .quadlet
                 .as_ref()
@@ -236,7 +281,7 @@ pub fn enable_clients(
     now: bool,
 ) -> Result<()> {
     let host = HostProfile::detect(&layout.cache_dir, true);
-    host.require_quadlet()?;
+    host.require_podman()?;
     let planned = plan(layout, &host, clients, req)?;
     // Reach systemd before writing, so a missing user manager leaves nothing behind.
     let systemd = Systemd::connect_user()?;
@@ -268,7 +313,7 @@ pub fn enable_clients(
         let client = &p.client;
         println!(
             "enabled {client}: {} ({} agent, network {})",
-            layout.unit_path(client).display(),
+            p.unit.path.display(),
             p.settings.agent,
             p.settings.network
         );
@@ -318,7 +363,12 @@ pub fn render(layout: &Layout, args: &EnableArgs) -> Result<()> {
     let host = HostProfile::detect(&layout.cache_dir, false);
     let planned = plan(layout, &host, &clients, &req)?;
     for p in planned {
-        print!("{}", p.unit);
+        let target = match &p.unit.target {
+            UnitTarget::Quadlet(v) => format!("a Quadlet unit for Quadlet {v}"),
+            UnitTarget::Plain { why } => format!("a plain systemd service ({why})"),
+        };
+        eprintln!("{}: {target}", p.unit.path.display());
+        print!("{}", p.unit.text);
     }
     Ok(())
 }

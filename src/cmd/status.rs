@@ -54,7 +54,12 @@ pub fn status(layout: &Layout, name: Option<&str>, json: bool) -> Result<()> {
             image: s.image.clone(),
             network: s.network.to_string(),
             projects: s.projects.iter().map(|p| p.display().to_string()).collect(),
-            unit_file: layout.unit_path(c).display().to_string(),
+            unit_file: crate::render::all_unit_paths(layout, c)
+                .into_iter()
+                .find(|p| p.exists())
+                .unwrap_or_else(|| layout.unit_path(c))
+                .display()
+                .to_string(),
         })
         .collect();
     if json {

@@ -3,8 +3,7 @@
 //! keys the installed generator does not know become `PodmanArgs=` in one step
 //! (`downgrade`), from one table of key → introducing version → podman flag.
 
-use anyhow::{Context, Result};
-use minijinja::{Environment, UndefinedBehavior};
+use anyhow::Result;
 use serde::Serialize;
 
 use crate::escape::{self, Raw, Word};
@@ -93,32 +92,19 @@ fn downgrade(keys: &mut VersionedKeys, quadlet: Version) -> Vec<(&'static str, S
 }
 
 #[derive(Debug, Serialize)]
-struct Dependency {
-    unit: Raw,
-    why: &'static str,
-}
-
-#[derive(Debug, Serialize)]
 struct PodmanArg {
     value: Word,
     why: Option<&'static str>,
 }
 
-#[derive(Debug, Serialize)]
-struct LogFile {
-    path: Raw,
-    why: &'static str,
-}
-
 /// The template's context: one field per Quadlet key, every value escaped.
 #[derive(Debug, Serialize)]
 #[allow(clippy::struct_excessive_bools)] // Quadlet's boolean keys, one field each
-
 struct Unit {
     client: Raw,
     agent: &'static str,
     host_summary: String,
-    dependencies: Vec<Dependency>,
+    dependencies: Vec<super::Dependency>,
     container_name: Raw,
     image: Raw,
     labels: Vec<Word>,
@@ -139,7 +125,7 @@ struct Unit {
     timeout_start_sec: u32,
     /// Why the stale cid file is removed before each start, when it is.
     remove_stale_cid: Option<&'static str>,
-    log_file: Option<LogFile>,
+    log_file: Option<super::LogFile>,
     /// Why Quadlet's default dependencies are off, when they are.
     no_default_dependencies: Option<&'static str>,
 }
@@ -161,21 +147,12 @@ fn unit(spec: &SandboxSpec, quadlet: Version) -> Result<Unit> {
             .collect(),
     };
     let podman_args = podman_args(spec, downgrade(&mut keys, quadlet))?;
-    let log_file = log_file(spec)?;
+    let log_file = super::log_file(spec)?;
     Ok(Unit {
         client: escape::raw("client name", spec.client.as_str())?,
         agent: spec.agent.as_str(),
         host_summary: spec.host_summary.replace('%', "%%"),
-        dependencies: spec
-            .dependencies
-            .iter()
-            .map(|d| {
-                Ok(Dependency {
-                    unit: escape::raw("unit name", &d.unit)?,
-                    why: d.why,
-                })
-            })
-            .collect::<Result<_>>()?,
+        dependencies: super::dependencies(spec)?,
         container_name: escape::raw("container name", &spec.container_name)?,
         image: escape::raw("image", &spec.image)?,
         labels: spec
@@ -261,38 +238,9 @@ fn podman_args(
     Ok(podman_args)
 }
 
-fn log_file(spec: &SandboxSpec) -> Result<Option<LogFile>> {
-    spec.adaptations
-        .iter()
-        .find_map(|a| match &a.kind {
-            AdaptationKind::LogToFile { runtime_relative } => Some((runtime_relative, a.why)),
-            _ => None,
-        })
-        .map(|(rel, why)| -> Result<LogFile> {
-            Ok(LogFile {
-                path: escape::runtime_path("log file", rel)?,
-                why,
-            })
-        })
-        .transpose()
-}
-
 /// The `.container` unit text for `spec`, for the Quadlet generator of version `quadlet`.
 pub fn render(spec: &SandboxSpec, quadlet: Version) -> Result<String> {
-    let ctx = unit(spec, quadlet)?;
-    let mut env = Environment::new();
-    env.set_undefined_behavior(UndefinedBehavior::Strict);
-    env.set_keep_trailing_newline(true);
-    env.add_template("agent.container", TEMPLATE)
-        .context("the unit template is invalid")?;
-    let mut text = env
-        .get_template("agent.container")
-        .and_then(|t| t.render(&ctx))
-        .context("cannot render the unit template")?;
-    if !text.ends_with('\n') {
-        text.push('\n');
-    }
-    Ok(text)
+    super::render_template("agent.container", TEMPLATE, &unit(spec, quadlet)?)
 }
 
 #[cfg(test)]

@@ -154,6 +154,8 @@ struct State {
     timing: SignalTiming,
     omit_unknown: bool,
     generator: Option<Generator>,
+    /// A directory of plain user services (`~/.config/systemd/user`) loaded on Reload.
+    service_dir: Option<PathBuf>,
     /// Bus names that called Subscribe: systemd refuses a second call from the same one.
     subscribers: Vec<String>,
 }
@@ -178,6 +180,7 @@ impl FakeSystemd {
             timing: SignalTiming::AfterReply,
             omit_unknown: false,
             generator: None,
+            service_dir: None,
             subscribers: Vec::new(),
         }));
         let connection = zbus::blocking::connection::Builder::address(bus.address())
@@ -248,6 +251,12 @@ impl FakeSystemd {
             quadlet: quadlet.to_owned(),
             unit_dir: unit_dir.to_owned(),
         });
+    }
+
+    /// On Reload, also loads the plain services (`*.service`, not templates) in `dir`,
+    /// as the user manager loads `~/.config/systemd/user`.
+    pub fn load_services(&self, dir: &Path) {
+        self.state().service_dir = Some(dir.to_owned());
     }
 
     /// Treats `unit` as if the generator had refused it: never loaded, whatever Reload says.
@@ -337,6 +346,17 @@ fn generated_services(g: &Generator) -> Vec<String> {
         .filter_map(|l| l.strip_prefix("---")?.strip_suffix("---"))
         .filter(|name| name.ends_with(".service"))
         .map(str::to_owned)
+        .collect()
+}
+
+/// The plain services in `dir` (`name.service`, not `name@.service` templates).
+fn plain_services(dir: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.ends_with(".service") && !n.contains('@'))
         .collect()
 }
 
@@ -450,14 +470,23 @@ impl Manager {
                 method: "Reload",
                 args: Vec::new(),
             });
-            st.generator
-                .as_ref()
-                .map(|g| (g.quadlet.clone(), g.unit_dir.clone()))
+            (
+                st.generator
+                    .as_ref()
+                    .map(|g| (g.quadlet.clone(), g.unit_dir.clone())),
+                st.service_dir.clone(),
+            )
         };
-        let Some((quadlet, unit_dir)) = generator else {
+        let (generator, service_dir) = generator;
+        if generator.is_none() && service_dir.is_none() {
             return;
-        };
-        let services = generated_services(&Generator { quadlet, unit_dir });
+        }
+        let mut services = generator
+            .map(|(quadlet, unit_dir)| generated_services(&Generator { quadlet, unit_dir }))
+            .unwrap_or_default();
+        if let Some(dir) = service_dir {
+            services.extend(plain_services(&dir));
+        }
         let mut st = self.state();
         let rejected = st.rejected.clone();
         st.units

@@ -52,6 +52,7 @@ impl Home {
         let fake = FakeSystemd::start();
         let home = Self { fake, quadlet, dir };
         home.fake.run_generator(&home.quadlet, &home.unit_dir());
+        home.fake.load_services(&home.service_dir());
         home
     }
 
@@ -67,6 +68,16 @@ impl Home {
     /// Where Quadlet units go: `~/.config/containers/systemd`.
     pub fn unit_dir(&self) -> PathBuf {
         self.path().join(".config/containers/systemd")
+    }
+
+    /// Where plain user services go: `~/.config/systemd/user`.
+    pub fn service_dir(&self) -> PathBuf {
+        self.path().join(".config/systemd/user")
+    }
+
+    /// The plain service sandboxctl writes where Quadlet is not used.
+    pub fn service_file(&self, client: &str) -> PathBuf {
+        self.service_dir().join(format!("agent-{client}.service"))
     }
 
     pub fn unit_file(&self, client: &str) -> PathBuf {
@@ -127,6 +138,12 @@ pub struct Cmd {
 impl Cmd {
     pub fn arg(mut self, arg: impl AsRef<std::ffi::OsStr>) -> Self {
         self.cmd.arg(arg);
+        self
+    }
+
+    /// Sets (or overrides) one environment variable of the child.
+    pub fn env(mut self, key: &str, value: impl AsRef<std::ffi::OsStr>) -> Self {
+        self.cmd.env(key, value);
         self
     }
 
