@@ -103,9 +103,15 @@ else
     failed=$((failed + 1))
 fi
 
+# Two lanes, same assertions: Quadlet units (the generator above), then plain systemd
+# services as on a Podman without Quadlet (< 4.4), forced with SANDBOXCTL_QUADLET=none.
+# Each lane's time is in the summary.
 if [[ $built -eq 0 ]]; then
-    run "system tests (as $TEST_USER)" \
+    run "system tests, Quadlet lane (as $TEST_USER)" \
         env SANDBOXCTL_BIN="$bin_dir/sandboxctl" \
+        "$root/tests/system/as-user.sh" "$bin_dir/system-tests" --test-threads=1 "$@"
+    run "system tests, plain-service lane (as $TEST_USER, SANDBOXCTL_QUADLET=none)" \
+        env SANDBOXCTL_BIN="$bin_dir/sandboxctl" SANDBOXCTL_QUADLET=none \
         "$root/tests/system/as-user.sh" "$bin_dir/system-tests" --test-threads=1 "$@"
 else
     results+=("FAIL  system tests (not built)")

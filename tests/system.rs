@@ -60,7 +60,7 @@ fn t1_enable_reload_generates_service_and_start_brings_it_up() {
     );
     // No daemon-reload here: `enable` must have made the manager reload (and so run the
     // generator) before it returned.
-    let generated = env.generator_dir().join(c.unit());
+    let generated = env.loaded_unit_file(&c.unit());
     assert!(
         generated.is_file(),
         "the Quadlet generator produced no {} after `enable`:\n{out}",
@@ -729,7 +729,7 @@ fn t8_disable_removes_unit_and_container_and_purge_removes_data() {
     let out = sbx(["disable", &keep.name]).run().success();
     assert!(!keep.unit_file().exists(), "unit file still there:\n{out}");
     assert!(
-        !env.generator_dir().join(keep.unit()).exists(),
+        !env.loaded_unit_file(&keep.unit()).exists(),
         "generated unit still there after reload"
     );
     let load = unit_property(&keep.unit(), "LoadState");

@@ -72,7 +72,7 @@ fn leak_sites(c: &Client) -> Vec<(String, String)> {
     sites.push(("unit file".to_owned(), read(&c.unit_file())));
     sites.push((
         "generated service".to_owned(),
-        read(&env().generator_dir().join(c.unit())),
+        read(&env().loaded_unit_file(&c.unit())),
     ));
     sites.push((
         "systemctl --user show".to_owned(),

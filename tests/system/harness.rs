@@ -28,6 +28,9 @@ pub struct Env {
     pub home: PathBuf,
     pub runtime_dir: PathBuf,
     pub uid: u32,
+    /// `SANDBOXCTL_QUADLET=none`: the run writes plain services instead of Quadlet units
+    /// (the lane for hosts whose Podman has no generator).
+    pub plain: bool,
 }
 
 impl Env {
@@ -44,6 +47,16 @@ impl Env {
     /// Where the user manager's generators write their units.
     pub fn generator_dir(&self) -> PathBuf {
         self.runtime_dir.join("systemd/generator")
+    }
+
+    /// The file the user manager loads `unit` from: the generated service in the
+    /// Quadlet lane, the plain service `enable` wrote in the plain lane.
+    pub fn loaded_unit_file(&self, unit: &str) -> PathBuf {
+        if self.plain {
+            self.home.join(".config/systemd/user").join(unit)
+        } else {
+            self.generator_dir().join(unit)
+        }
     }
 }
 
@@ -120,6 +133,7 @@ pub fn env() -> &'static Env {
             home: home.expect("checked above"),
             runtime_dir: runtime_dir.expect("checked above"),
             uid,
+            plain: std::env::var_os("SANDBOXCTL_QUADLET").is_some_and(|v| v == "none"),
         }
     })
 }
@@ -402,10 +416,15 @@ impl Client {
         format!("agent-{}", self.name)
     }
 
+    /// The unit `enable` writes: the `.container`, or the plain service in the plain lane.
     pub fn unit_file(&self) -> PathBuf {
-        env()
-            .unit_dir()
-            .join(format!("agent-{}.container", self.name))
+        if env().plain {
+            env().loaded_unit_file(&self.unit())
+        } else {
+            env()
+                .unit_dir()
+                .join(format!("agent-{}.container", self.name))
+        }
     }
 
     pub fn data_dir(&self) -> PathBuf {
