@@ -325,8 +325,11 @@ impl Sandbox<'_> {
         out.push(own("history", &format!("{HOME}/.history"))?);
         if s.network == NetworkMode::Allowlist {
             // `%t` is expanded by systemd; the directory is created by the socket unit.
+            // Read-only: connect(2) works on a socket in a read-only mount, and the
+            // agent cannot fill the shared runtime tmpfs through it. `Z` still gives
+            // the directory the container's private label, which connecting needs.
             out.push(format!(
-                "{}:{}:rw,Z",
+                "{}:{}:ro,Z",
                 proxy_units::socket_dir_specifier(self.client),
                 proxy_units::CONTAINER_SOCKET_DIR
             ));

@@ -9,6 +9,8 @@
 #[path = "system/harness.rs"]
 mod harness;
 
+#[path = "system/boundary.rs"]
+mod boundary;
 #[path = "system/credentials.rs"]
 mod credentials;
 #[path = "system/network.rs"]

@@ -42,6 +42,10 @@ pub fn disable(layout: &Layout, name: &str, purge: bool) -> Result<()> {
         std::fs::remove_file(&unit_path)
             .with_context(|| format!("cannot remove {}", unit_path.display()))?;
     }
+    crate::proxy_units::remove_client(layout, &client)?;
+    // The socket directory is runtime state in the small, shared $XDG_RUNTIME_DIR; its
+    // socket unit is stopped, so nothing recreates it.
+    crate::proxy_units::remove_socket_dir(&client)?;
     systemd.reload()?;
     systemd.reset_failed(&unit)?;
     // A container left by an earlier failure must not outlive the client.
