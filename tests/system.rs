@@ -11,6 +11,8 @@ mod harness;
 
 #[path = "system/credentials.rs"]
 mod credentials;
+#[path = "system/doctor.rs"]
+mod doctor;
 #[path = "system/network.rs"]
 mod network;
 
