@@ -13,6 +13,8 @@ mod harness;
 mod boundary;
 #[path = "system/credentials.rs"]
 mod credentials;
+#[path = "system/doctor.rs"]
+mod doctor;
 #[path = "system/network.rs"]
 mod network;
 
