@@ -399,10 +399,21 @@ pub fn proxy_units(c: &mut Checks, layout: &Layout, needed: bool) {
             return;
         }
     };
+    let private_copy = crate::proxy_units::binary_path(layout);
     match exec_start_binary(&text) {
-        Some(bin) if is_executable(&bin) => c.ok(
+        Some(bin) if is_executable(&bin) && bin == private_copy => c.ok(
             "proxy units",
             format!("{} runs {}", path.display(), bin.display()),
+        ),
+        Some(bin) if is_executable(&bin) => c.warn(
+            "proxy units",
+            format!(
+                "{} runs {}, not sandboxctl's private copy {}",
+                path.display(),
+                bin.display(),
+                private_copy.display()
+            ),
+            "run `sandboxctl enable CLIENT` again: it installs the copy no sandbox can reach",
         ),
         Some(bin) => c.fail(
             "proxy units",
@@ -488,49 +499,86 @@ pub fn client(
     let running = state(&service).is_some_and(UnitState::is_active);
     if settings.network == NetworkMode::Allowlist {
         let socket = crate::proxy_units::socket_unit(client);
-        match state(&socket) {
-            None => {}
-            Some(s) if s.is_active() => c.ok("proxy socket", format!("{socket} {}", s.sub_state)),
-            Some(s) if !running => c.ok(
-                "proxy socket",
-                format!("{socket} {}: it starts with the sandbox", s.active_state),
-            ),
-            Some(s) => c.fail(
-                "proxy socket",
-                format!("{socket} {} ({}): the sandbox has no way out", s.active_state, s.sub_state),
-                format!("`systemctl --user start {socket}`, or `sandboxctl enable {client}` if it is not found"),
-            ),
-        }
-        let policy = layout.policy_path(client);
-        match crate::proxy::policy::load(&policy) {
-            Ok(p) => c.ok(
-                "policy",
-                format!(
-                    "{}: {} allow rules, bundles {}",
-                    policy.display(),
-                    p.effective_allow().len(),
-                    if p.bundles.is_empty() {
-                        "none".to_owned()
-                    } else {
-                        p.bundles
-                            .iter()
-                            .map(ToString::to_string)
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    }
-                ),
-            ),
-            Err(e) => c.fail(
-                "policy",
-                format!("{e:#}; every connection is refused"),
-                format!(
-                    "fix {} (or move it away and run `sandboxctl enable {client}` for a new one)",
-                    policy.display()
-                ),
-            ),
-        }
+        client_proxy(&mut c, layout, client, state(&socket), running);
     }
     c
+}
+
+/// The allowlist parts of a client: its proxy socket, drop-in and policy.
+fn client_proxy(
+    c: &mut Checks,
+    layout: &Layout,
+    client: &ClientName,
+    state: Option<&UnitState>,
+    running: bool,
+) {
+    let socket = crate::proxy_units::socket_unit(client);
+    match state {
+        None => {}
+        Some(s) if s.is_active() => c.ok("proxy socket", format!("{socket} {}", s.sub_state)),
+        Some(s) if !running => c.ok(
+            "proxy socket",
+            format!("{socket} {}: it starts with the sandbox", s.active_state),
+        ),
+        Some(s) => c.fail(
+            "proxy socket",
+            format!("{socket} {} ({}): the sandbox has no way out", s.active_state, s.sub_state),
+            format!("`systemctl --user start {socket}`, or `sandboxctl enable {client}` if it is not found"),
+        ),
+    }
+    let dropin = crate::proxy_units::dropin_path(layout, client);
+    let policy = layout.policy_path(client);
+    let want =
+        crate::proxy_units::render_dropin(&crate::proxy_units::binary_path(layout), &policy).ok();
+    match std::fs::read_to_string(&dropin) {
+        Ok(t) if Some(&t) == want.as_ref() => {
+            c.ok("proxy drop-in", dropin.display().to_string());
+        }
+        Ok(_) => c.fail(
+            "proxy drop-in",
+            format!(
+                "{} is not what `enable` writes for {}: the proxy may enforce another policy than `sandboxctl policy` shows",
+                dropin.display(),
+                policy.display()
+            ),
+            format!("`sandboxctl enable {client}` (with the same AGENT_SANDBOX_DATA) rewrites it"),
+        ),
+        Err(_) => c.fail(
+            "proxy drop-in",
+            format!(
+                "{} is missing: the proxy reads the policy at the default location",
+                dropin.display()
+            ),
+            format!("`sandboxctl enable {client}` writes it"),
+        ),
+    }
+    match crate::proxy::policy::load(&policy) {
+        Ok(p) => c.ok(
+            "policy",
+            format!(
+                "{}: {} allow rules, bundles {}",
+                policy.display(),
+                p.effective_allow().len(),
+                if p.bundles.is_empty() {
+                    "none".to_owned()
+                } else {
+                    p.bundles
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                }
+            ),
+        ),
+        Err(e) => c.fail(
+            "policy",
+            format!("{e:#}; every connection is refused"),
+            format!(
+                "fix {} (or move it away and run `sandboxctl enable {client}` for a new one)",
+                policy.display()
+            ),
+        ),
+    }
 }
 
 /// The live checks of a running sandbox. Everything about the container's process is

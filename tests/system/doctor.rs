@@ -33,7 +33,13 @@ fn d1_healthy_client_passes_and_a_corrupt_policy_is_named() {
     c.enable(&["--network", "allowlist"]);
     let area = format!("client {}", c.name);
     let out = sbx(["doctor"]).run().success();
-    for check in ["unit file", "unit", "proxy socket", "policy"] {
+    for check in [
+        "unit file",
+        "unit",
+        "proxy socket",
+        "proxy drop-in",
+        "policy",
+    ] {
         let l = line(&out, &area, check);
         assert!(l.trim_start().starts_with("ok"), "{check}: {l}\n{out}");
     }
