@@ -65,6 +65,18 @@ pub enum Command {
         #[arg(required = true, last = true)]
         command: Vec<String>,
     },
+    /// Check the host and every client, and say how to fix what is wrong.
+    ///
+    /// Exit status 0 only when no check failed (warnings do not fail).
+    Doctor {
+        /// Also start (or use) this client's sandbox and check its isolation from the
+        /// host side and through its egress proxy.
+        #[arg(long, value_name = "CLIENT")]
+        live: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show a client's logs.
     Logs {
         client: String,

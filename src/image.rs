@@ -276,8 +276,9 @@ fn safe_stem(path: &Path) -> String {
     }
 }
 
-/// Size and agent versions of a built image, from `podman image inspect`.
-fn inspect(image: &str) -> Result<BuildSummary> {
+/// Size and agent versions of an image in the user's store, from `podman image inspect`
+/// (the versions are the image's labels).
+pub fn inspect(image: &str) -> Result<BuildSummary> {
     let format = format!(
         "{{{{.Size}}}}\t{{{{index .Labels \"{LABEL_CLAUDE}\"}}}}\t\
          {{{{index .Labels \"{LABEL_CODEX}\"}}}}\t{{{{index .Labels \"{LABEL_NODE}\"}}}}"

@@ -6,6 +6,7 @@ pub mod claude_login;
 pub mod cli;
 pub mod client;
 mod cmd;
+pub mod doctor;
 pub mod escape;
 pub mod host;
 pub mod image;

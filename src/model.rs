@@ -502,11 +502,14 @@ fn mounts(sandbox: &Sandbox<'_>) -> Result<Vec<Mount>> {
         Some(Relabel::Private),
     )?;
     if s.network == NetworkMode::Allowlist {
-        // The directory is created by the socket unit.
+        // The directory is created by the socket unit. Read-only: connect(2) works on a
+        // socket in a read-only mount, and the agent cannot fill the shared runtime
+        // tmpfs through it. `Z` still gives the directory the container's private
+        // label, which connecting needs.
         bind(
             BindSource::Runtime(proxy_units::socket_dir_relative(sandbox.client)),
             proxy_units::CONTAINER_SOCKET_DIR.to_owned(),
-            Access::ReadWrite,
+            Access::ReadOnly,
             Some(Relabel::Private),
         )?;
     }

@@ -1,9 +1,18 @@
 //! The egress proxy's systemd template units (`systemd/sandboxctl-proxy@.socket` and
-//! `.service`), installed into the user's unit directory with the path of this
-//! sandboxctl binary and the host's logging adaptation. One pair serves every client:
-//! the instance name is the client name.
+//! `.service`), installed into the user's unit directory with the host's logging
+//! adaptation. One pair serves every client: the instance name is the client name.
+//!
+//! The service runs a copy of sandboxctl in `Layout::libexec_dir`, never the binary that
+//! ran `enable`: that one may lie in a project or a read-write mount, where the agent
+//! could replace it and have its code run on the host at the next connection. Each
+//! client gets a drop-in naming the absolute policy file the CLI edits, so the proxy
+//! enforces exactly that file whatever `AGENT_SANDBOX_DATA` or `XDG_DATA_HOME` the user
+//! manager has.
 
-use std::path::Path;
+use std::fs;
+use std::io::{self, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
@@ -73,22 +82,223 @@ pub fn render_service(exe: &Path, journald: bool) -> Result<String> {
     Ok(out)
 }
 
-/// Writes the template units if they differ from what is installed; returns whether
-/// anything changed (systemd must then be reloaded).
+/// The file name of the proxy's copy of sandboxctl in `Layout::libexec_dir`.
+pub const BINARY_FILE: &str = "sandboxctl";
+
+/// The file name of a client's drop-in in `sandboxctl-proxy@<client>.service.d/`.
+pub const DROPIN_FILE: &str = "sandboxctl.conf";
+
+/// The binary the proxy units run.
+pub fn binary_path(layout: &Layout) -> PathBuf {
+    layout.libexec_dir.join(BINARY_FILE)
+}
+
+/// The directory of a client's drop-ins for its proxy service.
+pub fn dropin_dir(layout: &Layout, client: &ClientName) -> PathBuf {
+    layout
+        .systemd_user_dir
+        .join(format!("{}.d", service_unit(client)))
+}
+
+/// The drop-in file `enable` writes for a client.
+pub fn dropin_path(layout: &Layout, client: &ClientName) -> PathBuf {
+    dropin_dir(layout, client).join(DROPIN_FILE)
+}
+
+/// Writes the template units if they differ from what is installed, after making the
+/// proxy's copy of this sandboxctl binary; returns whether any unit file changed
+/// (systemd must then be reloaded).
 pub fn install(layout: &Layout, journald: bool) -> Result<bool> {
     let exe = std::env::current_exe().context("cannot find the path of the sandboxctl binary")?;
-    let service = render_service(&exe, journald)?;
-    std::fs::create_dir_all(&layout.systemd_user_dir)
+    install_from(layout, &exe, journald)
+}
+
+/// `install` with the binary to copy given.
+fn install_from(layout: &Layout, exe: &Path, journald: bool) -> Result<bool> {
+    install_binary(exe, &layout.libexec_dir)?;
+    let service = render_service(&binary_path(layout), journald)?;
+    fs::create_dir_all(&layout.systemd_user_dir)
         .with_context(|| format!("cannot create {}", layout.systemd_user_dir.display()))?;
     let mut changed = false;
     for (name, text) in [(SOCKET_FILE, SOCKET), (SERVICE_FILE, service.as_str())] {
         let path = layout.systemd_user_dir.join(name);
-        if std::fs::read_to_string(&path).ok().as_deref() != Some(text) {
+        if fs::read_to_string(&path).ok().as_deref() != Some(text) {
             crate::atomic::write(&path, text.as_bytes(), 0o644)?;
             changed = true;
         }
     }
     Ok(changed)
+}
+
+/// Copies `source` to `dir/sandboxctl` (the directory made 0700, the copy 0700) unless
+/// an identical copy is there; returns whether it wrote one. The copy replaces the old
+/// one atomically, so a proxy starting meanwhile runs the old binary or the new one.
+fn install_binary(source: &Path, dir: &Path) -> Result<bool> {
+    crate::layout::create_private_dir(dir)?;
+    let target = dir.join(BINARY_FILE);
+    if same_content(source, &target)? {
+        return Ok(false);
+    }
+    let mut from = fs::File::open(source)
+        .with_context(|| format!("cannot read the sandboxctl binary {}", source.display()))?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".sandboxctl-")
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
+    tmp.as_file()
+        .set_permissions(fs::Permissions::from_mode(0o700))
+        .with_context(|| {
+            format!(
+                "cannot set permissions on a temporary file in {}",
+                dir.display()
+            )
+        })?;
+    io::copy(&mut from, &mut tmp)
+        .and_then(|_| tmp.flush())
+        .and_then(|()| tmp.as_file().sync_all())
+        .with_context(|| format!("cannot copy {} to {}", source.display(), target.display()))?;
+    tmp.persist(&target)
+        .map_err(|e| e.error)
+        .with_context(|| format!("cannot replace {}", target.display()))?;
+    if let Ok(d) = fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(true)
+}
+
+/// Whether `a` and `b` hold the same bytes; false when `b` does not exist.
+fn same_content(a: &Path, b: &Path) -> Result<bool> {
+    let mut fb = match fs::File::open(b) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", b.display())),
+    };
+    let mut fa = fs::File::open(a)
+        .with_context(|| format!("cannot read the sandboxctl binary {}", a.display()))?;
+    let len = |f: &fs::File, p: &Path| {
+        f.metadata()
+            .map(|m| m.len())
+            .with_context(|| format!("cannot read {}", p.display()))
+    };
+    if len(&fa, a)? != len(&fb, b)? {
+        return Ok(false);
+    }
+    let mut ba = vec![0u8; 1 << 16];
+    let mut bb = vec![0u8; 1 << 16];
+    loop {
+        let n =
+            read_full(&mut fa, &mut ba).with_context(|| format!("cannot read {}", a.display()))?;
+        let m =
+            read_full(&mut fb, &mut bb).with_context(|| format!("cannot read {}", b.display()))?;
+        if n != m || ba[..n] != bb[..m] {
+            return Ok(false);
+        }
+        if n == 0 {
+            return Ok(true);
+        }
+    }
+}
+
+/// Reads until `buf` is full or the file ends.
+fn read_full(f: &mut fs::File, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match f.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+/// A client's drop-in: the proxy runs with the absolute path of the policy file that
+/// `allow`, `deny` and `policy` use.
+pub fn render_dropin(exe: &Path, policy: &Path) -> Result<String> {
+    if !policy.is_absolute() {
+        bail!(
+            "the policy path {} is not absolute; set AGENT_SANDBOX_DATA or XDG_DATA_HOME to an absolute directory",
+            policy.display()
+        );
+    }
+    let word = |what: &str, p: &Path| -> Result<crate::escape::Word> {
+        let s = p.to_str().with_context(|| {
+            format!("the {what} {} is not UTF-8; use a UTF-8 path", p.display())
+        })?;
+        crate::escape::word(what, s)
+    };
+    let exe = word("sandboxctl path", exe)?;
+    let policy = word("policy path", policy)?;
+    Ok(format!(
+        "# Written by `sandboxctl enable`, removed by `sandboxctl disable`: the policy this\n\
+         # client's proxy enforces is the file the CLI edits.\n\
+         [Service]\n\
+         ExecStart=\n\
+         ExecStart={exe} proxy --client %i --systemd-socket --policy {policy}\n"
+    ))
+}
+
+/// Writes the client's drop-in if it differs; returns whether it changed.
+pub fn install_client(layout: &Layout, client: &ClientName) -> Result<bool> {
+    let text = render_dropin(&binary_path(layout), &layout.policy_path(client))?;
+    let path = dropin_path(layout, client);
+    if fs::read_to_string(&path).ok().as_deref() == Some(text.as_str()) {
+        return Ok(false);
+    }
+    let dir = dropin_dir(layout, client);
+    fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    crate::atomic::write(&path, text.as_bytes(), 0o644)?;
+    Ok(true)
+}
+
+/// The client's drop-in as it is on disk, if any.
+pub fn existing_dropin(layout: &Layout, client: &ClientName) -> Result<Option<String>> {
+    let path = dropin_path(layout, client);
+    match fs::read_to_string(&path) {
+        Ok(t) => Ok(Some(t)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+/// Removes the client's drop-in, and its directory when nothing else is in it (a
+/// drop-in the user added stays); returns whether the drop-in was there.
+pub fn remove_client(layout: &Layout, client: &ClientName) -> Result<bool> {
+    let path = dropin_path(layout, client);
+    let removed = match fs::remove_file(&path) {
+        Ok(()) => true,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+        Err(e) => return Err(e).with_context(|| format!("cannot remove {}", path.display())),
+    };
+    // Fails (and is left) when the user put something else there.
+    let _ = fs::remove_dir(dropin_dir(layout, client));
+    Ok(removed)
+}
+
+/// The host directory of a client's proxy socket, `$XDG_RUNTIME_DIR/agent-sandbox/proxy/
+/// <client>` (`%t/` + `socket_dir_relative` in unit files).
+pub fn socket_dir(client: &ClientName) -> Option<PathBuf> {
+    let runtime = std::env::var_os("XDG_RUNTIME_DIR").filter(|r| !r.is_empty())?;
+    Some(
+        Path::new(&runtime)
+            .join("agent-sandbox/proxy")
+            .join(client.as_str()),
+    )
+}
+
+/// Deletes a client's socket directory (once its socket unit is stopped); returns the
+/// path when there was one.
+pub fn remove_socket_dir(client: &ClientName) -> Result<Option<PathBuf>> {
+    let Some(dir) = socket_dir(client) else {
+        return Ok(None);
+    };
+    match fs::remove_dir_all(&dir) {
+        Ok(()) => Ok(Some(dir)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("cannot delete {}", dir.display())),
+    }
 }
 
 /// The proxy's log file on a host without journald.
@@ -124,16 +334,178 @@ mod tests {
         assert!(SOCKET.contains("SocketMode=0600"));
     }
 
+    /// A stand-in for the sandboxctl binary.
+    fn fake_binary(dir: &Path, content: &[u8]) -> PathBuf {
+        let path = dir.join("built-sandboxctl");
+        fs::write(&path, content).expect("write the fake binary");
+        path
+    }
+
     #[test]
     fn install_writes_once() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let layout = Layout::under(tmp.path());
-        assert!(install(&layout, true).expect("install"));
+        let exe = fake_binary(tmp.path(), b"binary one");
+        assert!(install_from(&layout, &exe, true).expect("install"));
         assert!(
-            !install(&layout, true).expect("again"),
+            !install_from(&layout, &exe, true).expect("again"),
             "unchanged the second time"
         );
         assert!(layout.systemd_user_dir.join(SOCKET_FILE).is_file());
-        assert!(install(&layout, false).expect("adaptation changes it"));
+        assert!(install_from(&layout, &exe, false).expect("adaptation changes it"));
+    }
+
+    #[test]
+    fn the_unit_runs_a_private_copy_not_the_binary_that_ran_enable() {
+        use std::os::unix::fs::MetadataExt;
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let layout = Layout::under(tmp.path());
+        let exe = fake_binary(tmp.path(), b"binary one");
+        install_from(&layout, &exe, true).expect("install");
+
+        let copy = binary_path(&layout);
+        assert_eq!(fs::read(&copy).expect("the copy"), b"binary one");
+        let mode = |p: &Path| fs::metadata(p).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode(&layout.libexec_dir), 0o700);
+        assert_eq!(mode(&copy), 0o700);
+        let service =
+            fs::read_to_string(layout.systemd_user_dir.join(SERVICE_FILE)).expect("service");
+        let exec = service
+            .lines()
+            .find(|l| l.starts_with("ExecStart="))
+            .expect("ExecStart");
+        assert_eq!(
+            exec,
+            format!(
+                "ExecStart=\"{}\" proxy --client %i --systemd-socket",
+                copy.display()
+            )
+        );
+        assert!(!service.contains(exe.to_str().expect("UTF-8")), "{service}");
+
+        // The same content again: the copy is left alone (same inode, no temp files).
+        let ino = fs::metadata(&copy).expect("meta").ino();
+        install_from(&layout, &exe, true).expect("again");
+        assert_eq!(fs::metadata(&copy).expect("meta").ino(), ino, "rewritten");
+
+        // A new build: replaced by rename (a new inode), nothing left behind.
+        fs::write(&exe, b"binary two, longer").expect("rebuild");
+        install_from(&layout, &exe, true).expect("update");
+        assert_eq!(fs::read(&copy).expect("the copy"), b"binary two, longer");
+        assert_ne!(
+            fs::metadata(&copy).expect("meta").ino(),
+            ino,
+            "not replaced"
+        );
+        let names: Vec<_> = fs::read_dir(&layout.libexec_dir)
+            .expect("readdir")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(names, [BINARY_FILE]);
+
+        // Same length, different bytes: still replaced.
+        fs::write(&exe, b"binary TWO, longer").expect("rebuild");
+        install_from(&layout, &exe, true).expect("update");
+        assert_eq!(fs::read(&copy).expect("the copy"), b"binary TWO, longer");
+    }
+
+    #[test]
+    fn a_missing_binary_is_an_error_naming_it() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let layout = Layout::under(tmp.path());
+        let err = install_from(&layout, &tmp.path().join("gone"), true)
+            .expect_err("no binary")
+            .to_string();
+        assert!(err.contains("gone"), "{err}");
+        assert!(!layout.systemd_user_dir.join(SERVICE_FILE).exists());
+    }
+
+    #[test]
+    fn dropin_gives_the_proxy_the_absolute_policy_path() {
+        let text = render_dropin(
+            Path::new("/home/u/.local/libexec/sandboxctl/sandboxctl"),
+            Path::new("/srv/data 100%/$x/clients/acme/config/network.toml"),
+        )
+        .expect("render");
+        assert!(text.contains("[Service]\nExecStart=\nExecStart="), "{text}");
+        assert!(
+            text.ends_with(
+                "ExecStart=\"/home/u/.local/libexec/sandboxctl/sandboxctl\" proxy --client %i \
+                 --systemd-socket --policy \"/srv/data 100%%/$$x/clients/acme/config/network.toml\"\n"
+            ),
+            "{text}"
+        );
+        let err = render_dropin(Path::new("/bin/sandboxctl"), Path::new("data/network.toml"))
+            .expect_err("relative")
+            .to_string();
+        assert!(err.contains("not absolute"), "{err}");
+        assert!(render_dropin(Path::new("/bin/x"), Path::new("/a\nb")).is_err());
+    }
+
+    #[test]
+    fn client_dropin_is_written_once_and_removed() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let layout = Layout::under(tmp.path());
+        let client = ClientName::parse("acme").expect("name");
+        assert!(install_client(&layout, &client).expect("write"));
+        assert!(!install_client(&layout, &client).expect("again"));
+        let path = dropin_path(&layout, &client);
+        assert_eq!(
+            path,
+            tmp.path()
+                .join("systemd-user/sandboxctl-proxy@acme.service.d/sandboxctl.conf")
+        );
+        let text = fs::read_to_string(&path).expect("drop-in");
+        let policy = layout.policy_path(&client);
+        assert!(
+            text.contains(&format!("--policy \"{}\"", policy.display())),
+            "{text}"
+        );
+        assert_eq!(
+            existing_dropin(&layout, &client).expect("read").as_deref(),
+            Some(text.as_str())
+        );
+
+        assert!(remove_client(&layout, &client).expect("remove"));
+        assert!(!dropin_dir(&layout, &client).exists());
+        assert!(!remove_client(&layout, &client).expect("twice"));
+
+        // A drop-in of the user's own in the same directory stays.
+        install_client(&layout, &client).expect("write");
+        let mine = dropin_dir(&layout, &client).join("mine.conf");
+        fs::write(&mine, "[Service]\n").expect("user drop-in");
+        assert!(remove_client(&layout, &client).expect("remove"));
+        assert!(mine.is_file());
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn service_template_hardening() {
+        for line in [
+            "LimitNOFILE=4096",
+            "NoNewPrivileges=yes",
+            "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6",
+            "MemoryDenyWriteExecute=yes",
+            "ProtectSystem=strict",
+            "ProtectHome=read-only",
+            "PrivateTmp=yes",
+        ] {
+            assert!(SERVICE.lines().any(|l| l == line), "missing {line}");
+        }
+        // Directives that stop the proxy from starting under an unprivileged user
+        // manager (218/CAPABILITIES or 226/NAMESPACE), measured on systemd 252.
+        for key in [
+            "PrivateUsers=",
+            "PrivateDevices=",
+            "CapabilityBoundingSet=",
+            "ProtectKernelModules=",
+            "ProtectKernelLogs=",
+            "ProtectClock=",
+        ] {
+            assert!(
+                !SERVICE.lines().any(|l| l.starts_with(key)),
+                "{key} must not be set"
+            );
+        }
     }
 }

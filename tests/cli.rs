@@ -316,7 +316,7 @@ fn allowlist_is_the_default_and_has_no_network_but_the_proxy() {
             "Network=none",
             "Wants=sandboxctl-proxy@acme.socket",
             "After=sandboxctl-proxy@acme.socket",
-            "Volume=%t/agent-sandbox/proxy/acme:/run/sandbox-proxy:rw,Z",
+            "Volume=%t/agent-sandbox/proxy/acme:/run/sandbox-proxy:ro,Z",
             "Environment=\"HTTPS_PROXY=http://127.0.0.1:3128\"",
             "Environment=\"no_proxy=localhost,127.0.0.1\"",
         ] {

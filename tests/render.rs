@@ -223,7 +223,7 @@ fn allowlist_has_no_network_but_the_proxy_socket() {
         has_pair(
             &argv,
             "-v",
-            "%t/agent-sandbox/proxy/acme:/run/sandbox-proxy:rw,Z"
+            "%t/agent-sandbox/proxy/acme:/run/sandbox-proxy:ro,Z"
         ),
         "{argv:?}"
     );

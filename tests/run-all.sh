@@ -2,12 +2,14 @@
 # The project's whole test command: formatting, lints, unit and CLI tests, the image
 # checks and the system tests on a real systemd user manager with rootless Podman.
 #
-#   sudo tests/system/setup-host.sh   # once per boot (idempotent)
-#   sudo tests/run-all.sh
+#   tests/system/setup-host.sh   # once per boot (idempotent)
+#   tests/run-all.sh
 #
-# Runs as root (it builds here and runs the system tests as the unprivileged test user
-# through tests/system/as-user.sh). Extra arguments are passed to the system test binary,
-# e.g. `tests/run-all.sh enable_writes_unit` to run one system test.
+# Runs as root (it builds the image in root's store and runs the system tests as the
+# unprivileged test user through tests/system/as-user.sh); a normal user is taken there
+# with sudo, and cargo then runs as that user, so the checkout and ~/.cargo stay theirs.
+# Extra arguments are passed to the system test binary, e.g.
+# `tests/run-all.sh enable_writes_unit` to run one system test.
 # Exits non-zero if any step failed, after running every step it can.
 set -uo pipefail
 
@@ -18,15 +20,28 @@ cd "$root" || exit 1
 
 bin_dir=/var/tmp/sandboxctl-test/bin
 
-[[ $(id -u) -eq 0 ]] || die "run as root (the system tests switch to the test user): sudo $0"
+if [[ $(id -u) -ne 0 ]]; then
+    command -v sudo >/dev/null || die "run as root (the system tests switch to the test user), or install sudo"
+    exec sudo -- env PATH="$PATH" "$0" "$@"
+fi
+
+# as_invoker CMD… — CMD as the user who ran this script through sudo, else as root.
+as_invoker() {
+    if [[ -n ${SUDO_UID:-} && ${SUDO_UID:-0} -ne 0 ]]; then
+        setpriv --reuid="$SUDO_UID" --regid="${SUDO_GID:?}" --init-groups \
+            env HOME="$(getent passwd "$SUDO_UID" | cut -d: -f6)" PATH="$PATH" "$@"
+    else
+        "$@"
+    fi
+}
 
 # --- prerequisites: fail loudly, never skip -------------------------------------------
-[[ -r $SBX_ENV_FILE ]] || die "$SBX_ENV_FILE is missing: the host is not prepared for the system tests. Run 'sudo tests/system/setup-host.sh' first."
+[[ -r $SBX_ENV_FILE ]] || die "$SBX_ENV_FILE is missing: the host is not prepared for the system tests. Run 'tests/system/setup-host.sh' first."
 load_env
 state=$(user_manager_state "$TEST_UID" "$TEST_USER" "$TEST_HOME")
 [[ $state == running || $state == degraded ]] ||
-    die "the systemd user manager of $TEST_USER is not running (state: $state). Run 'sudo tests/system/setup-host.sh' again."
-[[ -x $SANDBOXCTL_QUADLET ]] || die "the Quadlet generator $SANDBOXCTL_QUADLET is missing. Run 'sudo tests/system/setup-host.sh' again."
+    die "the systemd user manager of $TEST_USER is not running (state: $state). Run 'tests/system/setup-host.sh' again."
+[[ -x $SANDBOXCTL_QUADLET ]] || die "the Quadlet generator $SANDBOXCTL_QUADLET is missing. Run 'tests/system/setup-host.sh' again."
 export SANDBOXCTL_QUADLET
 
 results=()
@@ -49,15 +64,15 @@ run() {
     return $rc
 }
 
-run "cargo fmt --check" cargo fmt --all --check
-run "cargo clippy" cargo clippy --all-targets --features system-tests -- -D warnings
-run "cargo test" cargo test --all-targets
+run "cargo fmt --check" as_invoker cargo fmt --all --check
+run "cargo clippy" as_invoker cargo clippy --all-targets --features system-tests -- -D warnings
+run "cargo test" as_invoker cargo test --all-targets
 
 # --- build the binaries the test user runs --------------------------------------------
 build_system_tests() {
     local json exe
-    cargo build --bin sandboxctl || return 1
-    json=$(cargo test --features system-tests --test system --no-run --message-format=json) || return 1
+    as_invoker cargo build --bin sandboxctl || return 1
+    json=$(as_invoker cargo test --features system-tests --test system --no-run --message-format=json) || return 1
     exe=$(jq -r 'select(.reason == "compiler-artifact" and .target.name == "system" and .executable != null) | .executable' <<<"$json" | tail -n 1)
     [[ -n $exe && -x $exe ]] || {
         echo "cannot find the system test binary in cargo's output" >&2
@@ -117,6 +132,27 @@ else
     results+=("FAIL  system tests (not built)")
     failed=$((failed + 1))
 fi
+
+# --- nothing of the test user's is owned by anyone else ----------------------------------
+# A root process that touches the test user's runtime dir or home (a root podman with that
+# user's XDG_RUNTIME_DIR, say) leaves files the user cannot use: on a fresh machine every
+# later rootless container fails. Files owned by the user's subordinate ids are the user's
+# own containers' and are fine.
+ownership_guard() {
+    local sub_start sub_count foreign
+    IFS=: read -r _ sub_start sub_count < <(grep "^$TEST_USER:" /etc/subuid | head -n 1)
+    [[ -n $sub_start && -n $sub_count ]] || { echo "no /etc/subuid range for $TEST_USER" >&2; return 1; }
+    foreign=$(find "$TEST_HOME" "$TEST_RUNTIME_DIR" -xdev -printf '%U %p\n' 2>/dev/null |
+        awk -v u="$TEST_UID" -v s="$sub_start" -v n="$sub_count" \
+            '$1 != u && ($1 < s || $1 >= s + n) { print }')
+    if [[ -n $foreign ]]; then
+        echo "owned by another user under $TEST_HOME or $TEST_RUNTIME_DIR:" >&2
+        head -n 20 <<<"$foreign" >&2
+        return 1
+    fi
+    echo "every file under $TEST_HOME and $TEST_RUNTIME_DIR belongs to $TEST_USER or its subordinate ids"
+}
+run "ownership of the test user's files" ownership_guard
 
 printf '\n==> summary\n' >&2
 printf '%s\n' "${results[@]}" >&2

@@ -9,8 +9,12 @@
 #[path = "system/harness.rs"]
 mod harness;
 
+#[path = "system/boundary.rs"]
+mod boundary;
 #[path = "system/credentials.rs"]
 mod credentials;
+#[path = "system/doctor.rs"]
+mod doctor;
 #[path = "system/network.rs"]
 mod network;
 

@@ -43,6 +43,10 @@ pub fn disable(layout: &Layout, name: &str, purge: bool) -> Result<()> {
     for path in &units {
         std::fs::remove_file(path).with_context(|| format!("cannot remove {}", path.display()))?;
     }
+    crate::proxy_units::remove_client(layout, &client)?;
+    // The socket directory is runtime state in the small, shared $XDG_RUNTIME_DIR; its
+    // socket unit is stopped, so nothing recreates it.
+    crate::proxy_units::remove_socket_dir(&client)?;
     systemd.reload()?;
     systemd.reset_failed(&unit)?;
     // A container left by an earlier failure must not outlive the client.

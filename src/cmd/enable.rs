@@ -36,6 +36,8 @@ struct Before {
     units: Vec<(PathBuf, Option<String>)>,
     settings: Option<Vec<u8>>,
     client_dir_existed: bool,
+    /// The client's proxy drop-in (`sandboxctl-proxy@<client>.service.d/`).
+    proxy_dropin: Option<String>,
 }
 
 impl Before {
@@ -49,6 +51,14 @@ impl Before {
                 },
             };
         }
+        let _ = match &self.proxy_dropin {
+            Some(text) => crate::atomic::write(
+                &crate::proxy_units::dropin_path(layout, client),
+                text.as_bytes(),
+                0o644,
+            ),
+            None => crate::proxy_units::remove_client(layout, client).map(|_| ()),
+        };
         if !self.client_dir_existed {
             let _ = std::fs::remove_dir_all(layout.client_dir(client));
             let _ = secrets::remove_all(client);
@@ -122,6 +132,7 @@ fn plan(
                     units,
                     settings: std::fs::read(layout.settings_path(client)).ok(),
                     client_dir_existed: layout.client_dir(client).exists(),
+                    proxy_dropin: crate::proxy_units::existing_dropin(layout, client)?,
                 },
             })
         })
@@ -290,6 +301,14 @@ pub fn enable_clients(
         .any(|p| p.settings.network == NetworkMode::Allowlist)
     {
         crate::proxy_units::install(layout, host.journald)?;
+    }
+    // Each allowlist client's proxy enforces the policy file this CLI edits, wherever
+    // AGENT_SANDBOX_DATA put it.
+    for p in planned
+        .iter()
+        .filter(|p| p.settings.network == NetworkMode::Allowlist)
+    {
+        crate::proxy_units::install_client(layout, &p.client)?;
     }
     for p in &planned {
         write(layout, p)?;

@@ -2,6 +2,7 @@
 
 mod attach;
 mod disable;
+mod doctor;
 mod enable;
 mod image;
 mod lifecycle;
@@ -48,6 +49,7 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         Command::Deny { client, hosts } => network::deny(&layout, &client, &hosts),
         Command::Policy { client } => network::policy(&layout, &client),
         Command::Proxy(args) => network::proxy(&layout, &args),
+        Command::Doctor { live, json } => doctor::doctor(&layout, live.as_deref(), json),
         Command::Image(cmd) => image::image(cmd),
         Command::Secret(cmd) => secret::secret(&layout, cmd),
     }

@@ -26,7 +26,7 @@ done
 child_env=(
     HOME="$TEST_HOME" USER="$TEST_USER" LOGNAME="$TEST_USER"
     PATH=/usr/local/bin:/usr/bin:/bin
-    XDG_RUNTIME_DIR="$XDG_RUNTIME_DIR" DBUS_SESSION_BUS_ADDRESS="$DBUS_SESSION_BUS_ADDRESS"
+    XDG_RUNTIME_DIR="$TEST_RUNTIME_DIR" DBUS_SESSION_BUS_ADDRESS="$TEST_BUS_ADDRESS"
 )
 while IFS= read -r name; do
     child_env+=("$name=${!name}")

@@ -19,7 +19,10 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source-path=SCRIPTDIR source=lib/common.sh
 . "$here/lib/common.sh"
 
-[[ $(id -u) -eq 0 ]] || die "run as root (sudo $0)"
+if [[ $(id -u) -ne 0 ]]; then
+    command -v sudo >/dev/null || die "run as root, or install sudo"
+    exec sudo -- "$0" "$@"
+fi
 [[ $SBX_TEST_USER != root ]] || die "the test user must not be root"
 
 export DEBIAN_FRONTEND=noninteractive
@@ -252,8 +255,8 @@ cat >"$SBX_ENV_FILE.new" <<ENV
 TEST_USER=$SBX_TEST_USER
 TEST_UID=$test_uid
 TEST_HOME=$test_home
-XDG_RUNTIME_DIR=$runtime_dir
-DBUS_SESSION_BUS_ADDRESS=unix:path=$runtime_dir/bus
+TEST_RUNTIME_DIR=$runtime_dir
+TEST_BUS_ADDRESS=unix:path=$runtime_dir/bus
 SANDBOXCTL_QUADLET=$quadlet
 SANDBOXCTL_TEST_IMAGE=$image
 USER_MANAGER_PID=$(cat "$pid_file")

@@ -30,17 +30,25 @@ step() {
     log "$name ($(( (e - s) / 1000000 )) ms)"
 }
 
-# load_env — read /run/sandboxctl-test/env into the current shell (KEY=VALUE lines).
+# load_env — read /run/sandboxctl-test/env into shell variables of the current shell
+# (KEY=VALUE lines). Nothing is exported: the test user's runtime dir and bus are
+# TEST_RUNTIME_DIR and TEST_BUS_ADDRESS, never XDG_RUNTIME_DIR/DBUS_SESSION_BUS_ADDRESS of
+# a root process (a root podman with the test user's runtime dir creates root-owned
+# directories there, and that user's containers then fail on a fresh machine).
 load_env() {
-    [[ -r $SBX_ENV_FILE ]] || die "$SBX_ENV_FILE is missing: run 'sudo tests/system/setup-host.sh' first"
+    [[ -r $SBX_ENV_FILE ]] || die "$SBX_ENV_FILE is missing: run 'tests/system/setup-host.sh' first"
     local line key value
     while IFS= read -r line || [[ -n $line ]]; do
         [[ -z $line || $line == \#* ]] && continue
         key=${line%%=*}
         value=${line#*=}
         [[ $key =~ ^[A-Z_][A-Z0-9_]*$ ]] || die "bad line in $SBX_ENV_FILE: $line"
+        # Files written before the keys were renamed.
+        case $key in
+            XDG_RUNTIME_DIR) key=TEST_RUNTIME_DIR ;;
+            DBUS_SESSION_BUS_ADDRESS) key=TEST_BUS_ADDRESS ;;
+        esac
         printf -v "$key" '%s' "$value"
-        export "${key?}"
     done <"$SBX_ENV_FILE"
 }
 
