@@ -12,13 +12,12 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::client::ClientName;
-use crate::host::{Cgroups, HostProfile, Version};
+use crate::host::{Cgroups, HostProfile};
 use crate::layout::Layout;
 use crate::settings::{NetworkMode, Settings};
 use crate::systemd::{Systemd, UnitState};
 
-/// The oldest Podman sandboxctl is tested with.
-pub const OLDEST_PODMAN: Version = Version::new(4, 3, 0);
+pub use crate::host::OLDEST_PODMAN;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -190,10 +189,16 @@ pub fn host_static(host: &HostProfile, user: &User, etc: &Path, systemd_root: &P
             "quadlet",
             format!("generator {} at {}", q.version, q.path.display()),
         ),
-        None => c.fail(
+        // Without a generator the sandboxes run as plain systemd services.
+        None => c.warn(
             "quadlet",
-            "no Quadlet generator found",
-            "install Podman 4.4 or newer (it ships /usr/libexec/podman/quadlet) or set SANDBOXCTL_QUADLET to the generator",
+            match host.unit_target() {
+                crate::host::UnitTarget::Plain { why } => {
+                    format!("not used: sandboxes run as plain systemd services ({why})")
+                }
+                crate::host::UnitTarget::Quadlet(_) => "found".to_owned(),
+            },
+            "nothing needed; Podman 4.4 or newer ships the generator (/usr/libexec/podman/quadlet)",
         ),
     }
     cgroups(&mut c, host.cgroups, user, systemd_root);
@@ -457,7 +462,11 @@ pub fn client(
     states: &[UnitState],
 ) -> Checks {
     let mut c = Checks::new(format!("client {client}"));
-    let unit_path = layout.unit_path(client);
+    // The Quadlet unit, or the plain service where the host has no generator.
+    let unit_path = crate::render::all_unit_paths(layout, client)
+        .into_iter()
+        .find(|p| p.exists())
+        .unwrap_or_else(|| layout.unit_path(client));
     match std::fs::read_to_string(&unit_path) {
         Ok(t) if crate::render::is_ours(&t) => c.ok("unit file", unit_path.display().to_string()),
         Ok(_) => c.fail(
@@ -836,7 +845,7 @@ fn one_line(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::host::fixed_profile;
+    use crate::host::{Version, fixed_profile};
 
     fn user() -> User {
         User {
@@ -882,7 +891,7 @@ mod tests {
         let c = host_static(&old, &user(), &etc, root.path());
         assert_eq!(outcome(&c, "podman"), Outcome::Fail);
         assert_eq!(outcome(&c, "subgid"), Outcome::Fail);
-        assert_eq!(outcome(&c, "quadlet"), Outcome::Fail);
+        assert_eq!(outcome(&c, "quadlet"), Outcome::Warn);
         assert_eq!(outcome(&c, "linger"), Outcome::Ok);
         let fix = c
             .list

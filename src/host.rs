@@ -78,9 +78,10 @@ pub struct Quadlet {
     pub version: Version,
 }
 
-/// The oldest Podman sandboxctl supports (Ubuntu 22.04's): `--sdnotify=conmon`,
-/// `--replace`, `--init` and mounted secrets all work there.
-pub const OLDEST_PODMAN: Version = Version::new(3, 4, 0);
+/// The oldest Podman sandboxctl supports: the one its tests run on (Debian 12's 4.3).
+/// Podman 3.x cannot mount a secret under a name of our choosing (`--secret
+/// NAME,type=mount,target=…` came with 4.0), which the agents' keys need.
+pub const OLDEST_PODMAN: Version = Version::new(4, 3, 0);
 
 /// The first Podman that ships the Quadlet generator.
 pub const FIRST_QUADLET: Version = Version::new(4, 4, 0);
@@ -399,13 +400,13 @@ mod tests {
             h.require_podman().expect("new enough"),
             Version::new(4, 3, 1)
         );
-        h.podman = Some(Version::new(3, 4, 4));
+        h.podman = Some(Version::new(4, 3, 0));
         assert!(h.require_podman().is_ok());
-        h.podman = Some(Version::new(3, 3, 1));
+        h.podman = Some(Version::new(3, 4, 4));
         let err = h.require_podman().expect_err("too old").to_string();
         assert_eq!(
             err,
-            "podman 3.3.1 is too old: sandboxctl needs Podman 3.4.0 or newer; upgrade podman"
+            "podman 3.4.4 is too old: sandboxctl needs Podman 4.3.0 or newer; upgrade podman"
         );
         h.podman = None;
         assert!(h.require_podman().is_err());

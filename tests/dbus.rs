@@ -514,6 +514,22 @@ mod cli {
     }
 
     #[test]
+    fn enable_refuses_a_podman_older_than_supported() {
+        let home = Home::new();
+        let old = home.path().join("old-podman");
+        std::fs::write(&old, "#!/bin/sh\necho 'podman version 3.4.4'\n").expect("write");
+        std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let out = home
+            .sandboxctl(["enable", "acme", "--agent", "shell"])
+            .env("SANDBOXCTL_PODMAN", &old)
+            .run()
+            .failure(&["podman 3.4.4 is too old", "Podman 4.3.0 or newer"]);
+        assert_eq!(out.stderr.lines().count(), 1, "{out}");
+        assert!(!home.client_dir("acme").exists(), "nothing written");
+        assert_eq!(home.fake.calls(), [], "no D-Bus call");
+    }
+
+    #[test]
     fn render_says_which_unit_and_why() {
         let home = Home::new();
         let out = home
