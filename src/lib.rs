@@ -15,6 +15,7 @@ pub mod logs;
 pub mod model;
 pub mod options;
 pub mod package_hosts;
+pub mod plan;
 pub mod podman;
 pub mod proxy;
 pub mod proxy_units;

@@ -114,7 +114,7 @@ pub fn install(layout: &Layout, journald: bool) -> Result<bool> {
 }
 
 /// `install` with the binary to copy given.
-fn install_from(layout: &Layout, exe: &Path, journald: bool) -> Result<bool> {
+pub(crate) fn install_from(layout: &Layout, exe: &Path, journald: bool) -> Result<bool> {
     install_binary(exe, &layout.libexec_dir)?;
     let service = render_service(&binary_path(layout), journald)?;
     fs::create_dir_all(&layout.systemd_user_dir)

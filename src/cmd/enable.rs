@@ -1,5 +1,6 @@
 //! `enable`, `render` and `run`: from options to a written unit and a reloaded manager.
 
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -9,6 +10,7 @@ use crate::client::ClientName;
 use crate::host::{HostProfile, UnitTarget};
 use crate::layout::Layout;
 use crate::options::{self, Request};
+use crate::plan::{Applied, Plan, Undo, missing_dirs, remove_dirs};
 use crate::render::{self, Sandbox};
 use crate::settings::{Agent, NetworkMode, Settings};
 use crate::systemd::{Systemd, UnitState, Verb};
@@ -26,46 +28,6 @@ struct Planned {
     changed: bool,
     /// The agent's API key found in the environment: (variable, value).
     api_key: Option<(&'static str, Vec<u8>)>,
-    /// What was on disk before, to put back if systemd cannot load the new unit.
-    before: Before,
-}
-
-/// A client's files before `enable` touched them.
-struct Before {
-    /// Each unit path with its text before, `None` where there was none.
-    units: Vec<(PathBuf, Option<String>)>,
-    settings: Option<Vec<u8>>,
-    client_dir_existed: bool,
-    /// The client's proxy drop-in (`sandboxctl-proxy@<client>.service.d/`).
-    proxy_dropin: Option<String>,
-}
-
-impl Before {
-    fn restore(&self, layout: &Layout, client: &ClientName) {
-        for (unit, before) in &self.units {
-            let _ = match before {
-                Some(text) => crate::atomic::write(unit, text.as_bytes(), 0o644),
-                None => match std::fs::remove_file(unit) {
-                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
-                    _ => Ok(()),
-                },
-            };
-        }
-        let _ = match &self.proxy_dropin {
-            Some(text) => crate::atomic::write(
-                &crate::proxy_units::dropin_path(layout, client),
-                text.as_bytes(),
-                0o644,
-            ),
-            None => crate::proxy_units::remove_client(layout, client).map(|_| ()),
-        };
-        if !self.client_dir_existed {
-            let _ = std::fs::remove_dir_all(layout.client_dir(client));
-            let _ = secrets::remove_all(client);
-        } else if let Some(bytes) = &self.settings {
-            let _ = crate::atomic::write(&layout.settings_path(client), bytes, 0o600);
-        }
-    }
 }
 
 fn parse_clients(list: &str) -> Result<Vec<ClientName>> {
@@ -128,12 +90,6 @@ fn plan(
                 unit,
                 stale_unit,
                 api_key,
-                before: Before {
-                    units,
-                    settings: std::fs::read(layout.settings_path(client)).ok(),
-                    client_dir_existed: layout.client_dir(client).exists(),
-                    proxy_dropin: crate::proxy_units::existing_dropin(layout, client)?,
-                },
             })
         })
         .collect()
@@ -168,54 +124,261 @@ fn api_key_from_env(settings: &Settings) -> Result<Option<(&'static str, Vec<u8>
     }
 }
 
-fn write(layout: &Layout, p: &Planned) -> Result<()> {
+/// Everything `enable` changes, in order, each with its undo: the proxy's units and
+/// binary, then per client its drop-in, data dirs, settings, unit (and the other
+/// target's stale unit), policy, Claude state and API key, then one reload and the
+/// check that systemd loaded every unit. `exe` is the binary the proxy units run a
+/// copy of; `reload` and `check` reach the user manager.
+fn effects<'a>(
+    layout: &'a Layout,
+    host: &'a HostProfile,
+    planned: &'a [Planned],
+    exe: &'a Path,
+    reload: &'a dyn Fn() -> Result<()>,
+    check: &'a dyn Fn() -> Result<()>,
+) -> Result<Plan<'a>> {
+    let mut plan = Plan::new();
+    let allowlist = |p: &&Planned| p.settings.network == NetworkMode::Allowlist;
+    if planned.iter().any(|p| allowlist(&p)) {
+        plan.step("install the proxy units", move || {
+            install_proxy_units(layout, exe, host.journald)
+        });
+    }
+    for p in planned {
+        client_files(&mut plan, layout, p)?;
+        client_agent(&mut plan, layout, p);
+    }
+    plan.step("reload the systemd user manager", move || {
+        reload()?;
+        Ok(Applied::undo(Undo::last(
+            "reload the systemd user manager after undoing",
+            reload,
+        )))
+    });
+    plan.step("check that systemd loaded every unit", move || {
+        check()?;
+        Ok(Applied::nothing())
+    });
+    Ok(plan)
+}
+
+/// A client's files: proxy drop-in, data dirs, settings, unit, policy.
+fn client_files<'a>(plan: &mut Plan<'a>, layout: &'a Layout, p: &'a Planned) -> Result<()> {
     let client = &p.client;
-    if let Some((name, value)) = &p.api_key {
-        secrets::store(client, name, value)?;
-        println!(
-            "stored {name} from the environment as Podman secret {} (not in any file sandboxctl writes)",
-            secrets::podman_name(client, name)
+    let allowlist = p.settings.network == NetworkMode::Allowlist;
+    if allowlist {
+        // The client's proxy enforces the policy file this CLI edits, wherever
+        // AGENT_SANDBOX_DATA put it.
+        plan.step(
+            format!("install the proxy drop-in of {client}"),
+            move || {
+                let before = crate::proxy_units::existing_dropin(layout, client)?;
+                if !crate::proxy_units::install_client(layout, client)? {
+                    return Ok(Applied::nothing());
+                }
+                Ok(Applied::undo(Undo::new(
+                    format!("restore the proxy drop-in of {client}"),
+                    move || match before {
+                        Some(text) => crate::atomic::write(
+                            &crate::proxy_units::dropin_path(layout, client),
+                            text.as_bytes(),
+                            0o644,
+                        ),
+                        None => crate::proxy_units::remove_client(layout, client).map(|_| ()),
+                    },
+                )))
+            },
         );
     }
-    layout.create_client_dirs(client)?;
-    p.settings.save(&layout.settings_path(client), client)?;
-    let unit_dir = p
-        .unit
-        .path
-        .parent()
-        .context("a unit path has a directory")?;
-    std::fs::create_dir_all(unit_dir)
-        .with_context(|| format!("cannot create {}", unit_dir.display()))?;
-    crate::atomic::write(&p.unit.path, p.unit.text.as_bytes(), 0o644)?;
+    plan.step(
+        format!("create the data directories of {client}"),
+        move || {
+            let dir = layout.client_dir(client);
+            let mut new = missing_dirs(&dir);
+            layout.create_client_dirs(client)?;
+            if new.pop().is_none() {
+                return Ok(Applied::nothing());
+            }
+            let parents = remove_dirs(new);
+            Ok(Applied::undo(Undo::new(
+                format!("remove {}", dir.display()),
+                move || {
+                    std::fs::remove_dir_all(&dir)
+                        .with_context(|| format!("cannot remove {}", dir.display()))?;
+                    parents.run()
+                },
+            )))
+        },
+    );
+    plan.write_file(
+        layout.settings_path(client),
+        p.settings.to_file_text(client)?.into_bytes(),
+        0o600,
+    );
+    plan.write_file(p.unit.path.clone(), p.unit.text.clone().into_bytes(), 0o644);
     if let Some(stale) = &p.stale_unit {
-        std::fs::remove_file(stale)
-            .with_context(|| format!("cannot remove {}", stale.display()))?;
-        println!(
-            "removed {} (this host now gets {})",
-            stale.display(),
-            p.unit.path.display()
-        );
+        plan.remove_file(stale.clone());
+        plan.step("say which unit replaced which", move || {
+            println!(
+                "removed {} (this host now gets {})",
+                stale.display(),
+                p.unit.path.display()
+            );
+            Ok(Applied::nothing())
+        });
     }
-    let policy = layout.policy_path(client);
-    if p.settings.network == NetworkMode::Allowlist && !policy.exists() {
-        crate::proxy::policy::create(&policy, &super::network::default_policy(&p.settings)?)?;
-        println!(
-            "network of {client}: allowlist, policy {} (`sandboxctl allow {client} HOST` adds hosts)",
-            policy.display()
-        );
-    }
-    if p.settings.agent == Agent::Claude && p.settings.claude_config.is_none() {
-        let has_key = p.settings.secrets.iter().any(|s| s == "ANTHROPIC_API_KEY");
-        let host = claude_login::host_config_dir();
-        for line in claude_login::prepare(
-            &layout.client_subdir(client, "claude"),
-            host.as_deref(),
-            has_key,
-        )? {
-            println!("{line}");
-        }
+    if allowlist {
+        plan.step(format!("create the network policy of {client}"), move || {
+            let policy = layout.policy_path(client);
+            if policy.exists() {
+                return Ok(Applied::nothing());
+            }
+            crate::proxy::policy::create(
+                &policy,
+                &super::network::default_policy(&p.settings)?,
+            )?;
+            println!(
+                "network of {client}: allowlist, policy {} (`sandboxctl allow {client} HOST` adds hosts)",
+                policy.display()
+            );
+            Ok(Applied::undo(remove_undo(policy)))
+        });
     }
     Ok(())
+}
+
+/// A client's agent state: Claude's first-run state and the API key from the environment.
+fn client_agent<'a>(plan: &mut Plan<'a>, layout: &'a Layout, p: &'a Planned) {
+    let client = &p.client;
+    if p.settings.agent == Agent::Claude && p.settings.claude_config.is_none() {
+        plan.step(format!("prepare the Claude state of {client}"), move || {
+            let dir = layout.client_subdir(client, "claude");
+            let new: Vec<PathBuf> = [".credentials.json", ".claude.json"]
+                .iter()
+                .map(|f| dir.join(f))
+                .filter(|f| !f.exists())
+                .collect();
+            let has_key = p.settings.secrets.iter().any(|s| s == "ANTHROPIC_API_KEY");
+            let host_dir = claude_login::host_config_dir();
+            for line in claude_login::prepare(&dir, host_dir.as_deref(), has_key)? {
+                println!("{line}");
+            }
+            Ok(Applied::undo(Undo::new(
+                format!("remove the Claude state written into {}", dir.display()),
+                move || {
+                    for f in new {
+                        remove_undo(f).run()?;
+                    }
+                    Ok(())
+                },
+            )))
+        });
+    }
+    if let Some((name, value)) = &p.api_key {
+        // Last of the client's effects: an earlier value cannot be read back, so
+        // a replaced key is the one change that cannot be undone.
+        plan.step(format!("store {name} of {client}"), move || {
+            let existed = secrets::list(client)?.iter().any(|s| s == name);
+            secrets::store(client, name, value)?;
+            let secret = secrets::podman_name(client, name);
+            println!(
+                "stored {name} from the environment as Podman secret {secret} (not in any file sandboxctl writes)"
+            );
+            Ok(Applied::undo(Undo::new(
+                format!("undo storing Podman secret {secret}"),
+                move || {
+                    if existed {
+                        bail!(
+                            "it replaced an earlier value, which Podman cannot give back; `sandboxctl secret set {client} {name}` sets it again"
+                        );
+                    }
+                    secrets::remove(client, name)
+                },
+            )))
+        });
+    }
+}
+
+/// The undo of a file this command created: remove it.
+fn remove_undo<'a>(path: PathBuf) -> Undo<'a> {
+    Undo::new(
+        format!("remove {}", path.display()),
+        move || match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(e).with_context(|| format!("cannot remove {}", path.display()))
+            }
+            _ => Ok(()),
+        },
+    )
+}
+
+/// Installs the proxy's template units and its copy of sandboxctl; the undo puts the
+/// previous ones back (the previous binary is kept as a hard link until the plan is
+/// applied).
+fn install_proxy_units<'a>(layout: &'a Layout, exe: &Path, journald: bool) -> Result<Applied<'a>> {
+    use crate::proxy_units::{SERVICE_FILE, SOCKET_FILE, binary_path, install_from};
+    let units: Vec<(PathBuf, Option<Vec<u8>>)> = [SOCKET_FILE, SERVICE_FILE]
+        .iter()
+        .map(|f| {
+            let path = layout.systemd_user_dir.join(f);
+            let before = std::fs::read(&path).ok();
+            (path, before)
+        })
+        .collect();
+    let new_dirs: Vec<PathBuf> = [&layout.systemd_user_dir, &layout.libexec_dir]
+        .into_iter()
+        .flat_map(|d| missing_dirs(d))
+        .collect();
+    let binary = binary_path(layout);
+    let backup = binary.with_file_name(".sandboxctl.before-enable");
+    let _ = std::fs::remove_file(&backup);
+    let had_binary = binary.exists();
+    if had_binary {
+        std::fs::hard_link(&binary, &backup).with_context(|| {
+            format!(
+                "cannot keep the previous {} as {}",
+                binary.display(),
+                backup.display()
+            )
+        })?;
+    }
+    let backup_for_commit = backup.clone();
+    let undo = Undo::new("restore the proxy units and binary", move || {
+        for (path, before) in units {
+            match before {
+                Some(bytes) => crate::atomic::write(&path, &bytes, 0o644)?,
+                None => remove_undo(path).run()?,
+            }
+        }
+        if had_binary {
+            std::fs::rename(&backup, &binary).with_context(|| {
+                format!(
+                    "cannot put {} back as {}",
+                    backup.display(),
+                    binary.display()
+                )
+            })?;
+        } else {
+            remove_undo(binary).run()?;
+        }
+        remove_dirs(new_dirs).run()
+    });
+    // Whatever changed (the units, the binary or neither), the undo puts back exactly
+    // what was there; a failure half-way is undone here.
+    if let Err(e) = install_from(layout, exe, journald) {
+        return Err(match undo.run() {
+            Ok(()) => e,
+            Err(u) => e.context(format!("and undoing it failed too: {u:#}")),
+        });
+    }
+    Ok(
+        Applied::undo(undo).on_commit(move || match std::fs::remove_file(&backup_for_commit) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(e).with_context(|| format!("cannot remove {}", backup_for_commit.display()))
+            }
+            _ => Ok(()),
+        }),
+    )
 }
 
 /// After a reload, each unit must have produced a loaded service; if the generator
@@ -296,35 +459,15 @@ pub fn enable_clients(
     let planned = plan(layout, &host, clients, req)?;
     // Reach systemd before writing, so a missing user manager leaves nothing behind.
     let systemd = Systemd::connect_user()?;
-    if planned
-        .iter()
-        .any(|p| p.settings.network == NetworkMode::Allowlist)
-    {
-        crate::proxy_units::install(layout, host.journald)?;
-    }
-    // Each allowlist client's proxy enforces the policy file this CLI edits, wherever
-    // AGENT_SANDBOX_DATA put it.
-    for p in planned
-        .iter()
-        .filter(|p| p.settings.network == NetworkMode::Allowlist)
-    {
-        crate::proxy_units::install_client(layout, &p.client)?;
-    }
-    for p in &planned {
-        write(layout, p)?;
-    }
-    systemd.reload()?;
-    let running = match check_generated(&systemd, &host, layout, &planned) {
-        Ok(r) => r,
-        Err(e) => {
-            // Put every file back as it was, so a rejected unit leaves nothing behind.
-            for p in &planned {
-                p.before.restore(layout, &p.client);
-            }
-            let _ = systemd.reload();
-            return Err(e.context("nothing was changed"));
-        }
+    let exe = std::env::current_exe().context("cannot find the path of the sandboxctl binary")?;
+    let running = RefCell::new(Vec::new());
+    let reload = || systemd.reload();
+    let check = || -> Result<()> {
+        *running.borrow_mut() = check_generated(&systemd, &host, layout, &planned)?;
+        Ok(())
     };
+    effects(layout, &host, &planned, &exe, &reload, &check)?.apply()?;
+    let running = running.into_inner();
     for (p, running) in planned.iter().zip(&running) {
         for w in options::warnings(&p.settings) {
             eprintln!("{w}");
@@ -412,4 +555,214 @@ pub fn run(layout: &Layout, args: &RunArgs) -> Result<()> {
         enable_clients(layout, std::slice::from_ref(&client), &req, false)?;
     }
     super::attach::attach(layout, client.as_str(), "main")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+    use crate::host::{Cgroups, Version, fixed_profile};
+
+    /// Every file and directory under `root`: path, mode, contents.
+    fn tree(root: &Path) -> Vec<(String, u32, Option<Vec<u8>>)> {
+        let mut out = Vec::new();
+        let mut stack = vec![root.to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            for e in std::fs::read_dir(&dir).expect("read dir") {
+                let path = e.expect("entry").path();
+                let meta = std::fs::symlink_metadata(&path).expect("metadata");
+                let rel = path
+                    .strip_prefix(root)
+                    .expect("under root")
+                    .display()
+                    .to_string();
+                let mode = meta.permissions().mode() & 0o7777;
+                if meta.is_dir() {
+                    out.push((rel, mode, None));
+                    stack.push(path);
+                } else {
+                    out.push((rel, mode, Some(std::fs::read(&path).expect("read"))));
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    fn host(quadlet: bool) -> HostProfile {
+        let mut h = fixed_profile(
+            Version::new(4, 3, 1),
+            Version::new(5, 4, 2),
+            Cgroups::V2,
+            true,
+        );
+        if !quadlet {
+            h.quadlet = None;
+            h.quadlet_disabled = true;
+        }
+        h
+    }
+
+    /// What `plan` computes for one client, without reading options.
+    fn planned(layout: &Layout, host: &HostProfile, settings: Settings) -> Planned {
+        let client = ClientName::parse("acme").expect("name");
+        let unit = render::unit_file(&Sandbox {
+            client: &client,
+            settings: &settings,
+            layout,
+            host,
+        })
+        .expect("renders");
+        let stale_unit = render::all_unit_paths(layout, &client)
+            .into_iter()
+            .find(|p| *p != unit.path && p.exists());
+        Planned {
+            client,
+            settings,
+            unit,
+            stale_unit,
+            changed: true,
+            api_key: None,
+        }
+    }
+
+    fn settings(network: NetworkMode, image: &str) -> Settings {
+        Settings {
+            agent: Agent::Claude,
+            network,
+            image: image.to_owned(),
+            // A key in the settings: no login is copied from this machine's home.
+            secrets: vec!["ANTHROPIC_API_KEY".into()],
+            ..Settings::default()
+        }
+    }
+
+    /// A failure at any step of `enable` leaves every file as it was, reloads again
+    /// once systemd had reloaded, and says nothing was changed: for a new client, and
+    /// for one that moves from a plain service to a Quadlet unit with new settings.
+    #[test]
+    fn a_failure_at_any_step_undoes_every_effect() {
+        for existing in [false, true] {
+            let tmp = tempfile::tempdir().expect("tempdir");
+            let root = tmp.path().join("home");
+            std::fs::create_dir(&root).expect("home");
+            let layout = Layout::under(&root);
+            let exe = tmp.path().join("sandboxctl-v2");
+            std::fs::write(&exe, "new binary").expect("exe");
+            let ok = || Ok(());
+            if existing {
+                let old_exe = tmp.path().join("sandboxctl-v1");
+                std::fs::write(&old_exe, "old binary").expect("exe");
+                let old_host = host(false);
+                let old = [planned(
+                    &layout,
+                    &old_host,
+                    settings(NetworkMode::Allowlist, "localhost/old:1"),
+                )];
+                effects(&layout, &old_host, &old, &old_exe, &ok, &ok)
+                    .expect("plan")
+                    .apply()
+                    .expect("first enable");
+            }
+            let new_host = host(true);
+            let new = [planned(
+                &layout,
+                &new_host,
+                settings(NetworkMode::Allowlist, "localhost/new:2"),
+            )];
+            assert_eq!(new[0].stale_unit.is_some(), existing);
+            let before = tree(&root);
+            let reloads = Cell::new(0);
+            let reload = || {
+                reloads.set(reloads.get() + 1);
+                Ok(())
+            };
+            let plan = effects(&layout, &new_host, &new, &exe, &reload, &ok).expect("plan");
+            let steps: Vec<String> = plan.describe().into_iter().map(str::to_owned).collect();
+            let reload_at = steps
+                .iter()
+                .position(|s| s.starts_with("reload"))
+                .expect("a reload step");
+            assert!(steps.len() >= 8, "{steps:?}");
+            for (n, step) in steps.iter().enumerate() {
+                reloads.set(0);
+                let mut plan = effects(&layout, &new_host, &new, &exe, &reload, &ok).expect("plan");
+                plan.fail_at(n);
+                let err = format!("{:#}", plan.apply().expect_err("injected failure"));
+                assert!(
+                    err.starts_with("nothing was changed: injected failure"),
+                    "step {n} ({step}): {err}",
+                );
+                let after = tree(&root);
+                let changed: Vec<String> = after
+                    .iter()
+                    .filter(|e| !before.contains(e))
+                    .chain(before.iter().filter(|e| !after.contains(e)))
+                    .map(|(p, m, c)| {
+                        format!("{p} {m:o} {:?}", c.as_deref().map(String::from_utf8_lossy))
+                    })
+                    .collect();
+                assert!(
+                    changed.is_empty(),
+                    "step {n} ({step}) left changes behind: {changed:?}",
+                );
+                let want = if n > reload_at { 2 } else { 0 };
+                assert_eq!(reloads.get(), want, "step {n} ({step})");
+            }
+            effects(&layout, &new_host, &new, &exe, &reload, &ok)
+                .expect("plan")
+                .apply()
+                .expect("applies without a failure");
+            let after = tree(&root);
+            assert_ne!(after, before);
+            assert!(new[0].unit.path.exists());
+            assert!(!render::plain_unit_path(&layout, &new[0].client).exists());
+            assert!(
+                !after.iter().any(|(p, _, _)| p.contains("before-enable")),
+                "the binary's backup is gone once applied: {after:?}"
+            );
+        }
+    }
+
+    /// An undo that fails is named in the error, with the failure that caused it, and
+    /// the other undos still run.
+    #[test]
+    fn a_failed_undo_is_reported() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let layout = Layout::under(tmp.path());
+        let exe = tmp.path().join("exe");
+        std::fs::write(&exe, "binary").expect("exe");
+        let h = host(true);
+        let new = [planned(
+            &layout,
+            &h,
+            settings(NetworkMode::None, "localhost/x:1"),
+        )];
+        let ok = || Ok(());
+        let unit = new[0].unit.path.clone();
+        let fail_check = || -> Result<()> {
+            // Something put a directory where the unit was: its undo cannot remove it.
+            std::fs::remove_file(&unit).expect("remove unit");
+            std::fs::create_dir_all(unit.join("in-the-way")).expect("mkdir");
+            bail!("systemd has no agent-acme.service")
+        };
+        let err = effects(&layout, &h, &new, &exe, &ok, &fail_check)
+            .expect("plan")
+            .apply()
+            .expect_err("fails");
+        let err = format!("{err:#}");
+        assert!(
+            err.starts_with("some changes could not be undone; could not remove "),
+            "{err}"
+        );
+        assert!(err.contains("agent-acme.container"), "{err}");
+        assert!(err.ends_with("systemd has no agent-acme.service"), "{err}");
+        assert!(!err.contains('\n'), "{err}");
+        assert!(
+            !layout.client_dir(&new[0].client).exists(),
+            "the rest was undone"
+        );
+    }
 }

@@ -1,0 +1,362 @@
+//! Commands as plans: a command that changes several things (files, secrets, systemd)
+//! lists its effects, each with its undo, then applies them as a whole. If one fails,
+//! the applied ones are undone in reverse order and the error says so; an undo that
+//! fails is reported with the original error, never swallowed.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, anyhow};
+
+type Action<'a> = Box<dyn FnOnce() -> Result<()> + 'a>;
+
+/// What undoes an applied effect.
+pub struct Undo<'a> {
+    what: String,
+    run: Action<'a>,
+    /// Runs after every other undo (e.g. a reload that must see the restored files).
+    last: bool,
+}
+
+impl<'a> Undo<'a> {
+    pub fn new(what: impl Into<String>, run: impl FnOnce() -> Result<()> + 'a) -> Self {
+        Self {
+            what: what.into(),
+            run: Box::new(run),
+            last: false,
+        }
+    }
+
+    /// Runs this undo now (for an undo made of others).
+    pub fn run(self) -> Result<()> {
+        (self.run)()
+    }
+
+    /// An undo that runs after all the others, whatever its place in the plan.
+    pub fn last(what: impl Into<String>, run: impl FnOnce() -> Result<()> + 'a) -> Self {
+        Self {
+            last: true,
+            ..Self::new(what, run)
+        }
+    }
+}
+
+/// What an applied effect leaves to do: undo it on failure, or finish it on success.
+#[derive(Default)]
+pub struct Applied<'a> {
+    undo: Option<Undo<'a>>,
+    commit: Option<Action<'a>>,
+}
+
+impl<'a> Applied<'a> {
+    /// Nothing changed, so nothing to undo.
+    pub fn nothing() -> Self {
+        Self::default()
+    }
+
+    pub fn undo(undo: Undo<'a>) -> Self {
+        Self {
+            undo: Some(undo),
+            commit: None,
+        }
+    }
+
+    /// Also runs `commit` once the whole plan applied (e.g. drop a backup).
+    #[must_use]
+    pub fn on_commit(mut self, commit: impl FnOnce() -> Result<()> + 'a) -> Self {
+        self.commit = Some(Box::new(commit));
+        self
+    }
+}
+
+struct Step<'a> {
+    what: String,
+    apply: Box<dyn FnOnce() -> Result<Applied<'a>> + 'a>,
+}
+
+/// A list of effects applied as a whole.
+#[derive(Default)]
+pub struct Plan<'a> {
+    steps: Vec<Step<'a>>,
+    /// Test hook: fail instead of applying the step with this index.
+    fail_at: Option<usize>,
+}
+
+impl<'a> Plan<'a> {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds an effect: `apply` does it and says how to undo it.
+    pub fn step(
+        &mut self,
+        what: impl Into<String>,
+        apply: impl FnOnce() -> Result<Applied<'a>> + 'a,
+    ) {
+        self.steps.push(Step {
+            what: what.into(),
+            apply: Box::new(apply),
+        });
+    }
+
+    /// Writes `contents` to `path` atomically (creating its directory); the undo puts
+    /// back what was there, or removes the file if there was none.
+    pub fn write_file(&mut self, path: PathBuf, contents: Vec<u8>, mode: u32) {
+        self.step(format!("write {}", path.display()), move || {
+            let before = read_if_exists(&path)?;
+            if before.as_ref().map(|(b, _)| b.as_slice()) == Some(contents.as_slice()) {
+                return Ok(Applied::nothing());
+            }
+            let new_dirs = path.parent().map(missing_dirs).unwrap_or_default();
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("cannot create {}", dir.display()))?;
+            }
+            crate::atomic::write(&path, &contents, mode)?;
+            let file = restore(path, before);
+            let dirs = remove_dirs(new_dirs);
+            Ok(Applied::undo(Undo::new(file.what.clone(), move || {
+                file.run()?;
+                dirs.run()
+            })))
+        });
+    }
+
+    /// Removes `path` if it exists; the undo writes it back.
+    pub fn remove_file(&mut self, path: PathBuf) {
+        self.step(format!("remove {}", path.display()), move || {
+            let Some(before) = read_if_exists(&path)? else {
+                return Ok(Applied::nothing());
+            };
+            std::fs::remove_file(&path)
+                .with_context(|| format!("cannot remove {}", path.display()))?;
+            Ok(Applied::undo(restore(path, Some(before))))
+        });
+    }
+
+    /// The number of effects.
+    pub fn len(&self) -> usize {
+        self.steps.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.steps.is_empty()
+    }
+
+    /// What each effect does, in order.
+    pub fn describe(&self) -> Vec<&str> {
+        self.steps.iter().map(|s| s.what.as_str()).collect()
+    }
+
+    /// Test hook: the step with index `n` fails instead of running.
+    #[doc(hidden)]
+    pub fn fail_at(&mut self, n: usize) {
+        self.fail_at = Some(n);
+    }
+
+    /// Applies every effect; on the first failure, undoes the applied ones (last
+    /// first) and returns the failure, with any undo that failed named in it.
+    pub fn apply(self) -> Result<()> {
+        let mut undos: Vec<Undo<'a>> = Vec::new();
+        let mut commits: Vec<Action<'a>> = Vec::new();
+        for (i, step) in self.steps.into_iter().enumerate() {
+            let result = if self.fail_at == Some(i) {
+                Err(anyhow!("injected failure before: {}", step.what))
+            } else {
+                (step.apply)()
+            };
+            match result {
+                Ok(applied) => {
+                    undos.extend(applied.undo);
+                    commits.extend(applied.commit);
+                }
+                Err(e) => return Err(rollback(e, undos)),
+            }
+        }
+        for commit in commits {
+            // The plan is applied; a failed clean-up is worth a warning, not an error.
+            if let Err(e) = commit() {
+                eprintln!("sandboxctl: warning: {e:#}");
+            }
+        }
+        Ok(())
+    }
+}
+
+fn rollback(error: anyhow::Error, undos: Vec<Undo<'_>>) -> anyhow::Error {
+    let (last, mut now): (Vec<_>, Vec<_>) = undos.into_iter().partition(|u| u.last);
+    now.reverse();
+    let mut failed = String::new();
+    for undo in now.into_iter().chain(last) {
+        if let Err(e) = (undo.run)() {
+            let _ = write!(failed, "; could not {}: {e:#}", undo.what);
+        }
+    }
+    if failed.is_empty() {
+        error.context("nothing was changed")
+    } else {
+        error.context(format!(
+            "some changes could not be undone{failed}; fix those by hand"
+        ))
+    }
+}
+
+/// The directories `create_dir_all(dir)` would create, outermost first.
+pub fn missing_dirs(dir: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = dir
+        .ancestors()
+        .take_while(|d| !d.as_os_str().is_empty() && !d.exists())
+        .map(Path::to_path_buf)
+        .collect();
+    out.reverse();
+    out
+}
+
+/// The undo of creating `dirs` (outermost first): remove them, innermost first, where
+/// they are empty (whatever else put there since is left alone, with its directory).
+pub fn remove_dirs<'a>(dirs: Vec<PathBuf>) -> Undo<'a> {
+    Undo::new("remove the directories it created", move || {
+        for d in dirs.iter().rev() {
+            match std::fs::remove_dir(d) {
+                Err(e)
+                    if e.kind() != std::io::ErrorKind::NotFound
+                        && e.kind() != std::io::ErrorKind::DirectoryNotEmpty =>
+                {
+                    return Err(e).with_context(|| format!("cannot remove {}", d.display()));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    })
+}
+
+/// A file's contents and mode, if it exists.
+fn read_if_exists(path: &Path) -> Result<Option<(Vec<u8>, u32)>> {
+    use std::os::unix::fs::PermissionsExt as _;
+    match std::fs::read(path) {
+        Ok(b) => {
+            let mode = std::fs::metadata(path)
+                .with_context(|| format!("cannot read {}", path.display()))?
+                .permissions()
+                .mode()
+                & 0o7777;
+            Ok(Some((b, mode)))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+/// The undo of a change to `path`: its old contents and mode back, or no file.
+fn restore<'a>(path: PathBuf, before: Option<(Vec<u8>, u32)>) -> Undo<'a> {
+    match before {
+        Some((bytes, mode)) => Undo::new(format!("restore {}", path.display()), move || {
+            crate::atomic::write(&path, &bytes, mode)
+        }),
+        None => Undo::new(
+            format!("remove {}", path.display()),
+            move || match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    Err(e).with_context(|| format!("cannot remove {}", path.display()))
+                }
+                _ => Ok(()),
+            },
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+
+    use super::*;
+
+    #[test]
+    fn a_failure_undoes_everything_applied_in_reverse_and_says_nothing_changed() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let a = tmp.path().join("a");
+        let b = tmp.path().join("sub/b");
+        std::fs::write(&a, "old a").expect("write");
+        let log = RefCell::new(Vec::new());
+        let mut plan = Plan::new();
+        plan.write_file(a.clone(), b"new a".to_vec(), 0o600);
+        plan.write_file(b.clone(), b"new b".to_vec(), 0o600);
+        plan.step("reload", || {
+            log.borrow_mut().push("reload");
+            Ok(Applied::undo(Undo::last("reload again", || {
+                log.borrow_mut().push("reload again");
+                Ok(())
+            })))
+        });
+        plan.step("record", || {
+            log.borrow_mut().push("record");
+            Ok(Applied::undo(Undo::new("unrecord", || {
+                log.borrow_mut().push("unrecord");
+                Ok(())
+            })))
+        });
+        plan.step("fail", || Err(anyhow!("boom")));
+        let err = format!("{:#}", plan.apply().expect_err("fails"));
+        assert_eq!(err, "nothing was changed: boom");
+        assert_eq!(std::fs::read_to_string(&a).expect("a"), "old a");
+        assert!(!b.exists());
+        assert!(
+            !tmp.path().join("sub").exists(),
+            "created directory removed"
+        );
+        assert_eq!(
+            *log.borrow(),
+            ["reload", "record", "unrecord", "reload again"]
+        );
+    }
+
+    #[test]
+    fn a_failed_undo_is_reported_with_the_error() {
+        let mut plan = Plan::new();
+        plan.step("first", || {
+            Ok(Applied::undo(Undo::new("put the secret back", || {
+                Err(anyhow!("podman is gone"))
+            })))
+        });
+        plan.step("second", || Err(anyhow!("boom")));
+        let err = format!("{:#}", plan.apply().expect_err("fails"));
+        assert_eq!(
+            err,
+            "some changes could not be undone; could not put the secret back: podman is gone; fix those by hand: boom"
+        );
+    }
+
+    #[test]
+    fn commits_run_only_when_everything_applied() {
+        let done = RefCell::new(0);
+        for fail in [None, Some(1)] {
+            let mut plan = Plan::new();
+            plan.step("a", || {
+                Ok(Applied::nothing().on_commit(|| {
+                    *done.borrow_mut() += 1;
+                    Ok(())
+                }))
+            });
+            plan.step("b", || Ok(Applied::nothing()));
+            if let Some(n) = fail {
+                plan.fail_at(n);
+            }
+            let _ = plan.apply();
+        }
+        assert_eq!(*done.borrow(), 1);
+    }
+
+    #[test]
+    fn unchanged_and_missing_files_need_no_undo() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let same = tmp.path().join("same");
+        std::fs::write(&same, "x").expect("write");
+        let gone = tmp.path().join("gone");
+        let mut plan = Plan::new();
+        plan.write_file(same.clone(), b"x".to_vec(), 0o600);
+        plan.remove_file(gone);
+        plan.apply().expect("applies");
+        assert_eq!(std::fs::read_to_string(&same).expect("same"), "x");
+    }
+}
