@@ -189,17 +189,21 @@ pub fn host_static(host: &HostProfile, user: &User, etc: &Path, systemd_root: &P
             "quadlet",
             format!("generator {} at {}", q.version, q.path.display()),
         ),
-        // Without a generator the sandboxes run as plain systemd services.
-        None => c.warn(
-            "quadlet",
-            match host.unit_target() {
-                crate::host::UnitTarget::Plain { why } => {
-                    format!("not used: sandboxes run as plain systemd services ({why})")
-                }
-                crate::host::UnitTarget::Quadlet(_) => "found".to_owned(),
-            },
-            "nothing needed; Podman 4.4 or newer ships the generator (/usr/libexec/podman/quadlet)",
-        ),
+        // Without a generator the sandboxes run as plain systemd services; a
+        // generator named by SANDBOXCTL_QUADLET that does not run is an error.
+        None => match host.unit_target() {
+            Ok(crate::host::UnitTarget::Plain { why }) => c.warn(
+                "quadlet",
+                format!("not used: sandboxes run as plain systemd services ({why})"),
+                "nothing needed; Podman 4.4 or newer ships the generator (/usr/libexec/podman/quadlet)",
+            ),
+            Ok(crate::host::UnitTarget::Quadlet(v)) => c.ok("quadlet", v.to_string()),
+            Err(e) => c.fail(
+                "quadlet",
+                format!("{e:#}"),
+                "install Podman 4.4 or newer (it ships /usr/libexec/podman/quadlet) or set SANDBOXCTL_QUADLET to the generator",
+            ),
+        },
     }
     cgroups(&mut c, host.cgroups, user, systemd_root);
     let linger = systemd_root.join("var/lib/systemd/linger").join(&user.name);

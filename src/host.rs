@@ -109,6 +109,8 @@ pub struct HostProfile {
     pub quadlet: Option<Quadlet>,
     /// `SANDBOXCTL_QUADLET=none`: Quadlet is not used even if it is installed.
     pub quadlet_disabled: bool,
+    /// `SANDBOXCTL_QUADLET` named this generator and it did not run.
+    pub quadlet_broken: Option<PathBuf>,
     pub cgroups: Cgroups,
     pub rootless: bool,
     /// systemd is PID 1 (`sd_booted()`): only then do the network-online units that
@@ -153,11 +155,19 @@ impl HostProfile {
             }
             (podman, quadlet)
         };
+        let quadlet_broken = if quadlet.is_none() && !quadlet_disabled {
+            std::env::var_os("SANDBOXCTL_QUADLET")
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from)
+        } else {
+            None
+        };
         Self {
             podman,
             podman_path: podman_path.map(|p| std::fs::canonicalize(&p).unwrap_or(p)),
             quadlet,
             quadlet_disabled,
+            quadlet_broken,
             cgroups: detect_cgroups(),
             rootless: !rustix::process::getuid().is_root(),
             systemd_booted: Path::new("/run/systemd/system").is_dir()
@@ -179,27 +189,31 @@ impl HostProfile {
         }
     }
 
-    /// The kind of unit this host gets, and why when it is not Quadlet's.
-    pub fn unit_target(&self) -> UnitTarget {
+    /// The kind of unit this host gets, and why when it is not Quadlet's; an error if
+    /// `SANDBOXCTL_QUADLET` names a generator that does not run (a setting to fix, not
+    /// a reason to quietly write another kind of unit).
+    pub fn unit_target(&self) -> Result<UnitTarget> {
         if let Some(q) = &self.quadlet {
-            return UnitTarget::Quadlet(q.version);
+            return Ok(UnitTarget::Quadlet(q.version));
         }
-        let why = if self.quadlet_disabled {
-            format!("SANDBOXCTL_QUADLET={QUADLET_NONE}")
-        } else if let Some(p) = std::env::var_os("SANDBOXCTL_QUADLET").filter(|p| !p.is_empty()) {
-            format!(
-                "SANDBOXCTL_QUADLET={} does not run as a Quadlet generator",
-                PathBuf::from(p).display()
-            )
-        } else {
-            match self.podman {
-                Some(v) if v < FIRST_QUADLET => {
-                    format!("Podman {v} ships no Quadlet generator (it came with {FIRST_QUADLET})")
-                }
-                _ => "no Quadlet generator was found".to_owned(),
+        if self.quadlet_disabled {
+            return Ok(UnitTarget::Plain {
+                why: format!("SANDBOXCTL_QUADLET={QUADLET_NONE}"),
+            });
+        }
+        if let Some(p) = &self.quadlet_broken {
+            bail!(
+                "SANDBOXCTL_QUADLET={} does not run as a Quadlet generator (`-version` failed); point it at the generator, or set it to `{QUADLET_NONE}` for plain systemd services",
+                p.display()
+            );
+        }
+        let why = match self.podman {
+            Some(v) if v < FIRST_QUADLET => {
+                format!("Podman {v} ships no Quadlet generator (it came with {FIRST_QUADLET})")
             }
+            _ => "no Quadlet generator was found".to_owned(),
         };
-        UnitTarget::Plain { why }
+        Ok(UnitTarget::Plain { why })
     }
     /// One line describing what was detected, for `render` and `status`.
     pub fn summary(&self) -> String {
@@ -345,6 +359,7 @@ pub fn fixed_profile(
             version: quadlet,
         }),
         quadlet_disabled: false,
+        quadlet_broken: None,
         cgroups,
         rootless: true,
         systemd_booted: booted,
@@ -383,11 +398,14 @@ mod tests {
             Cgroups::Hybrid,
             false,
         );
-        assert_eq!(h.unit_target(), UnitTarget::Quadlet(Version::new(5, 4, 2)));
+        assert_eq!(
+            h.unit_target().expect("target"),
+            UnitTarget::Quadlet(Version::new(5, 4, 2))
+        );
         h.quadlet = None;
         h.quadlet_disabled = true;
         assert_eq!(
-            h.unit_target(),
+            h.unit_target().expect("target"),
             UnitTarget::Plain {
                 why: "SANDBOXCTL_QUADLET=none".into()
             }

@@ -52,7 +52,7 @@ pub fn all_unit_paths(layout: &Layout, client: &ClientName) -> [PathBuf; 2] {
 /// Renders the client's unit for the target this host gets.
 pub fn unit_file(sandbox: &Sandbox<'_>) -> Result<UnitFile> {
     let spec = SandboxSpec::new(sandbox)?;
-    let target = sandbox.host.unit_target();
+    let target = sandbox.host.unit_target()?;
     let text = match &target {
         UnitTarget::Quadlet(v) => quadlet::render(&spec, *v)?,
         UnitTarget::Plain { why } => {

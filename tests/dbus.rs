@@ -529,6 +529,23 @@ mod cli {
         assert_eq!(home.fake.calls(), [], "no D-Bus call");
     }
 
+    /// A generator named by `SANDBOXCTL_QUADLET` that does not run is a setting to fix,
+    /// not a reason to write another kind of unit.
+    #[test]
+    fn enable_refuses_a_quadlet_override_that_does_not_run() {
+        let home = Home::new();
+        home.sandboxctl(["enable", "acme", "--agent", "shell"])
+            .env("SANDBOXCTL_QUADLET", "/nonexistent/quadlet")
+            .run()
+            .failure(&[
+                "SANDBOXCTL_QUADLET=/nonexistent/quadlet does not run as a Quadlet generator",
+                "set it to `none`",
+            ]);
+        assert!(!home.client_dir("acme").exists(), "nothing written");
+        assert!(!home.service_file("acme").exists());
+        assert_eq!(home.fake.calls(), [], "no D-Bus call");
+    }
+
     #[test]
     fn render_says_which_unit_and_why() {
         let home = Home::new();
