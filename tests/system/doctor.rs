@@ -51,7 +51,13 @@ fn d1_healthy_client_passes_and_a_corrupt_policy_is_named() {
         "image",
         "proxy units",
     ] {
-        assert_eq!(outcome(&out, "host", check), "ok", "{check}:\n{out}");
+        // In the plain-service lane Quadlet is not used, which doctor notes as a warning.
+        let want = if check == "quadlet" && crate::harness::env().plain {
+            "warn"
+        } else {
+            "ok"
+        };
+        assert_eq!(outcome(&out, "host", check), want, "{check}:\n{out}");
     }
 
     let policy = c.data_dir().join("config/network.toml");
