@@ -107,14 +107,21 @@ pub fn validate(
         escape::check("podman argument", a)?;
     }
     let data = normalize(&layout.data_dir);
-    let units = normalize(&layout.unit_dir);
+    // Where the units live: a sandbox that could write there could run code on the host
+    // (the Quadlet units, and the plain services and proxy units of systemd_user_dir).
+    let unit_dirs = [
+        normalize(&layout.unit_dir),
+        normalize(&layout.systemd_user_dir),
+    ];
+    let exposes_units = |p: &Path| unit_dirs.iter().any(|u| u.starts_with(p));
     for p in &s.projects {
-        if p == Path::new("/") || data.starts_with(p) || units.starts_with(p) {
+        if p == Path::new("/") || data.starts_with(p) || exposes_units(p) {
             bail!(
-                "project directory {} contains sandboxctl's own state ({} or {}); choose the project's own directory",
+                "project directory {} contains sandboxctl's own state ({}, {} or {}); choose the project's own directory",
                 p.display(),
                 layout.data_dir.display(),
-                layout.unit_dir.display()
+                layout.unit_dir.display(),
+                layout.systemd_user_dir.display()
             );
         }
         if p.starts_with(&data) {
@@ -126,6 +133,14 @@ pub fn validate(
         }
     }
     for m in &s.mounts {
+        if m.writable && exposes_units(&m.host) {
+            bail!(
+                "writable mount {} would let the sandbox write systemd units ({} or {}); mount it read-only or mount something narrower",
+                m.host.display(),
+                layout.unit_dir.display(),
+                layout.systemd_user_dir.display()
+            );
+        }
         if m.host == Path::new("/") || data.starts_with(&m.host) {
             bail!(
                 "mount {} would expose sandboxctl's data directory {}; mount something narrower",
@@ -379,6 +394,45 @@ mod tests {
             );
             assert!(err.contains(want), "want {want:?} in {err}");
             assert!(!err.contains('\n'), "one line: {err:?}");
+        }
+    }
+
+    /// A sandbox that could write where the units live could run code on the host.
+    #[test]
+    fn refuses_projects_and_writable_mounts_over_the_unit_dirs() {
+        let (_tmp, layout) = setup();
+        let client = ClientName::parse("acme").expect("name");
+        for dir in [&layout.unit_dir, &layout.systemd_user_dir] {
+            std::fs::create_dir_all(dir).expect("mkdir");
+            let project = vec![dir.clone()];
+            let err = format!(
+                "{:#}",
+                apply(
+                    &layout,
+                    &client,
+                    &[],
+                    &req(&project, &SandboxOptions::default())
+                )
+                .expect_err("project")
+            );
+            assert!(err.contains("sandboxctl's own state"), "{err}");
+            let rw = SandboxOptions {
+                mounts_rw: vec![format!("{}:/x", dir.display())],
+                ..Default::default()
+            };
+            let err = format!(
+                "{:#}",
+                apply(&layout, &client, &[], &req(&[], &rw)).expect_err("writable mount")
+            );
+            assert!(
+                err.contains("would let the sandbox write systemd units"),
+                "{err}"
+            );
+            let ro = SandboxOptions {
+                mounts: vec![format!("{}:/x", dir.display())],
+                ..Default::default()
+            };
+            apply(&layout, &client, &[], &req(&[], &ro)).expect("a read-only mount is fine");
         }
     }
 
