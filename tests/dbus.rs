@@ -527,6 +527,24 @@ mod cli {
         assert_eq!(out.stderr.lines().count(), 1, "{out}");
         assert!(!home.client_dir("acme").exists(), "nothing written");
         assert_eq!(home.fake.calls(), [], "no D-Bus call");
+
+        // Every other command that runs podman says the same.
+        enable_shell(&home, "acme");
+        for cmd in [
+            vec!["start", "acme"],
+            vec!["restart", "acme"],
+            vec!["attach", "acme"],
+            vec!["exec", "acme", "--", "true"],
+            vec!["secret", "list", "acme"],
+            vec!["image", "build"],
+        ] {
+            let out = home
+                .sandboxctl(&cmd)
+                .env("SANDBOXCTL_PODMAN", &old)
+                .run()
+                .failure(&["podman 3.4.4 is too old"]);
+            assert_eq!(out.stderr.lines().count(), 1, "{cmd:?}: {out}");
+        }
     }
 
     /// A generator named by `SANDBOXCTL_QUADLET` that does not run is a setting to fix,

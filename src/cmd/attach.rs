@@ -57,7 +57,7 @@ pub fn exec_args(container: &str, command: &[String], tty: bool) -> Vec<String> 
 
 pub fn attach(layout: &Layout, name: &str, session: &str) -> Result<()> {
     check_session(session)?;
-    let (client, settings) = super::known_client(layout, name)?;
+    let (client, settings) = super::known_client_with_podman(layout, name)?;
     if !std::io::stdin().is_terminal() {
         bail!("attach needs a terminal; use `sandboxctl exec {client} -- COMMAND` from scripts");
     }
@@ -75,7 +75,7 @@ pub fn attach(layout: &Layout, name: &str, session: &str) -> Result<()> {
 }
 
 pub fn exec(layout: &Layout, name: &str, command: &[String]) -> Result<()> {
-    let (client, _) = super::known_client(layout, name)?;
+    let (client, _) = super::known_client_with_podman(layout, name)?;
     let tty = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
     let err = crate::podman::command(exec_args(&client.container_name(), command, tty)).exec();
     bail!("cannot run {}: {err}", crate::podman::binary())

@@ -8,7 +8,12 @@ use crate::settings::Settings;
 use crate::systemd::{Systemd, SystemdError, Verb};
 
 pub fn job(layout: &Layout, name: &str, verb: Verb) -> Result<()> {
-    let (client, settings) = super::known_client(layout, name)?;
+    // Stopping needs only systemd; starting runs podman.
+    let (client, settings) = if matches!(verb, Verb::Stop) {
+        super::known_client(layout, name)?
+    } else {
+        super::known_client_with_podman(layout, name)?
+    };
     let systemd = Systemd::connect_user()?;
     run_job(&systemd, &client, &settings, verb)
 }

@@ -50,9 +50,25 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         Command::Policy { client } => network::policy(&layout, &client),
         Command::Proxy(args) => network::proxy(&layout, &args),
         Command::Doctor { live, json } => doctor::doctor(&layout, live.as_deref(), json),
-        Command::Image(cmd) => image::image(cmd),
+        Command::Image(cmd) => {
+            require_podman(&layout)?;
+            image::image(cmd)
+        }
         Command::Secret(cmd) => secret::secret(&layout, cmd),
     }
+}
+
+/// Podman is there and new enough (one line saying what to install if not).
+fn require_podman(layout: &Layout) -> Result<()> {
+    crate::host::HostProfile::detect(&layout.cache_dir, false).require_podman()?;
+    Ok(())
+}
+
+/// A known client for a command that runs podman: also checks Podman.
+fn known_client_with_podman(layout: &Layout, name: &str) -> Result<(ClientName, Settings)> {
+    let known = known_client(layout, name)?;
+    require_podman(layout)?;
+    Ok(known)
 }
 
 /// A known client: a valid name with settings on disk.

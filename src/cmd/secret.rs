@@ -16,7 +16,7 @@ pub fn secret(layout: &Layout, cmd: SecretCommand) -> Result<()> {
     match cmd {
         SecretCommand::Set { client, name } => {
             secrets::check_name(&name)?;
-            let (client, mut settings) = super::known_client(layout, &client)?;
+            let (client, mut settings) = super::known_client_with_podman(layout, &client)?;
             let mut raw = Vec::new();
             std::io::stdin()
                 .take(MAX_VALUE + 1)
@@ -38,7 +38,7 @@ pub fn secret(layout: &Layout, cmd: SecretCommand) -> Result<()> {
             update_unit(layout, &client)
         }
         SecretCommand::List { client } => {
-            let (client, _) = super::known_client(layout, &client)?;
+            let (client, _) = super::known_client_with_podman(layout, &client)?;
             for name in secrets::list(&client)? {
                 println!("{name}");
             }
@@ -46,7 +46,7 @@ pub fn secret(layout: &Layout, cmd: SecretCommand) -> Result<()> {
         }
         SecretCommand::Rm { client, name } => {
             secrets::check_name(&name)?;
-            let (client, mut settings) = super::known_client(layout, &client)?;
+            let (client, mut settings) = super::known_client_with_podman(layout, &client)?;
             secrets::remove(&client, &name)?;
             settings.secrets.retain(|s| s != &name);
             settings.save(&layout.settings_path(&client), &client)?;
