@@ -49,6 +49,7 @@ trait Manager {
     fn stop_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
     fn restart_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
     fn reset_failed_unit(&self, name: &str) -> zbus::Result<()>;
+    fn get_unit(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
     fn list_units_by_names(&self, names: &[&str]) -> zbus::Result<Vec<UnitRow>>;
     #[zbus(signal)]
     fn job_removed(
@@ -59,6 +60,22 @@ trait Manager {
         result: &str,
     ) -> zbus::Result<()>;
 }
+
+#[zbus::proxy(
+    interface = "org.freedesktop.systemd1.Service",
+    default_service = "org.freedesktop.systemd1",
+    gen_async = false,
+    blocking_name = "ServiceProxy"
+)]
+trait Service {
+    /// Why the service last stopped or failed: `success`, `exit-code`, `signal`,
+    /// `timeout`, `start-limit-hit`, …
+    #[zbus(property)]
+    fn result(&self) -> zbus::Result<String>;
+}
+
+/// systemd's `Result` of a service that hit its start limit.
+pub const START_LIMIT_HIT: &str = "start-limit-hit";
 
 /// A unit's state as systemd reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -240,6 +257,24 @@ impl Systemd {
             Err(e) if is_error_named(&e, NO_SUCH_UNIT) => Ok(()),
             Err(e) => Err(e).with_context(|| format!("cannot reset the failed state of {unit}")),
         }
+    }
+
+    /// The service's `Result` property (why it last stopped or failed, e.g.
+    /// `start-limit-hit`); `None` for a unit systemd has not loaded.
+    pub fn service_result(&self, unit: &str) -> Result<Option<String>> {
+        let path = match self.manager.get_unit(unit) {
+            Ok(p) => p,
+            Err(e) if is_error_named(&e, NO_SUCH_UNIT) => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("cannot look up {unit} in systemd")),
+        };
+        let service = ServiceProxy::builder(self.manager.inner().connection())
+            .path(path)
+            .and_then(|b| b.cache_properties(zbus::proxy::CacheProperties::No).build())
+            .with_context(|| format!("cannot reach {unit} on D-Bus"))?;
+        service
+            .result()
+            .map(Some)
+            .with_context(|| format!("cannot read the result of {unit} from systemd"))
     }
 
     /// The states of many units in one round trip; units systemd has not loaded are

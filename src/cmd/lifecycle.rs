@@ -5,7 +5,7 @@ use anyhow::{Result, anyhow};
 use crate::client::ClientName;
 use crate::layout::Layout;
 use crate::settings::Settings;
-use crate::systemd::{Systemd, SystemdError, Verb};
+use crate::systemd::{START_LIMIT_HIT, Systemd, SystemdError, Verb};
 
 pub fn job(layout: &Layout, name: &str, verb: Verb) -> Result<()> {
     let (client, settings) = super::known_client(layout, name)?;
@@ -14,8 +14,8 @@ pub fn job(layout: &Layout, name: &str, verb: Verb) -> Result<()> {
 }
 
 /// Runs the job; a start or restart first builds the default image if it is missing
-/// (any other image is pulled by Podman within the start job), and a failure carries the
-/// unit's last log lines.
+/// (any other image is pulled by Podman within the start job) and clears the unit's
+/// failed state, and a failure carries the reason and the unit's last log lines.
 pub fn run_job(
     systemd: &Systemd,
     client: &ClientName,
@@ -26,6 +26,13 @@ pub fn run_job(
         crate::image::ensure(&settings.image)?;
     }
     let unit = client.service_name();
+    if !matches!(verb, Verb::Stop) {
+        // A start the user asks for is deliberate: systemd's start limit (5 starts in
+        // 10 s), which quick start/stop cycles also reach, must not refuse it.
+        // `ResetFailedUnit` clears that count and the failed state; the restarts
+        // `Restart=on-failure` makes on its own still count, so a crash loop still ends.
+        systemd.reset_failed(&unit)?;
+    }
     match systemd.run_job(verb, &unit) {
         Ok(()) => {
             let done = match verb {
@@ -36,22 +43,29 @@ pub fn run_job(
             println!("{done} {client} ({unit})");
             Ok(())
         }
-        Err(e) => Err(explain(e, client)),
+        Err(e) => Err(explain(e, client, systemd)),
     }
 }
 
-/// Adds what the user needs to act on a failed job.
-pub fn explain(e: anyhow::Error, client: &ClientName) -> anyhow::Error {
+/// Adds what the user needs to act on a failed job: why it failed, in words where
+/// systemd's result says more than "failed", and the unit's last log lines.
+pub fn explain(e: anyhow::Error, client: &ClientName, systemd: &Systemd) -> anyhow::Error {
     match e.downcast_ref::<SystemdError>() {
         Some(SystemdError::NoSuchUnit(unit)) => anyhow!(
             "systemd does not know {unit}: run `sandboxctl enable {client}` (it reloads systemd and reports a unit the Quadlet generator rejects)"
         ),
-        Some(SystemdError::JobFailed { .. }) => {
+        Some(SystemdError::JobFailed { unit, .. }) => {
+            let head = match systemd.service_result(unit) {
+                Ok(Some(r)) if r == START_LIMIT_HIT => {
+                    format!("{unit} {}", crash_loop(client))
+                }
+                _ => e.to_string(),
+            };
             let lines = crate::logs::last_lines(client, 15);
             if lines.is_empty() {
-                e.context(format!("see `sandboxctl logs {client}`"))
+                anyhow!("{head}; see `sandboxctl logs {client}`")
             } else {
-                let mut msg = format!("{e}; last log lines:");
+                let mut msg = format!("{head}; last log lines:");
                 for l in lines {
                     msg.push_str("\n  ");
                     msg.push_str(&l);
@@ -61,4 +75,11 @@ pub fn explain(e: anyhow::Error, client: &ClientName) -> anyhow::Error {
         }
         None => e,
     }
+}
+
+/// What a unit that ended over its start limit went through, and what to do.
+pub fn crash_loop(client: &ClientName) -> String {
+    format!(
+        "kept failing and systemd stopped restarting it (start limit hit: a crash loop, the sandbox exited again and again right after starting); see `sandboxctl logs {client}`, fix the cause, then `sandboxctl start {client}` tries again"
+    )
 }
