@@ -68,14 +68,24 @@ trait Manager {
     blocking_name = "ServiceProxy"
 )]
 trait Service {
-    /// Why the service last stopped or failed: `success`, `exit-code`, `signal`,
-    /// `timeout`, `start-limit-hit`, …
     #[zbus(property)]
     fn result(&self) -> zbus::Result<String>;
+    #[zbus(property, name = "NRestarts")]
+    fn n_restarts(&self) -> zbus::Result<u32>;
 }
 
-/// systemd's `Result` of a service that hit its start limit.
+/// systemd's `Result` of a service whose start it refused at the start limit.
 pub const START_LIMIT_HIT: &str = "start-limit-hit";
+
+/// How a service last ended, as systemd reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ServiceOutcome {
+    /// `Result`: `success`, `exit-code`, `signal`, `timeout`, `start-limit-hit`, …
+    pub result: String,
+    /// `NRestarts`: the restarts systemd made on its own (`Restart=`) since the last
+    /// start that was asked for.
+    pub restarts: u32,
+}
 
 /// A unit's state as systemd reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -259,9 +269,9 @@ impl Systemd {
         }
     }
 
-    /// The service's `Result` property (why it last stopped or failed, e.g.
-    /// `start-limit-hit`); `None` for a unit systemd has not loaded.
-    pub fn service_result(&self, unit: &str) -> Result<Option<String>> {
+    /// How the service last ended (`Result`, `NRestarts`); `None` for a unit systemd
+    /// has not loaded.
+    pub fn service_outcome(&self, unit: &str) -> Result<Option<ServiceOutcome>> {
         let path = match self.manager.get_unit(unit) {
             Ok(p) => p,
             Err(e) if is_error_named(&e, NO_SUCH_UNIT) => return Ok(None),
@@ -271,10 +281,15 @@ impl Systemd {
             .path(path)
             .and_then(|b| b.cache_properties(zbus::proxy::CacheProperties::No).build())
             .with_context(|| format!("cannot reach {unit} on D-Bus"))?;
-        service
-            .result()
+        let read = || -> zbus::Result<ServiceOutcome> {
+            Ok(ServiceOutcome {
+                result: service.result()?,
+                restarts: service.n_restarts()?,
+            })
+        };
+        read()
             .map(Some)
-            .with_context(|| format!("cannot read the result of {unit} from systemd"))
+            .with_context(|| format!("cannot read how {unit} ended from systemd"))
     }
 
     /// The states of many units in one round trip; units systemd has not loaded are

@@ -6,7 +6,7 @@
 mod support;
 
 mod client {
-    use sandboxctl::systemd::{Systemd, SystemdError, UnitState, Verb};
+    use sandboxctl::systemd::{ServiceOutcome, Systemd, SystemdError, UnitState, Verb};
 
     use crate::support::fake_systemd::{Call, FakeSystemd, SignalTiming};
 
@@ -277,29 +277,43 @@ mod client {
         );
     }
 
-    /// The unit's `Result` says why a job failed where the job result only says
-    /// "failed": a crash loop ends in `start-limit-hit`.
+    /// The service's `Result` and `NRestarts` say how it ended where the job result only
+    /// says "failed".
     #[test]
-    fn service_result_reads_the_units_result_and_none_for_unknown_units() {
+    fn service_outcome_reads_result_and_restarts_and_none_for_unknown_units() {
         let fake = FakeSystemd::start();
         fake.add_unit(UNIT);
         let systemd = connect(&fake);
+        let outcome = |result: &str, restarts| {
+            Some(ServiceOutcome {
+                result: result.to_owned(),
+                restarts,
+            })
+        };
         assert_eq!(
-            systemd.service_result(UNIT).expect("result"),
-            Some("success".to_owned())
+            systemd.service_outcome(UNIT).expect("outcome"),
+            outcome("success", 0)
         );
         fake.script_result(UNIT, "failed");
-        fake.script_service_result(UNIT, "start-limit-hit");
+        fake.script_restarts(UNIT, 5);
         systemd
             .run_job(Verb::Start, UNIT)
             .expect_err("scripted to fail");
         assert_eq!(
-            systemd.service_result(UNIT).expect("result"),
-            Some("start-limit-hit".to_owned())
+            systemd.service_outcome(UNIT).expect("outcome"),
+            outcome("exit-code", 5)
+        );
+        fake.script_service_result(UNIT, "timeout");
+        systemd
+            .run_job(Verb::Start, UNIT)
+            .expect_err("scripted to fail");
+        assert_eq!(
+            systemd.service_outcome(UNIT).expect("outcome"),
+            outcome("timeout", 5)
         );
         assert_eq!(
             systemd
-                .service_result("agent-ghost.service")
+                .service_outcome("agent-ghost.service")
                 .expect("unknown unit is not an error"),
             None
         );
@@ -323,8 +337,11 @@ mod client {
             .run_job(Verb::Start, UNIT)
             .expect_err("over the limit");
         assert_eq!(
-            systemd.service_result(UNIT).expect("result").as_deref(),
-            Some("start-limit-hit")
+            systemd
+                .service_outcome(UNIT)
+                .expect("outcome")
+                .map(|o| o.result),
+            Some("start-limit-hit".to_owned())
         );
         systemd.reset_failed(UNIT).expect("reset");
         assert_eq!(fake.service_result(UNIT).as_deref(), Some("success"));
@@ -701,15 +718,15 @@ mod cli {
         );
     }
 
-    /// A sandbox that keeps exiting ends over the start limit: the error says so in
-    /// words, with what to do, and quotes the log lines that say why, not container IDs.
+    /// A sandbox that keeps failing is restarted by systemd until its start limit: the
+    /// error says so in words, with what to do, and quotes the log lines that say why,
+    /// not container IDs.
     #[test]
     fn start_reports_a_crash_loop_in_words_without_container_ids() {
         let home = Home::new();
         enable_shell(&home, "acme");
         home.fake.script_result("agent-acme.service", "failed");
-        home.fake
-            .script_service_result("agent-acme.service", "start-limit-hit");
+        home.fake.script_restarts("agent-acme.service", 5);
         let id = "0f3b6a9c2d8e4f1a7b5c3d9e0a2b4c6d8e1f3a5b7c9d0e2f4a6b8c1d3e5f7a9b";
         std::fs::write(
             home.runtime_dir().join("agent-acme.log"),
@@ -717,9 +734,8 @@ mod cli {
         )
         .expect("unit log");
         let out = home.sandboxctl(["start", "acme"]).run().failure(&[
-            "agent-acme.service kept failing",
-            "start limit hit",
-            "crash loop",
+            "agent-acme.service failed 6 times in a row: systemd restarted it 5 times, then stopped at its start limit (a crash loop)",
+            "`sandboxctl logs acme`",
             "`sandboxctl start acme`",
         ]);
         assert!(!out.stderr.contains("result 'failed'"), "{out}");
@@ -843,20 +859,20 @@ mod cli {
         assert_eq!(home.fake.calls(), []);
     }
 
-    /// A crash loop leaves the unit failed over its start limit; `status` says so in
-    /// words and `--json` carries systemd's result.
+    /// A crash loop leaves the unit failed after systemd's own restarts; `status` says
+    /// so in words and `--json` carries how it ended.
     #[test]
     fn status_names_a_crash_loop() {
         let home = Home::new();
         enable_shell(&home, "acme");
         let unit = "agent-acme.service";
         home.fake.script_result(unit, "failed");
-        home.fake.script_service_result(unit, "start-limit-hit");
+        home.fake.script_restarts(unit, 5);
         home.sandboxctl(["start", "acme"]).run().failure(&[]);
         let out = home.sandboxctl(["status", "acme"]).run().success();
         assert!(
             out.stdout.contains(
-                "agent-acme.service kept failing and systemd stopped restarting it (start limit hit: a crash loop"
+                "agent-acme.service failed 6 times in a row: systemd restarted it 5 times, then stopped at its start limit (a crash loop)"
             ),
             "{out}"
         );
@@ -866,8 +882,9 @@ mod cli {
             .success()
             .json();
         assert_eq!(v["active_state"], "failed", "{v}");
-        assert_eq!(v["result"], "start-limit-hit", "{v}");
-        // A unit that is not failed costs no extra call and has no result.
+        assert_eq!(v["failure"]["result"], "exit-code", "{v}");
+        assert_eq!(v["failure"]["restarts"], 5, "{v}");
+        // A unit that is not failed costs no extra call and has no failure.
         home.fake.script_result(unit, "done");
         home.sandboxctl(["start", "acme"]).run().success();
         let before = home.fake.count("GetUnit");
@@ -876,7 +893,7 @@ mod cli {
             .run()
             .success()
             .json();
-        assert!(v.get("result").is_none(), "{v}");
+        assert!(v.get("failure").is_none(), "{v}");
         assert_eq!(home.fake.count("GetUnit"), before);
     }
 

@@ -5,7 +5,7 @@ use anyhow::{Result, anyhow};
 use crate::client::ClientName;
 use crate::layout::Layout;
 use crate::settings::Settings;
-use crate::systemd::{START_LIMIT_HIT, Systemd, SystemdError, Verb};
+use crate::systemd::{START_LIMIT_HIT, ServiceOutcome, Systemd, SystemdError, Verb};
 
 pub fn job(layout: &Layout, name: &str, verb: Verb) -> Result<()> {
     let (client, settings) = super::known_client(layout, name)?;
@@ -55,12 +55,12 @@ pub fn explain(e: anyhow::Error, client: &ClientName, systemd: &Systemd) -> anyh
             "systemd does not know {unit}: run `sandboxctl enable {client}` (it reloads systemd and reports a unit the Quadlet generator rejects)"
         ),
         Some(SystemdError::JobFailed { unit, .. }) => {
-            let head = match systemd.service_result(unit) {
-                Ok(Some(r)) if r == START_LIMIT_HIT => {
-                    format!("{unit} {}", crash_loop(client))
-                }
-                _ => e.to_string(),
-            };
+            let head = systemd
+                .service_outcome(unit)
+                .ok()
+                .flatten()
+                .and_then(|o| stopped_by_start_limit(client, unit, &o))
+                .unwrap_or_else(|| e.to_string());
             let lines = crate::logs::last_lines(client, 15);
             if lines.is_empty() {
                 anyhow!("{head}; see `sandboxctl logs {client}`")
@@ -77,9 +77,64 @@ pub fn explain(e: anyhow::Error, client: &ClientName, systemd: &Systemd) -> anyh
     }
 }
 
-/// What a unit that ended over its start limit went through, and what to do.
-pub fn crash_loop(client: &ClientName) -> String {
-    format!(
-        "kept failing and systemd stopped restarting it (start limit hit: a crash loop, the sandbox exited again and again right after starting); see `sandboxctl logs {client}`, fix the cause, then `sandboxctl start {client}` tries again"
-    )
+/// What happened, in words, when systemd's start limit stopped a service: after
+/// restarts of its own (a crash loop: with `Restart=on-failure`, only the start limit
+/// ends them; `Result` then keeps the last failure's reason), or on a start asked for
+/// too often (`Result` is `start-limit-hit`). `None` for any other ending.
+pub fn stopped_by_start_limit(
+    client: &ClientName,
+    unit: &str,
+    outcome: &ServiceOutcome,
+) -> Option<String> {
+    if outcome.restarts > 0 {
+        Some(format!(
+            "{unit} failed {} times in a row: systemd restarted it {} times, then stopped at its start limit (a crash loop); see `sandboxctl logs {client}`, fix the cause, then `sandboxctl start {client}` tries again",
+            outcome.restarts + 1,
+            outcome.restarts
+        ))
+    } else if outcome.result == START_LIMIT_HIT {
+        Some(format!(
+            "{unit} was started too often in a short time and systemd refused (start limit hit); `sandboxctl start {client}` clears the limit and starts it"
+        ))
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(result: &str, restarts: u32) -> Option<String> {
+        let client = ClientName::parse("acme").expect("name");
+        let outcome = ServiceOutcome {
+            result: result.to_owned(),
+            restarts,
+        };
+        stopped_by_start_limit(&client, "agent-acme.service", &outcome)
+    }
+
+    #[test]
+    fn start_limit_in_words() {
+        // A crash loop: systemd's restarts ended at the limit; Result keeps the last
+        // failure's reason (measured with systemd 252).
+        let crash = words("exit-code", 5).expect("a crash loop");
+        assert!(
+            crash.starts_with("agent-acme.service failed 6 times in a row: systemd restarted it 5 times, then stopped at its start limit (a crash loop)"),
+            "{crash}"
+        );
+        assert!(
+            crash.contains("`sandboxctl start acme` tries again"),
+            "{crash}"
+        );
+        // Started too often by hand (not through sandboxctl, which clears the limit).
+        let refused = words("start-limit-hit", 0).expect("start limit");
+        assert!(
+            refused.contains("started too often") && refused.contains("`sandboxctl start acme`"),
+            "{refused}"
+        );
+        // Anything else is left to the job's own error.
+        assert_eq!(words("exit-code", 0), None);
+        assert_eq!(words("success", 0), None);
+    }
 }

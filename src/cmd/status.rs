@@ -7,7 +7,7 @@ use serde::Serialize;
 use crate::client::ClientName;
 use crate::layout::Layout;
 use crate::settings::Settings;
-use crate::systemd::Systemd;
+use crate::systemd::{ServiceOutcome, Systemd};
 
 #[derive(Debug, Serialize)]
 struct ClientStatus {
@@ -16,9 +16,9 @@ struct ClientStatus {
     load_state: String,
     active_state: String,
     sub_state: String,
-    /// systemd's `Result` of a failed unit (e.g. `start-limit-hit`), else absent.
+    /// How a failed unit ended (systemd's `Result` and `NRestarts`), else absent.
     #[serde(skip_serializing_if = "Option::is_none")]
-    result: Option<String>,
+    failure: Option<ServiceOutcome>,
     agent: String,
     image: String,
     network: String,
@@ -54,10 +54,10 @@ pub fn status(layout: &Layout, name: Option<&str>, json: bool) -> Result<()> {
         .map(|((c, s), st)| ClientStatus {
             client: c.to_string(),
             // Asked only of failed units: one more call each, and why they failed.
-            result: systemd
+            failure: systemd
                 .as_ref()
                 .filter(|_| st.active_state == "failed")
-                .and_then(|s| s.service_result(&st.unit).ok().flatten()),
+                .and_then(|s| s.service_outcome(&st.unit).ok().flatten()),
             unit: st.unit,
             load_state: st.load_state,
             active_state: st.active_state,
@@ -98,15 +98,15 @@ pub fn status(layout: &Layout, name: Option<&str>, json: bool) -> Result<()> {
         );
     }
     for ((c, _), r) in clients.iter().zip(&rows) {
-        match r.result.as_deref() {
-            Some(crate::systemd::START_LIMIT_HIT) => {
-                println!("{} {}", r.unit, super::lifecycle::crash_loop(c));
-            }
-            Some(result) => println!(
-                "{} failed (systemd result '{result}'); see `sandboxctl logs {c}`",
-                r.unit
-            ),
-            None => {}
+        if let Some(f) = &r.failure {
+            let words =
+                super::lifecycle::stopped_by_start_limit(c, &r.unit, f).unwrap_or_else(|| {
+                    format!(
+                        "{} failed (systemd result '{}'); see `sandboxctl logs {c}`",
+                        r.unit, f.result
+                    )
+                });
+            println!("{words}");
         }
     }
     Ok(())

@@ -120,6 +120,8 @@ struct Unit {
     generated: bool,
     /// The service's `Result` property.
     result: String,
+    /// The service's `NRestarts` property.
+    restarts: u32,
     /// Started too often: systemd refuses every start until `ResetFailedUnit`.
     start_limited: bool,
 }
@@ -131,6 +133,7 @@ impl Unit {
             sub: "dead".into(),
             generated,
             result: "success".into(),
+            restarts: 0,
             start_limited: false,
         }
     }
@@ -156,6 +159,8 @@ struct State {
     results: BTreeMap<String, String>,
     /// The service `Result` a failed job leaves (`exit-code` unless scripted).
     service_results: BTreeMap<String, String>,
+    /// The `NRestarts` a failed job leaves (0 unless scripted).
+    restarts: BTreeMap<String, u32>,
     rejected: Vec<String>,
     calls: Vec<Call>,
     next_job: u32,
@@ -181,6 +186,7 @@ impl FakeSystemd {
             units: BTreeMap::new(),
             results: BTreeMap::new(),
             service_results: BTreeMap::new(),
+            restarts: BTreeMap::new(),
             rejected: Vec::new(),
             calls: Vec::new(),
             next_job: 1,
@@ -240,12 +246,17 @@ impl FakeSystemd {
             .insert(unit.to_owned(), result.to_owned());
     }
 
-    /// The service `Result` every later failed job on `unit` leaves (as a crash loop
-    /// leaves `start-limit-hit`).
+    /// The service `Result` every later failed job on `unit` leaves.
     pub fn script_service_result(&self, unit: &str, result: &str) {
         self.state()
             .service_results
             .insert(unit.to_owned(), result.to_owned());
+    }
+
+    /// The restarts systemd made on its own before every later failed job on `unit`
+    /// ended: a crash loop that `Restart=on-failure` ran until the start limit.
+    pub fn script_restarts(&self, unit: &str, restarts: u32) {
+        self.state().restarts.insert(unit.to_owned(), restarts);
     }
 
     /// Puts a known unit over its start limit, as five quick starts do: every start
@@ -419,6 +430,7 @@ impl Manager {
             .get(&unit)
             .cloned()
             .unwrap_or_else(|| "exit-code".to_owned());
+        let mut restarts = st.restarts.get(&unit).copied().unwrap_or(0);
         let timing = st.timing;
         let Some(u) = st.units.get_mut(&unit) else {
             return Err(Fault::NoSuchUnit(format!("Unit {unit} not found.")));
@@ -426,6 +438,7 @@ impl Manager {
         if u.start_limited && method != "StopUnit" {
             "failed".clone_into(&mut result);
             "start-limit-hit".clone_into(&mut service_result);
+            restarts = 0;
         }
         let (active, sub) = match (method, result.as_str()) {
             ("StopUnit", "done") => ("inactive", "dead"),
@@ -434,10 +447,10 @@ impl Manager {
         };
         active.clone_into(&mut u.active);
         sub.clone_into(&mut u.sub);
-        u.result = if result == "done" {
-            "success".to_owned()
+        (u.result, u.restarts) = if result == "done" {
+            ("success".to_owned(), 0)
         } else {
-            service_result
+            (service_result, restarts)
         };
         let id = st.next_job;
         st.next_job += 3;
@@ -574,11 +587,13 @@ impl Manager {
             "dead".clone_into(&mut u.sub);
         }
         "success".clone_into(&mut u.result);
+        u.restarts = 0;
         u.start_limited = false;
         Ok(())
     }
 
-    /// Also serves the unit's object, with the `Service` interface's `Result`.
+    /// Also serves the unit's object, with the `Service` interface's `Result` and
+    /// `NRestarts`.
     async fn get_unit(
         &self,
         name: String,
@@ -654,5 +669,11 @@ impl ServiceObject {
         st.units
             .get(&self.unit)
             .map_or_else(|| "success".to_owned(), |u| u.result.clone())
+    }
+
+    #[zbus(property, name = "NRestarts")]
+    fn n_restarts(&self) -> u32 {
+        let st = self.state.lock().expect("fake systemd state");
+        st.units.get(&self.unit).map_or(0, |u| u.restarts)
     }
 }
