@@ -275,17 +275,33 @@ impl Sandbox<'_> {
         lines
     }
 
+    /// Quadlet's own dependencies. From 5.3 Quadlet orders every user unit after
+    /// `podman-user-wait-network-online.service`, which polls the system's
+    /// `network-online.target` and gives up after 90 s; where nothing pulls that target
+    /// in, each start waits the full 90 s. `DefaultDependencies=false` (a key 5.3
+    /// introduced, rejected by older generators) drops exactly that wait. 5.1 and 5.2 add
+    /// `network-online.target` itself, which is no unit in a user manager and so costs
+    /// nothing; older versions add no network dependency.
     fn quadlet_lines(&self) -> Vec<Line> {
-        if self.quadlet_version() >= V5_3 && !self.host.systemd_booted {
-            vec![Line {
-                value: "DefaultDependencies=false".into(),
-                why: Some(
-                    "host adaptation: systemd is not PID 1, so the network-online units Quadlet waits for never start",
-                ),
-            }]
-        } else {
-            Vec::new()
+        if self.quadlet_version() < V5_3 {
+            return Vec::new();
         }
+        let why = match self.settings.network {
+            NetworkMode::None => {
+                "network none: the sandbox has no network, so it need not wait for the host's network-online.target (Quadlet's wait takes up to 90 s on every start where nothing brings that target up)"
+            }
+            NetworkMode::Allowlist => {
+                "allowlist: the sandbox has no network of its own (its way out is the proxy socket, which resolves names per connection), so it need not wait for the host's network-online.target (Quadlet's wait takes up to 90 s on every start where nothing brings that target up)"
+            }
+            NetworkMode::Open if !self.host.systemd_booted => {
+                "host adaptation: systemd is not PID 1, so the network-online units Quadlet waits for never start"
+            }
+            NetworkMode::Open => return Vec::new(),
+        };
+        vec![Line {
+            value: "DefaultDependencies=false".into(),
+            why: Some(why),
+        }]
     }
 
     fn volumes(&self) -> Result<Vec<String>> {

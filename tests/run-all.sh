@@ -106,6 +106,14 @@ if [[ $built -eq 0 ]]; then
     run "sandboxctl image build (offline base, host CAs)" image_build
 fi
 
+# The same image FROM a base that already has node and npm in /usr/local/bin (official
+# Node images, company bases): it builds, and the agents get our Node 22. Only the final
+# stage is built; the fetch stages come from the layer cache. Removes what it made.
+image_build_node_base() {
+    "$root/tests/system/image-node-base.sh"
+}
+run "image build on a base with its own Node" image_build_node_base
+
 # --- checks as the test user ----------------------------------------------------------
 if [[ -x $root/tests/system/image-checks.sh ]]; then
     # A copy the test user can read wherever the checkout lives.
