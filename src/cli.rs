@@ -170,6 +170,16 @@ pub struct SandboxOptions {
     /// its login, history and settings are shared with every client that uses it).
     #[arg(long, value_name = "DIR")]
     pub claude_config: Option<PathBuf>,
+    /// Let the agent write the projects' `.git/config` and `.git/hooks`, which git on the
+    /// host executes (`=false` to lock them again) [default: false, read-only].
+    #[arg(
+        long,
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true"
+    )]
+    pub git_writable_config: Option<bool>,
 }
 
 #[derive(Debug, Args, Clone)]

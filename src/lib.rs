@@ -7,6 +7,7 @@ pub mod cli;
 pub mod client;
 mod cmd;
 pub mod escape;
+pub mod git_guard;
 pub mod host;
 pub mod image;
 pub mod layout;

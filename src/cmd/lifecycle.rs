@@ -10,7 +10,11 @@ use crate::systemd::{Systemd, SystemdError, Verb};
 pub fn job(layout: &Layout, name: &str, verb: Verb) -> Result<()> {
     let (client, settings) = super::known_client(layout, name)?;
     let systemd = Systemd::connect_user()?;
-    run_job(&systemd, &client, &settings, verb)
+    // A shared Claude login: the fresher copy wins before a start and after a stop.
+    crate::claude_login::sync_client(layout, &client, &settings);
+    run_job(&systemd, &client, &settings, verb)?;
+    crate::claude_login::sync_client(layout, &client, &settings);
+    Ok(())
 }
 
 /// Runs the job; a start or restart first builds the default image if it is missing
