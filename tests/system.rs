@@ -11,6 +11,8 @@ mod harness;
 
 #[path = "system/credentials.rs"]
 mod credentials;
+#[path = "system/hostexec.rs"]
+mod hostexec;
 #[path = "system/network.rs"]
 mod network;
 
