@@ -77,7 +77,88 @@ pub fn plan(project: &Path) -> Result<Plan> {
             dotgit.display()
         ),
     }
+    plan_submodules(project, &mut plan)?;
     Ok(plan)
+}
+
+/// The `Volume=` values (`PATH:PATH:ro|rw`) of a project's pins.
+pub fn volumes(project: &Path) -> Result<Vec<String>> {
+    plan(project)?
+        .pins
+        .iter()
+        .map(|pin| {
+            let path = pin.path.to_str().with_context(|| {
+                format!(
+                    "git path {} is not valid UTF-8; rename it",
+                    pin.path.display()
+                )
+            })?;
+            let v = crate::escape::volume_path("git path", path)?;
+            let mode = if pin.writable { "rw" } else { "ro" };
+            Ok(format!("{v}:{v}:{mode}"))
+        })
+        .collect()
+}
+
+/// Projects of `settings` with a git dir that `unit` (the unit file's text) does not
+/// pin: they became repositories, or got worktrees or submodules, after `enable`.
+pub fn unpinned(settings: &crate::settings::Settings, unit: &str) -> Vec<PathBuf> {
+    if settings.git_writable_config {
+        return Vec::new();
+    }
+    let lines: Vec<&str> = unit.lines().collect();
+    settings
+        .projects
+        .iter()
+        .filter(|p| {
+            volumes(p).map_or(true, |vols| {
+                vols.iter()
+                    .any(|v| !lines.contains(&format!("Volume={v}").as_str()))
+            })
+        })
+        .cloned()
+        .collect()
+}
+
+/// Submodules checked out in the project (`path = …` in `.gitmodules`): their `.git`
+/// file is pinned, and their git dir when it is a directory inside the project.
+fn plan_submodules(project: &Path, plan: &mut Plan) -> Result<()> {
+    let gitmodules = project.join(".gitmodules");
+    if kind(&gitmodules)? != Kind::File {
+        return Ok(());
+    }
+    for line in read_small(&gitmodules)?.lines() {
+        let Some((key, value)) = line.split_once('=') else {
+            continue;
+        };
+        let rel = Path::new(value.trim());
+        if key.trim() != "path"
+            || rel.is_absolute()
+            || rel
+                .components()
+                .any(|c| !matches!(c, std::path::Component::Normal(_)))
+        {
+            continue;
+        }
+        let dotgit = project.join(rel).join(".git");
+        match kind(&dotgit)? {
+            Kind::File => {
+                plan.pins.push(Pin {
+                    path: dotgit.clone(),
+                    writable: false,
+                });
+                if let Some(gitdir) = gitdir_of_file(&dotgit)?
+                    && gitdir.starts_with(project)
+                    && kind(&gitdir)? == Kind::Dir
+                {
+                    plan_gitdir(project, &gitdir, 1, plan)?;
+                }
+            }
+            Kind::Dir => plan_gitdir(project, &dotgit, 1, plan)?,
+            Kind::Missing | Kind::Symlink => {}
+        }
+    }
+    Ok(())
 }
 
 /// Creates what the plan needs to exist (only what is missing; nothing is overwritten).
@@ -452,6 +533,47 @@ mod tests {
         std::os::unix::fs::symlink("/tmp", g.join("hooks")).expect("symlink");
         let err = format!("{:#}", plan(&p).expect_err("symlinked hooks"));
         assert!(err.contains("hooks"), "{err}");
+    }
+
+    #[test]
+    fn submodule_git_files_are_pinned_and_unpinned_projects_are_found() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let p = tmp.path();
+        let g = git_dir(p);
+        fs::write(
+            p.join(".gitmodules"),
+            "[submodule \"lib\"]\n\tpath = lib\n\turl = x\n[submodule \"up\"]\n\tpath = ../up\n",
+        )
+        .expect("write");
+        fs::create_dir_all(p.join("lib")).expect("mkdir");
+        fs::create_dir_all(g.join("modules/lib/hooks")).expect("mkdir");
+        fs::write(g.join("modules/lib/HEAD"), "x").expect("HEAD");
+        fs::write(p.join("lib/.git"), "gitdir: ../.git/modules/lib\n").expect("write");
+        let got = pins(&plan(p).expect("plan"));
+        assert!(
+            got.contains(&(p.join("lib/.git").display().to_string(), false)),
+            "{got:?}"
+        );
+        assert!(
+            got.contains(&(g.join("modules/lib/config").display().to_string(), false)),
+            "{got:?}"
+        );
+        assert!(!got.iter().any(|(path, _)| path.contains("/up")), "{got:?}");
+
+        let s = crate::settings::Settings {
+            projects: vec![p.to_owned()],
+            ..crate::settings::Settings::default()
+        };
+        let unit = volumes(p)
+            .expect("volumes")
+            .iter()
+            .map(|v| format!("Volume={v}"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(unpinned(&s, &unit).is_empty());
+        // A worktree added after the unit was written is not pinned by it.
+        fs::create_dir_all(g.join("worktrees/late")).expect("mkdir");
+        assert_eq!(unpinned(&s, &unit), [p.to_owned()]);
     }
 
     #[test]

@@ -298,11 +298,7 @@ impl Sandbox<'_> {
             // Git dirs pinned over the project mount, so the agent cannot write what git
             // on the host executes (see `git_guard`).
             if !s.git_writable_config {
-                for pin in crate::git_guard::plan(p)?.pins {
-                    let v = escape::volume_path("git path", &path_str("git path", &pin.path)?)?;
-                    let mode = if pin.writable { "rw" } else { "ro" };
-                    out.push(format!("{v}:{v}:{mode}"));
-                }
+                out.extend(crate::git_guard::volumes(p)?);
             }
         }
         // The client's own dirs are sandboxctl's: private SELinux label.

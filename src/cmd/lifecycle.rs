@@ -12,6 +12,9 @@ pub fn job(layout: &Layout, name: &str, verb: Verb) -> Result<()> {
     let systemd = Systemd::connect_user()?;
     // A shared Claude login: the fresher copy wins before a start and after a stop.
     crate::claude_login::sync_client(layout, &client, &settings);
+    if !matches!(verb, Verb::Stop) {
+        warn_unpinned(layout, &client, &settings);
+    }
     run_job(&systemd, &client, &settings, verb)?;
     crate::claude_login::sync_client(layout, &client, &settings);
     Ok(())
@@ -41,6 +44,20 @@ pub fn run_job(
             Ok(())
         }
         Err(e) => Err(explain(e, client)),
+    }
+}
+
+/// A project that became a git repository (or got a worktree or submodule) after the
+/// unit was written has git dirs the agent can write; say how to pin them.
+pub fn warn_unpinned(layout: &Layout, client: &ClientName, settings: &Settings) {
+    let Ok(unit) = std::fs::read_to_string(layout.unit_path(client)) else {
+        return;
+    };
+    for p in crate::git_guard::unpinned(settings, &unit) {
+        eprintln!(
+            "warning: the git dirs of {} are not all read-only for the agent (a repository, worktree or submodule added after `enable`); run `sandboxctl enable {client}` and restart to protect them",
+            p.display()
+        );
     }
 }
 

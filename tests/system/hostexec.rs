@@ -196,7 +196,8 @@ fn git(dir: &Path, args: &[&str]) -> Output {
 ///    `git init` a new one, to point `commondir` at a repository of its own, and to
 ///    turn on a `config.worktree`. Each fails or has no effect: `git status` and `git
 ///    commit` on the host run nothing planted. `git commit`, `git branch` and `git
-///    fetch` from a local bare repository still work inside, and the host sees them.
+///    fetch` from a local bare repository still work inside, and the host sees them. A
+///    worktree added on the host later is reported at `restart` and pinned by `enable`.
 #[test]
 fn h2_agent_cannot_plant_what_git_on_the_host_runs() {
     let mut c = Client::new("h2");
@@ -283,4 +284,21 @@ fn h2_agent_cannot_plant_what_git_on_the_host_runs() {
         "{config}"
     );
     assert!(!p.join(".git/hooks/pre-commit").exists());
+
+    // A worktree added on the host after `enable` is not pinned yet: `restart` says so,
+    // and `enable` pins it.
+    let wt = c.scratch_dir("worktree").join("wt");
+    git(&p, &["worktree", "add", "-q", wt.to_str().expect("utf8")]).success();
+    let out = sbx(["restart", &c.name]).run().success();
+    assert!(out.stderr.contains("not all read-only"), "{out}");
+    let out = c.enable(&[]);
+    assert!(!out.stderr.contains("not all read-only"), "{out}");
+    let out = sbx(["restart", &c.name]).run().success();
+    assert!(!out.stderr.contains("not all read-only"), "{out}");
+    let admin = p.join(".git/worktrees/wt/commondir");
+    let out = c.sh(&format!("echo /tmp > {}", admin.display()));
+    assert!(
+        !out.status.success(),
+        "a linked worktree's commondir is read-only:\n{out}"
+    );
 }
