@@ -150,7 +150,7 @@ pub fn sync_client(
 /// Copies the Claude login between a shared config dir and a client's own dir, the one
 /// whose access token expires later winning; returns what it did, for the user. Only
 /// `.credentials.json` is read or written on either side; a file that is not a plain,
-/// valid login is never copied (one side's bad file is reported and left alone).
+/// valid login is never copied, and a shared file that is not one is never replaced.
 pub fn sync_shared(client_dir: &Path, shared_dir: &Path) -> Result<Vec<String>> {
     let mut said = Vec::new();
     let client_path = client_dir.join(CREDENTIALS);
@@ -159,7 +159,14 @@ pub fn sync_shared(client_dir: &Path, shared_dir: &Path) -> Result<Vec<String>> 
         said.push(format!("warning: ignoring the sandbox's login: {e:#}"));
         None
     });
-    let shared = read_login(&shared_path)?;
+    let shared = match read_login(&shared_path) {
+        Ok(shared) => shared,
+        Err(e) => {
+            // Not a file sandboxctl understands: leave both sides alone.
+            said.push(format!("warning: not sharing the Claude login: {e:#}"));
+            return Ok(said);
+        }
+    };
     match (client, shared) {
         (Some(c), Some(h)) if c.bytes == h.bytes => {}
         (Some(c), Some(h)) if c.expires_at <= h.expires_at => {
@@ -301,6 +308,20 @@ mod tests {
         assert_eq!(
             std::fs::read_to_string(&sc).expect("host"),
             login("host", 100)
+        );
+    }
+
+    #[test]
+    fn a_shared_file_that_is_not_a_login_is_left_alone() {
+        let (_tmp, shared, client) = setup();
+        let (sc, cc) = (shared.join(CREDENTIALS), client.join(CREDENTIALS));
+        std::fs::write(&sc, "{\"someOtherFormat\": 1}").expect("write");
+        std::fs::write(&cc, login("sandbox", 200)).expect("write");
+        let said = sync_shared(&client, &shared).expect("a warning, not an error");
+        assert!(said[0].contains("not sharing the Claude login"), "{said:?}");
+        assert_eq!(
+            std::fs::read_to_string(&sc).expect("host"),
+            "{\"someOtherFormat\": 1}"
         );
     }
 
