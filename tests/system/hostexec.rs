@@ -302,3 +302,50 @@ fn h2_agent_cannot_plant_what_git_on_the_host_runs() {
         "a linked worktree's commondir is read-only:\n{out}"
     );
 }
+
+/// 5. A project that is a linked worktree of a repository outside it: its `.git` is a
+///    `gitdir:` file, pinned read-only, so the agent cannot point git on the host at a
+///    repository of its own making; the main repository is not visible inside at all.
+#[test]
+fn h3_a_worktree_projects_gitdir_file_cannot_be_redirected() {
+    let mut c = Client::new("h3");
+    let main = c.scratch_dir("main");
+    let marks = c.scratch_dir("marks");
+    git(&main, &["init", "-q", "-b", "main"]).success();
+    git(&main, &["commit", "-q", "--allow-empty", "-m", "first"]).success();
+    let p = c.project.clone();
+    git(&main, &["worktree", "add", "-q", p.to_str().expect("utf8")]).success();
+    let before = std::fs::read_to_string(p.join(".git")).expect(".git file");
+    c.enable(&["--network", "none"]);
+    c.start();
+    let m = marks.display().to_string();
+    c.sh(&format!(
+        "set -e; cd {0}; git init -q evil; git -C evil config core.fsmonitor 'touch {m}/evil; false'",
+        c.project_str()
+    ))
+    .success();
+    for script in [
+        "echo \"gitdir: $PWD/evil/.git\" > .git",
+        "rm -f .git",
+        "mv .git git-old",
+    ] {
+        let out = c.sh(&format!("cd {} && {script}", c.project_str()));
+        assert!(!out.status.success(), "must fail inside: {script}\n{out}");
+    }
+    let out = c.sh(&format!("cd {} && git status", c.project_str()));
+    assert!(
+        !out.status.success(),
+        "the main repository is not visible inside:\n{out}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(p.join(".git")).expect(".git file"),
+        before
+    );
+    git(&p, &["status", "--short"]).success();
+    let planted: Vec<_> = std::fs::read_dir(&marks)
+        .expect("marks")
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(planted.is_empty(), "git on the host ran {planted:?}");
+}
