@@ -4,8 +4,9 @@
 //! sandbox, then checks the host side as the user sees it.
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
-use crate::harness::{Client, Cmd, Output, env, sbx};
+use crate::harness::{Client, Cmd, HostTerminal, Output, env, process_exists, sbx, wait_for};
 
 /// A Claude login as Claude Code writes it, with tokens named by `tag`.
 fn login(tag: &str, expires_at: u64) -> String {
@@ -174,6 +175,72 @@ fn git_attacks(m: &str) -> Vec<(&'static str, String)> {
             "git config extensions.worktreeConfig true".to_owned(),
         ),
     ]
+}
+
+/// `enable` with `--claude-config HOME/.claude` holding `login`; returns the dir.
+fn enable_shared_claude(c: &mut Client, login: &str) -> std::path::PathBuf {
+    let dir = c.scratch_dir("shared-home").join(".claude");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::write(dir.join(".credentials.json"), login).expect("login");
+    c.enable(&[
+        "--network",
+        "none",
+        "--claude-config",
+        dir.to_str().expect("utf8"),
+    ]);
+    dir
+}
+
+/// 4. The login refreshed during an `attach` session reaches the host when the user
+///    detaches, without a stop: `attach` waits for the session and syncs after it.
+#[test]
+fn h4_a_login_refreshed_during_attach_reaches_the_host_at_detach() {
+    let mut c = Client::new("h4");
+    let dir = enable_shared_claude(&mut c, &login("host1", 1_000));
+    c.start();
+    let bin = env().bin.to_str().expect("UTF-8 binary path").to_owned();
+    let term = HostTerminal::start(&format!("{bin} attach {}", c.name));
+    let attach_pid = term.pane_pid();
+    wait_for(
+        "the shell in the container's tmux session to answer",
+        Duration::from_mins(1),
+        || {
+            term.type_line("echo probe-$((40+2))");
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(3) {
+                if term.screen().lines().any(|l| l.trim() == "probe-42") {
+                    return Some(());
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            None
+        },
+        || format!("--- screen ---\n{}\n{}", term.screen(), c.diagnostics()),
+    );
+    c.sh(&format!(
+        "printf '%s' '{}' > $CLAUDE_CONFIG_DIR/.credentials.json",
+        login("sandbox2", 2_000)
+    ))
+    .success();
+    assert_eq!(
+        std::fs::read_to_string(dir.join(".credentials.json")).expect("login"),
+        login("host1", 1_000),
+        "nothing is synced while the session runs"
+    );
+    // The user detaches (what Ctrl-b d does).
+    c.exec(&["tmux", "detach-client", "-s", "main"]).success();
+    wait_for(
+        "attach to return after the detach",
+        Duration::from_secs(20),
+        || (!process_exists(attach_pid)).then_some(()),
+        || format!("--- screen ---\n{}", term.screen()),
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join(".credentials.json")).expect("login"),
+        login("sandbox2", 2_000),
+        "the refreshed login reached the host at detach:\n{}",
+        term.screen()
+    );
 }
 
 fn git(dir: &Path, args: &[&str]) -> Output {
