@@ -166,8 +166,8 @@ pub struct SandboxOptions {
     /// Extra argument for `podman run` (repeatable; may weaken the sandbox).
     #[arg(long = "podman-arg", value_name = "ARG", allow_hyphen_values = true)]
     pub podman_args: Vec<String>,
-    /// Mount this Claude config directory instead of the client's own (shared on purpose:
-    /// its login, history and settings are shared with every client that uses it).
+    /// Share the Claude login of this config directory (e.g. ~/.claude) on purpose: its
+    /// credentials file is copied both ways; the directory itself is not mounted.
     #[arg(long, value_name = "DIR")]
     pub claude_config: Option<PathBuf>,
     /// Let the agent write the projects' `.git/config` and `.git/hooks`, which git on the

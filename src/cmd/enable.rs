@@ -168,7 +168,11 @@ fn write(layout: &Layout, p: &Planned) -> Result<()> {
     if let Some(shared) = &p.settings.claude_config {
         let dir = layout.client_subdir(client, "claude");
         for line in claude_login::sync_shared(&dir, shared)? {
-            println!("{line}");
+            if line.starts_with("warning:") {
+                eprintln!("{line}");
+            } else {
+                println!("{line}");
+            }
         }
         claude_login::mark_onboarded(&dir)?;
     } else if p.settings.agent == Agent::Claude {
