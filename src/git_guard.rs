@@ -120,6 +120,26 @@ pub fn unpinned(settings: &crate::settings::Settings, unit: &str) -> Vec<PathBuf
         .collect()
 }
 
+/// Paths the unit pins (self-bind `Volume=` lines inside a project) that no longer
+/// exist: Podman refuses to start the container until `enable` writes a new unit.
+pub fn missing_pins(settings: &crate::settings::Settings, unit: &str) -> Vec<PathBuf> {
+    unit.lines()
+        .filter_map(|l| l.strip_prefix("Volume="))
+        .filter_map(|v| {
+            let mut parts = v.splitn(3, ':');
+            let (host, target) = (parts.next()?, parts.next()?);
+            let path = Path::new(host);
+            (host == target
+                && settings
+                    .projects
+                    .iter()
+                    .any(|p| path.starts_with(p) && path != p)
+                && fs::symlink_metadata(path).is_err())
+            .then(|| path.to_owned())
+        })
+        .collect()
+}
+
 /// Submodules checked out in the project (`path = …` in `.gitmodules`): their `.git`
 /// file is pinned, and their git dir when it is a directory inside the project.
 fn plan_submodules(project: &Path, plan: &mut Plan) -> Result<()> {
@@ -574,6 +594,13 @@ mod tests {
         // A worktree added after the unit was written is not pinned by it.
         fs::create_dir_all(g.join("worktrees/late")).expect("mkdir");
         assert_eq!(unpinned(&s, &unit), [p.to_owned()]);
+        // A pinned path that is gone is named (the start would fail); what `prepare`
+        // creates is not.
+        assert!(!missing_pins(&s, &unit).is_empty());
+        prepare(&plan(p).expect("plan")).expect("prepare");
+        assert!(missing_pins(&s, &unit).is_empty());
+        fs::remove_file(p.join("lib/.git")).expect("rm");
+        assert_eq!(missing_pins(&s, &unit), [p.join("lib/.git")]);
     }
 
     #[test]

@@ -47,12 +47,29 @@ pub fn run_job(
     }
 }
 
-/// A project that became a git repository (or got a worktree or submodule) after the
-/// unit was written has git dirs the agent can write; say how to pin them.
+/// Before a start: recreates what the git pins need (a deleted `commondir`, say, which
+/// Podman would refuse to mount), and says how to pin git dirs that appeared after the
+/// unit was written (a repository, worktree or submodule), which the agent can write.
 pub fn warn_unpinned(layout: &Layout, client: &ClientName, settings: &Settings) {
     let Ok(unit) = std::fs::read_to_string(layout.unit_path(client)) else {
         return;
     };
+    if settings.git_writable_config {
+        return;
+    }
+    for project in &settings.projects {
+        if let Err(e) =
+            crate::git_guard::plan(project).and_then(|plan| crate::git_guard::prepare(&plan))
+        {
+            eprintln!("warning: {e:#}");
+        }
+    }
+    for p in crate::git_guard::missing_pins(settings, &unit) {
+        eprintln!(
+            "warning: {} is mounted by the unit but no longer exists, so Podman will not start the sandbox; run `sandboxctl enable {client}`",
+            p.display()
+        );
+    }
     for p in crate::git_guard::unpinned(settings, &unit) {
         eprintln!(
             "warning: the git dirs of {} are not all read-only for the agent (a repository, worktree or submodule added after `enable`); run `sandboxctl enable {client}` and restart to protect them",

@@ -264,7 +264,8 @@ fn git(dir: &Path, args: &[&str]) -> Output {
 ///    turn on a `config.worktree`. Each fails or has no effect: `git status` and `git
 ///    commit` on the host run nothing planted. `git commit`, `git branch` and `git
 ///    fetch` from a local bare repository still work inside, and the host sees them. A
-///    worktree added on the host later is reported at `restart` and pinned by `enable`.
+///    worktree added on the host later is reported at `restart` and pinned by `enable`;
+///    a pinned `commondir` deleted on the host is recreated by `restart`.
 #[test]
 fn h2_agent_cannot_plant_what_git_on_the_host_runs() {
     let mut c = Client::new("h2");
@@ -367,6 +368,13 @@ fn h2_agent_cannot_plant_what_git_on_the_host_runs() {
     assert!(
         !out.status.success(),
         "a linked worktree's commondir is read-only:\n{out}"
+    );
+    // A pinned file deleted on the host: `restart` recreates it rather than failing.
+    std::fs::remove_file(p.join(".git/commondir")).expect("rm commondir");
+    sbx(["restart", &c.name]).run().success();
+    assert_eq!(
+        std::fs::read_to_string(p.join(".git/commondir")).expect("commondir"),
+        ".\n"
     );
 }
 
