@@ -56,7 +56,16 @@ pub fn plan(project: &Path) -> Result<Plan> {
     let dotgit = project.join(".git");
     match kind(&dotgit)? {
         Kind::Missing => {}
-        Kind::Dir => plan_gitdir(project, &dotgit, 0, &mut plan)?,
+        Kind::Dir => {
+            plan_gitdir(project, &dotgit, 0, &mut plan)?;
+            // A relative `core.hooksPath` in your own git config names a directory of
+            // every work tree: inside this project, the agent could write it.
+            for text in global_configs() {
+                for v in config_values(&text, "core", "hookspath") {
+                    pin_named(project, project, &v, Kind::Dir, &mut plan)?;
+                }
+            }
+        }
         Kind::File => {
             // A linked worktree or a submodule: `.git` names the git dir. Pinning the
             // file keeps the agent from pointing it elsewhere; a git dir outside the
@@ -185,12 +194,16 @@ fn plan_submodules(project: &Path, plan: &mut Plan) -> Result<()> {
 pub fn prepare(plan: &Plan) -> Result<()> {
     for c in &plan.create {
         match c {
-            Create::Dir(d) => match fs::create_dir(d) {
+            Create::Dir(d) => match fs::create_dir_all(d) {
                 Ok(()) => {}
                 Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(e).with_context(|| format!("cannot create {}", d.display())),
             },
             Create::File(f, text) => {
+                if let Some(parent) = f.parent() {
+                    fs::create_dir_all(parent)
+                        .with_context(|| format!("cannot create {}", parent.display()))?;
+                }
                 let created = fs::OpenOptions::new()
                     .write(true)
                     .create_new(true)
@@ -332,6 +345,26 @@ fn plan_gitdir(project: &Path, gitdir: &Path, depth: usize, plan: &mut Plan) -> 
         ),
     };
     pin_ro(&config, Kind::File, plan)?;
+    // What the config names inside the project: a hooks dir (`core.hooksPath`, e.g.
+    // husky's), relative to the work tree, and included config files, relative to the
+    // git dir. Both would run the agent's code on the host.
+    let worktree = if gitdir == project.join(".git") {
+        project.to_owned()
+    } else {
+        config_values(&config_text, "core", "worktree")
+            .last()
+            .map_or_else(|| gitdir.to_owned(), |w| gitdir.join(w))
+    };
+    for v in config_values(&config_text, "core", "hookspath") {
+        pin_named(project, &worktree, &v, Kind::Dir, plan)?;
+    }
+    let includes = config_values(&config_text, "include", "path");
+    for v in includes
+        .into_iter()
+        .chain(config_values(&config_text, "includeif", "path"))
+    {
+        pin_named(project, gitdir, &v, Kind::File, plan)?;
+    }
     let hooks = gitdir.join("hooks");
     if kind(&hooks)? == Kind::Missing {
         plan.create.push(Create::Dir(hooks.clone()));
@@ -373,6 +406,88 @@ fn plan_gitdir(project: &Path, gitdir: &Path, depth: usize, plan: &mut Plan) -> 
         plan_gitdir(project, &module, depth + 1, plan)?;
     }
     Ok(())
+}
+
+/// Pins a path a config names (`~/`, absolute, or relative to `base`) when it lies in the
+/// project, creating it empty if it is missing so the agent cannot create it.
+fn pin_named(project: &Path, base: &Path, value: &str, want: Kind, plan: &mut Plan) -> Result<()> {
+    let path = match value.strip_prefix("~/") {
+        Some(rest) => match dirs::home_dir() {
+            Some(home) => home.join(rest),
+            None => return Ok(()),
+        },
+        None => base.join(value),
+    };
+    let path = normalize(&path);
+    if !path.starts_with(project) || plan.pins.iter().any(|p| p.path == path) {
+        return Ok(());
+    }
+    if kind(&path)? == Kind::Missing {
+        plan.create.push(match want {
+            Kind::Dir => Create::Dir(path.clone()),
+            _ => Create::File(path.clone(), b""),
+        });
+    }
+    pin_ro(&path, want, plan)
+}
+
+/// `a/./b/../c` → `a/c`, without touching the file system.
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// The user's own git config files (`$GIT_CONFIG_GLOBAL`, else `~/.gitconfig` and
+/// `$XDG_CONFIG_HOME/git/config`), as text; includes in them are not followed.
+fn global_configs() -> Vec<String> {
+    let mut files = Vec::new();
+    if let Some(f) = std::env::var_os("GIT_CONFIG_GLOBAL") {
+        files.push(PathBuf::from(f));
+    } else {
+        if let Some(home) = dirs::home_dir() {
+            files.push(home.join(".gitconfig"));
+        }
+        if let Some(config) = dirs::config_dir() {
+            files.push(config.join("git/config"));
+        }
+    }
+    files.iter().filter_map(|f| read_small(f).ok()).collect()
+}
+
+/// The values of `section.key` (both lower case; a subsection is ignored) in a git
+/// config text, unquoted, in order.
+fn config_values(text: &str, section: &str, key: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    for line in text.lines() {
+        let l = line.trim();
+        if let Some(rest) = l.strip_prefix('[') {
+            current = rest
+                .split([']', ' ', '"'])
+                .next()
+                .unwrap_or("")
+                .to_lowercase();
+            continue;
+        }
+        if current != section {
+            continue;
+        }
+        if let Some((k, v)) = l.split_once('=')
+            && k.trim().eq_ignore_ascii_case(key)
+        {
+            out.push(v.trim().trim_matches('"').to_owned());
+        }
+    }
+    out
 }
 
 fn pin_created_file(path: &Path, plan: &mut Plan) -> Result<()> {
@@ -601,6 +716,46 @@ mod tests {
         assert!(missing_pins(&s, &unit).is_empty());
         fs::remove_file(p.join("lib/.git")).expect("rm");
         assert_eq!(missing_pins(&s, &unit), [p.join("lib/.git")]);
+    }
+
+    #[test]
+    fn hooks_paths_and_includes_inside_the_project_are_pinned() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let p = tmp.path();
+        let g = git_dir(p);
+        fs::write(
+            g.join("config"),
+            "[core]\n\thooksPath = .husky/_\n[include]\n\tpath = ../.gitconfig.shared\n[includeIf \"onbranch:x\"]\n\tpath = /etc/gitconfig.x\n",
+        )
+        .expect("config");
+        let plan = plan(p).expect("plan");
+        let got = pins(&plan);
+        assert!(
+            got.contains(&(p.join(".husky/_").display().to_string(), false)),
+            "{got:?}"
+        );
+        assert!(
+            got.contains(&(p.join(".gitconfig.shared").display().to_string(), false)),
+            "{got:?}"
+        );
+        assert!(
+            !got.iter().any(|(path, _)| path.starts_with("/etc")),
+            "{got:?}"
+        );
+        // Missing, so created (empty) before they are mounted.
+        assert!(plan.create.contains(&Create::Dir(p.join(".husky/_"))));
+        assert!(
+            plan.create
+                .contains(&Create::File(p.join(".gitconfig.shared"), b""))
+        );
+        assert_eq!(
+            config_values(
+                "[core]\n\tHooksPath = \"a b\"\n[x]\nhookspath = c\n",
+                "core",
+                "hookspath"
+            ),
+            ["a b"]
+        );
     }
 
     #[test]

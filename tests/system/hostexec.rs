@@ -165,6 +165,12 @@ fn git_attacks(m: &str) -> Vec<(&'static str, String)> {
             "mkdir -p evilhooks && git config core.hooksPath evilhooks".to_owned(),
         ),
         ("hooks-rename", "mv .git/hooks .git/hooks-old".to_owned()),
+        (
+            "hooks-path-dir",
+            format!(
+                "printf '#!/bin/sh\\ntouch {m}/githooks\\n' > .githooks/pre-commit && chmod +x .githooks/pre-commit"
+            ),
+        ),
         ("config-rename", "mv .git/config .git/config-old".to_owned()),
         ("rename-git", "mv .git git-old".to_owned()),
         ("rmdir-git", "rmdir .git".to_owned()),
@@ -259,7 +265,8 @@ fn git(dir: &Path, args: &[&str]) -> Output {
 }
 
 /// 5. A project that is a git work tree: from inside, the agent plants a pre-commit
-///    hook, sets `core.fsmonitor` and `core.hooksPath`, tries to move `.git` aside and
+///    hook (also into the work tree's hooks dir that `core.hooksPath` names), sets
+///    `core.fsmonitor` and `core.hooksPath`, tries to move `.git` aside and
 ///    `git init` a new one, to point `commondir` at a repository of its own, and to
 ///    turn on a `config.worktree`. Each fails or has no effect: `git status` and `git
 ///    commit` on the host run nothing planted. `git commit`, `git branch` and `git
@@ -287,6 +294,8 @@ fn h2_agent_cannot_plant_what_git_on_the_host_runs() {
         ],
     )
     .success();
+    // The repository runs its hooks from a directory of the work tree (as husky does).
+    git(&p, &["config", "core.hooksPath", ".githooks"]).success();
     let origin_mount = format!("{}:/srv/origin.git", origin.display());
     c.enable(&["--network", "none", "--mount", &origin_mount]);
     assert_eq!(
@@ -348,7 +357,7 @@ fn h2_agent_cannot_plant_what_git_on_the_host_runs() {
     assert!(branches.stdout.contains("agent-branch"), "{branches}");
     let config = std::fs::read_to_string(p.join(".git/config")).expect("config");
     assert!(
-        !config.contains("fsmonitor") && !config.contains("hooksPath"),
+        !config.contains("fsmonitor") && !config.contains("evilhooks"),
         "{config}"
     );
     assert!(!p.join(".git/hooks/pre-commit").exists());
