@@ -767,4 +767,19 @@ mod tests {
         );
         assert!(risky_config_keys("[core]\n\tbare = false\n").is_empty());
     }
+
+    #[test]
+    fn enable_warns_about_a_risky_config_it_pins() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let g = git_dir(tmp.path());
+        assert!(warnings(&plan(tmp.path()).expect("plan")).is_empty());
+        fs::write(g.join("config"), "[core]\n\tsshCommand = ssh -i k\n").expect("config");
+        let w = warnings(&plan(tmp.path()).expect("plan"));
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].contains("core.sshcommand")
+                && w[0].contains(&g.join("config").display().to_string()),
+            "{w:?}"
+        );
+    }
 }
