@@ -422,6 +422,20 @@ fn pin_named(project: &Path, base: &Path, value: &str, want: Kind, plan: &mut Pl
     if !path.starts_with(project) || plan.pins.iter().any(|p| p.path == path) {
         return Ok(());
     }
+    // Through a symlink the mount (and the file `enable` creates) would land elsewhere.
+    for dir in path
+        .ancestors()
+        .skip(1)
+        .take_while(|d| d.starts_with(project) && *d != project)
+    {
+        if kind(dir)? == Kind::Symlink {
+            bail!(
+                "{} (named by a git config) is reached through the symbolic link {}; sandboxctl cannot make it read-only for the agent; replace the link, or allow it with --git-writable-config",
+                path.display(),
+                dir.display()
+            );
+        }
+    }
     if kind(&path)? == Kind::Missing {
         plan.create.push(match want {
             Kind::Dir => Create::Dir(path.clone()),
@@ -747,6 +761,14 @@ mod tests {
         assert!(
             plan.create
                 .contains(&Create::File(p.join(".gitconfig.shared"), b""))
+        );
+        // Not through a symlink: it could point anywhere on the host.
+        fs::create_dir(p.join("elsewhere")).expect("mkdir");
+        std::os::unix::fs::symlink(p.join("elsewhere"), p.join(".husky")).expect("symlink");
+        let err = format!("{:#}", super::plan(p).expect_err("symlink"));
+        assert!(
+            err.contains("symbolic link") && err.contains(".husky"),
+            "{err}"
         );
         assert_eq!(
             config_values(
