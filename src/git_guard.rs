@@ -240,6 +240,20 @@ pub fn warnings(plan: &Plan) -> Vec<String> {
         .collect()
 }
 
+/// A note for `enable` when a project is a repository and your own git config lets
+/// `git status` enter submodules, which the agent can add (see the README's limits).
+pub fn submodule_note(projects: &[PathBuf]) -> Option<String> {
+    let repo = projects
+        .iter()
+        .any(|p| fs::symlink_metadata(p.join(".git")).is_ok());
+    let set = global_configs()
+        .iter()
+        .any(|t| !config_values(t, "diff", "ignoresubmodules").is_empty());
+    (repo && !set).then(|| {
+        "note: git on the host runs `git status` inside submodules, and the agent can add one with a config of its own; `git config --global diff.ignoreSubmodules dirty` stops that".to_owned()
+    })
+}
+
 /// Settings in a project's git config that make git on the host run a program. Shown by
 /// `enable`, since a config the agent wrote before it was protected stays in effect.
 pub fn risky_config_keys(config_text: &str) -> Vec<String> {

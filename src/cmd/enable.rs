@@ -164,6 +164,9 @@ fn write(layout: &Layout, p: &Planned) -> Result<()> {
                 eprintln!("{w}");
             }
         }
+        if let Some(note) = crate::git_guard::submodule_note(&p.settings.projects) {
+            eprintln!("{note}");
+        }
     }
     if let Some(shared) = &p.settings.claude_config {
         let dir = layout.client_subdir(client, "claude");

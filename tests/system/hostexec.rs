@@ -249,6 +249,17 @@ fn h4_a_login_refreshed_during_attach_reaches_the_host_at_detach() {
     );
 }
 
+/// Planted commands write into `marks`: it must be empty.
+#[track_caller]
+fn assert_nothing_ran(marks: &Path) {
+    let planted: Vec<_> = std::fs::read_dir(marks)
+        .expect("marks")
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(planted.is_empty(), "git on the host ran {planted:?}");
+}
+
 fn git(dir: &Path, args: &[&str]) -> Output {
     Cmd::new("git")
         .arg("-C")
@@ -297,7 +308,11 @@ fn h2_agent_cannot_plant_what_git_on_the_host_runs() {
     // The repository runs its hooks from a directory of the work tree (as husky does).
     git(&p, &["config", "core.hooksPath", ".githooks"]).success();
     let origin_mount = format!("{}:/srv/origin.git", origin.display());
-    c.enable(&["--network", "none", "--mount", &origin_mount]);
+    let out = c.enable(&["--network", "none", "--mount", &origin_mount]);
+    assert!(
+        out.stderr.contains("diff.ignoreSubmodules dirty"),
+        "enable points at the submodule setting:\n{out}"
+    );
     assert_eq!(
         std::fs::read_to_string(p.join(".git/commondir")).expect("commondir"),
         ".\n",
@@ -341,12 +356,7 @@ fn h2_agent_cannot_plant_what_git_on_the_host_runs() {
     git(&p, &["status", "--short"]).success();
     git(&p, &["commit", "-q", "--allow-empty", "-m", "host commit"]).success();
     git(&p, &["diff", "HEAD~1"]).success();
-    let planted: Vec<_> = std::fs::read_dir(&marks)
-        .expect("marks")
-        .flatten()
-        .map(|e| e.file_name())
-        .collect();
-    assert!(planted.is_empty(), "git on the host ran {planted:?}");
+    assert_nothing_ran(&marks);
     let log = git(&p, &["log", "--format=%s"]).success();
     assert_eq!(
         log.stdout.lines().collect::<Vec<_>>(),
@@ -400,7 +410,25 @@ fn h3_a_worktree_projects_gitdir_file_cannot_be_redirected() {
     let p = c.project.clone();
     git(&main, &["worktree", "add", "-q", p.to_str().expect("utf8")]).success();
     let before = std::fs::read_to_string(p.join(".git")).expect(".git file");
-    c.enable(&["--network", "none"]);
+    // With the submodule setting in the user's git config, enable has nothing to add.
+    let gitconfig = marks.with_file_name(format!("{}-gitconfig", c.name));
+    std::fs::write(&gitconfig, "[diff]\n\tignoreSubmodules = dirty\n").expect("gitconfig");
+    let out = sbx([
+        "enable",
+        &c.name,
+        c.project_str(),
+        "--agent",
+        "shell",
+        "--image",
+        &env().image,
+        "--network",
+        "none",
+    ])
+    .env("GIT_CONFIG_GLOBAL", &gitconfig)
+    .run()
+    .success();
+    let _ = std::fs::remove_file(&gitconfig);
+    assert!(!out.stderr.contains("ignoreSubmodules"), "{out}");
     c.start();
     let m = marks.display().to_string();
     c.sh(&format!(
@@ -426,10 +454,5 @@ fn h3_a_worktree_projects_gitdir_file_cannot_be_redirected() {
         before
     );
     git(&p, &["status", "--short"]).success();
-    let planted: Vec<_> = std::fs::read_dir(&marks)
-        .expect("marks")
-        .flatten()
-        .map(|e| e.file_name())
-        .collect();
-    assert!(planted.is_empty(), "git on the host ran {planted:?}");
+    assert_nothing_ran(&marks);
 }
