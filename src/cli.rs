@@ -178,10 +178,20 @@ pub struct SandboxOptions {
     /// Extra argument for `podman run` (repeatable; may weaken the sandbox).
     #[arg(long = "podman-arg", value_name = "ARG", allow_hyphen_values = true)]
     pub podman_args: Vec<String>,
-    /// Mount this Claude config directory instead of the client's own (shared on purpose:
-    /// its login, history and settings are shared with every client that uses it).
+    /// Share the Claude login of this config directory (e.g. ~/.claude) on purpose: its
+    /// credentials file is copied both ways; the directory itself is not mounted.
     #[arg(long, value_name = "DIR")]
     pub claude_config: Option<PathBuf>,
+    /// Let the agent write the projects' `.git/config` and `.git/hooks`, which git on the
+    /// host executes (`=false` to lock them again) [default: false, read-only].
+    #[arg(
+        long,
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true"
+    )]
+    pub git_writable_config: Option<bool>,
 }
 
 #[derive(Debug, Args, Clone)]

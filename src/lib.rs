@@ -8,6 +8,7 @@ pub mod client;
 mod cmd;
 pub mod doctor;
 pub mod escape;
+pub mod git_guard;
 pub mod host;
 pub mod image;
 pub mod layout;

@@ -92,6 +92,9 @@ pub fn apply(
     if let Some(dir) = &o.claude_config {
         s.claude_config = Some(existing_dir("Claude config directory", dir)?);
     }
+    if let Some(writable) = o.git_writable_config {
+        s.git_writable_config = writable;
+    }
     validate(layout, client, &s, others)?;
     Ok(s)
 }
@@ -168,9 +171,15 @@ pub fn warnings(s: &Settings) -> Vec<String> {
     }
     if let Some(dir) = &s.claude_config {
         out.push(format!(
-            "note: Claude config {} is shared: its login, history and settings are shared with every client that uses it",
+            "note: the Claude login in {} is shared with this sandbox (its credentials file only; settings and history stay the client's own)",
             dir.display()
         ));
+    }
+    if s.git_writable_config && !s.projects.is_empty() {
+        out.push(
+            "warning: --git-writable-config: the agent can write the projects' .git/config and .git/hooks, which git on the host runs at your next git command"
+                .to_owned(),
+        );
     }
     out
 }

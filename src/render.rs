@@ -2,7 +2,7 @@
 //! values are escaped (or refused) through `escape` before they reach the template,
 //! and keys the installed Quadlet generator does not know fall back to `PodmanArgs=`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, Result};
 use minijinja::{Environment, UndefinedBehavior};
@@ -208,9 +208,7 @@ impl Sandbox<'_> {
             format!("CODEX_HOME={HOME}/.codex"),
             format!("HISTFILE={HOME}/.history/bash_history"),
         ];
-        if s.claude_config.is_none() {
-            env.push(format!("CLAUDE_CONFIG_DIR={HOME}/.claude"));
-        }
+        env.push(format!("CLAUDE_CONFIG_DIR={HOME}/.claude"));
         if s.network == NetworkMode::Allowlist {
             let proxy = format!("http://127.0.0.1:{}", proxy_units::FORWARDER_PORT);
             env.push(format!(
@@ -311,8 +309,13 @@ impl Sandbox<'_> {
         // `--resume` line up with the host. `z` (shared label) rather than `Z`:
         // a project may be used by other containers and tools too.
         for p in &s.projects {
-            let p = escape::volume_path("project directory", &path_str("project directory", p)?)?;
-            out.push(format!("{p}:{p}:rw,z"));
+            let v = escape::volume_path("project directory", &path_str("project directory", p)?)?;
+            out.push(format!("{v}:{v}:rw,z"));
+            // Git dirs pinned over the project mount, so the agent cannot write what git
+            // on the host executes (see `git_guard`).
+            if !s.git_writable_config {
+                out.extend(crate::git_guard::volumes(p)?);
+            }
         }
         // The client's own dirs are sandboxctl's: private SELinux label.
         let own = |sub: &str, target: &str| -> Result<String> {
@@ -320,23 +323,11 @@ impl Sandbox<'_> {
             let host = escape::volume_path("data directory", &path_str("data directory", &host)?)?;
             Ok(format!("{host}:{target}:rw,Z"))
         };
-        match &s.claude_config {
-            None => out.push(own("claude", &format!("{HOME}/.claude"))?),
-            Some(dir) => {
-                let d = escape::volume_path(
-                    "Claude config directory",
-                    &path_str("Claude config directory", dir)?,
-                )?;
-                out.push(format!("{d}:{HOME}/.claude:rw,z"));
-                if let Some(json) = claude_json_beside(dir) {
-                    let j = escape::volume_path(
-                        "Claude state file",
-                        &path_str("Claude state file", &json)?,
-                    )?;
-                    out.push(format!("{j}:{HOME}/.claude.json:rw,z"));
-                }
-            }
-        }
+        // A shared `--claude-config` is not mounted: the client keeps its own Claude dir
+        // and only the login is copied both ways by the CLI (`claude_login::sync_shared`),
+        // since the agent must not write hooks, settings or instructions that Claude Code
+        // on the host would run.
+        out.push(own("claude", &format!("{HOME}/.claude"))?);
         out.push(own("codex", &format!("{HOME}/.codex"))?);
         out.push(own("history", &format!("{HOME}/.history"))?);
         if s.network == NetworkMode::Allowlist {
@@ -361,13 +352,6 @@ impl Sandbox<'_> {
         }
         Ok(out)
     }
-}
-
-/// The `.claude.json` that goes with a shared Claude config directory: `~/.claude.json`
-/// beside `~/.claude`, when it exists.
-pub fn claude_json_beside(dir: &Path) -> Option<PathBuf> {
-    let json = dir.parent()?.join(".claude.json");
-    json.is_file().then_some(json)
 }
 
 fn path_str(what: &str, p: &Path) -> Result<String> {

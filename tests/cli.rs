@@ -408,3 +408,31 @@ fn help_lists_every_command() {
         assert!(text.contains(cmd), "{cmd} missing from help:\n{text}");
     }
 }
+
+/// A project whose `.git` is a symbolic link cannot be protected (the agent could swap
+/// it for a repository whose config git on the host runs): refused, in one line and
+/// before anything is written, unless the user turns the protection off.
+#[test]
+fn a_symlinked_git_dir_is_refused_unless_git_config_is_writable() {
+    let sb = Sandbox::new();
+    let proj = sb.project();
+    std::os::unix::fs::symlink(sb.home(), proj.join(".git")).expect("symlink");
+    let p = proj.to_str().expect("utf8");
+    for args in [
+        vec!["render", "acme", p],
+        vec!["enable", "acme", p],
+        vec!["render", "acme", p, "--git-writable-config=false"],
+    ] {
+        let out = sb.run(&args);
+        assert_one_line_error(&out, "symbolic link");
+        assert!(sb.files().is_empty(), "{:?}", sb.files());
+    }
+    let out = sb.run(&["render", "acme", p, "--git-writable-config"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = sb.run(&["render", "acme", p, "--git-writable-config=maybe"]);
+    assert_eq!(out.status.code(), Some(2), "a usage error");
+}

@@ -321,14 +321,73 @@ fn extra_mounts_and_shared_claude_config() {
         has_pair(&argv, "-v", "/home/user/p2:/home/user/p2:rw,z"),
         "{argv:?}"
     );
+    // A shared Claude config is never mounted (the agent could plant hooks there that
+    // Claude Code on the host runs): the client's own dir is, and only the login is
+    // copied by the CLI.
     assert!(
-        has_pair(&argv, "-v", "/home/user/.claude:/home/agent/.claude:rw,z"),
+        !argv.iter().any(|a| a.contains("/home/user/.claude")),
+        "{argv:?}"
+    );
+    assert!(
+        has_pair(
+            &argv,
+            "-v",
+            "/home/user/.local/share/agent-sandbox/clients/acme/claude:/home/agent/.claude:rw,Z"
+        ),
         "{argv:?}"
     );
     assert!(argv.contains(&"--pids-limit=512".to_owned()), "{argv:?}");
     assert!(
-        !argv.iter().any(|a| a.starts_with("CLAUDE_CONFIG_DIR=")),
-        "a shared config dir is used at the agent's default path: {argv:?}"
+        has_pair(&argv, "--env", "CLAUDE_CONFIG_DIR=/home/agent/.claude"),
+        "{argv:?}"
+    );
+}
+
+/// A project that is a git work tree gets its git dir pinned over the project mount:
+/// the dir itself (so it cannot be renamed away), its config, hooks and commondir
+/// read-only; linked worktrees' commondir too. `--git-writable-config` drops the pins.
+#[test]
+fn git_dirs_of_projects_are_pinned_read_only() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let project = std::fs::canonicalize(tmp.path())
+        .expect("canon")
+        .join("proj");
+    let g = project.join(".git");
+    std::fs::create_dir_all(g.join("hooks")).expect("mkdir");
+    std::fs::create_dir_all(g.join("worktrees/w1")).expect("mkdir");
+    std::fs::write(g.join("worktrees/w1/commondir"), "../..\n").expect("write");
+    std::fs::write(g.join("HEAD"), "ref: refs/heads/main\n").expect("write");
+    std::fs::write(g.join("config"), "[core]\n").expect("write");
+    let mut s = Settings {
+        projects: vec![project.clone()],
+        ..Settings::default()
+    };
+    let unit = render_for("acme", &s, &this_host());
+    let argv = exec_start_argv(&generate("acme", &unit));
+    let p = project.display().to_string();
+    let gd = g.display().to_string();
+    assert!(has_pair(&argv, "-v", &format!("{p}:{p}:rw,z")), "{argv:?}");
+    for (path, mode) in [
+        (gd.clone(), "rw"),
+        (format!("{gd}/config"), "ro"),
+        (format!("{gd}/hooks"), "ro"),
+        (format!("{gd}/commondir"), "ro"),
+        (format!("{gd}/worktrees/w1"), "rw"),
+        (format!("{gd}/worktrees/w1/commondir"), "ro"),
+    ] {
+        assert!(
+            has_pair(&argv, "-v", &format!("{path}:{path}:{mode}")),
+            "{path} not mounted {mode}: {argv:?}"
+        );
+    }
+    // Rendering reads only: the commondir that `enable` will create is not there yet.
+    assert!(!g.join("commondir").exists());
+    s.git_writable_config = true;
+    let unit = render_for("acme", &s, &this_host());
+    let argv = exec_start_argv(&generate("acme", &unit));
+    assert!(
+        !argv.iter().any(|a| a.contains("/.git")),
+        "--git-writable-config mounts no git dir: {argv:?}"
     );
 }
 
@@ -546,10 +605,6 @@ fn unsafe_values_are_refused_before_rendering() {
                 container: "/b:rw".into(),
                 writable: false,
             }],
-            ..Settings::default()
-        },
-        Settings {
-            claude_config: Some("/c\"\n".into()),
             ..Settings::default()
         },
     ];

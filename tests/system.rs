@@ -15,6 +15,8 @@ mod boundary;
 mod credentials;
 #[path = "system/doctor.rs"]
 mod doctor;
+#[path = "system/hostexec.rs"]
+mod hostexec;
 #[path = "system/network.rs"]
 mod network;
 

@@ -167,7 +167,29 @@ fn write(layout: &Layout, p: &Planned) -> Result<()> {
             policy.display()
         );
     }
-    if p.settings.agent == Agent::Claude && p.settings.claude_config.is_none() {
+    if !p.settings.git_writable_config {
+        for project in &p.settings.projects {
+            let plan = crate::git_guard::plan(project)?;
+            crate::git_guard::prepare(&plan)?;
+            for w in crate::git_guard::warnings(&plan) {
+                eprintln!("{w}");
+            }
+        }
+        if let Some(note) = crate::git_guard::submodule_note(&p.settings.projects) {
+            eprintln!("{note}");
+        }
+    }
+    if let Some(shared) = &p.settings.claude_config {
+        let dir = layout.client_subdir(client, "claude");
+        for line in claude_login::sync_shared(&dir, shared)? {
+            if line.starts_with("warning:") {
+                eprintln!("{line}");
+            } else {
+                println!("{line}");
+            }
+        }
+        claude_login::mark_onboarded(&dir)?;
+    } else if p.settings.agent == Agent::Claude {
         let has_key = p.settings.secrets.iter().any(|s| s == "ANTHROPIC_API_KEY");
         let host = claude_login::host_config_dir();
         for line in claude_login::prepare(

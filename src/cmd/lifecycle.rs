@@ -10,7 +10,14 @@ use crate::systemd::{START_LIMIT_HIT, ServiceOutcome, Systemd, SystemdError, Ver
 pub fn job(layout: &Layout, name: &str, verb: Verb) -> Result<()> {
     let (client, settings) = super::known_client(layout, name)?;
     let systemd = Systemd::connect_user()?;
-    run_job(&systemd, &client, &settings, verb)
+    // A shared Claude login: the fresher copy wins before a start and after a stop.
+    crate::claude_login::sync_client(layout, &client, &settings);
+    if !matches!(verb, Verb::Stop) {
+        warn_unpinned(layout, &client, &settings);
+    }
+    run_job(&systemd, &client, &settings, verb)?;
+    crate::claude_login::sync_client(layout, &client, &settings);
+    Ok(())
 }
 
 /// Runs the job; a start or restart first builds the default image if it is missing
@@ -44,6 +51,37 @@ pub fn run_job(
             Ok(())
         }
         Err(e) => Err(explain(e, client, systemd)),
+    }
+}
+
+/// Before a start: recreates what the git pins need (a deleted `commondir`, say, which
+/// Podman would refuse to mount), and says how to pin git dirs that appeared after the
+/// unit was written (a repository, worktree or submodule), which the agent can write.
+pub fn warn_unpinned(layout: &Layout, client: &ClientName, settings: &Settings) {
+    let Ok(unit) = std::fs::read_to_string(layout.unit_path(client)) else {
+        return;
+    };
+    if settings.git_writable_config {
+        return;
+    }
+    for project in &settings.projects {
+        if let Err(e) =
+            crate::git_guard::plan(project).and_then(|plan| crate::git_guard::prepare(&plan))
+        {
+            eprintln!("warning: {e:#}");
+        }
+    }
+    for p in crate::git_guard::missing_pins(settings, &unit) {
+        eprintln!(
+            "warning: {} is mounted by the unit but no longer exists, so Podman will not start the sandbox; run `sandboxctl enable {client}`",
+            p.display()
+        );
+    }
+    for p in crate::git_guard::unpinned(settings, &unit) {
+        eprintln!(
+            "warning: the git dirs of {} are not all read-only for the agent (a repository, worktree or submodule added after `enable`); run `sandboxctl enable {client}` and restart to protect them",
+            p.display()
+        );
     }
 }
 
