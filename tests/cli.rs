@@ -1,6 +1,7 @@
 //! The binary's error paths: every mistake a user can make gets a clear one-line
 //! message, a non-zero exit, and leaves no file behind.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -46,8 +47,47 @@ impl Sandbox {
     }
 
     fn run(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_sandboxctl"))
-            .args(args)
+        self.command(args).output().expect("run sandboxctl")
+    }
+
+    /// `run` with a fake `podman` (and `journalctl`) in front of `PATH`: shell scripts
+    /// given by name and body.
+    fn run_with_fakes(&self, args: &[&str], fakes: &[(&str, &str)]) -> Output {
+        let bin = self.dir.path().join("fake-bin");
+        std::fs::create_dir_all(&bin).expect("fake-bin");
+        for (name, body) in fakes {
+            let path = bin.join(name);
+            std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).expect("write fake");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+                .expect("chmod fake");
+        }
+        let path = format!(
+            "{}:{}",
+            bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        self.command(args)
+            .env("PATH", path)
+            .env("SANDBOXCTL_PODMAN", bin.join("podman"))
+            .output()
+            .expect("run sandboxctl")
+    }
+
+    /// Settings for a client written by hand, as `enable` would have left them.
+    fn client_settings(&self, client: &str, toml: &str) -> PathBuf {
+        let cfg = self
+            .home()
+            .join(".local/share/agent-sandbox/clients")
+            .join(client)
+            .join("config");
+        std::fs::create_dir_all(&cfg).expect("mkdir");
+        std::fs::write(cfg.join("sandbox.toml"), toml).expect("settings");
+        cfg
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sandboxctl"));
+        cmd.args(args)
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("HOME", self.home())
@@ -58,9 +98,8 @@ impl Sandbox {
                 "DBUS_SESSION_BUS_ADDRESS",
                 format!("unix:path={}/no-bus", self.dir.path().display()),
             )
-            .env("SANDBOXCTL_QUADLET", quadlet_or_true())
-            .output()
-            .expect("run sandboxctl")
+            .env("SANDBOXCTL_QUADLET", quadlet_or_true());
+        cmd
     }
 
     /// Every file under the home directory, for "nothing was written" checks.
@@ -406,5 +445,49 @@ fn help_lists_every_command() {
         "logs", "render", "run", "image",
     ] {
         assert!(text.contains(cmd), "{cmd} missing from help:\n{text}");
+    }
+}
+
+/// An agent controls what its container prints; `logs` must not hand terminal control
+/// sequences (here an OSC 52 clipboard write) to the user's terminal, followed or not.
+#[test]
+fn logs_render_terminal_controls_visibly() {
+    let sb = Sandbox::new();
+    sb.client_settings(
+        "acme",
+        "agent = \"shell\"\nimage = \"localhost/agent-sandbox:latest\"\nnetwork = \"none\"\n",
+    );
+    let run = sb.dir.path().join("run");
+    std::fs::create_dir_all(&run).expect("run dir");
+    std::fs::write(
+        run.join("agent-acme.log"),
+        b"unit line \x1b]52;c;Y2xpcGJvYXJk\x07\n\x1b[2J\xc2\x9b\xff\n",
+    )
+    .expect("log file");
+    let evil = r"printf 'out \033]52;c;Y2xpcGJvYXJk\007\r\n\033]0;title\007\n'; printf 'err \033[2J\n' >&2";
+    let fakes = [("podman", evil), ("journalctl", evil)];
+    for args in [vec!["logs", "acme"], vec!["logs", "acme", "-f"]] {
+        let out = sb.run_with_fakes(&args, &fakes);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {stderr}");
+        assert!(
+            !out.stdout.contains(&0x1b) && !out.stderr.contains(&0x1b),
+            "{args:?} passed an ESC byte: {stdout:?} {stderr:?}"
+        );
+        assert!(
+            !stdout.contains('\r') && !stdout.contains('\u{9b}'),
+            "{stdout:?}"
+        );
+        assert!(stdout.contains("out ^[]52;c;Y2xpcGJvYXJk^G"), "{stdout}");
+        assert!(stdout.contains("^[]0;title^G"), "{stdout}");
+        assert!(stderr.contains("err ^[[2J"), "{stderr}");
+        if !std::path::Path::new("/run/systemd/journal/socket").exists() {
+            assert!(
+                stdout.contains("unit line ^[]52;c;Y2xpcGJvYXJk^G"),
+                "{stdout}"
+            );
+            assert!(stdout.contains("^[[2J<U+009B>\\xff"), "{stdout}");
+        }
     }
 }
