@@ -106,53 +106,233 @@ pub fn validate(
     for a in &s.podman_args {
         escape::check("podman argument", a)?;
     }
-    let data = normalize(&layout.data_dir);
-    let units = normalize(&layout.unit_dir);
+    let guard = Guard::new(layout);
     for p in &s.projects {
-        if p == Path::new("/") || data.starts_with(p) || units.starts_with(p) {
-            bail!(
-                "project directory {} contains sandboxctl's own state ({} or {}); choose the project's own directory",
-                p.display(),
-                layout.data_dir.display(),
-                layout.unit_dir.display()
-            );
-        }
-        if p.starts_with(&data) {
-            bail!(
-                "project directory {} is inside sandboxctl's data directory; choose a directory outside {}",
-                p.display(),
-                layout.data_dir.display()
-            );
-        }
+        guard.check("project directory", p, false)?;
     }
     for m in &s.mounts {
-        if m.host == Path::new("/") || data.starts_with(&m.host) {
-            bail!(
-                "mount {} would expose sandboxctl's data directory {}; mount something narrower",
-                m.host.display(),
-                layout.data_dir.display()
-            );
-        }
+        guard.check(mount_flag(m), &m.host, false)?;
     }
+    if let Some(dir) = &s.claude_config {
+        guard.check("Claude config directory", dir, true)?;
+    }
+    let mine: Vec<(&str, PathBuf)> = s
+        .projects
+        .iter()
+        .map(|p| ("project directory", real_path(p)))
+        .chain(s.mounts.iter().map(|m| (mount_flag(m), real_path(&m.host))))
+        .collect();
     for (other, theirs) in others {
         if other == client {
             continue;
         }
-        for p in &s.projects {
-            if let Some(q) = theirs
-                .projects
-                .iter()
-                .find(|q| p.starts_with(q) || q.starts_with(p))
-            {
+        for (kind, p) in &mine {
+            if let Some(q) = theirs.projects.iter().find(|q| overlaps(p, &real_path(q))) {
                 bail!(
-                    "project directory {} overlaps {} of client {other}; one client's project must not be visible to another",
+                    "{kind} {} overlaps project directory {} of client {other}; one client's project must not be visible to another",
                     p.display(),
                     q.display()
                 );
             }
         }
+        for p in &s.projects {
+            let p = real_path(p);
+            if let Some(m) = theirs
+                .mounts
+                .iter()
+                .find(|m| overlaps(&p, &real_path(&m.host)))
+            {
+                bail!(
+                    "project directory {} overlaps {} {} of client {other}; one client's project must not be visible to another",
+                    p.display(),
+                    mount_flag(m),
+                    m.host.display()
+                );
+            }
+        }
     }
     Ok(())
+}
+
+fn mount_flag(m: &ExtraMount) -> &'static str {
+    if m.writable { "--mount-rw" } else { "--mount" }
+}
+
+fn overlaps(a: &Path, b: &Path) -> bool {
+    a.starts_with(b) || b.starts_with(a)
+}
+
+/// A place on the host that no sandbox may see, and why.
+struct Protected {
+    /// Where it really is (symlinks resolved): what paths are compared with.
+    real: PathBuf,
+    /// As configured, for messages.
+    shown: PathBuf,
+    what: &'static str,
+    why: &'static str,
+    /// The host's own Claude config, which `--claude-config` may share on purpose.
+    claude: bool,
+}
+
+/// Host paths that a project, a mount or a shared config directory may not equal,
+/// contain or lie inside: sandboxctl's state, anything that makes the host run code
+/// (unit directories, the proxy's binary, the runtime directory's sockets) and the
+/// user's own keys and agent logins. Compared by real path on both sides, so a
+/// symlinked home, `~/.config` or data directory does not hide them.
+struct Guard {
+    protected: Vec<Protected>,
+}
+
+impl Guard {
+    fn new(layout: &Layout) -> Self {
+        const UNIT_RUNS: &str = "where a unit written by the sandbox would run on the host";
+        const CONTAINERS: (&str, &str) = (
+            "Podman's configuration",
+            "which decides how every container runs, and holds the Quadlet units",
+        );
+        const SYSTEMD: (&str, &str) = ("systemd's user configuration", UNIT_RUNS);
+        let home = &layout.home_dir;
+        let mut list: Vec<(PathBuf, &'static str, &'static str)> = vec![
+            (
+                layout.data_dir.clone(),
+                "sandboxctl's data directory",
+                "which holds every client's credentials and settings",
+            ),
+            (
+                layout.unit_dir.clone(),
+                "the Quadlet unit directory",
+                UNIT_RUNS,
+            ),
+            (
+                layout.systemd_user_dir.clone(),
+                "the systemd user unit directory",
+                UNIT_RUNS,
+            ),
+            (
+                layout.libexec_dir.clone(),
+                "the sandboxctl binary the proxy units run",
+                "which runs on the host",
+            ),
+        ];
+        // `$XDG_CONFIG_HOME/containers` and `…/systemd` as a whole, and the same under
+        // `~/.config` should XDG_CONFIG_HOME point elsewhere.
+        let parent_named = |dir: &Path, name: &str| {
+            dir.parent()
+                .filter(|p| p.file_name().is_some_and(|n| n == name))
+                .map(Path::to_path_buf)
+        };
+        for (dir, (what, why)) in [
+            (parent_named(&layout.unit_dir, "containers"), CONTAINERS),
+            (Some(home.join(".config/containers")), CONTAINERS),
+            (parent_named(&layout.systemd_user_dir, "systemd"), SYSTEMD),
+            (Some(home.join(".config/systemd")), SYSTEMD),
+        ] {
+            if let Some(dir) = dir {
+                list.push((dir, what, why));
+            }
+        }
+        if let Some(run) = &layout.runtime_dir {
+            list.push((
+                run.clone(),
+                "the runtime directory",
+                "which holds the sockets of the user manager, Podman and the proxies",
+            ));
+        }
+        list.extend([
+            (home.join(".ssh"), "~/.ssh", "which holds your SSH keys"),
+            (
+                home.join(".gnupg"),
+                "~/.gnupg",
+                "which holds your GnuPG keys",
+            ),
+            (
+                home.join(".codex"),
+                "the host's Codex config",
+                "which holds your Codex login",
+            ),
+        ]);
+        let mut protected: Vec<Protected> = list
+            .into_iter()
+            .map(|(shown, what, why)| Protected {
+                real: real_path(&shown),
+                shown,
+                what,
+                why,
+                claude: false,
+            })
+            .collect();
+        for name in [".claude", ".claude.json"] {
+            let shown = home.join(name);
+            protected.push(Protected {
+                real: real_path(&shown),
+                shown,
+                what: "the host's Claude Code config",
+                why: "which holds your Claude login",
+                claude: true,
+            });
+        }
+        Self { protected }
+    }
+
+    /// Refuses `path` if it is, contains or lies inside a protected path. With
+    /// `sharing_claude`, the host's Claude config is allowed (`--claude-config`).
+    fn check(&self, kind: &str, path: &Path, sharing_claude: bool) -> Result<()> {
+        let real = real_path(path);
+        for p in &self.protected {
+            if sharing_claude && p.claude {
+                continue;
+            }
+            let relation = if real == p.real {
+                "is"
+            } else if p.real.starts_with(&real) {
+                "contains"
+            } else if real.starts_with(&p.real) {
+                "is inside"
+            } else {
+                continue;
+            };
+            let advice = if relation == "contains" {
+                "choose a narrower path"
+            } else {
+                "choose a path outside it"
+            };
+            let shown = if real == *path {
+                String::new()
+            } else {
+                format!(" (really {})", real.display())
+            };
+            bail!(
+                "{kind} {}{shown} {relation} {} {}, {}; {advice}",
+                path.display(),
+                p.what,
+                p.shown.display(),
+                p.why,
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Where `p` really is: canonical if it exists; otherwise its nearest existing
+/// ancestor made canonical, with the rest appended (a protected directory that does
+/// not exist yet is still protected where it will be created).
+fn real_path(p: &Path) -> PathBuf {
+    let mut rest = Vec::new();
+    let mut cur = p;
+    loop {
+        if let Ok(real) = std::fs::canonicalize(cur) {
+            let mut out = real;
+            out.extend(rest.iter().rev());
+            return normalize(&out);
+        }
+        match (cur.file_name(), cur.parent()) {
+            (Some(name), Some(parent)) => {
+                rest.push(name);
+                cur = parent;
+            }
+            _ => return normalize(p),
+        }
+    }
 }
 
 /// Warnings for options that weaken the sandbox on purpose.
@@ -311,12 +491,12 @@ mod tests {
             (
                 vec![tmp.path().to_path_buf()],
                 SandboxOptions::default(),
-                "sandboxctl's own state",
+                "contains sandboxctl's data directory",
             ),
             (
                 vec![layout.data_dir.clone()],
                 SandboxOptions::default(),
-                "sandboxctl's own state",
+                "is sandboxctl's data directory",
             ),
             (
                 vec![PathBuf::from("/tmp/x\ny")],
@@ -361,7 +541,7 @@ mod tests {
                     mounts: vec!["/:/host".into()],
                     ..Default::default()
                 },
-                "expose sandboxctl's data",
+                "contains sandboxctl's data directory",
             ),
             (
                 vec![],
@@ -409,6 +589,236 @@ mod tests {
             .expect_err("overlap")
         );
         assert!(err.contains("overlaps") && err.contains("globex"), "{err}");
+    }
+
+    /// A layout whose home, `~/.config` and data directory are symlinks, as with
+    /// stow-style dotfiles: `home` → `real-home`, `home/.config` → `dotfiles/config`,
+    /// the data directory → `store`.
+    fn symlinked() -> (tempfile::TempDir, Layout, PathBuf) {
+        use std::os::unix::fs::symlink;
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = std::fs::canonicalize(tmp.path()).expect("canon");
+        for d in [
+            "real-home/.local/share",
+            "dotfiles/config",
+            "store",
+            "work/p",
+        ] {
+            std::fs::create_dir_all(root.join(d)).expect("mkdir");
+        }
+        symlink(root.join("real-home"), root.join("home")).expect("symlink");
+        symlink(root.join("dotfiles/config"), root.join("real-home/.config")).expect("symlink");
+        symlink(
+            root.join("store"),
+            root.join("real-home/.local/share/agent-sandbox"),
+        )
+        .expect("symlink");
+        let home = root.join("home");
+        let layout = Layout {
+            data_dir: home.join(".local/share/agent-sandbox"),
+            unit_dir: home.join(".config/containers/systemd"),
+            cache_dir: home.join(".cache/sandboxctl"),
+            systemd_user_dir: home.join(".config/systemd/user"),
+            libexec_dir: home.join(".local/libexec/sandboxctl"),
+            home_dir: home,
+            runtime_dir: Some(root.join("run")),
+        };
+        (tmp, layout, root)
+    }
+
+    #[test]
+    fn protected_paths_are_compared_through_symlinks() {
+        let (_tmp, layout, root) = symlinked();
+        let client = ClientName::parse("acme").expect("name");
+        let other = ClientName::parse("globex").expect("name");
+        layout.create_client_dirs(&other).expect("dirs");
+        let theirs_claude = root.join("store/clients/globex/claude");
+        std::fs::create_dir_all(root.join("real-home/.ssh")).expect("mkdir");
+        let projects: Vec<(PathBuf, &str)> = vec![
+            // The data and unit directories live elsewhere; the home still holds
+            // the proxy's binary.
+            (
+                root.join("home"),
+                "contains the sandboxctl binary the proxy units run",
+            ),
+            (root.join("real-home"), "contains the sandboxctl binary"),
+            (root.join("dotfiles"), "contains the Quadlet unit directory"),
+            (
+                root.join("dotfiles/config"),
+                "contains the Quadlet unit directory",
+            ),
+            (root.join("store"), "is sandboxctl's data directory"),
+            (
+                theirs_claude.clone(),
+                "is inside sandboxctl's data directory",
+            ),
+            (root.join("real-home/.ssh"), "is ~/.ssh"),
+        ];
+        for (p, want) in projects {
+            let err = format!(
+                "{:#}",
+                apply(
+                    &layout,
+                    &client,
+                    &[],
+                    &req(std::slice::from_ref(&p), &SandboxOptions::default())
+                )
+                .expect_err(want)
+            );
+            assert!(
+                err.contains(want),
+                "{}: want {want:?} in {err}",
+                p.display()
+            );
+        }
+        let mounts: Vec<(String, bool, &str)> = vec![
+            (
+                format!("{}:/c", root.join("home/.config").display()),
+                false,
+                "contains the Quadlet unit directory",
+            ),
+            (
+                format!("{}:/c", theirs_claude.display()),
+                false,
+                "is inside sandboxctl's data directory",
+            ),
+            (
+                format!("{}:/s", root.join("home/.ssh").display()),
+                true,
+                "is ~/.ssh",
+            ),
+        ];
+        for (m, rw, want) in mounts {
+            let opts = if rw {
+                SandboxOptions {
+                    mounts_rw: vec![m.clone()],
+                    ..Default::default()
+                }
+            } else {
+                SandboxOptions {
+                    mounts: vec![m.clone()],
+                    ..Default::default()
+                }
+            };
+            let err = format!(
+                "{:#}",
+                apply(&layout, &client, &[], &req(&[], &opts)).expect_err(want)
+            );
+            assert!(err.contains(want), "{m}: want {want:?} in {err}");
+        }
+        // An ordinary project beside them is fine.
+        apply(
+            &layout,
+            &client,
+            &[],
+            &req(&[root.join("work/p")], &SandboxOptions::default()),
+        )
+        .expect("an ordinary project");
+    }
+
+    #[test]
+    fn host_claude_config_may_be_shared_but_not_mounted() {
+        let (tmp, layout) = setup();
+        let claude = layout.home_dir.join(".claude");
+        std::fs::create_dir_all(&claude).expect("mkdir");
+        std::fs::create_dir_all(layout.home_dir.join(".ssh")).expect("mkdir");
+        let client = ClientName::parse("acme").expect("name");
+        let shared = SandboxOptions {
+            claude_config: Some(claude.clone()),
+            ..Default::default()
+        };
+        let s = apply(&layout, &client, &[], &req(&[], &shared)).expect("--claude-config");
+        assert_eq!(
+            s.claude_config,
+            Some(std::fs::canonicalize(&claude).expect("canon"))
+        );
+        let err = format!(
+            "{:#}",
+            apply(
+                &layout,
+                &client,
+                &[],
+                &req(std::slice::from_ref(&claude), &SandboxOptions::default())
+            )
+            .expect_err("project")
+        );
+        assert!(err.contains("is the host's Claude Code config"), "{err}");
+        let mount = SandboxOptions {
+            mounts: vec![format!("{}:/c", claude.display())],
+            ..Default::default()
+        };
+        let err = format!(
+            "{:#}",
+            apply(&layout, &client, &[], &req(&[], &mount)).expect_err("mount")
+        );
+        assert!(err.contains("--mount"), "{err}");
+        // Sharing the whole home is not sharing a Claude config.
+        let home = SandboxOptions {
+            claude_config: Some(layout.home_dir.clone()),
+            ..Default::default()
+        };
+        let err = format!(
+            "{:#}",
+            apply(&layout, &client, &[], &req(&[], &home)).expect_err("home")
+        );
+        assert!(
+            err.starts_with("Claude config directory") && err.contains(" contains "),
+            "{err}"
+        );
+        drop(tmp);
+    }
+
+    #[test]
+    fn another_clients_project_cannot_be_mounted() {
+        let (tmp, layout) = setup();
+        let proj = tmp.path().join("outer/globex-project");
+        std::fs::create_dir_all(proj.join("sub")).expect("mkdir");
+        let other = ClientName::parse("globex").expect("name");
+        let theirs = Settings {
+            projects: vec![std::fs::canonicalize(&proj).expect("canon")],
+            ..Settings::default()
+        };
+        let client = ClientName::parse("acme").expect("name");
+        let others = [(other, theirs)];
+        for opts in [
+            SandboxOptions {
+                mounts: vec![format!("{}:/ro", proj.join("sub").display())],
+                ..Default::default()
+            },
+            SandboxOptions {
+                mounts_rw: vec![format!("{}:/rw", tmp.path().join("outer").display())],
+                ..Default::default()
+            },
+        ] {
+            let err = format!(
+                "{:#}",
+                apply(&layout, &client, &others, &req(&[], &opts)).expect_err("overlap")
+            );
+            assert!(
+                err.contains("overlaps project directory") && err.contains("globex"),
+                "{err}"
+            );
+        }
+        // And the other way round: a project another client mounts.
+        let mounter = Settings {
+            mounts: vec![ExtraMount {
+                host: std::fs::canonicalize(&proj).expect("canon"),
+                container: "/docs".into(),
+                writable: false,
+            }],
+            ..Settings::default()
+        };
+        let err = format!(
+            "{:#}",
+            apply(
+                &layout,
+                &client,
+                &[(ClientName::parse("initech").expect("name"), mounter)],
+                &req(&[proj.join("sub")], &SandboxOptions::default())
+            )
+            .expect_err("overlap")
+        );
+        assert!(err.contains("--mount") && err.contains("initech"), "{err}");
     }
 
     #[test]

@@ -85,6 +85,21 @@ impl Sandbox {
         cfg
     }
 
+    /// A podman that knows its version and succeeds at everything else.
+    fn fake_podman(&self) -> PathBuf {
+        let path = self.dir.path().join("fake-podman");
+        if !path.exists() {
+            std::fs::write(
+                &path,
+                "#!/bin/sh\n[ \"$1\" = --version ] && echo 'podman version 5.4.2'\nexit 0\n",
+            )
+            .expect("write fake podman");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+                .expect("chmod fake podman");
+        }
+        path
+    }
+
     fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sandboxctl"));
         cmd.args(args)
@@ -489,5 +504,211 @@ fn logs_render_terminal_controls_visibly() {
             );
             assert!(stdout.contains("^[[2J<U+009B>\\xff"), "{stdout}");
         }
+    }
+}
+
+/// Every path under `root` (symlinks not followed) with its size, for "nothing was
+/// written" checks; the host-detection cache is not client state.
+fn snapshot(root: &Path) -> Vec<(PathBuf, u64)> {
+    fn walk(dir: &Path, out: &mut Vec<(PathBuf, u64)>) {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            let meta = std::fs::symlink_metadata(&p).expect("metadata");
+            if meta.is_dir() {
+                walk(&p, out);
+            }
+            out.push((p, meta.len()));
+        }
+    }
+    let mut out = Vec::new();
+    walk(root, &mut out);
+    out.retain(|(p, _)| !p.components().any(|c| c.as_os_str() == ".cache"));
+    out.sort();
+    out
+}
+
+/// Runs `enable` and `render` with `args` after the client name and `HOME` = `home`;
+/// both must refuse with one line containing every one of `wanted`, writing nothing.
+fn assert_refused(sb: &Sandbox, home: &Path, args: &[String], wanted: &[&str]) {
+    let podman = sb.fake_podman();
+    let before = snapshot(sb.dir.path());
+    for cmd in ["enable", "render"] {
+        let mut full = vec![cmd, "acme"];
+        full.extend(args.iter().map(String::as_str));
+        let out = sb
+            .command(&full)
+            .env("HOME", home)
+            .env("SANDBOXCTL_QUADLET", quadlet_path::quadlet())
+            .env("SANDBOXCTL_PODMAN", &podman)
+            .output()
+            .expect("run sandboxctl");
+        for w in wanted {
+            assert_one_line_error(&out, w);
+        }
+    }
+    assert_eq!(snapshot(sb.dir.path()), before, "{args:?} wrote something");
+}
+
+fn s(p: &Path) -> String {
+    p.display().to_string()
+}
+
+const GLOBEX: &str =
+    "agent = \"shell\"\nimage = \"localhost/agent-sandbox:latest\"\nnetwork = \"none\"\n";
+const DATA: &str = "sandboxctl's data directory";
+
+// Stow-style dotfiles make `$HOME`, `~/.config` or the data directory a symlink. The
+// guard compares real paths, so a project or mount that would expose sandboxctl's
+// state, the unit directories, another client's files or the user's keys is refused
+// however it is spelled, and nothing is written.
+
+#[test]
+fn symlinked_home_does_not_hide_protected_paths() {
+    let sb = Sandbox::new();
+    let root = std::fs::canonicalize(sb.dir.path()).expect("canon");
+    let link = root.join("link-home");
+    std::os::unix::fs::symlink(sb.home(), &link).expect("symlink");
+    std::fs::create_dir_all(sb.home().join(".config")).expect("mkdir");
+    std::fs::create_dir_all(sb.home().join(".ssh")).expect("mkdir");
+    std::fs::create_dir_all(sb.home().join(".claude")).expect("mkdir");
+    sb.client_settings("globex", GLOBEX);
+    let globex_claude = link.join(".local/share/agent-sandbox/clients/globex/claude");
+    std::fs::create_dir_all(&globex_claude).expect("mkdir");
+    let proj = s(&sb.project());
+    let data = DATA;
+    for (args, wanted) in [
+        (vec![s(&link)], vec!["contains", data]),
+        (vec![s(&sb.home())], vec!["contains", data]),
+        (
+            vec![s(&link.join(".config"))],
+            vec!["contains the Quadlet unit directory"],
+        ),
+        (
+            vec![
+                proj.clone(),
+                "--mount".into(),
+                format!("{}:/c", s(&link.join(".config"))),
+            ],
+            vec!["--mount", "contains the Quadlet unit directory"],
+        ),
+        (
+            vec![
+                proj.clone(),
+                "--mount".into(),
+                format!("{}:/c", s(&globex_claude)),
+            ],
+            vec!["--mount", "is inside", data],
+        ),
+        (
+            vec![
+                proj.clone(),
+                "--mount-rw".into(),
+                format!("{}:/s", s(&link.join(".ssh"))),
+            ],
+            vec!["--mount-rw", "is ~/.ssh"],
+        ),
+        (
+            vec![s(&link.join(".claude"))],
+            vec!["is the host's Claude Code config"],
+        ),
+    ] {
+        assert_refused(&sb, &link, &args, &wanted);
+    }
+    // Sharing the host's Claude config is what --claude-config is for.
+    let out = sb
+        .command(&[
+            "render",
+            "acme",
+            &proj,
+            "--claude-config",
+            &s(&link.join(".claude")),
+        ])
+        .env("HOME", &link)
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // 2. `~/.config` is a symlink into a dotfiles repository.
+    let sb = Sandbox::new();
+    let root = std::fs::canonicalize(sb.dir.path()).expect("canon");
+    let dotfiles = root.join("dotfiles");
+    std::fs::create_dir_all(dotfiles.join("config/systemd/user")).expect("mkdir");
+    std::os::unix::fs::symlink(dotfiles.join("config"), sb.home().join(".config"))
+        .expect("symlink");
+    let proj = s(&sb.project());
+    for (args, wanted) in [
+        (
+            vec![s(&dotfiles)],
+            vec!["contains the Quadlet unit directory"],
+        ),
+        (
+            vec![s(&sb.home().join(".config"))],
+            vec!["contains the Quadlet unit directory"],
+        ),
+        (
+            vec![
+                proj.clone(),
+                "--mount-rw".into(),
+                format!("{}:/c", s(&dotfiles.join("config/systemd"))),
+            ],
+            vec!["--mount-rw", "contains the systemd user unit directory"],
+        ),
+    ] {
+        assert_refused(&sb, &sb.home(), &args, &wanted);
+    }
+}
+
+/// Also: another client's project given as a mount.
+#[test]
+fn symlinked_data_dir_does_not_hide_other_clients() {
+    let data = DATA;
+    let sb = Sandbox::new();
+    let root = std::fs::canonicalize(sb.dir.path()).expect("canon");
+    let store = root.join("store");
+    std::fs::create_dir_all(&store).expect("mkdir");
+    std::fs::create_dir_all(sb.home().join(".local/share")).expect("mkdir");
+    std::os::unix::fs::symlink(&store, sb.home().join(".local/share/agent-sandbox"))
+        .expect("symlink");
+    let theirs = root.join("globex-project");
+    std::fs::create_dir_all(theirs.join("src")).expect("mkdir");
+    sb.client_settings(
+        "globex",
+        &format!("{GLOBEX}projects = [{:?}]\n", s(&theirs)),
+    );
+    std::fs::create_dir_all(store.join("clients/globex/claude")).expect("mkdir");
+    let proj = s(&sb.project());
+    for (args, wanted) in [
+        (vec![s(&store)], vec!["is", data]),
+        (vec![s(&store.join("clients"))], vec!["is inside", data]),
+        (
+            vec![
+                proj.clone(),
+                "--mount-rw".into(),
+                format!("{}:/c", s(&store.join("clients/globex/claude"))),
+            ],
+            vec!["is inside", data],
+        ),
+        (
+            vec![
+                proj.clone(),
+                "--mount".into(),
+                format!("{}:/g", s(&theirs.join("src"))),
+            ],
+            vec!["--mount", "overlaps project directory", "globex"],
+        ),
+        (
+            vec![
+                proj.clone(),
+                "--mount-rw".into(),
+                format!("{}:/g", s(&theirs)),
+            ],
+            vec!["--mount-rw", "overlaps project directory", "globex"],
+        ),
+    ] {
+        assert_refused(&sb, &sb.home(), &args, &wanted);
     }
 }
