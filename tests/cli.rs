@@ -631,8 +631,10 @@ fn symlinked_home_does_not_hide_protected_paths() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
 
-    // 2. `~/.config` is a symlink into a dotfiles repository.
+#[test]
+fn symlinked_config_dir_does_not_hide_the_unit_directories() {
     let sb = Sandbox::new();
     let root = std::fs::canonicalize(sb.dir.path()).expect("canon");
     let dotfiles = root.join("dotfiles");
