@@ -335,8 +335,9 @@ fn real_path(p: &Path) -> PathBuf {
     }
 }
 
-/// Warnings for options that weaken the sandbox on purpose.
-pub fn warnings(s: &Settings) -> Vec<String> {
+/// Warnings for options that weaken the sandbox on purpose, or put a credential where
+/// others can read it.
+pub fn warnings(client: &ClientName, s: &Settings) -> Vec<String> {
     let mut out = Vec::new();
     for a in &s.podman_args {
         let flag = a.split('=').next().unwrap_or(a);
@@ -346,6 +347,7 @@ pub fn warnings(s: &Settings) -> Vec<String> {
             ));
         }
     }
+    out.extend(credential_warnings(client, &s.podman_args));
     if let Some(dir) = &s.claude_config {
         out.push(format!(
             "note: Claude config {} is shared: its login, history and settings are shared with every client that uses it",
@@ -353,6 +355,85 @@ pub fn warnings(s: &Settings) -> Vec<String> {
         ));
     }
     out
+}
+
+/// Podman arguments that set an environment variable whose name looks like a
+/// credential: its value ends up in the unit file, `systemctl show` and `podman
+/// inspect`, where a Podman secret would not. The value itself is never repeated.
+fn credential_warnings(client: &ClientName, args: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    let warn = |arg: &str, name: &str| {
+        format!(
+            "warning: --podman-arg {arg} sets {name}, which looks like a credential: its value is written into the unit and shown by `podman inspect`; use `sandboxctl secret set {client} {name}` instead"
+        )
+    };
+    let mut i = 0;
+    while i < args.len() {
+        let a = args[i].as_str();
+        // `--env=V`, `-e=V`, `-eV`, or the flag alone with its value in the next argument.
+        let (flag, value) = if let Some((f, v)) = a.split_once('=')
+            && ["--env", "-e", "--env-file"].contains(&f)
+        {
+            (f, Some(v))
+        } else if ["--env", "-e", "--env-file"].contains(&a) {
+            i += 1;
+            (a, args.get(i).map(String::as_str))
+        } else if let Some(v) = a.strip_prefix("-e") {
+            ("-e", Some(v))
+        } else {
+            (a, None)
+        };
+        i += 1;
+        let Some(value) = value else { continue };
+        if flag == "--env-file" {
+            let names = std::fs::read_to_string(value).unwrap_or_default();
+            let file_name = Path::new(value)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let shown = format!("--env-file={}", escape::display(value));
+            match names
+                .lines()
+                .map(|l| l.trim().trim_start_matches("export "))
+                .filter(|l| !l.starts_with('#'))
+                .filter_map(|l| l.split('=').next())
+                .find(|n| looks_like_credential(n))
+            {
+                Some(name) => out.push(warn(&shown, name.trim())),
+                None if looks_like_credential(&file_name) => out.push(format!(
+                    "warning: --podman-arg {shown} looks like a file of credentials: its values are shown by `podman inspect`; use `sandboxctl secret set {client} NAME` for each"
+                )),
+                None => {}
+            }
+        } else {
+            let name = value.split('=').next().unwrap_or(value);
+            if looks_like_credential(name) {
+                out.push(warn(&format!("{flag} {name}=…"), name));
+            }
+        }
+    }
+    out
+}
+
+/// Whether a variable (or file) name looks like it holds a credential.
+fn looks_like_credential(name: &str) -> bool {
+    const ANYWHERE: [&str; 9] = [
+        "TOKEN",
+        "SECRET",
+        "PASSWORD",
+        "PASSWD",
+        "PASSPHRASE",
+        "CREDENTIAL",
+        "APIKEY",
+        "PRIVATE",
+        "COOKIE",
+    ];
+    const WORDS: [&str; 6] = ["KEY", "KEYS", "AUTH", "PASS", "PAT", "CREDS"];
+    let upper = name.to_ascii_uppercase();
+    ANYWHERE.iter().any(|w| upper.contains(w))
+        || upper
+            .split(|c: char| !c.is_ascii_alphanumeric())
+            .any(|w| WORDS.contains(&w) || (w.len() > 3 && w.ends_with("KEY")))
 }
 
 fn existing_dir(what: &str, p: &Path) -> Result<PathBuf> {
@@ -827,8 +908,66 @@ mod tests {
             podman_args: vec!["--privileged".into(), "--pids-limit=100".into()],
             ..Settings::default()
         };
-        let w = warnings(&s);
+        let w = warnings(&ClientName::parse("acme").expect("name"), &s);
         assert_eq!(w.len(), 1);
         assert!(w[0].contains("--privileged"));
+    }
+
+    #[test]
+    fn warns_about_credentials_in_podman_env_args() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let env_file = tmp.path().join("vars.env");
+        std::fs::write(&env_file, "# comment\nLANG=C\nexport DB_PASSWORD=hunter2\n")
+            .expect("write");
+        let harmless = tmp.path().join("plain.env");
+        std::fs::write(&harmless, "LANG=C\n").expect("write");
+        let table: Vec<(Vec<String>, Option<&str>)> = vec![
+            (
+                vec!["--env=GITHUB_TOKEN=ghp_abc123".into()],
+                Some("GITHUB_TOKEN"),
+            ),
+            (
+                vec!["-e=AWS_SECRET_ACCESS_KEY=x".into()],
+                Some("AWS_SECRET_ACCESS_KEY"),
+            ),
+            (vec!["-eOPENAI_APIKEY=x".into()], Some("OPENAI_APIKEY")),
+            (vec!["--env".into(), "NPM_AUTH=x".into()], Some("NPM_AUTH")),
+            (vec!["-e".into(), "DB_PASSWORD".into()], Some("DB_PASSWORD")),
+            (vec!["--env=STRIPE_KEY=x".into()], Some("STRIPE_KEY")),
+            (vec!["--env=SSH_PRIVATE=x".into()], Some("SSH_PRIVATE")),
+            (
+                vec![format!("--env-file={}", env_file.display())],
+                Some("DB_PASSWORD"),
+            ),
+            (
+                vec!["--env-file".into(), "/nonexistent/secrets.env".into()],
+                Some("secret set acme"),
+            ),
+            (vec!["--env=LANG=C.UTF-8".into()], None),
+            (vec!["--env=KEYBOARD=us".into()], None),
+            (vec!["--env=AUTHOR=me".into()], None),
+            (vec![format!("--env-file={}", harmless.display())], None),
+            (vec!["--pids-limit=100".into(), "TOKEN=x".into()], None),
+            (vec!["--env".into()], None),
+        ];
+        let client = ClientName::parse("acme").expect("name");
+        for (args, want) in table {
+            let s = Settings {
+                podman_args: args.clone(),
+                ..Settings::default()
+            };
+            let w = warnings(&client, &s);
+            match want {
+                Some(name) => {
+                    assert_eq!(w.len(), 1, "{args:?}: {w:?}");
+                    assert!(w[0].contains(name), "{args:?}: {w:?}");
+                    assert!(w[0].contains("sandboxctl secret set acme"), "{w:?}");
+                    for secret in ["ghp_abc123", "hunter2"] {
+                        assert!(!w[0].contains(secret), "value repeated: {w:?}");
+                    }
+                }
+                None => assert!(w.is_empty(), "{args:?}: {w:?}"),
+            }
+        }
     }
 }

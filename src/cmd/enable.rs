@@ -273,7 +273,7 @@ pub fn enable_clients(
         }
     };
     for (p, running) in planned.iter().zip(&running) {
-        for w in options::warnings(&p.settings) {
+        for w in options::warnings(&p.client, &p.settings) {
             eprintln!("{w}");
         }
         let client = &p.client;
