@@ -25,6 +25,23 @@ fn assert_generator_accepts(unit: &str) {
     );
 }
 
+/// The service the real Quadlet generator makes of `unit`.
+fn generated_service(unit: &str) -> String {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("agent-acme.container"), unit).expect("write");
+    let out = Command::new(quadlet_path::quadlet())
+        .args(["-dryrun", "-user"])
+        .env("QUADLET_UNIT_DIRS", dir.path())
+        .output()
+        .expect("run the generator");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf8")
+}
+
 /// A scratch home for one test, with the environment set on the child only.
 struct Sandbox {
     dir: tempfile::TempDir,
@@ -713,4 +730,45 @@ fn symlinked_data_dir_does_not_hide_other_clients() {
     ] {
         assert_refused(&sb, &sb.home(), &args, &wanted);
     }
+}
+
+/// Quadlet strips whitespace, Unicode whitespace included, from the end of a value:
+/// where a value cannot be quoted it is refused, where it is quoted it survives the
+/// real generator unchanged.
+#[test]
+fn unicode_whitespace_survives_the_generator_or_is_refused() {
+    let sb = Sandbox::new();
+    let trailing = sb.dir.path().join("proj\u{a0}");
+    std::fs::create_dir_all(&trailing).expect("mkdir");
+    let out = sb.run(&["render", "acme", trailing.to_str().expect("utf8")]);
+    assert_one_line_error(&out, "ends with whitespace (U+00A0)");
+
+    let inner = sb.dir.path().join("a\u{3000}b");
+    std::fs::create_dir_all(&inner).expect("mkdir");
+    let inner = std::fs::canonicalize(&inner).expect("canon");
+    let label = "--label=note=\u{a0}v\u{2003}";
+    let out = sb.run(&[
+        "render",
+        "acme",
+        "--agent",
+        "shell",
+        inner.to_str().expect("utf8"),
+        "--podman-arg",
+        label,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let service = generated_service(&String::from_utf8_lossy(&out.stdout));
+    let exec = service
+        .lines()
+        .find(|l| l.starts_with("ExecStart="))
+        .expect("ExecStart");
+    assert!(exec.contains(label), "{exec:?}");
+    assert!(
+        exec.contains(&format!("{0}:{0}", inner.display())),
+        "{exec:?}"
+    );
 }
