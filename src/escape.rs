@@ -54,6 +54,14 @@ fn check_unquoted(what: &str, value: &str) -> Result<()> {
     Ok(())
 }
 
+/// Text for a `#` comment in a unit (the host summary, which holds paths from the
+/// environment): kept on one line with every control character rendered visibly
+/// (`terminal::sanitize`: a newline becomes `^J`), and `%` doubled like everywhere else,
+/// so no value can start a line of its own.
+pub fn comment(text: &str) -> String {
+    crate::terminal::sanitize(text.as_bytes()).replace('%', "%%")
+}
+
 /// Doubles `%` and `$` so systemd reads them literally.
 fn double_specials(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
@@ -190,6 +198,29 @@ mod tests {
         // Not whitespace: zero-width space and BOM stay allowed.
         assert!(raw("value", "/p\u{200b}").is_ok());
         assert!(raw("value", "\u{feff}/p").is_ok());
+    }
+
+    #[test]
+    fn comment_table() {
+        let table = [
+            (
+                "podman 4.3.1; Quadlet 5.4.2 (/usr/libexec/podman/quadlet)",
+                "podman 4.3.1; Quadlet 5.4.2 (/usr/libexec/podman/quadlet)",
+            ),
+            (
+                "/opt/q\nExecStartPre=/bin/sh\n[Service]",
+                "/opt/q^JExecStartPre=/bin/sh^J[Service]",
+            ),
+            ("a\r\nb", "a^M^Jb"),
+            ("100% sure", "100%% sure"),
+            ("\u{1b}]0;t\u{7}\u{9b}", "^[]0;t^G<U+009B>"),
+            ("tab\tkept", "tab\tkept"),
+        ];
+        for (input, want) in table {
+            let got = comment(input);
+            assert_eq!(got, want, "input {input:?}");
+            assert!(!got.contains('\n') && !got.contains('\r'), "{got:?}");
+        }
     }
 
     #[test]

@@ -772,3 +772,51 @@ fn unicode_whitespace_survives_the_generator_or_is_refused() {
         "{exec:?}"
     );
 }
+
+/// The `# Detected:` comment quotes the generator's path, which comes from the
+/// environment (`SANDBOXCTL_QUADLET`): a newline in it must not start unit lines.
+#[test]
+fn generator_path_cannot_inject_unit_lines() {
+    let sb = Sandbox::new();
+    let dir = sb
+        .dir
+        .path()
+        .join("gen\nExecStartPre=/bin/touch /tmp/pwned\n[Service]\n%h");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let generator = dir.join("quadlet");
+    std::os::unix::fs::symlink(quadlet_path::quadlet(), &generator).expect("symlink");
+    let out = sb
+        .command(&["render", "acme", "--agent", "shell"])
+        .env("SANDBOXCTL_QUADLET", &generator)
+        .env("SANDBOXCTL_PODMAN", sb.fake_podman())
+        .output()
+        .expect("run");
+    let unit = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let detected: Vec<&str> = unit.lines().filter(|l| l.contains("pwned")).collect();
+    assert_eq!(detected.len(), 1, "{unit}");
+    assert!(detected[0].starts_with("# Detected: "), "{unit}");
+    assert!(
+        detected[0].contains("gen^JExecStartPre=/bin/touch /tmp/pwned^J[Service]^J%%h"),
+        "{unit}"
+    );
+    assert!(
+        !unit
+            .lines()
+            .any(|l| l.starts_with("ExecStartPre=/bin/touch")),
+        "{unit}"
+    );
+    let service = generated_service(&unit);
+    // The generator copies the comment; it stays a comment.
+    assert!(
+        service
+            .lines()
+            .filter(|l| l.contains("pwned"))
+            .all(|l| l.starts_with("# Detected: ")),
+        "{service}"
+    );
+}
