@@ -820,3 +820,38 @@ fn generator_path_cannot_inject_unit_lines() {
         "{service}"
     );
 }
+
+/// The `packages` bundle's hosts come from the image; a broad one among them (an
+/// object store anyone can write to) warns like `allow HOST` does.
+#[test]
+fn packages_bundle_warns_about_broad_hosts() {
+    let sb = Sandbox::new();
+    let cfg = sb.client_settings("acme", GLOBEX);
+    let fake = r#"[ "$1" = run ] && printf 'registry.example\nstorage.googleapis.com\n'; exit 0"#;
+    let out = sb.run_with_fakes(&["allow", "acme", "@packages"], &[("podman", fake)]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let warnings: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("warning:"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{stderr}");
+    assert!(warnings[0].contains("storage.googleapis.com"), "{stderr}");
+    assert!(warnings[0].contains("send data out"), "{stderr}");
+    let policy = std::fs::read_to_string(cfg.join("network.toml")).expect("policy");
+    assert!(policy.contains("storage.googleapis.com"), "{policy}");
+
+    let out = sb.run_with_fakes(
+        &["allow", "acme", "@packages"],
+        &[(
+            "podman",
+            r#"[ "$1" = run ] && echo registry.example; exit 0"#,
+        )],
+    );
+    assert!(out.status.success());
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("warning"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
