@@ -213,6 +213,16 @@ impl Guard {
                 "the sandboxctl binary the proxy units run",
                 "which runs on the host",
             ),
+            (
+                layout.cache_dir.clone(),
+                "sandboxctl's cache",
+                "which names the programs sandboxctl runs on the host",
+            ),
+            (
+                home.join(".local/share/containers"),
+                "Podman's storage",
+                "which holds every client's image and container",
+            ),
         ];
         // `$XDG_CONFIG_HOME/containers` and `…/systemd` as a whole, and the same under
         // `~/.config` should XDG_CONFIG_HOME point elsewhere.
@@ -715,6 +725,7 @@ mod tests {
         layout.create_client_dirs(&other).expect("dirs");
         let theirs_claude = root.join("store/clients/globex/claude");
         std::fs::create_dir_all(root.join("real-home/.ssh")).expect("mkdir");
+        std::fs::create_dir_all(root.join("real-home/.cache")).expect("mkdir");
         let projects: Vec<(PathBuf, &str)> = vec![
             // The data and unit directories live elsewhere; the home still holds
             // the proxy's binary.
@@ -734,6 +745,7 @@ mod tests {
                 "is inside sandboxctl's data directory",
             ),
             (root.join("real-home/.ssh"), "is ~/.ssh"),
+            (root.join("home/.cache"), "contains sandboxctl's cache"),
         ];
         for (p, want) in projects {
             let err = format!(
