@@ -22,6 +22,7 @@ pub mod render;
 pub mod secrets;
 pub mod settings;
 pub mod systemd;
+pub mod terminal;
 
 use std::ffi::OsString;
 use std::process::ExitCode;

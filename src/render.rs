@@ -116,7 +116,7 @@ impl Sandbox<'_> {
         Ok(UnitContext {
             client: client.to_owned(),
             agent: s.agent.as_str(),
-            host_summary: self.host.summary().replace('%', "%%"),
+            host_summary: escape::comment(&self.host.summary()),
             container_name: self.client.container_name(),
             image: image_ref(&s.image)?,
             labels: vec![escape::word("label", &format!("{CLIENT_LABEL}={client}"))?],

@@ -412,6 +412,9 @@ mod cli {
         for sub in ["claude", "codex", "config", "history"] {
             assert_eq!(mode(&data.join(sub)), 0o700, "{sub}");
         }
+        // Other local users can read neither the units nor the directory sandboxctl made.
+        assert_eq!(mode(&home.unit_file("acme")), 0o600, "unit file");
+        assert_eq!(mode(&home.unit_dir()), 0o700, "unit directory");
         let settings = std::fs::read_to_string(data.join("config/sandbox.toml")).expect("settings");
         assert!(settings.contains("shell"), "{settings}");
         assert!(settings.contains(&proj.display().to_string()), "{settings}");
@@ -761,7 +764,9 @@ mod cli {
         let id = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
         std::fs::write(
             home.runtime_dir().join("agent-acme.log"),
-            format!("{id}\nError: short-name resolution failed\n{id}\n"),
+            format!(
+                "{id}\n\x1b]52;c;Y2xpcGJvYXJk\x07\nError: short-name resolution failed\n{id}\n"
+            ),
         )
         .expect("unit log");
         let out = home.sandboxctl(["start", "acme"]).run().failure(&[
@@ -774,14 +779,16 @@ mod cli {
             assert!(out.stderr.contains("log"), "{out}");
         } else {
             assert!(
-                out.stderr
-                    .contains("last log lines:\n  Error: short-name resolution failed"),
+                out.stderr.contains(
+                    "last log lines:\n  ^[]52;c;Y2xpcGJvYXJk^G\n  Error: short-name resolution failed"
+                ),
                 "{out}"
             );
             assert!(
                 !out.stderr.contains(id),
                 "a container ID was quoted:\n{out}"
             );
+            assert!(!out.stderr.contains('\x1b'), "{out}");
         }
         assert_eq!(
             home.fake.unit_state("agent-acme.service"),

@@ -22,6 +22,8 @@ fn layout() -> Layout {
         cache_dir: "/home/user/.cache/sandboxctl".into(),
         systemd_user_dir: "/home/user/.config/systemd/user".into(),
         libexec_dir: "/home/user/.local/libexec/sandboxctl".into(),
+        home_dir: "/home/user".into(),
+        runtime_dir: Some("/run/user/1000".into()),
     }
 }
 

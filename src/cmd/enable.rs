@@ -1,5 +1,7 @@
 //! `enable`, `render` and `run`: from options to a written unit and a reloaded manager.
 
+use std::os::unix::fs::DirBuilderExt;
+
 use anyhow::{Context, Result, bail};
 
 use crate::cli::{EnableArgs, RunArgs};
@@ -11,6 +13,9 @@ use crate::render::{self, Sandbox};
 use crate::settings::{Agent, NetworkMode, Settings};
 use crate::systemd::{Systemd, UnitState, Verb};
 use crate::{claude_login, secrets};
+
+/// Unit files are readable by their owner only.
+const UNIT_MODE: u32 = 0o600;
 
 /// A client ready to be written: its settings and unit text.
 struct Planned {
@@ -38,7 +43,7 @@ impl Before {
     fn restore(&self, layout: &Layout, client: &ClientName) {
         let unit = layout.unit_path(client);
         let _ = match &self.unit {
-            Some(text) => crate::atomic::write(&unit, text.as_bytes(), 0o644),
+            Some(text) => crate::atomic::write(&unit, text.as_bytes(), UNIT_MODE),
             None => std::fs::remove_file(&unit).map_err(Into::into),
         };
         let _ = match &self.proxy_dropin {
@@ -156,9 +161,15 @@ fn write(layout: &Layout, p: &Planned) -> Result<()> {
     }
     layout.create_client_dirs(client)?;
     p.settings.save(&layout.settings_path(client), client)?;
-    std::fs::create_dir_all(&layout.unit_dir)
+    // Units name every client's projects and mounts: other local users have no business
+    // reading them. A unit directory sandboxctl creates is private; an existing one
+    // keeps the mode its owner chose.
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&layout.unit_dir)
         .with_context(|| format!("cannot create {}", layout.unit_dir.display()))?;
-    crate::atomic::write(&layout.unit_path(client), p.unit.as_bytes(), 0o644)?;
+    crate::atomic::write(&layout.unit_path(client), p.unit.as_bytes(), UNIT_MODE)?;
     let policy = layout.policy_path(client);
     if p.settings.network == NetworkMode::Allowlist && !policy.exists() {
         crate::proxy::policy::create(&policy, &super::network::default_policy(&p.settings)?)?;
@@ -303,7 +314,7 @@ pub fn enable_clients(
         }
     };
     for (p, running) in planned.iter().zip(&running) {
-        for w in options::warnings(&p.settings) {
+        for w in options::warnings(&p.client, &p.settings) {
             eprintln!("{w}");
         }
         let client = &p.client;

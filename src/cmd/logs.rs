@@ -1,10 +1,11 @@
 //! `logs`: the journal where journald runs; otherwise the unit's log file followed by
-//! the container's own output.
+//! the container's own output. What the container wrote reaches the terminal only
+//! through `terminal::sanitize`, line by line, also when following.
 
 use std::os::unix::process::CommandExt;
-use std::process::Command;
+use std::process::{Command, Stdio};
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 
 use crate::layout::Layout;
 
@@ -28,8 +29,7 @@ pub fn logs(layout: &Layout, name: &str, network: bool, follow: bool, lines: usi
         if follow {
             cmd.arg("-f");
         }
-        let err = cmd.exec();
-        bail!("cannot run journalctl: {err}");
+        return stream(cmd, "journalctl");
     }
     if network {
         let Some(file) = crate::proxy_units::log_file(&client) else {
@@ -54,7 +54,10 @@ pub fn logs(layout: &Layout, name: &str, network: bool, follow: bool, lines: usi
         bail!("XDG_RUNTIME_DIR is not set, so the unit's log file cannot be found");
     };
     if file.exists() {
-        println!("==> {} (unit) <==", file.display());
+        println!(
+            "==> {} (unit) <==",
+            crate::terminal::sanitize(file.as_os_str().as_encoded_bytes())
+        );
         for l in crate::logs::last_lines(&client, lines) {
             println!("{l}");
         }
@@ -68,6 +71,43 @@ pub fn logs(layout: &Layout, name: &str, network: bool, follow: bool, lines: usi
         cmd.arg("-f");
     }
     cmd.arg(client.container_name());
-    let err = cmd.exec();
-    bail!("cannot run {}: {err}", crate::podman::binary())
+    stream(cmd, &format!("{} logs", crate::podman::binary()))
+}
+
+/// Runs `cmd`, passing its standard output and error through the sanitiser to ours as
+/// each line arrives. A reader that goes away (`| head`) ends it quietly.
+fn stream(mut cmd: Command, what: &str) -> Result<()> {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot run {what}"))?;
+    let stderr = child.stderr.take().map(|err| {
+        std::thread::spawn(move || {
+            let _ = crate::terminal::copy_sanitized(err, &mut std::io::stderr());
+        })
+    });
+    let copied = match child.stdout.take() {
+        Some(out) => crate::terminal::copy_sanitized(out, &mut std::io::stdout().lock()),
+        None => Ok(()),
+    };
+    if let Err(e) = copied {
+        let _ = child.kill();
+        let _ = child.wait();
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            return Ok(());
+        }
+        return Err(e).context("cannot write the logs");
+    }
+    let status = child
+        .wait()
+        .with_context(|| format!("cannot wait for {what}"))?;
+    if let Some(t) = stderr {
+        let _ = t.join();
+    }
+    if !status.success() {
+        bail!("{what} failed ({status})");
+    }
+    Ok(())
 }

@@ -20,6 +20,18 @@ pub fn allow(layout: &Layout, name: &str, hosts: &[String], private: bool) -> Re
         }
         policy::set_packages(&path, &found)?;
         println!("packages bundle for {client}: {}", found.join(", "));
+        // The image names these hosts, not the user: a broad one warns just as
+        // `allow HOST` does.
+        for w in found
+            .iter()
+            .filter_map(|h| policy::Pattern::parse(h).ok())
+            .filter_map(|p| policy::broad_warning(&p))
+        {
+            eprintln!(
+                "warning: {w} (a package registry of image {})",
+                settings.image
+            );
+        }
     }
     let report = if private {
         policy::add_allow_private(&path, hosts)?
