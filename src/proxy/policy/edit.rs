@@ -54,7 +54,8 @@ pub fn add_allow(path: &Path, items: &[impl AsRef<str>]) -> anyhow::Result<EditR
 }
 
 /// Like [`add_allow`], with `private = true` on the new entries: their names may
-/// resolve to private, loopback or link-local addresses (an internal git server).
+/// resolve to private-network addresses (an internal git server); an IP literal
+/// entry may also be a loopback, link-local or metadata address.
 pub fn add_allow_private(path: &Path, items: &[impl AsRef<str>]) -> anyhow::Result<EditReport> {
     edit(path, items, Direction::Allow { private: true })
 }
@@ -246,8 +247,10 @@ bundles = {bundles}
 packages = {packages}
 
 # "host" (port 443 only), "*.suffix" (names below suffix), "host:port" (port 80 for
-# plain HTTP must be listed), IP literals ("203.0.113.7:22"). Names that resolve to
-# private, loopback or link-local addresses need {{ host = "...", private = true }}.
+# plain HTTP must be listed), IP literals ("203.0.113.7:22"). Names on a private
+# network (10/8, 172.16/12, 192.168/16, 100.64/10, fc00::/7) need
+# {{ host = "...", private = true }}; loopback, link-local and metadata addresses
+# are reachable only as an IP literal with private = true ("127.0.0.1:8080").
 allow = []
 
 # Deny wins over allow; an entry without a port covers every port.
