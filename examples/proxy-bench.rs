@@ -395,6 +395,8 @@ fn idle_tunnels(n: usize) -> anyhow::Result<()> {
     let log = dir.path().join("proxy-low.log");
     let mut proxy = ProxyChild::start_with(&policy, &sock, &log, Some((1000, limit)))?;
     let (tunnels, refused, failed) = open_idle(&sock, upstream, 60, Duration::from_millis(300))?;
+    std::thread::sleep(Duration::from_millis(300));
+    let closed = tunnels.iter().filter(|t| closed_by_peer(t)).count();
     let cpu_before = cpu_ms(proxy.0.id())?;
     let hold = Duration::from_secs(5);
     // Knock while the limit is reached: each try queues a connection accept cannot take.
@@ -410,13 +412,15 @@ fn idle_tunnels(n: usize) -> anyhow::Result<()> {
     }
     let cpu = cpu_ms(proxy.0.id())? - cpu_before;
     let during = proxy.usage()?;
+    let tunnels_len = tunnels.len();
     drop(tunnels);
     drop(knocking);
     proxy.stop();
     println!(
-        "descriptor limit {limit}, cap 1000: 60 tunnels tried, {} refused, {failed} got no \
-         answer; then {knocks} connections knocked for {} s",
-        refused,
+        "descriptor limit {limit}, cap 1000: 60 tunnels tried, {} opened ({closed} of them \
+         closed at once by the proxy), {refused} refused, {failed} unanswered; then \
+         {knocks} connections knocked for {} s",
+        tunnels_len,
         hold.as_secs()
     );
     println!(
@@ -427,6 +431,12 @@ fn idle_tunnels(n: usize) -> anyhow::Result<()> {
     );
     print_log_counts(&log)?;
     Ok(())
+}
+
+/// Whether the proxy has closed this tunnel (EOF on a non-blocking read).
+fn closed_by_peer(s: &UnixStream) -> bool {
+    let mut b = [0u8; 1];
+    s.set_nonblocking(true).is_ok() && matches!((&*s).read(&mut b), Ok(0))
 }
 
 /// Opens `n` tunnels and keeps them idle; returns them with the number refused (503)

@@ -146,6 +146,31 @@ fn unknown_agent_and_network_are_usage_errors() {
 }
 
 #[test]
+fn proxy_limits_must_be_positive() {
+    let sb = Sandbox::new();
+    for (flag, value) in [
+        ("--max-connections", "0"),
+        ("--max-connections", "many"),
+        ("--idle-timeout", "0"),
+        ("--idle-timeout", "-5"),
+    ] {
+        let out = sb.run(&[
+            "proxy",
+            "--client",
+            "acme",
+            "--listen-tcp",
+            "127.0.0.1:0",
+            flag,
+            value,
+        ]);
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(flag), "{flag} {value}: {stderr}");
+    }
+    assert!(sb.files().is_empty());
+}
+
+#[test]
 fn injection_attempts_in_every_field_are_refused() {
     let sb = Sandbox::new();
     let proj = sb.project();
