@@ -152,7 +152,7 @@ fn proxy_limits_must_be_positive() {
         ("--max-connections", "0"),
         ("--max-connections", "many"),
         ("--idle-timeout", "0"),
-        ("--idle-timeout", "-5"),
+        ("--idle-timeout", "ten"),
     ] {
         let out = sb.run(&[
             "proxy",
