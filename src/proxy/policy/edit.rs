@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::{Context as _, bail};
 use toml_edit::{Array, DocumentMut, Item, Value};
 
-use super::{Bundle, Pattern, broad_warning, parse};
+use super::{Bundle, HostMatch, Pattern, broad_warning, parse};
 
 /// What an edit did, for the CLI to report.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -139,12 +139,33 @@ fn edit(path: &Path, items: &[impl AsRef<str>], dir: Direction) -> anyhow::Resul
                 if matches!(dir, Direction::Allow { .. }) {
                     report.warnings.extend(broad_warning(&p));
                 }
+                if matches!(dir, Direction::Allow { private: true }) {
+                    report.warnings.extend(loopback_name_warning(&p));
+                }
                 report.added.push(canon);
             }
         }
     }
     write_validated(path, &doc)?;
     Ok(report)
+}
+
+/// A warning for a private rule on a name that means the host itself (`localhost`,
+/// `*.localhost`, RFC 6761): the proxy never lets a name reach loopback, only a rule
+/// naming the IP literal.
+fn loopback_name_warning(p: &Pattern) -> Option<String> {
+    let name = match &p.host {
+        HostMatch::Exact(n) | HostMatch::Suffix(n) => n,
+        HostMatch::Ip(_) => return None,
+    };
+    if name != "localhost" && !name.ends_with(".localhost") {
+        return None;
+    }
+    let port = p.port.unwrap_or(super::DEFAULT_PORT);
+    Some(format!(
+        "`{p}` resolves to loopback, which no name reaches through the proxy; allow the \
+         address instead, e.g. `--private 127.0.0.1:{port}`"
+    ))
 }
 
 /// The pattern of an `allow`/`deny` array element (string or `{ host = … }`).
@@ -364,6 +385,11 @@ mod tests {
         add_allow_private(&path, &["git.corp.example:22"]).unwrap();
         let r = add_allow(&path, &["objects.githubusercontent.com"]).unwrap();
         assert_eq!(r.warnings.len(), 1);
+        let r = add_allow_private(&path, &["localhost:8080", "*.app.localhost"]).unwrap();
+        assert_eq!(r.warnings.len(), 2, "{:?}", r.warnings);
+        assert!(r.warnings[0].contains("127.0.0.1:8080"), "{:?}", r.warnings);
+        let r = add_allow_private(&path, &["127.0.0.1:8080", "localhost.example.com"]).unwrap();
+        assert!(r.warnings.is_empty(), "{:?}", r.warnings);
         let p = load(&path).unwrap();
         assert!(p.allow[0].private);
         assert!(!p.allow[1].private);
