@@ -217,6 +217,31 @@ fn unknown_agent_and_network_are_usage_errors() {
 }
 
 #[test]
+fn proxy_limits_must_be_positive() {
+    let sb = Sandbox::new();
+    for (flag, value) in [
+        ("--max-connections", "0"),
+        ("--max-connections", "many"),
+        ("--idle-timeout", "0"),
+        ("--idle-timeout", "ten"),
+    ] {
+        let out = sb.run(&[
+            "proxy",
+            "--client",
+            "acme",
+            "--listen-tcp",
+            "127.0.0.1:0",
+            flag,
+            value,
+        ]);
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(flag), "{flag} {value}: {stderr}");
+    }
+    assert!(sb.files().is_empty());
+}
+
+#[test]
 fn injection_attempts_in_every_field_are_refused() {
     let sb = Sandbox::new();
     let proj = sb.project();
@@ -521,6 +546,29 @@ fn logs_render_terminal_controls_visibly() {
             );
             assert!(stdout.contains("^[[2J<U+009B>\\xff"), "{stdout}");
         }
+    }
+    // The proxy's log: hosts and paths in it come from the agent's requests.
+    std::fs::write(
+        run.join("sandboxctl-proxy-acme.log"),
+        "{\"host\":\"a\u{9b}2J\"} \x1b]0;t\x07\n",
+    )
+    .expect("proxy log");
+    let out = sb.run_with_fakes(&["logs", "acme", "--network"], &fakes);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !out.stdout.contains(&0x1b) && !stdout.contains('\u{9b}'),
+        "--network passed a control: {stdout:?}"
+    );
+    if !std::path::Path::new("/run/systemd/journal/socket").exists() {
+        assert!(
+            stdout.contains("<U+009B>2J") && stdout.contains("^[]0;t^G"),
+            "{stdout}"
+        );
     }
 }
 

@@ -81,7 +81,10 @@ pub fn proxy(layout: &Layout, args: &ProxyArgs) -> Result<()> {
         (None, Some(addr)) => Listen::Tcp(addr),
         (None, None) => Listen::SystemdSocket,
     };
-    proxy::run(ProxyOptions::new(client.as_str(), policy_path, listen))
+    let mut opts = ProxyOptions::new(client.as_str(), policy_path, listen);
+    opts.max_connections = args.max_connections as usize;
+    opts.idle_timeout = std::time::Duration::from_secs(args.idle_timeout);
+    proxy::run(opts)
 }
 
 /// The policy a new allowlist client starts with: its agent's bundle.
