@@ -9,6 +9,8 @@
 #[path = "system/harness.rs"]
 mod harness;
 
+#[path = "system/booted.rs"]
+mod booted;
 #[path = "system/credentials.rs"]
 mod credentials;
 #[path = "system/network.rs"]

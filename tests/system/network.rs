@@ -11,14 +11,14 @@ use std::time::Duration;
 use crate::harness::{Client, sbx, systemctl, wait_for};
 
 /// An HTTP server on 127.0.0.1 that answers every request with its own body.
-struct Upstream {
-    port: u16,
-    body: String,
+pub(crate) struct Upstream {
+    pub(crate) port: u16,
+    pub(crate) body: String,
     hits: Arc<AtomicUsize>,
 }
 
 impl Upstream {
-    fn start(tag: &str) -> Self {
+    pub(crate) fn start(tag: &str) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the test upstream");
         let port = listener.local_addr().expect("local addr").port();
         let body = format!("sandboxctl-e2e {tag} {}", std::process::id());
@@ -43,14 +43,14 @@ impl Upstream {
         Self { port, body, hits }
     }
 
-    fn authority(&self) -> String {
+    pub(crate) fn authority(&self) -> String {
         format!("localhost:{}", self.port)
     }
 }
 
 /// `curl` inside the sandbox through its proxy (`NO_PROXY` lists localhost, which here
 /// means the *host's* loopback as the proxy resolves it, so it is cleared).
-fn curl(c: &Client, url: &str) -> crate::harness::Output {
+pub(crate) fn curl(c: &Client, url: &str) -> crate::harness::Output {
     c.sh(&format!(
         "env -u NO_PROXY -u no_proxy curl -fsS --max-time 20 {url}"
     ))
@@ -62,7 +62,7 @@ fn enable_allowlist(c: &Client) {
 }
 
 /// An allowlist client whose policy allows `up` (a loopback host, hence `--private`).
-fn client_allowing(tag: &str, up: &Upstream) -> Client {
+pub(crate) fn client_allowing(tag: &str, up: &Upstream) -> Client {
     let c = Client::new(tag);
     enable_allowlist(&c);
     sbx(["allow", &c.name, "--private", &up.authority()])
