@@ -18,16 +18,3 @@ SBX_BOOT_SUITE=trixie
 SBX_BOOT_PACKAGES=(systemd systemd-sysv systemd-container dbus dbus-user-session libpam-systemd
     podman crun uidmap passt catatonit fuse-overlayfs tmux procps iproute2 curl ca-certificates
     util-linux login less)
-
-# The Debian mirror this machine already uses (never write a host name into the repo).
-debian_mirror() {
-    local src=/etc/apt/sources.list.d/debian.sources uri
-    if [[ -r $src ]]; then
-        uri=$(awk '/^URIs:/ { print $2; exit }' "$src")
-    fi
-    if [[ -z ${uri:-} && -r /etc/apt/sources.list ]]; then
-        uri=$(awk '$1 == "deb" && $0 !~ /security/ { for (i = 2; i <= NF; i++) if ($i ~ /^[a-z]+:\/\//) { print $i; exit } }' /etc/apt/sources.list)
-    fi
-    [[ -n ${uri:-} ]] || die "cannot find the Debian mirror in $src or /etc/apt/sources.list"
-    printf '%s\n' "$uri"
-}

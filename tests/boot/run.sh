@@ -12,6 +12,7 @@
 # image in root's Podman store (setup-host.sh builds it). The root file system is cached
 # (tests/boot/prepare-rootfs.sh); each run boots a private copy of it and removes it at
 # the end. The host's own user manager and Podman state are not touched.
+# shellcheck disable=SC2317 # functions run through step, lane_step and the EXIT trap
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -52,11 +53,11 @@ machine=${machine,,}
 nspawn_pid=
 cleanup() {
     local rc=$?
-    stop_machine || true
     if [[ $rc -ne 0 && -s $run_dir/console.log ]]; then
         echo "--- last console lines of the booted system ---" >&2
-        tail -n 30 "$run_dir/console.log" >&2 || true
+        tail -n 20 "$run_dir/console.log" >&2 || true
     fi
+    stop_machine || true
     rm -rf "$run_dir"
     exit "$rc"
 }
@@ -67,12 +68,12 @@ install -d -m 0755 "$root/opt/sbx"
 install -m 0755 "$sbx_bin" "$root/opt/sbx/sandboxctl"
 install -m 0755 "$tests_bin" "$root/opt/sbx/system-tests"
 
-# The container's PID 1 (systemd) as the host sees it: the process in a new PID
-# namespace among nspawn's descendants.
+# The container's PID 1 (systemd) as the host sees it: nspawn's child that is PID 1 of
+# its own PID namespace.
 leader=
 find_leader() {
     local p
-    for p in $(pgrep -P "$nspawn_pid" 2>/dev/null; pgrep -g "$(ps -o pgid= "$nspawn_pid" | tr -d ' ')" 2>/dev/null); do
+    for p in $(pgrep -P "$nspawn_pid" 2>/dev/null); do
         if [[ $(awk '/^NSpid:/ { print $NF }' "/proc/$p/status" 2>/dev/null) == 1 ]]; then
             leader=$p
             return 0
@@ -186,19 +187,6 @@ booted_test() {
     as_user /opt/sbx/system-tests --test-threads=1 --ignored --exact --show-output "${names[@]}"
 }
 
-boot_machine
-uid=$(in_machine id -u "$SBX_BOOT_USER")
-step "loginctl enable-linger $SBX_BOOT_USER" in_machine loginctl enable-linger "$SBX_BOOT_USER"
-step "user manager of $SBX_BOOT_USER running (linger)" wait_user_manager || die "no user manager"
-versions=$(in_machine systemctl --version)
-log "inside: ${versions%%$'\n'*}; $(as_user podman --version)"
-step "loaded $image into $SBX_BOOT_USER's store" as_user podman load --quiet --input /var/tmp/agent-image.tar >/dev/null
-
-lane_step "system tests" as_user /opt/sbx/system-tests --test-threads=1 "$@"
-lane_step "journal, linger, rendered units, P9" booted_test \
-    b1_logs_and_failed_starts_read_the_journal b2_enable_reports_linger \
-    b3_units_carry_only_the_adaptations_this_host_needs b4_p9_start_to_tmux_ready
-
 # No network-online: stop the target (nothing else needs it here), check, bring it back.
 no_network() {
     in_machine systemctl stop network-online.target || return 1
@@ -207,7 +195,6 @@ no_network() {
     in_machine systemctl start network-online.target || rc=1
     return "$rc"
 }
-lane_step "start without network-online.target" no_network
 
 # Start at boot: a running client, a reboot of the same root file system, nobody logs in.
 reboot_check() {
@@ -220,12 +207,32 @@ reboot_check() {
     log "rebooted in $(ms_since "$t0") ms"
     booted_test b6_reboot_2_after
 }
-lane_step "start at boot (reboot)" reboot_check
 
-printf '\n==> booted lane summary\n' >&2
-printf '%s\n' "${results[@]}" >&2
-if [[ $failed -gt 0 ]]; then
-    printf '%d booted-lane step(s) failed\n' "$failed" >&2
-    exit 1
-fi
-printf 'booted lane passed\n' >&2
+# The whole run in one function: bash has read all of it before the first step runs.
+main() {
+    boot_machine
+    uid=$(in_machine id -u "$SBX_BOOT_USER")
+    step "loginctl enable-linger $SBX_BOOT_USER" in_machine loginctl enable-linger "$SBX_BOOT_USER"
+    step "user manager of $SBX_BOOT_USER running (linger)" wait_user_manager || die "no user manager"
+    versions=$(in_machine systemctl --version)
+    log "inside: ${versions%%$'\n'*}; $(as_user podman --version)"
+    step "loaded $image into $SBX_BOOT_USER's store" as_user podman load --quiet --input /var/tmp/agent-image.tar >/dev/null
+
+    lane_step "system tests" as_user /opt/sbx/system-tests --test-threads=1 "$@"
+    lane_step "journal, linger, rendered units, P9" booted_test \
+        b1_logs_and_failed_starts_read_the_journal b2_enable_reports_linger \
+        b3_units_carry_only_the_adaptations_this_host_needs b4_p9_start_to_tmux_ready
+    lane_step "start without network-online.target" no_network
+    lane_step "start at boot (reboot)" reboot_check
+
+    printf '\n==> booted lane summary\n' >&2
+    printf '%s\n' "${results[@]}" >&2
+    if [[ $failed -gt 0 ]]; then
+        printf '%d booted-lane step(s) failed\n' "$failed" >&2
+        exit 1
+    fi
+    printf 'booted lane passed\n' >&2
+    exit 0
+}
+
+main "$@"

@@ -240,6 +240,26 @@ fn b5_sandbox_without_network_starts_at_once() {
     // A previous start may have let Quadlet's user-side wait finish; make it wait again.
     let _ = systemctl(["stop", "podman-user-wait-network-online.service"]).run();
 
+    let open = Client::new("b5o");
+    open.enable(&["--network", "open"]);
+    systemctl(["start", "--no-block", &open.unit()])
+        .run()
+        .success();
+    std::thread::sleep(Duration::from_secs(5));
+    assert_ne!(
+        unit_property(&open.unit(), "ActiveState"),
+        "active",
+        "an open client waits for network-online.target"
+    );
+    let jobs = systemctl(["list-jobs", "--no-legend", "--plain"])
+        .run()
+        .success();
+    assert!(
+        jobs.stdout.contains(&open.unit()),
+        "the open client's start job must be waiting:\n{jobs}"
+    );
+    systemctl(["stop", &open.unit()]).run().success();
+
     let up = Upstream::start("b5");
     let c = client_allowing("b5", &up);
     for verb in ["start", "restart"] {
@@ -264,26 +284,6 @@ fn b5_sandbox_without_network_starts_at_once() {
             "the proxy works without network-online"
         );
     }
-
-    let open = Client::new("b5o");
-    open.enable(&["--network", "open"]);
-    systemctl(["start", "--no-block", &open.unit()])
-        .run()
-        .success();
-    std::thread::sleep(Duration::from_secs(5));
-    assert_ne!(
-        unit_property(&open.unit(), "ActiveState"),
-        "active",
-        "an open client waits for network-online.target"
-    );
-    let jobs = systemctl(["list-jobs", "--no-legend", "--plain"])
-        .run()
-        .success();
-    assert!(
-        jobs.stdout.contains(&open.unit()),
-        "the open client's start job must be waiting:\n{jobs}"
-    );
-    systemctl(["stop", &open.unit()]).run().success();
 }
 
 /// The client that survives the lane's reboot.
