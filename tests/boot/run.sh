@@ -36,6 +36,10 @@ image_id=$(podman image inspect --format '{{.Id}}' "$image" 2>/dev/null) ||
 ms_since() { echo $(( ($(date +%s%N) - $1) / 1000000 )); }
 
 # --- the root file system and the image, cached ---------------------------------------
+# One preparation at a time: lanes running side by side share the cache.
+install -d -m 0755 "$SBX_BOOT_CACHE"
+exec 9>"$SBX_BOOT_CACHE/.lock"
+flock 9
 rootfs=$("$here/prepare-rootfs.sh")
 image_tar=$SBX_BOOT_CACHE/agent-image-${image_id:0:16}.tar
 if [[ ! -f $image_tar ]]; then
@@ -43,6 +47,7 @@ if [[ ! -f $image_tar ]]; then
     step "saved $image from root's store" podman save --format oci-archive -o "$image_tar.new" "$image"
     mv "$image_tar.new" "$image_tar"
 fi
+exec 9>&-
 
 # --- a private copy per run ------------------------------------------------------------
 install -d -m 0755 "$SBX_BOOT_RUNS"
