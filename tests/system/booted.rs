@@ -263,10 +263,16 @@ fn b5_sandbox_without_network_starts_at_once() {
     let up = Upstream::start("b5");
     let c = client_allowing("b5", &up);
     for verb in ["start", "restart"] {
-        let out = sbx([verb, &c.name])
-            .timeout(Duration::from_secs(30))
-            .run()
-            .success();
+        let run = std::panic::AssertUnwindSafe(|| {
+            sbx([verb, &c.name]).timeout(Duration::from_secs(30)).run()
+        });
+        let out = std::panic::catch_unwind(run).unwrap_or_else(|_| {
+            panic!(
+                "`{verb}` of an allowlist client did not complete within 30 s without network-online.target; what the user manager waits for:\n{}",
+                systemctl(["list-jobs", "--no-pager"]).run()
+            )
+        });
+        let out = out.success();
         assert!(
             out.elapsed < Duration::from_secs(15),
             "`{verb}` of an allowlist client without network-online took {:?}:\n{out}",
