@@ -138,44 +138,52 @@ fn b2_enable_reports_linger() {
 }
 
 /// The units rendered on this host carry only the adaptations it needs: systemd is PID 1
-/// (no `DefaultDependencies=false`), Podman ≥ 4.4 (no cid clean-up), journald (no log
-/// file); `--cgroups=disabled` only where cgroups are v1, as they still are inside nspawn
-/// on a v1 machine. The unit starts as rendered.
+/// (no `DefaultDependencies=false` for it: an `open` client keeps Quadlet's wait for the
+/// network), Podman ≥ 4.4 (no cid clean-up), journald (no log file); `--cgroups=disabled`
+/// only where cgroups are v1, as they still are inside nspawn on a v1 machine. Both units
+/// start as rendered.
 #[test]
 #[ignore = "booted lane only"]
 fn b3_units_carry_only_the_adaptations_this_host_needs() {
     booted_host();
-    let c = Client::new("b3");
-    let render = sbx(["render", &c.name, c.project_str(), "--agent", "shell"])
+    let open = Client::new("b3o");
+    let render = sbx(["render", &open.name, open.project_str(), "--agent", "shell"])
         .run()
         .success();
     assert!(
         render.stdout.contains("systemd is PID 1") && render.stdout.contains("journald present"),
         "`render` must detect the booted host:\n{render}"
     );
-    c.enable(&[]);
-    let unit = std::fs::read_to_string(c.unit_file()).expect("read the unit");
-    for absent in [
-        "DefaultDependencies=false",
-        "%N.cid",
-        "StandardOutput=append:",
-    ] {
-        assert!(
-            !unit.contains(absent),
-            "{absent} is an adaptation this host does not need:\n{unit}"
-        );
-    }
     let v2 = rustix::fs::statfs("/sys/fs/cgroup").is_ok_and(|s| {
         #[allow(clippy::unnecessary_cast, clippy::cast_lossless)]
         let kind = s.f_type as i64;
         kind == 0x6367_7270
     });
-    assert_eq!(
-        unit.contains("--cgroups=disabled"),
-        !v2,
-        "--cgroups=disabled belongs in the unit exactly when cgroups are v1 (v2 here: {v2}):\n{unit}"
-    );
-    c.start();
+    let allowlist = Client::new("b3a");
+    open.enable(&["--network", "open"]);
+    allowlist.enable(&["--network", "allowlist"]);
+    for (c, mode) in [(&open, "open"), (&allowlist, "allowlist")] {
+        let unit = std::fs::read_to_string(c.unit_file()).expect("read the unit");
+        for absent in ["%N.cid", "StandardOutput=append:", "systemd is not PID 1"] {
+            assert!(
+                !unit.contains(absent),
+                "{absent} is an adaptation this host does not need ({mode}):\n{unit}"
+            );
+        }
+        assert_eq!(
+            unit.contains("--cgroups=disabled"),
+            !v2,
+            "--cgroups=disabled belongs in the unit exactly when cgroups are v1 (v2 here: {v2}):\n{unit}"
+        );
+        if mode == "open" {
+            assert!(
+                !unit.contains("DefaultDependencies=false"),
+                "an open client waits for the network where systemd is PID 1:\n{unit}"
+            );
+        }
+    }
+    open.start();
+    allowlist.start();
 }
 
 /// P9: from `sandboxctl start` to the agent's tmux session answering, on this host
