@@ -6,8 +6,9 @@
 #   tests/run-all.sh
 #
 # Runs as root (it builds the image in root's store and runs the system tests as the
-# unprivileged test user through tests/system/as-user.sh); a normal user is taken there
-# with sudo, and cargo then runs as that user, so the checkout and ~/.cargo stay theirs.
+# unprivileged test user through tests/system/as-user.sh, then again inside a booted
+# Debian 13 system through tests/boot/run.sh); a normal user is taken there with sudo,
+# and cargo then runs as that user, so the checkout and ~/.cargo stay theirs.
 # Extra arguments are passed to the system test binary, e.g.
 # `tests/run-all.sh enable_writes_unit` to run one system test.
 # Exits non-zero if any step failed, after running every step it can.
@@ -132,6 +133,17 @@ if [[ $built -eq 0 ]]; then
         "$root/tests/system/as-user.sh" "$bin_dir/system-tests" --test-threads=1 "$@"
 else
     results+=("FAIL  system tests (not built)")
+    failed=$((failed + 1))
+fi
+
+# --- the booted Debian 13 lane ----------------------------------------------------------
+# The same system tests on a Debian 13 system booted in systemd-nspawn (systemd as PID 1,
+# journald, logind with linger, Podman 5 with its own Quadlet), plus what only such a host
+# shows. Its root file system is cached under /var/cache/sandboxctl-test/boot.
+if [[ $built -eq 0 ]]; then
+    run "booted Debian 13 lane" "$root/tests/boot/run.sh" "$bin_dir/sandboxctl" "$bin_dir/system-tests" "$@"
+else
+    results+=("FAIL  booted Debian 13 lane (not built)")
     failed=$((failed + 1))
 fi
 

@@ -9,6 +9,8 @@
 #[path = "system/harness.rs"]
 mod harness;
 
+#[path = "system/booted.rs"]
+mod booted;
 #[path = "system/boundary.rs"]
 mod boundary;
 #[path = "system/credentials.rs"]
@@ -500,9 +502,15 @@ fn unexpected_writable_mounts(mountinfo: &str, allowed: &[&str], data_dir: &Path
         if KERNEL.contains(&fstype) || !opts.split(',').any(|o| o == "rw") {
             continue;
         }
-        let ours = allowed.contains(&mount_point)
-            || PODMAN_FILES.contains(&mount_point)
-            || root.starts_with(data_dir);
+        // `root` is the source's path as its file system sees it: `data_dir` itself on an
+        // ordinary host, behind the root directory's own path where the system runs from a
+        // directory tree (the booted lane's nspawn container).
+        let from_data_dir = root.match_indices(data_dir).any(|(i, _)| {
+            let rest = &root[i + data_dir.len()..];
+            rest.is_empty() || rest.starts_with('/')
+        });
+        let ours =
+            allowed.contains(&mount_point) || PODMAN_FILES.contains(&mount_point) || from_data_dir;
         if !ours {
             unexpected.push(line.to_owned());
         }

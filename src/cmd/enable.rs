@@ -1,6 +1,7 @@
 //! `enable`, `render` and `run`: from options to a written unit and a reloaded manager.
 
 use std::os::unix::fs::DirBuilderExt;
+use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 
@@ -331,6 +332,9 @@ pub fn enable_clients(
             );
         }
     }
+    if let Some(line) = linger_note(&host, Path::new(LINGER_DIR)) {
+        println!("{line}");
+    }
     if now {
         for (p, running) in planned.iter().zip(&running) {
             let verb = match (running, p.changed) {
@@ -348,6 +352,43 @@ pub fn enable_clients(
         );
     }
     Ok(())
+}
+
+/// Where logind records the users whose manager runs from boot (one empty file each).
+const LINGER_DIR: &str = "/var/lib/systemd/linger";
+
+/// Whether the sandboxes start at boot or only with a login: logind's linger flag for
+/// this user, a file in `linger_dir`. Nothing where systemd is not the init (no logind,
+/// so no linger: whatever started the user manager decides).
+fn linger_note(host: &HostProfile, linger_dir: &Path) -> Option<String> {
+    if !host.systemd_booted {
+        return None;
+    }
+    let user = user_name()?;
+    Some(if linger_dir.join(&user).exists() {
+        format!(
+            "linger is on for {user}: the sandboxes start at boot and keep running when you log out"
+        )
+    } else {
+        format!(
+            "linger is off for {user}: the sandboxes start when you log in and stop when your last session ends; `loginctl enable-linger {user}` makes them start at boot"
+        )
+    })
+}
+
+/// This process's user name: its uid in `/etc/passwd`, else `$USER`.
+fn user_name() -> Option<String> {
+    let uid = rustix::process::getuid().as_raw().to_string();
+    std::fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|passwd| {
+            passwd.lines().find_map(|line| {
+                let mut f = line.split(':');
+                let name = f.next()?;
+                (f.nth(1)? == uid).then(|| name.to_owned())
+            })
+        })
+        .or_else(|| std::env::var("USER").ok().filter(|u| !u.is_empty()))
 }
 
 fn request(args: &EnableArgs) -> Request<'_> {
@@ -395,4 +436,46 @@ pub fn run(layout: &Layout, args: &RunArgs) -> Result<()> {
         enable_clients(layout, std::slice::from_ref(&client), &req, false)?;
     }
     super::attach::attach(layout, client.as_str(), "main")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::{Cgroups, Version, fixed_profile};
+
+    fn host(booted: bool) -> HostProfile {
+        fixed_profile(
+            Version::new(5, 4, 2),
+            Version::new(5, 4, 2),
+            Cgroups::V2,
+            booted,
+        )
+    }
+
+    #[test]
+    fn linger_note_says_whether_sandboxes_start_at_boot() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let user = user_name().expect("the test runs as a user with a name");
+        let off = linger_note(&host(true), dir.path()).expect("a booted host gets a note");
+        assert_eq!(
+            off,
+            format!(
+                "linger is off for {user}: the sandboxes start when you log in and stop when your last session ends; `loginctl enable-linger {user}` makes them start at boot"
+            )
+        );
+        std::fs::write(dir.path().join(&user), b"").expect("linger file");
+        let on = linger_note(&host(true), dir.path()).expect("a booted host gets a note");
+        assert_eq!(
+            on,
+            format!(
+                "linger is on for {user}: the sandboxes start at boot and keep running when you log out"
+            )
+        );
+    }
+
+    #[test]
+    fn no_linger_note_where_systemd_is_not_the_init() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert_eq!(linger_note(&host(false), dir.path()), None);
+    }
 }

@@ -16,19 +16,14 @@ pub fn logs(layout: &Layout, name: &str, network: bool, follow: bool, lines: usi
         client.service_name()
     };
     if crate::logs::journald() {
-        let mut cmd = Command::new("journalctl");
-        cmd.args([
-            "--user",
-            "--no-pager",
-            "-n",
-            &lines.to_string(),
-            "-u",
-            &unit,
-        ]);
-        if follow {
-            cmd.arg("-f");
-        }
-        return stream(cmd, "journalctl");
+        return stream(
+            {
+                let mut cmd = Command::new("journalctl");
+                cmd.args(journal_args(&unit, network, follow, lines));
+                cmd
+            },
+            "journalctl",
+        );
     }
     if network {
         let Some(file) = crate::proxy_units::log_file(&client) else {
@@ -111,4 +106,53 @@ fn stream(mut cmd: Command, what: &str) -> Result<()> {
         bail!("{what} failed ({status})");
     }
     Ok(())
+}
+
+/// `journalctl`'s arguments for the unit's last `lines`. The proxy's decisions are shown as
+/// it wrote them, one JSON object a line (`-o cat`), as they are without journald.
+fn journal_args(unit: &str, network: bool, follow: bool, lines: usize) -> Vec<String> {
+    let mut args: Vec<String> = ["--user", "--no-pager", "-n", &lines.to_string(), "-u", unit]
+        .map(str::to_owned)
+        .to_vec();
+    if network {
+        args.extend(["-o".to_owned(), "cat".to_owned()]);
+    }
+    if follow {
+        args.push("-f".to_owned());
+    }
+    args
+}
+
+#[cfg(test)]
+mod tests {
+    use super::journal_args;
+
+    #[test]
+    fn network_log_lines_are_bare_json_from_the_journal() {
+        assert_eq!(
+            journal_args("sandboxctl-proxy@acme.service", true, false, 50),
+            [
+                "--user",
+                "--no-pager",
+                "-n",
+                "50",
+                "-u",
+                "sandboxctl-proxy@acme.service",
+                "-o",
+                "cat"
+            ]
+        );
+        assert_eq!(
+            journal_args("agent-acme.service", false, true, 10),
+            [
+                "--user",
+                "--no-pager",
+                "-n",
+                "10",
+                "-u",
+                "agent-acme.service",
+                "-f"
+            ]
+        );
+    }
 }

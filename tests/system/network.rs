@@ -63,7 +63,7 @@ fn enable_allowlist(c: &Client) {
 }
 
 /// An allowlist client whose policy allows `up` (a loopback literal, hence `--private`).
-fn client_allowing(tag: &str, up: &Upstream) -> Client {
+pub(crate) fn client_allowing(tag: &str, up: &Upstream) -> Client {
     let c = Client::new(tag);
     enable_allowlist(&c);
     sbx(["allow", &c.name, "--private", &up.authority()])
