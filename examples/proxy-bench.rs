@@ -14,6 +14,14 @@
 //!
 //! `--check` exits non-zero when the targets (throughput ≥ 80 %, added TTFB ≤ 1 ms) are
 //! missed.
+//!
+//!     cargo run --release --example proxy-bench -- --idle-tunnels 1000
+//!
+//! instead opens that many idle tunnels at once against the default connection cap and
+//! prints the proxy's RSS and descriptors before, with and after them, how many were
+//! refused, and how many log lines it took; then the same with the proxy's descriptor
+//! limit below what the tunnels need, so that `accept` fails, and what that costs in
+//! CPU and log lines.
 
 use std::io::{BufRead as _, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -33,15 +41,22 @@ const TUNNELS: usize = 100;
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("--serve-proxy") {
-        // `--serve-proxy POLICY SOCKET|--systemd-socket`: the proxy alone, also handy to
-        // try socket activation (`systemd-socket-activate -l PATH …`).
+        // `--serve-proxy POLICY SOCKET|--systemd-socket [MAX_CONNECTIONS]`: the proxy
+        // alone, also handy to try socket activation (`systemd-socket-activate -l PATH …`).
         let listen = match args[3].as_str() {
             "--systemd-socket" => Listen::SystemdSocket,
             path => Listen::Unix(PathBuf::from(path)),
         };
         let mut opts = ProxyOptions::new("bench", &args[2], listen);
         opts.idle_exit = opts.idle_exit.map(|_| Duration::from_secs(2));
+        if let Some(max) = args.get(4) {
+            opts.max_connections = max.parse()?;
+        }
         return sandboxctl::proxy::run(opts);
+    }
+    if let Some(i) = args.iter().position(|a| a == "--idle-tunnels") {
+        let n: usize = args.get(i + 1).map_or(Ok(1000), |v| v.parse())?;
+        return idle_tunnels(n);
     }
     let check = args.iter().any(|a| a == "--check");
 
@@ -331,14 +346,183 @@ fn first_byte<S: Read + Write>(s: &mut S) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `--idle-tunnels N`: see the module documentation.
+fn idle_tunnels(n: usize) -> anyhow::Result<()> {
+    let upstream = start_upstream()?;
+    let dir = tempfile::tempdir()?;
+    let policy = dir.path().join("network.toml");
+    std::fs::write(
+        &policy,
+        format!("allow = [{{ host = \"{upstream}\", private = true }}]\n"),
+    )?;
+    println!(
+        "proxy under {n} idle tunnels (loopback; default cap {})",
+        sandboxctl::proxy::DEFAULT_MAX_CONNECTIONS
+    );
+
+    let sock = dir.path().join("proxy.sock");
+    let log = dir.path().join("proxy.log");
+    let mut proxy = ProxyChild::start(&policy, &sock, &log)?;
+    let before = proxy.usage()?;
+    let start = Instant::now();
+    let (tunnels, refused, failed) = open_idle(&sock, upstream, n, Duration::from_secs(5))?;
+    let opening = start.elapsed();
+    std::thread::sleep(Duration::from_millis(300));
+    let with = proxy.usage()?;
+    let open = tunnels.len();
+    drop(tunnels);
+    std::thread::sleep(Duration::from_millis(500));
+    let after = proxy.usage()?;
+    proxy.stop();
+    println!("                         RSS KiB   descriptors");
+    for (what, u) in [
+        ("before", before),
+        ("with the tunnels", with),
+        ("after they close", after),
+    ] {
+        println!("  {what:<22} {:8}   {:8}", u.rss_kib, u.fds);
+    }
+    println!(
+        "  tunnels open {open}, refused with 503 {refused}, other failures {failed}, in {:.2} s",
+        opening.as_secs_f64()
+    );
+    print_log_counts(&log)?;
+
+    // The same with the proxy's descriptor limit below what the tunnels need (and the
+    // cap above it): accept fails with EMFILE while the tunnels stay open.
+    let limit = 200;
+    let sock = dir.path().join("proxy-low.sock");
+    let log = dir.path().join("proxy-low.log");
+    let mut proxy = ProxyChild::start_with(&policy, &sock, &log, Some((1000, limit)))?;
+    let (tunnels, refused, failed) = open_idle(&sock, upstream, 60, Duration::from_millis(300))?;
+    std::thread::sleep(Duration::from_millis(300));
+    let closed = tunnels.iter().filter(|t| closed_by_peer(t)).count();
+    let cpu_before = cpu_ms(proxy.0.id())?;
+    let hold = Duration::from_secs(5);
+    // Knock while the limit is reached: each try queues a connection accept cannot take.
+    let knock_until = Instant::now() + hold;
+    let mut knocks = 0;
+    let mut knocking = Vec::new();
+    while Instant::now() < knock_until {
+        if let Ok(s) = UnixStream::connect(&sock) {
+            knocking.push(s);
+            knocks += 1;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let cpu = cpu_ms(proxy.0.id())? - cpu_before;
+    let during = proxy.usage()?;
+    let tunnels_len = tunnels.len();
+    drop(tunnels);
+    drop(knocking);
+    proxy.stop();
+    println!(
+        "descriptor limit {limit}, cap 1000: 60 tunnels tried, {} opened ({closed} of them \
+         closed at once by the proxy), {refused} refused, {failed} unanswered; then \
+         {knocks} connections knocked for {} s",
+        tunnels_len,
+        hold.as_secs()
+    );
+    println!(
+        "  proxy CPU during the {} s: {cpu:.0} ms; descriptors {}, RSS {} KiB",
+        hold.as_secs(),
+        during.fds,
+        during.rss_kib
+    );
+    print_log_counts(&log)?;
+    Ok(())
+}
+
+/// Whether the proxy has closed this tunnel (EOF on a non-blocking read).
+fn closed_by_peer(s: &UnixStream) -> bool {
+    let mut b = [0u8; 1];
+    s.set_nonblocking(true).is_ok() && matches!((&*s).read(&mut b), Ok(0))
+}
+
+/// Opens `n` tunnels and keeps them idle; returns them with the number refused (503)
+/// and the number that failed otherwise (no answer within `wait`, closed, error).
+fn open_idle(
+    sock: &Path,
+    upstream: SocketAddr,
+    n: usize,
+    wait: Duration,
+) -> anyhow::Result<(Vec<UnixStream>, usize, usize)> {
+    let mut open = Vec::new();
+    let (mut refused, mut failed) = (0, 0);
+    for _ in 0..n {
+        let Ok(mut s) = UnixStream::connect(sock) else {
+            failed += 1;
+            continue;
+        };
+        s.set_read_timeout(Some(wait))?;
+        let _ = write!(s, "CONNECT {upstream} HTTP/1.1\r\nHost: {upstream}\r\n\r\n");
+        let mut head = [0u8; 12];
+        match s.read_exact(&mut head) {
+            Ok(()) if head.starts_with(b"HTTP/1.1 200") => {
+                let mut rest = [0u8; 1];
+                // The rest of the (empty-bodied) head.
+                let mut tail = Vec::new();
+                while !tail.ends_with(b"\r\n\r\n") && s.read_exact(&mut rest).is_ok() {
+                    tail.push(rest[0]);
+                }
+                open.push(s);
+            }
+            Ok(()) if head.starts_with(b"HTTP/1.1 503") => refused += 1,
+            _ => failed += 1,
+        }
+    }
+    Ok((open, refused, failed))
+}
+
+fn print_log_counts(log: &Path) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(log)?;
+    let mut counts = std::collections::BTreeMap::<String, usize>::new();
+    for line in text.lines() {
+        let event = serde_json::from_str::<serde_json::Value>(line)
+            .ok()
+            .and_then(|v| v["event"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| "(not JSON)".to_owned());
+        *counts.entry(event).or_default() += 1;
+    }
+    let list: Vec<String> = counts.iter().map(|(e, n)| format!("{e} {n}")).collect();
+    println!("  log lines {}: {}", text.lines().count(), list.join(", "));
+    Ok(())
+}
+
+#[derive(Clone, Copy)]
+struct Usage {
+    rss_kib: u64,
+    fds: usize,
+}
+
 struct ProxyChild(Child);
 
 impl ProxyChild {
     fn start(policy: &Path, sock: &Path, log: &Path) -> anyhow::Result<Self> {
-        let child = Command::new(std::env::current_exe()?)
-            .arg("--serve-proxy")
-            .arg(policy)
-            .arg(sock)
+        Self::start_with(policy, sock, log, None)
+    }
+
+    /// With `limits`: the connection cap and the descriptor limit (through `prlimit`).
+    fn start_with(
+        policy: &Path,
+        sock: &Path,
+        log: &Path,
+        limits: Option<(usize, u32)>,
+    ) -> anyhow::Result<Self> {
+        let exe = std::env::current_exe()?;
+        let mut cmd = match limits {
+            Some((_, nofile)) => {
+                let mut c = Command::new("prlimit");
+                c.arg(format!("--nofile={nofile}")).arg("--").arg(&exe);
+                c
+            }
+            None => Command::new(&exe),
+        };
+        cmd.arg("--serve-proxy").arg(policy).arg(sock);
+        if let Some((max, _)) = limits {
+            cmd.arg(max.to_string());
+        }
+        let child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(log)?)
@@ -351,6 +535,13 @@ impl ProxyChild {
         // Let the probe connection's log line settle before the idle reading.
         std::thread::sleep(Duration::from_millis(200));
         Ok(Self(child))
+    }
+
+    fn usage(&self) -> anyhow::Result<Usage> {
+        Ok(Usage {
+            rss_kib: self.rss_kib()?,
+            fds: std::fs::read_dir(format!("/proc/{}/fd", self.0.id()))?.count(),
+        })
     }
 
     fn rss_kib(&self) -> anyhow::Result<u64> {

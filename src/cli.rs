@@ -108,8 +108,9 @@ pub enum Command {
         client: String,
         #[arg(required = true, value_name = "HOST")]
         hosts: Vec<String>,
-        /// The names may resolve to private, loopback or link-local addresses (an
-        /// internal git server).
+        /// The hosts may be on a private network (RFC 1918, IPv6 unique local, CGNAT),
+        /// e.g. an internal git server. Loopback, link-local and metadata addresses
+        /// are reachable only through an IP literal given with this flag.
         #[arg(long)]
         private: bool,
     },
@@ -143,6 +144,14 @@ pub struct ProxyArgs {
     /// Listen on a TCP address (for testing).
     #[arg(long, value_name = "ADDR", group = "listen")]
     pub listen_tcp: Option<std::net::SocketAddr>,
+    /// Most connections open at once (tunnels included); one more is answered 503.
+    #[arg(long, value_name = "N", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_connections: u32,
+    /// Close a connection or tunnel after this many seconds without a byte either way.
+    #[arg(long, value_name = "SECONDS", default_value_t = 600,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub idle_timeout: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -178,10 +187,20 @@ pub struct SandboxOptions {
     /// Extra argument for `podman run` (repeatable; may weaken the sandbox).
     #[arg(long = "podman-arg", value_name = "ARG", allow_hyphen_values = true)]
     pub podman_args: Vec<String>,
-    /// Mount this Claude config directory instead of the client's own (shared on purpose:
-    /// its login, history and settings are shared with every client that uses it).
+    /// Share the Claude login of this config directory (e.g. ~/.claude) on purpose: its
+    /// credentials file is copied both ways; the directory itself is not mounted.
     #[arg(long, value_name = "DIR")]
     pub claude_config: Option<PathBuf>,
+    /// Let the agent write the projects' `.git/config` and `.git/hooks`, which git on the
+    /// host executes (`=false` to lock them again) [default: false, read-only].
+    #[arg(
+        long,
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true"
+    )]
+    pub git_writable_config: Option<bool>,
 }
 
 #[derive(Debug, Args, Clone)]

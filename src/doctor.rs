@@ -948,6 +948,8 @@ mod tests {
             cache_dir: "/c".into(),
             systemd_user_dir: "/s".into(),
             libexec_dir: "/l".into(),
+            home_dir: "/home/u".into(),
+            runtime_dir: None,
         };
         let me = ClientName::parse("acme").expect("name");
         let other = ClientName::parse("other").expect("name");

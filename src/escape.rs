@@ -43,6 +43,11 @@ macro_rules! escaped_str {
                 self.0 == *other
             }
         }
+        impl PartialEq<String> for $t {
+            fn eq(&self, other: &String) -> bool {
+                self.0 == *other
+            }
+        }
     };
 }
 escaped_str!(Raw);
@@ -71,7 +76,8 @@ pub fn check(what: &str, value: &str) -> Result<()> {
 }
 
 /// Like `check`, for values written unquoted, where a trailing backslash would join
-/// the next line to this one.
+/// the next line to this one, and whitespace at either end (Unicode whitespace such as
+/// U+00A0 or U+3000 included) would be stripped by Quadlet, changing the value.
 fn check_unquoted(what: &str, value: &str) -> Result<()> {
     check(what, value)?;
     if value.ends_with('\\') {
@@ -80,7 +86,27 @@ fn check_unquoted(what: &str, value: &str) -> Result<()> {
             display(value)
         );
     }
+    let edge = match (value.chars().next(), value.chars().last()) {
+        (Some(c), _) if c.is_whitespace() => Some(("starts", c)),
+        (_, Some(c)) if c.is_whitespace() => Some(("ends", c)),
+        _ => None,
+    };
+    if let Some((side, c)) = edge {
+        bail!(
+            "{what} {} {side} with whitespace (U+{:04X}), which Quadlet or systemd may strip from the unit file, changing the value; rename it (or use a symlink without it)",
+            display(value),
+            u32::from(c)
+        );
+    }
     Ok(())
+}
+
+/// Text for a `#` comment in a unit (the host summary, which holds paths from the
+/// environment): kept on one line with every control character rendered visibly
+/// (`terminal::sanitize`: a newline becomes `^J`), and `%` doubled like everywhere else,
+/// so no value can start a line of its own.
+pub fn comment(text: &str) -> String {
+    crate::terminal::sanitize(text.as_bytes()).replace('%', "%%")
 }
 
 /// Doubles `%` and `$` so systemd reads them literally.
@@ -294,6 +320,55 @@ mod tests {
                 let err = result.expect_err(value).to_string();
                 assert!(!err.contains('\n'), "one-line error for {value:?}: {err}");
             }
+        }
+    }
+
+    /// Quadlet trims Unicode whitespace (Go's `unicode.IsSpace`) from both ends of a
+    /// value: unquoted values with it there are refused, quoted words keep it.
+    #[test]
+    fn whitespace_at_the_ends_is_refused_raw_and_kept_in_words() {
+        let edges = [
+            "\u{a0}", "\u{1680}", "\u{2000}", "\u{2005}", "\u{200a}", "\u{2028}", "\u{2029}",
+            "\u{202f}", "\u{205f}", "\u{3000}", " ",
+        ];
+        for ws in edges {
+            for value in [format!("/p{ws}"), format!("{ws}/p")] {
+                let err = raw("value", &value).expect_err(&value).to_string();
+                assert!(err.contains("whitespace (U+"), "{err}");
+                assert!(err.contains("may strip"), "{err}");
+                assert!(volume_path("path", &value).is_err(), "{value:?}");
+                let quoted = word("value", &value).expect("a word keeps it");
+                assert_eq!(quoted, format!("\"{value}\""));
+            }
+            // Inside a value it survives.
+            let inner = format!("/a{ws}b");
+            assert_eq!(raw("value", &inner).expect("inner"), inner);
+        }
+        // Not whitespace: zero-width space and BOM stay allowed.
+        assert!(raw("value", "/p\u{200b}").is_ok());
+        assert!(raw("value", "\u{feff}/p").is_ok());
+    }
+
+    #[test]
+    fn comment_table() {
+        let table = [
+            (
+                "podman 4.3.1; Quadlet 5.4.2 (/usr/libexec/podman/quadlet)",
+                "podman 4.3.1; Quadlet 5.4.2 (/usr/libexec/podman/quadlet)",
+            ),
+            (
+                "/opt/q\nExecStartPre=/bin/sh\n[Service]",
+                "/opt/q^JExecStartPre=/bin/sh^J[Service]",
+            ),
+            ("a\r\nb", "a^M^Jb"),
+            ("100% sure", "100%% sure"),
+            ("\u{1b}]0;t\u{7}\u{9b}", "^[]0;t^G<U+009B>"),
+            ("tab\tkept", "tab\tkept"),
+        ];
+        for (input, want) in table {
+            let got = comment(input);
+            assert_eq!(got, want, "input {input:?}");
+            assert!(!got.contains('\n') && !got.contains('\r'), "{got:?}");
         }
     }
 

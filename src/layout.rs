@@ -31,6 +31,10 @@ pub struct Layout {
     /// `$HOME/.local/libexec/sandboxctl`: the copy of sandboxctl that the proxy units run.
     /// No sandbox may mount it (an agent that could replace it would run code on the host).
     pub libexec_dir: PathBuf,
+    /// `$HOME`, for the host's own secrets and configuration that no sandbox may see.
+    pub home_dir: PathBuf,
+    /// `$XDG_RUNTIME_DIR`, if set: the user manager's, Podman's and the proxies' sockets.
+    pub runtime_dir: Option<PathBuf>,
 }
 
 impl Layout {
@@ -58,19 +62,20 @@ impl Layout {
         let cache_dir = dirs::cache_dir()
             .context("cannot find the cache directory: set HOME or XDG_CACHE_HOME")?
             .join("sandboxctl");
-        let libexec_dir = dirs::home_dir()
-            .context("cannot find the home directory: set HOME")?
-            .join(".local/libexec/sandboxctl");
+        let home_dir = dirs::home_dir().context("cannot find the home directory: set HOME")?;
+        let libexec_dir = home_dir.join(".local/libexec/sandboxctl");
         Ok(Self {
             data_dir,
             unit_dir,
             cache_dir,
             systemd_user_dir,
             libexec_dir,
+            home_dir,
+            runtime_dir: dirs::runtime_dir(),
         })
     }
 
-    /// All four directories under one root, for unit tests.
+    /// Every directory under one root, for unit tests.
     #[cfg(test)]
     pub(crate) fn under(root: &Path) -> Self {
         Self {
@@ -79,6 +84,8 @@ impl Layout {
             cache_dir: root.join("cache"),
             systemd_user_dir: root.join("systemd-user"),
             libexec_dir: root.join("libexec"),
+            home_dir: root.join("home"),
+            runtime_dir: Some(root.join("run")),
         }
     }
 

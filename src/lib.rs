@@ -8,6 +8,7 @@ pub mod client;
 mod cmd;
 pub mod doctor;
 pub mod escape;
+pub mod git_guard;
 pub mod host;
 pub mod image;
 pub mod layout;
@@ -23,6 +24,7 @@ pub mod render;
 pub mod secrets;
 pub mod settings;
 pub mod systemd;
+pub mod terminal;
 
 use std::ffi::OsString;
 use std::process::ExitCode;

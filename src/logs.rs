@@ -18,7 +18,8 @@ pub fn journald() -> bool {
     std::path::Path::new("/run/systemd/journal/socket").exists()
 }
 
-/// The last `n` lines the unit logged (empty if none can be found).
+/// The last `n` lines the unit logged that say something (empty if none can be found),
+/// made safe to print (`terminal::sanitize`): the container writes them.
 pub fn last_lines(client: &ClientName, n: usize) -> Vec<String> {
     let text = if journald() {
         Command::new("journalctl")
@@ -28,31 +29,65 @@ pub fn last_lines(client: &ClientName, n: usize) -> Vec<String> {
             .arg(client.service_name())
             .stderr(Stdio::null())
             .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .map(|o| o.stdout)
             .unwrap_or_default()
     } else {
         unit_log_file(client)
             .and_then(|f| std::fs::read(f).ok())
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
             .unwrap_or_default()
     };
     tail(&text, n)
 }
 
-fn tail(text: &str, n: usize) -> Vec<String> {
-    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    lines[lines.len().saturating_sub(n)..]
-        .iter()
-        .map(|l| (*l).to_owned())
-        .collect()
+/// Whether a log line is only a container ID: Quadlet's `podman run -d` prints the new
+/// container's ID and `podman rm` the removed one's on stdout, which the unit logs. They
+/// say nothing about why a start failed, so they are left out of what the user reads.
+fn is_container_id(line: &str) -> bool {
+    let l = line.trim();
+    l.len() == 64 && l.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+fn tail(text: &[u8], n: usize) -> Vec<String> {
+    let mut lines = crate::terminal::sanitize_lines(text);
+    lines.retain(|l| !l.trim().is_empty() && !is_container_id(l));
+    lines.split_off(lines.len().saturating_sub(n))
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
     fn tail_keeps_last_non_empty_lines() {
-        assert_eq!(super::tail("a\n\nb\nc\n", 2), ["b", "c"]);
-        assert_eq!(super::tail("a\n", 5), ["a"]);
-        assert!(super::tail("", 3).is_empty());
+        assert_eq!(super::tail(b"a\n\nb\nc\n", 2), ["b", "c"]);
+        assert_eq!(super::tail(b"a\n", 5), ["a"]);
+        assert!(super::tail(b"", 3).is_empty());
+    }
+
+    #[test]
+    fn tail_renders_terminal_controls() {
+        let lines = super::tail(b"ok\n\x1b]52;c;ZXZpbA==\x07\r\n\xff\n", 5);
+        assert_eq!(lines, ["ok", "^[]52;c;ZXZpbA==^G", "\\xff"]);
+    }
+
+    #[test]
+    fn container_ids_are_left_out() {
+        let id = "4f1c9a0e5b7d2c3a8e6f0b1d9c7a5e3f2b4d6c8a0e1f3b5d7c9a2e4f6b8d0c1a";
+        let log = format!(
+            "{id}\nError: statfs /gone: no such file or directory\n{id}\n  {}\n",
+            id.to_uppercase()
+        );
+        assert_eq!(
+            super::tail(log.as_bytes(), 5),
+            ["Error: statfs /gone: no such file or directory"]
+        );
+        // The last n lines are counted after the IDs are dropped.
+        assert_eq!(
+            super::tail(format!("a\nb\n{id}\n{id}\n").as_bytes(), 2),
+            ["a", "b"]
+        );
+        // Not an ID: other lengths, other characters, hex inside a sentence.
+        for keep in [&id[..63], &format!("{id}0"), &format!("container {id}")] {
+            assert_eq!(super::tail(keep.as_bytes(), 1), [keep.to_owned()]);
+        }
+        assert_eq!(super::tail(id.replace('a', "g").as_bytes(), 1).len(), 1);
     }
 }

@@ -6,7 +6,7 @@
 //! Every value is validated here, so an unsafe setting is refused before any renderer
 //! runs; renderers escape through `escape`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, Result};
 
@@ -52,6 +52,9 @@ pub struct SandboxSpec {
     pub labels: Vec<Label>,
     /// Units started with the sandbox and ordered before it (`Wants=` + `After=`).
     pub dependencies: Vec<Dependency>,
+    /// Why the sandbox need not wait for the host's network to be online, if it need
+    /// not (no network of its own, or a host where that wait never ends).
+    pub skip_network_online: Option<&'static str>,
     pub service: ServiceSettings,
     /// What this host needs that a well-equipped one does not, with the reasons.
     pub adaptations: Vec<Adaptation>,
@@ -262,8 +265,6 @@ pub enum AdaptationKind {
     RemoveStaleCidFile,
     /// No journald: stdout and stderr go to this file under the runtime directory.
     LogToFile { runtime_relative: String },
-    /// systemd is not PID 1: nothing may wait for `network-online.target`.
-    NoNetworkOnlineWait,
 }
 
 /// Podman older than this leaves a stale cid file behind.
@@ -326,6 +327,7 @@ impl SandboxSpec {
                 value: client.as_str().to_owned(),
             }],
             dependencies: dependencies(client, s),
+            skip_network_online: skip_network_online(s.network, sandbox.host),
             service: ServiceSettings {
                 restart_on_failure: true,
                 timeout_start_sec: 900,
@@ -364,9 +366,7 @@ fn environment(client: &ClientName, s: &Settings) -> Vec<EnvVar> {
         EnvVar::new("CODEX_HOME", format!("{HOME}/.codex")),
         EnvVar::new("HISTFILE", format!("{HOME}/.history/bash_history")),
     ];
-    if s.claude_config.is_none() {
-        env.push(EnvVar::new("CLAUDE_CONFIG_DIR", format!("{HOME}/.claude")));
-    }
+    env.push(EnvVar::new("CLAUDE_CONFIG_DIR", format!("{HOME}/.claude")));
     if s.network == NetworkMode::Allowlist {
         let proxy = format!("http://127.0.0.1:{}", proxy_units::FORWARDER_PORT);
         env.push(EnvVar::new(
@@ -420,13 +420,25 @@ fn adaptations(client: &ClientName, host: &HostProfile) -> Vec<Adaptation> {
             why: "host adaptation: no journald here, so the unit logs to a file that `sandboxctl logs` reads",
         });
     }
-    if !host.systemd_booted {
-        out.push(Adaptation {
-            kind: AdaptationKind::NoNetworkOnlineWait,
-            why: "host adaptation: systemd is not PID 1, so the network-online units Quadlet waits for never start",
-        });
-    }
     out
+}
+
+/// Why the sandbox need not wait for the host's `network-online.target`, if it need not.
+/// Quadlet (from 5.3) orders every unit after a wait for it that gives up after 90 s,
+/// on every start where nothing brings that target up.
+fn skip_network_online(network: NetworkMode, host: &HostProfile) -> Option<&'static str> {
+    match network {
+        NetworkMode::None => Some(
+            "network none: the sandbox has no network, so it need not wait for the host's network-online.target (Quadlet's wait takes up to 90 s on every start where nothing brings that target up)",
+        ),
+        NetworkMode::Allowlist => Some(
+            "allowlist: the sandbox has no network of its own (its way out is the proxy socket, which resolves names per connection), so it need not wait for the host's network-online.target (Quadlet's wait takes up to 90 s on every start where nothing brings that target up)",
+        ),
+        NetworkMode::Open if !host.systemd_booted => Some(
+            "host adaptation: systemd is not PID 1, so the network-online units Quadlet waits for never start",
+        ),
+        NetworkMode::Open => None,
+    }
 }
 
 fn mounts(sandbox: &Sandbox<'_>) -> Result<Vec<Mount>> {
@@ -449,46 +461,43 @@ fn mounts(sandbox: &Sandbox<'_>) -> Result<Vec<Mount>> {
     // Projects keep their host path, so an agent's per-directory history and
     // `--resume` line up with the host. `z` (shared label) rather than `Z`: a project
     // may be used by other containers and tools too.
-    for p in &s.projects {
-        let p = checked_path("project directory", p)?;
+    for project in &s.projects {
+        let p = checked_path("project directory", project)?;
         bind(
             BindSource::Host(p.clone()),
             p,
             Access::ReadWrite,
             Some(Relabel::Shared),
         )?;
+        // Git dirs pinned over the project mount, so the agent cannot write what git
+        // on the host executes (see `git_guard`).
+        if !s.git_writable_config {
+            for pin in crate::git_guard::plan(project)?.pins {
+                let path = checked_path("git path", &pin.path)?;
+                let access = if pin.writable {
+                    Access::ReadWrite
+                } else {
+                    Access::ReadOnly
+                };
+                bind(BindSource::Host(path.clone()), path, access, None)?;
+            }
+        }
     }
     // The client's own dirs are sandboxctl's: private SELinux label.
     let own = |sub: &str| -> Result<BindSource> {
         let host = sandbox.layout.client_subdir(sandbox.client, sub);
         Ok(BindSource::Host(checked_path("data directory", &host)?))
     };
-    match &s.claude_config {
-        None => bind(
-            own("claude")?,
-            format!("{HOME}/.claude"),
-            Access::ReadWrite,
-            Some(Relabel::Private),
-        )?,
-        Some(dir) => {
-            let d = checked_path("Claude config directory", dir)?;
-            bind(
-                BindSource::Host(d),
-                format!("{HOME}/.claude"),
-                Access::ReadWrite,
-                Some(Relabel::Shared),
-            )?;
-            if let Some(json) = claude_json_beside(dir) {
-                let j = checked_path("Claude state file", &json)?;
-                bind(
-                    BindSource::Host(j),
-                    format!("{HOME}/.claude.json"),
-                    Access::ReadWrite,
-                    Some(Relabel::Shared),
-                )?;
-            }
-        }
-    }
+    // A shared `--claude-config` is not mounted: the client keeps its own Claude dir
+    // and only the login is copied both ways by the CLI (`claude_login::sync_shared`),
+    // since the agent must not write hooks, settings or instructions that Claude Code
+    // on the host would run.
+    bind(
+        own("claude")?,
+        format!("{HOME}/.claude"),
+        Access::ReadWrite,
+        Some(Relabel::Private),
+    )?;
     bind(
         own("codex")?,
         format!("{HOME}/.codex"),
@@ -531,13 +540,6 @@ fn checked_path(what: &str, p: &Path) -> Result<String> {
     let s = path_str(what, p)?;
     escape::volume_path(what, &s)?;
     Ok(s)
-}
-
-/// The `.claude.json` that goes with a shared Claude config directory: `~/.claude.json`
-/// beside `~/.claude`, when it exists.
-pub fn claude_json_beside(dir: &Path) -> Option<PathBuf> {
-    let json = dir.parent()?.join(".claude.json");
-    json.is_file().then_some(json)
 }
 
 fn path_str(what: &str, p: &Path) -> Result<String> {
@@ -605,7 +607,6 @@ mod tests {
                 AdaptationKind::LogToFile {
                     runtime_relative: "agent-acme.log".into()
                 },
-                AdaptationKind::NoNetworkOnlineWait,
             ]
         );
         let modern = fixed_profile(

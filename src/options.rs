@@ -92,6 +92,9 @@ pub fn apply(
     if let Some(dir) = &o.claude_config {
         s.claude_config = Some(existing_dir("Claude config directory", dir)?);
     }
+    if let Some(writable) = o.git_writable_config {
+        s.git_writable_config = writable;
+    }
     validate(layout, client, &s, others)?;
     Ok(s)
 }
@@ -106,63 +109,47 @@ pub fn validate(
     for a in &s.podman_args {
         escape::check("podman argument", a)?;
     }
-    let data = normalize(&layout.data_dir);
-    // Where the units live: a sandbox that could write there could run code on the host
-    // (the Quadlet units, and the plain services and proxy units of systemd_user_dir).
-    let unit_dirs = [
-        normalize(&layout.unit_dir),
-        normalize(&layout.systemd_user_dir),
-    ];
-    let exposes_units = |p: &Path| unit_dirs.iter().any(|u| u.starts_with(p));
+    let guard = Guard::new(layout);
     for p in &s.projects {
-        if p == Path::new("/") || data.starts_with(p) || exposes_units(p) {
-            bail!(
-                "project directory {} contains sandboxctl's own state ({}, {} or {}); choose the project's own directory",
-                p.display(),
-                layout.data_dir.display(),
-                layout.unit_dir.display(),
-                layout.systemd_user_dir.display()
-            );
-        }
-        if p.starts_with(&data) {
-            bail!(
-                "project directory {} is inside sandboxctl's data directory; choose a directory outside {}",
-                p.display(),
-                layout.data_dir.display()
-            );
-        }
+        guard.check("project directory", p, false)?;
     }
     for m in &s.mounts {
-        if m.writable && exposes_units(&m.host) {
-            bail!(
-                "writable mount {} would let the sandbox write systemd units ({} or {}); mount it read-only or mount something narrower",
-                m.host.display(),
-                layout.unit_dir.display(),
-                layout.systemd_user_dir.display()
-            );
-        }
-        if m.host == Path::new("/") || data.starts_with(&m.host) {
-            bail!(
-                "mount {} would expose sandboxctl's data directory {}; mount something narrower",
-                m.host.display(),
-                layout.data_dir.display()
-            );
-        }
+        guard.check(mount_flag(m), &m.host, false)?;
     }
+    if let Some(dir) = &s.claude_config {
+        guard.check("Claude config directory", dir, true)?;
+    }
+    let mine: Vec<(&str, PathBuf)> = s
+        .projects
+        .iter()
+        .map(|p| ("project directory", real_path(p)))
+        .chain(s.mounts.iter().map(|m| (mount_flag(m), real_path(&m.host))))
+        .collect();
     for (other, theirs) in others {
         if other == client {
             continue;
         }
-        for p in &s.projects {
-            if let Some(q) = theirs
-                .projects
-                .iter()
-                .find(|q| p.starts_with(q) || q.starts_with(p))
-            {
+        for (kind, p) in &mine {
+            if let Some(q) = theirs.projects.iter().find(|q| overlaps(p, &real_path(q))) {
                 bail!(
-                    "project directory {} overlaps {} of client {other}; one client's project must not be visible to another",
+                    "{kind} {} overlaps project directory {} of client {other}; one client's project must not be visible to another",
                     p.display(),
                     q.display()
+                );
+            }
+        }
+        for p in &s.projects {
+            let p = real_path(p);
+            if let Some(m) = theirs
+                .mounts
+                .iter()
+                .find(|m| overlaps(&p, &real_path(&m.host)))
+            {
+                bail!(
+                    "project directory {} overlaps {} {} of client {other}; one client's project must not be visible to another",
+                    p.display(),
+                    mount_flag(m),
+                    m.host.display()
                 );
             }
         }
@@ -170,8 +157,200 @@ pub fn validate(
     Ok(())
 }
 
-/// Warnings for options that weaken the sandbox on purpose.
-pub fn warnings(s: &Settings) -> Vec<String> {
+fn mount_flag(m: &ExtraMount) -> &'static str {
+    if m.writable { "--mount-rw" } else { "--mount" }
+}
+
+fn overlaps(a: &Path, b: &Path) -> bool {
+    a.starts_with(b) || b.starts_with(a)
+}
+
+/// A place on the host that no sandbox may see, and why.
+struct Protected {
+    /// Where it really is (symlinks resolved): what paths are compared with.
+    real: PathBuf,
+    /// As configured, for messages.
+    shown: PathBuf,
+    what: &'static str,
+    why: &'static str,
+    /// The host's own Claude config, which `--claude-config` may share on purpose.
+    claude: bool,
+}
+
+/// Host paths that a project, a mount or a shared config directory may not equal,
+/// contain or lie inside: sandboxctl's state, anything that makes the host run code
+/// (unit directories, the proxy's binary, the runtime directory's sockets) and the
+/// user's own keys and agent logins. Compared by real path on both sides, so a
+/// symlinked home, `~/.config` or data directory does not hide them.
+struct Guard {
+    protected: Vec<Protected>,
+}
+
+impl Guard {
+    fn new(layout: &Layout) -> Self {
+        const UNIT_RUNS: &str = "where a unit written by the sandbox would run on the host";
+        const CONTAINERS: (&str, &str) = (
+            "Podman's configuration",
+            "which decides how every container runs, and holds the Quadlet units",
+        );
+        const SYSTEMD: (&str, &str) = ("systemd's user configuration", UNIT_RUNS);
+        let home = &layout.home_dir;
+        let mut list: Vec<(PathBuf, &'static str, &'static str)> = vec![
+            (
+                layout.data_dir.clone(),
+                "sandboxctl's data directory",
+                "which holds every client's credentials and settings",
+            ),
+            (
+                layout.unit_dir.clone(),
+                "the Quadlet unit directory",
+                UNIT_RUNS,
+            ),
+            (
+                layout.systemd_user_dir.clone(),
+                "the systemd user unit directory",
+                UNIT_RUNS,
+            ),
+            (
+                layout.libexec_dir.clone(),
+                "the sandboxctl binary the proxy units run",
+                "which runs on the host",
+            ),
+            (
+                layout.cache_dir.clone(),
+                "sandboxctl's cache",
+                "which names the programs sandboxctl runs on the host",
+            ),
+            (
+                home.join(".local/share/containers"),
+                "Podman's storage",
+                "which holds every client's image and container",
+            ),
+        ];
+        // `$XDG_CONFIG_HOME/containers` and `…/systemd` as a whole, and the same under
+        // `~/.config` should XDG_CONFIG_HOME point elsewhere.
+        let parent_named = |dir: &Path, name: &str| {
+            dir.parent()
+                .filter(|p| p.file_name().is_some_and(|n| n == name))
+                .map(Path::to_path_buf)
+        };
+        for (dir, (what, why)) in [
+            (parent_named(&layout.unit_dir, "containers"), CONTAINERS),
+            (Some(home.join(".config/containers")), CONTAINERS),
+            (parent_named(&layout.systemd_user_dir, "systemd"), SYSTEMD),
+            (Some(home.join(".config/systemd")), SYSTEMD),
+        ] {
+            if let Some(dir) = dir {
+                list.push((dir, what, why));
+            }
+        }
+        if let Some(run) = &layout.runtime_dir {
+            list.push((
+                run.clone(),
+                "the runtime directory",
+                "which holds the sockets of the user manager, Podman and the proxies",
+            ));
+        }
+        list.extend([
+            (home.join(".ssh"), "~/.ssh", "which holds your SSH keys"),
+            (
+                home.join(".gnupg"),
+                "~/.gnupg",
+                "which holds your GnuPG keys",
+            ),
+            (
+                home.join(".codex"),
+                "the host's Codex config",
+                "which holds your Codex login",
+            ),
+        ]);
+        let mut protected: Vec<Protected> = list
+            .into_iter()
+            .map(|(shown, what, why)| Protected {
+                real: real_path(&shown),
+                shown,
+                what,
+                why,
+                claude: false,
+            })
+            .collect();
+        for name in [".claude", ".claude.json"] {
+            let shown = home.join(name);
+            protected.push(Protected {
+                real: real_path(&shown),
+                shown,
+                what: "the host's Claude Code config",
+                why: "which holds your Claude login",
+                claude: true,
+            });
+        }
+        Self { protected }
+    }
+
+    /// Refuses `path` if it is, contains or lies inside a protected path. With
+    /// `sharing_claude`, the host's Claude config is allowed (`--claude-config`).
+    fn check(&self, kind: &str, path: &Path, sharing_claude: bool) -> Result<()> {
+        let real = real_path(path);
+        for p in &self.protected {
+            if sharing_claude && p.claude {
+                continue;
+            }
+            let relation = if real == p.real {
+                "is"
+            } else if p.real.starts_with(&real) {
+                "contains"
+            } else if real.starts_with(&p.real) {
+                "is inside"
+            } else {
+                continue;
+            };
+            let advice = if relation == "contains" {
+                "choose a narrower path"
+            } else {
+                "choose a path outside it"
+            };
+            let shown = if real == *path {
+                String::new()
+            } else {
+                format!(" (really {})", real.display())
+            };
+            bail!(
+                "{kind} {}{shown} {relation} {} {}, {}; {advice}",
+                path.display(),
+                p.what,
+                p.shown.display(),
+                p.why,
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Where `p` really is: canonical if it exists; otherwise its nearest existing
+/// ancestor made canonical, with the rest appended (a protected directory that does
+/// not exist yet is still protected where it will be created).
+fn real_path(p: &Path) -> PathBuf {
+    let mut rest = Vec::new();
+    let mut cur = p;
+    loop {
+        if let Ok(real) = std::fs::canonicalize(cur) {
+            let mut out = real;
+            out.extend(rest.iter().rev());
+            return normalize(&out);
+        }
+        match (cur.file_name(), cur.parent()) {
+            (Some(name), Some(parent)) => {
+                rest.push(name);
+                cur = parent;
+            }
+            _ => return normalize(p),
+        }
+    }
+}
+
+/// Warnings for options that weaken the sandbox on purpose, or put a credential where
+/// others can read it.
+pub fn warnings(client: &ClientName, s: &Settings) -> Vec<String> {
     let mut out = Vec::new();
     for a in &s.podman_args {
         let flag = a.split('=').next().unwrap_or(a);
@@ -181,13 +360,99 @@ pub fn warnings(s: &Settings) -> Vec<String> {
             ));
         }
     }
+    out.extend(credential_warnings(client, &s.podman_args));
     if let Some(dir) = &s.claude_config {
         out.push(format!(
-            "note: Claude config {} is shared: its login, history and settings are shared with every client that uses it",
+            "note: the Claude login in {} is shared with this sandbox (its credentials file only; settings and history stay the client's own)",
             dir.display()
         ));
     }
+    if s.git_writable_config && !s.projects.is_empty() {
+        out.push(
+            "warning: --git-writable-config: the agent can write the projects' .git/config and .git/hooks, which git on the host runs at your next git command"
+                .to_owned(),
+        );
+    }
     out
+}
+
+/// Podman arguments that set an environment variable whose name looks like a
+/// credential: its value ends up in the unit file, `systemctl show` and `podman
+/// inspect`, where a Podman secret would not. The value itself is never repeated.
+fn credential_warnings(client: &ClientName, args: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    let warn = |arg: &str, name: &str| {
+        format!(
+            "warning: --podman-arg {arg} sets {name}, which looks like a credential: its value is written into the unit and shown by `podman inspect`; use `sandboxctl secret set {client} {name}` instead"
+        )
+    };
+    let mut i = 0;
+    while i < args.len() {
+        let a = args[i].as_str();
+        // `--env=V`, `-e=V`, `-eV`, or the flag alone with its value in the next argument.
+        let (flag, value) = if let Some((f, v)) = a.split_once('=')
+            && ["--env", "-e", "--env-file"].contains(&f)
+        {
+            (f, Some(v))
+        } else if ["--env", "-e", "--env-file"].contains(&a) {
+            i += 1;
+            (a, args.get(i).map(String::as_str))
+        } else if let Some(v) = a.strip_prefix("-e") {
+            ("-e", Some(v))
+        } else {
+            (a, None)
+        };
+        i += 1;
+        let Some(value) = value else { continue };
+        if flag == "--env-file" {
+            let names = std::fs::read_to_string(value).unwrap_or_default();
+            let file_name = Path::new(value)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let shown = format!("--env-file={}", escape::display(value));
+            match names
+                .lines()
+                .map(|l| l.trim().trim_start_matches("export "))
+                .filter(|l| !l.starts_with('#'))
+                .filter_map(|l| l.split('=').next())
+                .find(|n| looks_like_credential(n))
+            {
+                Some(name) => out.push(warn(&shown, name.trim())),
+                None if looks_like_credential(&file_name) => out.push(format!(
+                    "warning: --podman-arg {shown} looks like a file of credentials: its values are shown by `podman inspect`; use `sandboxctl secret set {client} NAME` for each"
+                )),
+                None => {}
+            }
+        } else {
+            let name = value.split('=').next().unwrap_or(value);
+            if looks_like_credential(name) {
+                out.push(warn(&format!("{flag} {name}=…"), name));
+            }
+        }
+    }
+    out
+}
+
+/// Whether a variable (or file) name looks like it holds a credential.
+fn looks_like_credential(name: &str) -> bool {
+    const ANYWHERE: [&str; 9] = [
+        "TOKEN",
+        "SECRET",
+        "PASSWORD",
+        "PASSWD",
+        "PASSPHRASE",
+        "CREDENTIAL",
+        "APIKEY",
+        "PRIVATE",
+        "COOKIE",
+    ];
+    const WORDS: [&str; 6] = ["KEY", "KEYS", "AUTH", "PASS", "PAT", "CREDS"];
+    let upper = name.to_ascii_uppercase();
+    ANYWHERE.iter().any(|w| upper.contains(w))
+        || upper
+            .split(|c: char| !c.is_ascii_alphanumeric())
+            .any(|w| WORDS.contains(&w) || (w.len() > 3 && w.ends_with("KEY")))
 }
 
 fn existing_dir(what: &str, p: &Path) -> Result<PathBuf> {
@@ -326,12 +591,12 @@ mod tests {
             (
                 vec![tmp.path().to_path_buf()],
                 SandboxOptions::default(),
-                "sandboxctl's own state",
+                "contains sandboxctl's data directory",
             ),
             (
                 vec![layout.data_dir.clone()],
                 SandboxOptions::default(),
-                "sandboxctl's own state",
+                "is sandboxctl's data directory",
             ),
             (
                 vec![PathBuf::from("/tmp/x\ny")],
@@ -376,7 +641,7 @@ mod tests {
                     mounts: vec!["/:/host".into()],
                     ..Default::default()
                 },
-                "expose sandboxctl's data",
+                "contains sandboxctl's data directory",
             ),
             (
                 vec![],
@@ -394,45 +659,6 @@ mod tests {
             );
             assert!(err.contains(want), "want {want:?} in {err}");
             assert!(!err.contains('\n'), "one line: {err:?}");
-        }
-    }
-
-    /// A sandbox that could write where the units live could run code on the host.
-    #[test]
-    fn refuses_projects_and_writable_mounts_over_the_unit_dirs() {
-        let (_tmp, layout) = setup();
-        let client = ClientName::parse("acme").expect("name");
-        for dir in [&layout.unit_dir, &layout.systemd_user_dir] {
-            std::fs::create_dir_all(dir).expect("mkdir");
-            let project = vec![dir.clone()];
-            let err = format!(
-                "{:#}",
-                apply(
-                    &layout,
-                    &client,
-                    &[],
-                    &req(&project, &SandboxOptions::default())
-                )
-                .expect_err("project")
-            );
-            assert!(err.contains("sandboxctl's own state"), "{err}");
-            let rw = SandboxOptions {
-                mounts_rw: vec![format!("{}:/x", dir.display())],
-                ..Default::default()
-            };
-            let err = format!(
-                "{:#}",
-                apply(&layout, &client, &[], &req(&[], &rw)).expect_err("writable mount")
-            );
-            assert!(
-                err.contains("would let the sandbox write systemd units"),
-                "{err}"
-            );
-            let ro = SandboxOptions {
-                mounts: vec![format!("{}:/x", dir.display())],
-                ..Default::default()
-            };
-            apply(&layout, &client, &[], &req(&[], &ro)).expect("a read-only mount is fine");
         }
     }
 
@@ -465,14 +691,304 @@ mod tests {
         assert!(err.contains("overlaps") && err.contains("globex"), "{err}");
     }
 
+    /// A layout whose home, `~/.config` and data directory are symlinks, as with
+    /// stow-style dotfiles: `home` → `real-home`, `home/.config` → `dotfiles/config`,
+    /// the data directory → `store`.
+    fn symlinked() -> (tempfile::TempDir, Layout, PathBuf) {
+        use std::os::unix::fs::symlink;
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = std::fs::canonicalize(tmp.path()).expect("canon");
+        for d in [
+            "real-home/.local/share",
+            "dotfiles/config",
+            "store",
+            "work/p",
+        ] {
+            std::fs::create_dir_all(root.join(d)).expect("mkdir");
+        }
+        symlink(root.join("real-home"), root.join("home")).expect("symlink");
+        symlink(root.join("dotfiles/config"), root.join("real-home/.config")).expect("symlink");
+        symlink(
+            root.join("store"),
+            root.join("real-home/.local/share/agent-sandbox"),
+        )
+        .expect("symlink");
+        let home = root.join("home");
+        let layout = Layout {
+            data_dir: home.join(".local/share/agent-sandbox"),
+            unit_dir: home.join(".config/containers/systemd"),
+            cache_dir: home.join(".cache/sandboxctl"),
+            systemd_user_dir: home.join(".config/systemd/user"),
+            libexec_dir: home.join(".local/libexec/sandboxctl"),
+            home_dir: home,
+            runtime_dir: Some(root.join("run")),
+        };
+        (tmp, layout, root)
+    }
+
+    #[test]
+    fn protected_paths_are_compared_through_symlinks() {
+        let (_tmp, layout, root) = symlinked();
+        let client = ClientName::parse("acme").expect("name");
+        let other = ClientName::parse("globex").expect("name");
+        layout.create_client_dirs(&other).expect("dirs");
+        let theirs_claude = root.join("store/clients/globex/claude");
+        std::fs::create_dir_all(root.join("real-home/.ssh")).expect("mkdir");
+        std::fs::create_dir_all(root.join("real-home/.cache")).expect("mkdir");
+        let projects: Vec<(PathBuf, &str)> = vec![
+            // The data and unit directories live elsewhere; the home still holds
+            // the proxy's binary.
+            (
+                root.join("home"),
+                "contains the sandboxctl binary the proxy units run",
+            ),
+            (root.join("real-home"), "contains the sandboxctl binary"),
+            (root.join("dotfiles"), "contains the Quadlet unit directory"),
+            (
+                root.join("dotfiles/config"),
+                "contains the Quadlet unit directory",
+            ),
+            (root.join("store"), "is sandboxctl's data directory"),
+            (
+                theirs_claude.clone(),
+                "is inside sandboxctl's data directory",
+            ),
+            (root.join("real-home/.ssh"), "is ~/.ssh"),
+            (root.join("home/.cache"), "contains sandboxctl's cache"),
+        ];
+        for (p, want) in projects {
+            let err = format!(
+                "{:#}",
+                apply(
+                    &layout,
+                    &client,
+                    &[],
+                    &req(std::slice::from_ref(&p), &SandboxOptions::default())
+                )
+                .expect_err(want)
+            );
+            assert!(
+                err.contains(want),
+                "{}: want {want:?} in {err}",
+                p.display()
+            );
+        }
+        let mounts: Vec<(String, bool, &str)> = vec![
+            (
+                format!("{}:/c", root.join("home/.config").display()),
+                false,
+                "contains the Quadlet unit directory",
+            ),
+            (
+                format!("{}:/c", theirs_claude.display()),
+                false,
+                "is inside sandboxctl's data directory",
+            ),
+            (
+                format!("{}:/s", root.join("home/.ssh").display()),
+                true,
+                "is ~/.ssh",
+            ),
+        ];
+        for (m, rw, want) in mounts {
+            let opts = if rw {
+                SandboxOptions {
+                    mounts_rw: vec![m.clone()],
+                    ..Default::default()
+                }
+            } else {
+                SandboxOptions {
+                    mounts: vec![m.clone()],
+                    ..Default::default()
+                }
+            };
+            let err = format!(
+                "{:#}",
+                apply(&layout, &client, &[], &req(&[], &opts)).expect_err(want)
+            );
+            assert!(err.contains(want), "{m}: want {want:?} in {err}");
+        }
+        // An ordinary project beside them is fine.
+        apply(
+            &layout,
+            &client,
+            &[],
+            &req(&[root.join("work/p")], &SandboxOptions::default()),
+        )
+        .expect("an ordinary project");
+    }
+
+    #[test]
+    fn host_claude_config_may_be_shared_but_not_mounted() {
+        let (tmp, layout) = setup();
+        let claude = layout.home_dir.join(".claude");
+        std::fs::create_dir_all(&claude).expect("mkdir");
+        std::fs::create_dir_all(layout.home_dir.join(".ssh")).expect("mkdir");
+        let client = ClientName::parse("acme").expect("name");
+        let shared = SandboxOptions {
+            claude_config: Some(claude.clone()),
+            ..Default::default()
+        };
+        let s = apply(&layout, &client, &[], &req(&[], &shared)).expect("--claude-config");
+        assert_eq!(
+            s.claude_config,
+            Some(std::fs::canonicalize(&claude).expect("canon"))
+        );
+        let err = format!(
+            "{:#}",
+            apply(
+                &layout,
+                &client,
+                &[],
+                &req(std::slice::from_ref(&claude), &SandboxOptions::default())
+            )
+            .expect_err("project")
+        );
+        assert!(err.contains("is the host's Claude Code config"), "{err}");
+        let mount = SandboxOptions {
+            mounts: vec![format!("{}:/c", claude.display())],
+            ..Default::default()
+        };
+        let err = format!(
+            "{:#}",
+            apply(&layout, &client, &[], &req(&[], &mount)).expect_err("mount")
+        );
+        assert!(err.contains("--mount"), "{err}");
+        // Sharing the whole home is not sharing a Claude config.
+        let home = SandboxOptions {
+            claude_config: Some(layout.home_dir.clone()),
+            ..Default::default()
+        };
+        let err = format!(
+            "{:#}",
+            apply(&layout, &client, &[], &req(&[], &home)).expect_err("home")
+        );
+        assert!(
+            err.starts_with("Claude config directory") && err.contains(" contains "),
+            "{err}"
+        );
+        drop(tmp);
+    }
+
+    #[test]
+    fn another_clients_project_cannot_be_mounted() {
+        let (tmp, layout) = setup();
+        let proj = tmp.path().join("outer/globex-project");
+        std::fs::create_dir_all(proj.join("sub")).expect("mkdir");
+        let other = ClientName::parse("globex").expect("name");
+        let theirs = Settings {
+            projects: vec![std::fs::canonicalize(&proj).expect("canon")],
+            ..Settings::default()
+        };
+        let client = ClientName::parse("acme").expect("name");
+        let others = [(other, theirs)];
+        for opts in [
+            SandboxOptions {
+                mounts: vec![format!("{}:/ro", proj.join("sub").display())],
+                ..Default::default()
+            },
+            SandboxOptions {
+                mounts_rw: vec![format!("{}:/rw", tmp.path().join("outer").display())],
+                ..Default::default()
+            },
+        ] {
+            let err = format!(
+                "{:#}",
+                apply(&layout, &client, &others, &req(&[], &opts)).expect_err("overlap")
+            );
+            assert!(
+                err.contains("overlaps project directory") && err.contains("globex"),
+                "{err}"
+            );
+        }
+        // And the other way round: a project another client mounts.
+        let mounter = Settings {
+            mounts: vec![ExtraMount {
+                host: std::fs::canonicalize(&proj).expect("canon"),
+                container: "/docs".into(),
+                writable: false,
+            }],
+            ..Settings::default()
+        };
+        let err = format!(
+            "{:#}",
+            apply(
+                &layout,
+                &client,
+                &[(ClientName::parse("initech").expect("name"), mounter)],
+                &req(&[proj.join("sub")], &SandboxOptions::default())
+            )
+            .expect_err("overlap")
+        );
+        assert!(err.contains("--mount") && err.contains("initech"), "{err}");
+    }
+
     #[test]
     fn warns_about_weakening_args() {
         let s = Settings {
             podman_args: vec!["--privileged".into(), "--pids-limit=100".into()],
             ..Settings::default()
         };
-        let w = warnings(&s);
+        let w = warnings(&ClientName::parse("acme").expect("name"), &s);
         assert_eq!(w.len(), 1);
         assert!(w[0].contains("--privileged"));
+    }
+
+    #[test]
+    fn warns_about_credentials_in_podman_env_args() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let env_file = tmp.path().join("vars.env");
+        std::fs::write(&env_file, "# comment\nLANG=C\nexport DB_PASSWORD=hunter2\n")
+            .expect("write");
+        let harmless = tmp.path().join("plain.env");
+        std::fs::write(&harmless, "LANG=C\n").expect("write");
+        let table: Vec<(Vec<String>, Option<&str>)> = vec![
+            (
+                vec!["--env=GITHUB_TOKEN=ghp_abc123".into()],
+                Some("GITHUB_TOKEN"),
+            ),
+            (
+                vec!["-e=AWS_SECRET_ACCESS_KEY=x".into()],
+                Some("AWS_SECRET_ACCESS_KEY"),
+            ),
+            (vec!["-eOPENAI_APIKEY=x".into()], Some("OPENAI_APIKEY")),
+            (vec!["--env".into(), "NPM_AUTH=x".into()], Some("NPM_AUTH")),
+            (vec!["-e".into(), "DB_PASSWORD".into()], Some("DB_PASSWORD")),
+            (vec!["--env=STRIPE_KEY=x".into()], Some("STRIPE_KEY")),
+            (vec!["--env=SSH_PRIVATE=x".into()], Some("SSH_PRIVATE")),
+            (
+                vec![format!("--env-file={}", env_file.display())],
+                Some("DB_PASSWORD"),
+            ),
+            (
+                vec!["--env-file".into(), "/nonexistent/secrets.env".into()],
+                Some("secret set acme"),
+            ),
+            (vec!["--env=LANG=C.UTF-8".into()], None),
+            (vec!["--env=KEYBOARD=us".into()], None),
+            (vec!["--env=AUTHOR=me".into()], None),
+            (vec![format!("--env-file={}", harmless.display())], None),
+            (vec!["--pids-limit=100".into(), "TOKEN=x".into()], None),
+            (vec!["--env".into()], None),
+        ];
+        let client = ClientName::parse("acme").expect("name");
+        for (args, want) in table {
+            let s = Settings {
+                podman_args: args.clone(),
+                ..Settings::default()
+            };
+            let w = warnings(&client, &s);
+            match want {
+                Some(name) => {
+                    assert_eq!(w.len(), 1, "{args:?}: {w:?}");
+                    assert!(w[0].contains(name), "{args:?}: {w:?}");
+                    assert!(w[0].contains("sandboxctl secret set acme"), "{w:?}");
+                    for secret in ["ghp_abc123", "hunter2"] {
+                        assert!(!w[0].contains(secret), "value repeated: {w:?}");
+                    }
+                }
+                None => assert!(w.is_empty(), "{args:?}: {w:?}"),
+            }
+        }
     }
 }

@@ -201,6 +201,21 @@ fn rollback(error: anyhow::Error, undos: Vec<Undo<'_>>) -> anyhow::Error {
     }
 }
 
+/// Reads `paths` now; the returned undo puts each back as it was (or removes it).
+/// For effects made by code that writes several files itself.
+pub fn keep_files<'a>(what: impl Into<String>, paths: Vec<PathBuf>) -> Result<Undo<'a>> {
+    let before = paths
+        .into_iter()
+        .map(|p| read_if_exists(&p).map(|b| (p, b)))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Undo::new(what, move || {
+        for (path, b) in before {
+            restore(path, b).run()?;
+        }
+        Ok(())
+    }))
+}
+
 /// The directories `create_dir_all(dir)` would create, outermost first.
 pub fn missing_dirs(dir: &Path) -> Vec<PathBuf> {
     let mut out: Vec<PathBuf> = dir

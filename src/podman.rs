@@ -28,11 +28,10 @@ where
     cmd
 }
 
-/// A finished podman's standard error as one line, for an error message.
+/// A finished podman's standard error as one line, for an error message, with terminal
+/// controls rendered visibly (it may quote what a container printed).
 pub fn stderr_line(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stderr)
-        .trim()
-        .replace('\n', " ")
+    crate::terminal::one_line(&out.stderr)
 }
 
 #[cfg(test)]
@@ -46,5 +45,19 @@ mod tests {
                 "{var} is not removed"
             );
         }
+    }
+
+    #[test]
+    fn stderr_line_is_one_line_without_terminal_controls() {
+        use std::os::unix::process::ExitStatusExt;
+        let out = std::process::Output {
+            status: std::process::ExitStatus::from_raw(125 << 8),
+            stdout: Vec::new(),
+            stderr: b"Error: \x1b]52;c;ZXZpbA==\x07bad\r\nmore \x9b\n".to_vec(),
+        };
+        assert_eq!(
+            super::stderr_line(&out),
+            "Error: ^[]52;c;ZXZpbA==^Gbad more \\x9b"
+        );
     }
 }

@@ -17,7 +17,7 @@ use crate::escape::{self, Raw};
 use crate::host::UnitTarget;
 use crate::layout::Layout;
 use crate::model::{AdaptationKind, SandboxSpec};
-pub use crate::model::{CLIENT_LABEL, HOME, Sandbox, claude_json_beside};
+pub use crate::model::{CLIENT_LABEL, HOME, Sandbox};
 
 /// The first line of every unit sandboxctl writes; a unit without it is the user's.
 pub const MARKER: &str = "# Managed by sandboxctl for client ";

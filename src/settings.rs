@@ -125,6 +125,15 @@ pub struct Settings {
     /// Names of the client's Podman secrets (values live only in Podman's store).
     #[serde(default)]
     pub secrets: Vec<String>,
+    /// Leave the projects' git config and hooks writable by the agent (off: they are
+    /// mounted read-only, because git on the host executes what they say).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub git_writable_config: bool,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 impl Default for Settings {
@@ -138,6 +147,7 @@ impl Default for Settings {
             podman_args: Vec::new(),
             claude_config: None,
             secrets: Vec::new(),
+            git_writable_config: false,
         }
     }
 }
@@ -216,6 +226,7 @@ mod tests {
             podman_args: vec!["--pids-limit=512".into()],
             claude_config: Some("/home/u/.claude".into()),
             secrets: vec!["GH_TOKEN".into()],
+            git_writable_config: true,
         }
     }
 

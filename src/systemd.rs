@@ -49,6 +49,7 @@ trait Manager {
     fn stop_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
     fn restart_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
     fn reset_failed_unit(&self, name: &str) -> zbus::Result<()>;
+    fn get_unit(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
     fn list_units_by_names(&self, names: &[&str]) -> zbus::Result<Vec<UnitRow>>;
     #[zbus(signal)]
     fn job_removed(
@@ -58,6 +59,32 @@ trait Manager {
         unit: &str,
         result: &str,
     ) -> zbus::Result<()>;
+}
+
+#[zbus::proxy(
+    interface = "org.freedesktop.systemd1.Service",
+    default_service = "org.freedesktop.systemd1",
+    gen_async = false,
+    blocking_name = "ServiceProxy"
+)]
+trait Service {
+    #[zbus(property)]
+    fn result(&self) -> zbus::Result<String>;
+    #[zbus(property, name = "NRestarts")]
+    fn n_restarts(&self) -> zbus::Result<u32>;
+}
+
+/// systemd's `Result` of a service whose start it refused at the start limit.
+pub const START_LIMIT_HIT: &str = "start-limit-hit";
+
+/// How a service last ended, as systemd reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ServiceOutcome {
+    /// `Result`: `success`, `exit-code`, `signal`, `timeout`, `start-limit-hit`, …
+    pub result: String,
+    /// `NRestarts`: the restarts systemd made on its own (`Restart=`) since the last
+    /// start that was asked for.
+    pub restarts: u32,
 }
 
 /// A unit's state as systemd reports it.
@@ -240,6 +267,29 @@ impl Systemd {
             Err(e) if is_error_named(&e, NO_SUCH_UNIT) => Ok(()),
             Err(e) => Err(e).with_context(|| format!("cannot reset the failed state of {unit}")),
         }
+    }
+
+    /// How the service last ended (`Result`, `NRestarts`); `None` for a unit systemd
+    /// has not loaded.
+    pub fn service_outcome(&self, unit: &str) -> Result<Option<ServiceOutcome>> {
+        let path = match self.manager.get_unit(unit) {
+            Ok(p) => p,
+            Err(e) if is_error_named(&e, NO_SUCH_UNIT) => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("cannot look up {unit} in systemd")),
+        };
+        let service = ServiceProxy::builder(self.manager.inner().connection())
+            .path(path)
+            .and_then(|b| b.cache_properties(zbus::proxy::CacheProperties::No).build())
+            .with_context(|| format!("cannot reach {unit} on D-Bus"))?;
+        let read = || -> zbus::Result<ServiceOutcome> {
+            Ok(ServiceOutcome {
+                result: service.result()?,
+                restarts: service.n_restarts()?,
+            })
+        };
+        read()
+            .map(Some)
+            .with_context(|| format!("cannot read how {unit} ended from systemd"))
     }
 
     /// The states of many units in one round trip; units systemd has not loaded are

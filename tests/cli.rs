@@ -1,6 +1,7 @@
 //! The binary's error paths: every mistake a user can make gets a clear one-line
 //! message, a non-zero exit, and leaves no file behind.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -22,6 +23,23 @@ fn assert_generator_accepts(unit: &str) {
         "the generator rejected the rendered unit: {}\n{unit}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// The service the real Quadlet generator makes of `unit`.
+fn generated_service(unit: &str) -> String {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("agent-acme.container"), unit).expect("write");
+    let out = Command::new(quadlet_path::quadlet())
+        .args(["-dryrun", "-user"])
+        .env("QUADLET_UNIT_DIRS", dir.path())
+        .output()
+        .expect("run the generator");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf8")
 }
 
 /// A scratch home for one test, with the environment set on the child only.
@@ -46,8 +64,62 @@ impl Sandbox {
     }
 
     fn run(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_sandboxctl"))
-            .args(args)
+        self.command(args).output().expect("run sandboxctl")
+    }
+
+    /// `run` with a fake `podman` (and `journalctl`) in front of `PATH`: shell scripts
+    /// given by name and body.
+    fn run_with_fakes(&self, args: &[&str], fakes: &[(&str, &str)]) -> Output {
+        let bin = self.dir.path().join("fake-bin");
+        std::fs::create_dir_all(&bin).expect("fake-bin");
+        for (name, body) in fakes {
+            let path = bin.join(name);
+            std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).expect("write fake");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+                .expect("chmod fake");
+        }
+        let path = format!(
+            "{}:{}",
+            bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        self.command(args)
+            .env("PATH", path)
+            .env("SANDBOXCTL_PODMAN", bin.join("podman"))
+            .output()
+            .expect("run sandboxctl")
+    }
+
+    /// Settings for a client written by hand, as `enable` would have left them.
+    fn client_settings(&self, client: &str, toml: &str) -> PathBuf {
+        let cfg = self
+            .home()
+            .join(".local/share/agent-sandbox/clients")
+            .join(client)
+            .join("config");
+        std::fs::create_dir_all(&cfg).expect("mkdir");
+        std::fs::write(cfg.join("sandbox.toml"), toml).expect("settings");
+        cfg
+    }
+
+    /// A podman that knows its version and succeeds at everything else.
+    fn fake_podman(&self) -> PathBuf {
+        let path = self.dir.path().join("fake-podman");
+        if !path.exists() {
+            std::fs::write(
+                &path,
+                "#!/bin/sh\n[ \"$1\" = --version ] && echo 'podman version 5.4.2'\nexit 0\n",
+            )
+            .expect("write fake podman");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+                .expect("chmod fake podman");
+        }
+        path
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sandboxctl"));
+        cmd.args(args)
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("HOME", self.home())
@@ -58,9 +130,8 @@ impl Sandbox {
                 "DBUS_SESSION_BUS_ADDRESS",
                 format!("unix:path={}/no-bus", self.dir.path().display()),
             )
-            .env("SANDBOXCTL_QUADLET", quadlet_or_true())
-            .output()
-            .expect("run sandboxctl")
+            .env("SANDBOXCTL_QUADLET", quadlet_or_true());
+        cmd
     }
 
     /// Every file under the home directory, for "nothing was written" checks.
@@ -142,6 +213,31 @@ fn unknown_agent_and_network_are_usage_errors() {
     let out = sb.run(&["enable", "acme", "--network", "sometimes"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("use allowlist, none or open"));
+    assert!(sb.files().is_empty());
+}
+
+#[test]
+fn proxy_limits_must_be_positive() {
+    let sb = Sandbox::new();
+    for (flag, value) in [
+        ("--max-connections", "0"),
+        ("--max-connections", "many"),
+        ("--idle-timeout", "0"),
+        ("--idle-timeout", "ten"),
+    ] {
+        let out = sb.run(&[
+            "proxy",
+            "--client",
+            "acme",
+            "--listen-tcp",
+            "127.0.0.1:0",
+            flag,
+            value,
+        ]);
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(flag), "{flag} {value}: {stderr}");
+    }
     assert!(sb.files().is_empty());
 }
 
@@ -407,4 +503,431 @@ fn help_lists_every_command() {
     ] {
         assert!(text.contains(cmd), "{cmd} missing from help:\n{text}");
     }
+}
+
+/// An agent controls what its container prints; `logs` must not hand terminal control
+/// sequences (here an OSC 52 clipboard write) to the user's terminal, followed or not.
+#[test]
+fn logs_render_terminal_controls_visibly() {
+    let sb = Sandbox::new();
+    sb.client_settings(
+        "acme",
+        "agent = \"shell\"\nimage = \"localhost/agent-sandbox:latest\"\nnetwork = \"none\"\n",
+    );
+    let run = sb.dir.path().join("run");
+    std::fs::create_dir_all(&run).expect("run dir");
+    std::fs::write(
+        run.join("agent-acme.log"),
+        b"unit line \x1b]52;c;Y2xpcGJvYXJk\x07\n\x1b[2J\xc2\x9b\xff\n",
+    )
+    .expect("log file");
+    let evil = r"printf 'out \033]52;c;Y2xpcGJvYXJk\007\r\n\033]0;title\007\n'; printf 'err \033[2J\n' >&2";
+    let fakes = [("podman", evil), ("journalctl", evil)];
+    for args in [vec!["logs", "acme"], vec!["logs", "acme", "-f"]] {
+        let out = sb.run_with_fakes(&args, &fakes);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {stderr}");
+        assert!(
+            !out.stdout.contains(&0x1b) && !out.stderr.contains(&0x1b),
+            "{args:?} passed an ESC byte: {stdout:?} {stderr:?}"
+        );
+        assert!(
+            !stdout.contains('\r') && !stdout.contains('\u{9b}'),
+            "{stdout:?}"
+        );
+        assert!(stdout.contains("out ^[]52;c;Y2xpcGJvYXJk^G"), "{stdout}");
+        assert!(stdout.contains("^[]0;title^G"), "{stdout}");
+        assert!(stderr.contains("err ^[[2J"), "{stderr}");
+        if !std::path::Path::new("/run/systemd/journal/socket").exists() {
+            assert!(
+                stdout.contains("unit line ^[]52;c;Y2xpcGJvYXJk^G"),
+                "{stdout}"
+            );
+            assert!(stdout.contains("^[[2J<U+009B>\\xff"), "{stdout}");
+        }
+    }
+    // The proxy's log: hosts and paths in it come from the agent's requests.
+    std::fs::write(
+        run.join("sandboxctl-proxy-acme.log"),
+        "{\"host\":\"a\u{9b}2J\"} \x1b]0;t\x07\n",
+    )
+    .expect("proxy log");
+    let out = sb.run_with_fakes(&["logs", "acme", "--network"], &fakes);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !out.stdout.contains(&0x1b) && !stdout.contains('\u{9b}'),
+        "--network passed a control: {stdout:?}"
+    );
+    if !std::path::Path::new("/run/systemd/journal/socket").exists() {
+        assert!(
+            stdout.contains("<U+009B>2J") && stdout.contains("^[]0;t^G"),
+            "{stdout}"
+        );
+    }
+}
+
+/// Every path under `root` (symlinks not followed) with its size, for "nothing was
+/// written" checks; the host-detection cache is not client state.
+fn snapshot(root: &Path) -> Vec<(PathBuf, u64)> {
+    fn walk(dir: &Path, out: &mut Vec<(PathBuf, u64)>) {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            let meta = std::fs::symlink_metadata(&p).expect("metadata");
+            if meta.is_dir() {
+                walk(&p, out);
+            }
+            out.push((p, meta.len()));
+        }
+    }
+    let mut out = Vec::new();
+    walk(root, &mut out);
+    out.retain(|(p, _)| !p.components().any(|c| c.as_os_str() == ".cache"));
+    out.sort();
+    out
+}
+
+/// Runs `enable` and `render` with `args` after the client name and `HOME` = `home`;
+/// both must refuse with one line containing every one of `wanted`, writing nothing.
+fn assert_refused(sb: &Sandbox, home: &Path, args: &[String], wanted: &[&str]) {
+    let podman = sb.fake_podman();
+    let before = snapshot(sb.dir.path());
+    for cmd in ["enable", "render"] {
+        let mut full = vec![cmd, "acme"];
+        full.extend(args.iter().map(String::as_str));
+        let out = sb
+            .command(&full)
+            .env("HOME", home)
+            .env("SANDBOXCTL_QUADLET", quadlet_path::quadlet())
+            .env("SANDBOXCTL_PODMAN", &podman)
+            .output()
+            .expect("run sandboxctl");
+        for w in wanted {
+            assert_one_line_error(&out, w);
+        }
+    }
+    assert_eq!(snapshot(sb.dir.path()), before, "{args:?} wrote something");
+}
+
+fn s(p: &Path) -> String {
+    p.display().to_string()
+}
+
+const GLOBEX: &str =
+    "agent = \"shell\"\nimage = \"localhost/agent-sandbox:latest\"\nnetwork = \"none\"\n";
+const DATA: &str = "sandboxctl's data directory";
+
+// Stow-style dotfiles make `$HOME`, `~/.config` or the data directory a symlink. The
+// guard compares real paths, so a project or mount that would expose sandboxctl's
+// state, the unit directories, another client's files or the user's keys is refused
+// however it is spelled, and nothing is written.
+
+#[test]
+fn symlinked_home_does_not_hide_protected_paths() {
+    let sb = Sandbox::new();
+    let root = std::fs::canonicalize(sb.dir.path()).expect("canon");
+    let link = root.join("link-home");
+    std::os::unix::fs::symlink(sb.home(), &link).expect("symlink");
+    std::fs::create_dir_all(sb.home().join(".config")).expect("mkdir");
+    std::fs::create_dir_all(sb.home().join(".ssh")).expect("mkdir");
+    std::fs::create_dir_all(sb.home().join(".claude")).expect("mkdir");
+    sb.client_settings("globex", GLOBEX);
+    let globex_claude = link.join(".local/share/agent-sandbox/clients/globex/claude");
+    std::fs::create_dir_all(&globex_claude).expect("mkdir");
+    let proj = s(&sb.project());
+    let data = DATA;
+    for (args, wanted) in [
+        (vec![s(&link)], vec!["contains", data]),
+        (vec![s(&sb.home())], vec!["contains", data]),
+        (
+            vec![s(&link.join(".config"))],
+            vec!["contains the Quadlet unit directory"],
+        ),
+        (
+            vec![
+                proj.clone(),
+                "--mount".into(),
+                format!("{}:/c", s(&link.join(".config"))),
+            ],
+            vec!["--mount", "contains the Quadlet unit directory"],
+        ),
+        (
+            vec![
+                proj.clone(),
+                "--mount".into(),
+                format!("{}:/c", s(&globex_claude)),
+            ],
+            vec!["--mount", "is inside", data],
+        ),
+        (
+            vec![
+                proj.clone(),
+                "--mount-rw".into(),
+                format!("{}:/s", s(&link.join(".ssh"))),
+            ],
+            vec!["--mount-rw", "is ~/.ssh"],
+        ),
+        (
+            vec![s(&link.join(".claude"))],
+            vec!["is the host's Claude Code config"],
+        ),
+    ] {
+        assert_refused(&sb, &link, &args, &wanted);
+    }
+    // Sharing the host's Claude config is what --claude-config is for.
+    let out = sb
+        .command(&[
+            "render",
+            "acme",
+            &proj,
+            "--claude-config",
+            &s(&link.join(".claude")),
+        ])
+        .env("HOME", &link)
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn symlinked_config_dir_does_not_hide_the_unit_directories() {
+    let sb = Sandbox::new();
+    let root = std::fs::canonicalize(sb.dir.path()).expect("canon");
+    let dotfiles = root.join("dotfiles");
+    std::fs::create_dir_all(dotfiles.join("config/systemd/user")).expect("mkdir");
+    std::os::unix::fs::symlink(dotfiles.join("config"), sb.home().join(".config"))
+        .expect("symlink");
+    let proj = s(&sb.project());
+    for (args, wanted) in [
+        (
+            vec![s(&dotfiles)],
+            vec!["contains the Quadlet unit directory"],
+        ),
+        (
+            vec![s(&sb.home().join(".config"))],
+            vec!["contains the Quadlet unit directory"],
+        ),
+        (
+            vec![
+                proj.clone(),
+                "--mount-rw".into(),
+                format!("{}:/c", s(&dotfiles.join("config/systemd"))),
+            ],
+            vec!["--mount-rw", "contains the systemd user unit directory"],
+        ),
+    ] {
+        assert_refused(&sb, &sb.home(), &args, &wanted);
+    }
+}
+
+/// Also: another client's project given as a mount.
+#[test]
+fn symlinked_data_dir_does_not_hide_other_clients() {
+    let data = DATA;
+    let sb = Sandbox::new();
+    let root = std::fs::canonicalize(sb.dir.path()).expect("canon");
+    let store = root.join("store");
+    std::fs::create_dir_all(&store).expect("mkdir");
+    std::fs::create_dir_all(sb.home().join(".local/share")).expect("mkdir");
+    std::os::unix::fs::symlink(&store, sb.home().join(".local/share/agent-sandbox"))
+        .expect("symlink");
+    let theirs = root.join("globex-project");
+    std::fs::create_dir_all(theirs.join("src")).expect("mkdir");
+    sb.client_settings(
+        "globex",
+        &format!("{GLOBEX}projects = [{:?}]\n", s(&theirs)),
+    );
+    std::fs::create_dir_all(store.join("clients/globex/claude")).expect("mkdir");
+    let proj = s(&sb.project());
+    for (args, wanted) in [
+        (vec![s(&store)], vec!["is", data]),
+        (vec![s(&store.join("clients"))], vec!["is inside", data]),
+        (
+            vec![
+                proj.clone(),
+                "--mount-rw".into(),
+                format!("{}:/c", s(&store.join("clients/globex/claude"))),
+            ],
+            vec!["is inside", data],
+        ),
+        (
+            vec![
+                proj.clone(),
+                "--mount".into(),
+                format!("{}:/g", s(&theirs.join("src"))),
+            ],
+            vec!["--mount", "overlaps project directory", "globex"],
+        ),
+        (
+            vec![
+                proj.clone(),
+                "--mount-rw".into(),
+                format!("{}:/g", s(&theirs)),
+            ],
+            vec!["--mount-rw", "overlaps project directory", "globex"],
+        ),
+    ] {
+        assert_refused(&sb, &sb.home(), &args, &wanted);
+    }
+}
+
+/// Quadlet strips whitespace, Unicode whitespace included, from the end of a value:
+/// where a value cannot be quoted it is refused, where it is quoted it survives the
+/// real generator unchanged.
+#[test]
+fn unicode_whitespace_survives_the_generator_or_is_refused() {
+    let sb = Sandbox::new();
+    let trailing = sb.dir.path().join("proj\u{a0}");
+    std::fs::create_dir_all(&trailing).expect("mkdir");
+    let out = sb.run(&["render", "acme", trailing.to_str().expect("utf8")]);
+    assert_one_line_error(&out, "ends with whitespace (U+00A0)");
+
+    let inner = sb.dir.path().join("a\u{3000}b");
+    std::fs::create_dir_all(&inner).expect("mkdir");
+    let inner = std::fs::canonicalize(&inner).expect("canon");
+    let label = "--label=note=\u{a0}v\u{2003}";
+    let out = sb.run(&[
+        "render",
+        "acme",
+        "--agent",
+        "shell",
+        inner.to_str().expect("utf8"),
+        "--podman-arg",
+        label,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let service = generated_service(&String::from_utf8_lossy(&out.stdout));
+    let exec = service
+        .lines()
+        .find(|l| l.starts_with("ExecStart="))
+        .expect("ExecStart");
+    assert!(exec.contains(label), "{exec:?}");
+    assert!(
+        exec.contains(&format!("{0}:{0}", inner.display())),
+        "{exec:?}"
+    );
+}
+
+/// The `# Detected:` comment quotes the generator's path, which comes from the
+/// environment (`SANDBOXCTL_QUADLET`): a newline in it must not start unit lines.
+#[test]
+fn generator_path_cannot_inject_unit_lines() {
+    let sb = Sandbox::new();
+    let dir = sb
+        .dir
+        .path()
+        .join("gen\nExecStartPre=/bin/touch /tmp/pwned\n[Service]\n%h");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let generator = dir.join("quadlet");
+    std::os::unix::fs::symlink(quadlet_path::quadlet(), &generator).expect("symlink");
+    let out = sb
+        .command(&["render", "acme", "--agent", "shell"])
+        .env("SANDBOXCTL_QUADLET", &generator)
+        .env("SANDBOXCTL_PODMAN", sb.fake_podman())
+        .output()
+        .expect("run");
+    let unit = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let detected: Vec<&str> = unit.lines().filter(|l| l.contains("pwned")).collect();
+    assert_eq!(detected.len(), 1, "{unit}");
+    assert!(detected[0].starts_with("# Detected: "), "{unit}");
+    assert!(
+        detected[0].contains("gen^JExecStartPre=/bin/touch /tmp/pwned^J[Service]^J%%h"),
+        "{unit}"
+    );
+    assert!(
+        !unit
+            .lines()
+            .any(|l| l.starts_with("ExecStartPre=/bin/touch")),
+        "{unit}"
+    );
+    let service = generated_service(&unit);
+    // The generator copies the comment; it stays a comment.
+    assert!(
+        service
+            .lines()
+            .filter(|l| l.contains("pwned"))
+            .all(|l| l.starts_with("# Detected: ")),
+        "{service}"
+    );
+}
+
+/// The `packages` bundle's hosts come from the image; a broad one among them (an
+/// object store anyone can write to) warns like `allow HOST` does.
+#[test]
+fn packages_bundle_warns_about_broad_hosts() {
+    let sb = Sandbox::new();
+    let cfg = sb.client_settings("acme", GLOBEX);
+    let fake = r#"[ "$1" = run ] && printf 'registry.example\nstorage.googleapis.com\n'; exit 0"#;
+    let out = sb.run_with_fakes(&["allow", "acme", "@packages"], &[("podman", fake)]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let warnings: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("warning:"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{stderr}");
+    assert!(warnings[0].contains("storage.googleapis.com"), "{stderr}");
+    assert!(warnings[0].contains("send data out"), "{stderr}");
+    let policy = std::fs::read_to_string(cfg.join("network.toml")).expect("policy");
+    assert!(policy.contains("storage.googleapis.com"), "{policy}");
+
+    let out = sb.run_with_fakes(
+        &["allow", "acme", "@packages"],
+        &[(
+            "podman",
+            r#"[ "$1" = run ] && echo registry.example; exit 0"#,
+        )],
+    );
+    assert!(out.status.success());
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("warning"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A project whose `.git` is a symbolic link cannot be protected (the agent could swap
+/// it for a repository whose config git on the host runs): refused, in one line and
+/// before anything is written, unless the user turns the protection off.
+#[test]
+fn a_symlinked_git_dir_is_refused_unless_git_config_is_writable() {
+    let sb = Sandbox::new();
+    let proj = sb.project();
+    std::os::unix::fs::symlink(sb.home(), proj.join(".git")).expect("symlink");
+    let p = proj.to_str().expect("utf8");
+    for args in [
+        vec!["render", "acme", p],
+        vec!["enable", "acme", p],
+        vec!["render", "acme", p, "--git-writable-config=false"],
+    ] {
+        let out = sb.run(&args);
+        assert_one_line_error(&out, "symbolic link");
+        assert!(sb.files().is_empty(), "{:?}", sb.files());
+    }
+    let out = sb.run(&["render", "acme", p, "--git-writable-config"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = sb.run(&["render", "acme", p, "--git-writable-config=maybe"]);
+    assert_eq!(out.status.code(), Some(2), "a usage error");
 }

@@ -6,7 +6,7 @@
 mod support;
 
 mod client {
-    use sandboxctl::systemd::{Systemd, SystemdError, UnitState, Verb};
+    use sandboxctl::systemd::{ServiceOutcome, Systemd, SystemdError, UnitState, Verb};
 
     use crate::support::fake_systemd::{Call, FakeSystemd, SignalTiming};
 
@@ -277,6 +277,79 @@ mod client {
         );
     }
 
+    /// The service's `Result` and `NRestarts` say how it ended where the job result only
+    /// says "failed".
+    #[test]
+    fn service_outcome_reads_result_and_restarts_and_none_for_unknown_units() {
+        let fake = FakeSystemd::start();
+        fake.add_unit(UNIT);
+        let systemd = connect(&fake);
+        let outcome = |result: &str, restarts| {
+            Some(ServiceOutcome {
+                result: result.to_owned(),
+                restarts,
+            })
+        };
+        assert_eq!(
+            systemd.service_outcome(UNIT).expect("outcome"),
+            outcome("success", 0)
+        );
+        fake.script_result(UNIT, "failed");
+        fake.script_restarts(UNIT, 5);
+        systemd
+            .run_job(Verb::Start, UNIT)
+            .expect_err("scripted to fail");
+        assert_eq!(
+            systemd.service_outcome(UNIT).expect("outcome"),
+            outcome("exit-code", 5)
+        );
+        fake.script_service_result(UNIT, "timeout");
+        systemd
+            .run_job(Verb::Start, UNIT)
+            .expect_err("scripted to fail");
+        assert_eq!(
+            systemd.service_outcome(UNIT).expect("outcome"),
+            outcome("timeout", 5)
+        );
+        assert_eq!(
+            systemd
+                .service_outcome("agent-ghost.service")
+                .expect("unknown unit is not an error"),
+            None
+        );
+        assert!(
+            fake.calls()
+                .contains(&call("GetUnit", &["agent-ghost.service"])),
+            "{}",
+            fake.call_log()
+        );
+    }
+
+    /// A unit over its start limit refuses starts until its failed state is reset, as
+    /// systemd does; the reset clears the limit.
+    #[test]
+    fn reset_failed_clears_the_start_limit() {
+        let fake = FakeSystemd::start();
+        fake.add_unit(UNIT);
+        fake.hit_start_limit(UNIT);
+        let systemd = connect(&fake);
+        systemd
+            .run_job(Verb::Start, UNIT)
+            .expect_err("over the limit");
+        assert_eq!(
+            systemd
+                .service_outcome(UNIT)
+                .expect("outcome")
+                .map(|o| o.result),
+            Some("start-limit-hit".to_owned())
+        );
+        systemd.reset_failed(UNIT).expect("reset");
+        assert_eq!(fake.service_result(UNIT).as_deref(), Some("success"));
+        systemd
+            .run_job(Verb::Start, UNIT)
+            .expect("started after the reset");
+    }
+
     #[test]
     fn connecting_to_a_missing_bus_names_the_address() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -339,6 +412,9 @@ mod cli {
         for sub in ["claude", "codex", "config", "history"] {
             assert_eq!(mode(&data.join(sub)), 0o700, "{sub}");
         }
+        // Other local users can read neither the units nor the directory sandboxctl made.
+        assert_eq!(mode(&home.unit_file("acme")), 0o600, "unit file");
+        assert_eq!(mode(&home.unit_dir()), 0o700, "unit directory");
         let settings = std::fs::read_to_string(data.join("config/sandbox.toml")).expect("settings");
         assert!(settings.contains("shell"), "{settings}");
         assert!(settings.contains(&proj.display().to_string()), "{settings}");
@@ -658,7 +734,13 @@ mod cli {
             .success();
         assert_eq!(
             methods(&home.fake.calls()),
-            ["Reload", "ListUnitsByNames", "Subscribe", "StartUnit"]
+            [
+                "Reload",
+                "ListUnitsByNames",
+                "ResetFailedUnit",
+                "Subscribe",
+                "StartUnit"
+            ]
         );
         assert!(
             home.podman_log()
@@ -698,7 +780,7 @@ mod cli {
                 .calls()
                 .iter()
                 .map(|c| c.method)
-                .filter(|m| m.ends_with("Unit"))
+                .filter(|m| m.ends_with("Unit") && *m != "ResetFailedUnit")
                 .collect()
         };
         home.sandboxctl(["enable", "acme", "--now"]).run().success();
@@ -740,10 +822,85 @@ mod cli {
         assert_eq!(
             jobs,
             [
+                "ResetFailedUnit(agent-acme.service)",
                 "StartUnit(agent-acme.service, replace)",
+                "ResetFailedUnit(agent-acme.service)",
                 "RestartUnit(agent-acme.service, replace)",
                 "StopUnit(agent-acme.service, replace)",
             ]
+        );
+    }
+
+    /// Five quick start/stop cycles put a unit over systemd's start limit; a start or
+    /// restart the user asks for clears it first and works, and so does `enable --now`.
+    #[test]
+    fn start_restart_and_enable_now_work_over_the_start_limit() {
+        let home = Home::new();
+        enable_shell(&home, "acme");
+        let unit = "agent-acme.service";
+        home.fake.hit_start_limit(unit);
+        home.sandboxctl(["start", "acme"]).run().success();
+        home.fake.hit_start_limit(unit);
+        home.sandboxctl(["restart", "acme"]).run().success();
+        home.sandboxctl(["stop", "acme"]).run().success();
+        home.fake.hit_start_limit(unit);
+        home.sandboxctl(["enable", "acme", "--now"]).run().success();
+        assert_eq!(
+            home.fake.unit_state(unit),
+            Some(("active".into(), "running".into()))
+        );
+        // The reset comes right before each start, never before a stop.
+        let calls: Vec<&str> = methods(&home.fake.calls())
+            .into_iter()
+            .filter(|m| m.ends_with("Unit"))
+            .collect();
+        assert_eq!(
+            calls,
+            [
+                "ResetFailedUnit",
+                "StartUnit",
+                "ResetFailedUnit",
+                "RestartUnit",
+                "StopUnit",
+                "ResetFailedUnit",
+                "StartUnit"
+            ],
+            "{}",
+            home.fake.call_log()
+        );
+    }
+
+    /// A sandbox that keeps failing is restarted by systemd until its start limit: the
+    /// error says so in words, with what to do, and quotes the log lines that say why,
+    /// not container IDs.
+    #[test]
+    fn start_reports_a_crash_loop_in_words_without_container_ids() {
+        let home = Home::new();
+        enable_shell(&home, "acme");
+        home.fake.script_result("agent-acme.service", "failed");
+        home.fake.script_restarts("agent-acme.service", 5);
+        let id = "0f3b6a9c2d8e4f1a7b5c3d9e0a2b4c6d8e1f3a5b7c9d0e2f4a6b8c1d3e5f7a9b";
+        std::fs::write(
+            home.runtime_dir().join("agent-acme.log"),
+            format!("{id}\nagent-entry: unknown agent 'x'\n{id}\n"),
+        )
+        .expect("unit log");
+        let out = home.sandboxctl(["start", "acme"]).run().failure(&[
+            "agent-acme.service failed 6 times in a row: systemd restarted it 5 times, then stopped at its start limit (a crash loop)",
+            "`sandboxctl logs acme`",
+            "`sandboxctl start acme`",
+        ]);
+        assert!(!out.stderr.contains("result 'failed'"), "{out}");
+        if !std::path::Path::new("/run/systemd/journal/socket").exists() {
+            assert!(
+                out.stderr
+                    .contains("last log lines:\n  agent-entry: unknown agent 'x'"),
+                "{out}"
+            );
+        }
+        assert!(
+            !out.stderr.contains(id),
+            "a container ID was quoted:\n{out}"
         );
     }
 
@@ -752,9 +909,13 @@ mod cli {
         let home = Home::new();
         enable_shell(&home, "acme");
         home.fake.script_result("agent-acme.service", "failed");
+        // Podman prints container IDs on create and remove; they are not quoted.
+        let id = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
         std::fs::write(
             home.runtime_dir().join("agent-acme.log"),
-            "Error: short-name resolution failed\n",
+            format!(
+                "{id}\n\x1b]52;c;Y2xpcGJvYXJk\x07\nError: short-name resolution failed\n{id}\n"
+            ),
         )
         .expect("unit log");
         let out = home.sandboxctl(["start", "acme"]).run().failure(&[
@@ -767,10 +928,16 @@ mod cli {
             assert!(out.stderr.contains("log"), "{out}");
         } else {
             assert!(
-                out.stderr
-                    .contains("last log lines:\n  Error: short-name resolution failed"),
+                out.stderr.contains(
+                    "last log lines:\n  ^[]52;c;Y2xpcGJvYXJk^G\n  Error: short-name resolution failed"
+                ),
                 "{out}"
             );
+            assert!(
+                !out.stderr.contains(id),
+                "a container ID was quoted:\n{out}"
+            );
+            assert!(!out.stderr.contains('\x1b'), "{out}");
         }
         assert_eq!(
             home.fake.unit_state("agent-acme.service"),
@@ -846,6 +1013,44 @@ mod cli {
             .run()
             .failure(&["unknown client ghost", "sandboxctl enable ghost"]);
         assert_eq!(home.fake.calls(), []);
+    }
+
+    /// A crash loop leaves the unit failed after systemd's own restarts; `status` says
+    /// so in words and `--json` carries how it ended.
+    #[test]
+    fn status_names_a_crash_loop() {
+        let home = Home::new();
+        enable_shell(&home, "acme");
+        let unit = "agent-acme.service";
+        home.fake.script_result(unit, "failed");
+        home.fake.script_restarts(unit, 5);
+        home.sandboxctl(["start", "acme"]).run().failure(&[]);
+        let out = home.sandboxctl(["status", "acme"]).run().success();
+        assert!(
+            out.stdout.contains(
+                "agent-acme.service failed 6 times in a row: systemd restarted it 5 times, then stopped at its start limit (a crash loop)"
+            ),
+            "{out}"
+        );
+        let v = home
+            .sandboxctl(["status", "acme", "--json"])
+            .run()
+            .success()
+            .json();
+        assert_eq!(v["active_state"], "failed", "{v}");
+        assert_eq!(v["failure"]["result"], "exit-code", "{v}");
+        assert_eq!(v["failure"]["restarts"], 5, "{v}");
+        // A unit that is not failed costs no extra call and has no failure.
+        home.fake.script_result(unit, "done");
+        home.sandboxctl(["start", "acme"]).run().success();
+        let before = home.fake.count("GetUnit");
+        let v = home
+            .sandboxctl(["status", "acme", "--json"])
+            .run()
+            .success()
+            .json();
+        assert!(v.get("failure").is_none(), "{v}");
+        assert_eq!(home.fake.count("GetUnit"), before);
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! The egress proxy against local upstream servers on 127.0.0.x and a test resolver
-//! that maps names to them and records every lookup. Nothing here needs more than
-//! loopback.
+//! that maps names to addresses and records every lookup. Nothing here needs more than
+//! loopback: the test resolver dials any address that is not loopback as
+//! 127.0.0.<its last byte>, so `198.51.100.2` (a public address to the proxy's checks)
+//! or `10.1.2.3` (a private one) reach the upstream on 127.0.0.2 or 127.0.0.3.
 
 // Test helpers outside `#[test]` functions unwrap too (STYLE.md: tests may).
 #![allow(clippy::unwrap_used)]
@@ -84,6 +86,24 @@ impl Resolver for TestResolver {
             .cloned()
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such test name"))
     }
+
+    async fn connect(&self, addr: SocketAddr) -> io::Result<TcpStream> {
+        TcpStream::connect(stand_in(addr)).await
+    }
+}
+
+/// Where the test resolver really connects for `addr`: loopback as is, anything else
+/// on 127.0.0.<last byte>.
+fn stand_in(addr: SocketAddr) -> SocketAddr {
+    let ip = addr.ip().to_canonical();
+    if ip.is_loopback() {
+        return addr;
+    }
+    let last = match ip {
+        IpAddr::V4(v4) => v4.octets()[3],
+        IpAddr::V6(v6) => v6.octets()[15],
+    };
+    SocketAddr::from(([127, 0, 0, last], addr.port()))
 }
 
 struct Proxy {
@@ -97,6 +117,15 @@ struct Proxy {
 
 impl Proxy {
     fn start(policy_text: &str, dns: &[(&str, &str)]) -> Proxy {
+        Self::start_with(policy_text, dns, |_| {})
+    }
+
+    /// [`Proxy::start`] with settings changed by `tweak`.
+    fn start_with(
+        policy_text: &str,
+        dns: &[(&str, &str)],
+        tweak: impl FnOnce(&mut Config),
+    ) -> Proxy {
         let dir = tempfile::tempdir().unwrap();
         let policy = dir.path().join("network.toml");
         std::fs::write(&policy, policy_text).unwrap();
@@ -117,6 +146,7 @@ impl Proxy {
         cfg.log = LogSink::Memory(logs.clone());
         cfg.header_read_timeout = Duration::from_millis(300);
         cfg.connect_timeout = Duration::from_millis(500);
+        tweak(&mut cfg);
         let listener = Listener::open(&Listen::Tcp("127.0.0.1:0".parse().unwrap())).unwrap();
         let addr = listener.local_tcp_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -171,28 +201,38 @@ impl Proxy {
         head + &read_to_eof(&mut s).await
     }
 
-    /// The decision lines written so far, waiting (bounded) until `n` are there: a
-    /// tunnel's line is written when the tunnel closes, just after the client saw EOF.
+    /// The decision lines written so far, waiting (bounded) until `n` are there.
     async fn decisions(&self, n: usize) -> Vec<serde_json::Value> {
-        for _ in 0..500 {
-            let lines: Vec<serde_json::Value> = self
-                .logs
-                .lock()
-                .unwrap()
-                .iter()
-                .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-                .filter(|v| v["event"] == "decision")
-                .collect();
-            if lines.len() >= n {
-                return lines;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!(
-            "fewer than {n} decision lines: {:?}",
-            self.logs.lock().unwrap()
-        );
+        lines(&self.logs, "decision", n).await
     }
+
+    /// The close lines written so far, waiting (bounded) until `n` are there: a
+    /// tunnel's close line is written when it closes, just after the client saw EOF.
+    async fn closes(&self, n: usize) -> Vec<serde_json::Value> {
+        lines(&self.logs, "close", n).await
+    }
+}
+
+/// The log lines of one event, waiting (bounded) until there are `n`.
+async fn lines(logs: &Mutex<Vec<String>>, event: &str, n: usize) -> Vec<serde_json::Value> {
+    for _ in 0..500 {
+        let lines = events(logs, event);
+        if lines.len() >= n {
+            return lines;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("fewer than {n} {event} lines: {:?}", logs.lock().unwrap());
+}
+
+/// The log lines of one event written so far.
+fn events(logs: &Mutex<Vec<String>>, event: &str) -> Vec<serde_json::Value> {
+    logs.lock()
+        .unwrap()
+        .iter()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["event"] == event)
+        .collect()
 }
 
 async fn read_to_eof<S: AsyncRead + Unpin>(s: &mut S) -> String {
@@ -235,7 +275,7 @@ async fn a_half_closed_client_still_gets_its_answer() {
     let up = Upstream::start("127.0.0.2", "ok").await;
     let p = Proxy::start(
         &format!("allow = [{}]", private_rule("ok.test", up.port())),
-        &[("ok.test", "127.0.0.2")],
+        &[("ok.test", "198.51.100.2")],
     );
     let mut s = TcpStream::connect(p.addr).await.unwrap();
     let port = up.port();
@@ -256,7 +296,7 @@ async fn allowed_name_reaches_the_upstream_over_http_and_connect() {
     let up = Upstream::start("127.0.0.2", "ok").await;
     let p = Proxy::start(
         &format!("allow = [{}]", private_rule("ok.test", up.port())),
-        &[("ok.test", "127.0.0.2")],
+        &[("ok.test", "198.51.100.2")],
     );
 
     let resp = p.get("ok.test", up.port(), "/plain").await;
@@ -269,18 +309,27 @@ async fn allowed_name_reaches_the_upstream_over_http_and_connect() {
     assert_eq!(p.lookups(), ["ok.test", "ok.test"]);
 
     let lines = p.decisions(2).await;
-    for (line, method) in lines.iter().zip(["GET", "CONNECT"]) {
+    let closes = p.closes(2).await;
+    for ((line, close), method) in lines.iter().zip(&closes).zip(["GET", "CONNECT"]) {
         assert_eq!(line["decision"], "allowed", "{line}");
         assert_eq!(line["client"], "acme");
         assert_eq!(line["host"], "ok.test");
         assert_eq!(line["port"], up.port());
         assert_eq!(line["method"], method);
-        assert_eq!(line["addr"], format!("127.0.0.2:{}", up.port()));
-        assert!(line["bytes_down"].as_u64().unwrap() >= 20, "{line}");
-        assert!(line["duration_ms"].is_u64());
+        assert_eq!(line["addr"], format!("198.51.100.2:{}", up.port()));
+        assert_eq!(close["id"], line["id"], "{close}");
+        assert_eq!(close["method"], method);
+        assert!(close["bytes_down"].as_u64().unwrap() >= 20, "{close}");
+        assert!(close["duration_ms"].is_u64());
+        assert!(close.get("error").is_none(), "{close}");
     }
+    assert_ne!(lines[0]["id"], lines[1]["id"]);
     // The tunnel carried the GET one way and the response the other.
-    assert!(lines[1]["bytes_up"].as_u64().unwrap() > 40, "{}", lines[1]);
+    assert!(
+        closes[1]["bytes_up"].as_u64().unwrap() > 40,
+        "{}",
+        closes[1]
+    );
 }
 
 #[tokio::test]
@@ -291,12 +340,17 @@ async fn denied_name_is_refused_and_never_resolved() {
             "allow = [{}]\ndeny = [\"blocked.test\"]",
             private_rule("blocked.test", up.port())
         ),
-        &[("evil.test", "127.0.0.2"), ("blocked.test", "127.0.0.2")],
+        &[
+            ("evil.test", "198.51.100.2"),
+            ("blocked.test", "198.51.100.2"),
+        ],
     );
     for host in ["evil.test", "blocked.test"] {
         let resp = p.connect(&format!("{host}:{}", up.port())).await;
         assert_eq!(status(&resp), "403", "{resp}");
+        assert!(resp.contains("refused: denied by policy"), "{resp}");
         assert!(resp.contains("sandboxctl allow acme"), "{resp}");
+        assert!(!resp.contains("allowlist"), "{resp}");
         let resp = p.get(host, up.port(), "/").await;
         assert_eq!(status(&resp), "403", "{resp}");
     }
@@ -306,6 +360,8 @@ async fn denied_name_is_refused_and_never_resolved() {
     assert!(lines.iter().all(|l| l["decision"] == "denied"));
     assert_eq!(lines[0]["reason"], "host not in allowlist");
     assert_eq!(lines[2]["reason"], "denied by `blocked.test`");
+    // A refused request is over at its decision: no close line.
+    assert!(events(&p.logs, "close").is_empty());
 }
 
 #[tokio::test]
@@ -318,10 +374,10 @@ async fn wildcard_and_port_rules() {
             private_rule("*.wild.test", up.port())
         ),
         &[
-            ("a.wild.test", "127.0.0.2"),
-            ("a.b.wild.test", "127.0.0.2"),
-            ("wild.test", "127.0.0.2"),
-            ("portless.test", "127.0.0.2"),
+            ("a.wild.test", "198.51.100.2"),
+            ("a.b.wild.test", "198.51.100.2"),
+            ("wild.test", "198.51.100.2"),
+            ("portless.test", "198.51.100.2"),
         ],
     );
     for host in ["a.wild.test", "a.b.wild.test"] {
@@ -350,7 +406,10 @@ async fn deny_beats_allow() {
             "allow = [{}]\ndeny = [\"x.both.test\"]",
             private_rule("*.both.test", up.port())
         ),
-        &[("x.both.test", "127.0.0.2"), ("y.both.test", "127.0.0.2")],
+        &[
+            ("x.both.test", "198.51.100.2"),
+            ("y.both.test", "198.51.100.2"),
+        ],
     );
     let resp = p.connect(&format!("x.both.test:{}", up.port())).await;
     assert_eq!(status(&resp), "403", "{resp}");
@@ -361,54 +420,108 @@ async fn deny_beats_allow() {
 
 // --- addresses -----------------------------------------------------------------------
 
+/// Every address range against every kind of rule: `private = true` on a name, on a
+/// wildcard and on the literal address, and a name without `private`. Private networks
+/// open to any private rule; loopback, link-local and metadata only to a private rule
+/// naming the literal address; unspecified never; no rule without `private` opens any.
 #[tokio::test]
-async fn private_loopback_and_metadata_answers_are_refused_unless_the_rule_allows_them() {
+async fn what_each_kind_of_rule_unlocks_in_each_address_range() {
+    // (label, address, opened by a private name or wildcard, by a private literal)
+    let table = [
+        ("rfc1918", "10.1.2.3", true, true),
+        ("cgnat", "100.64.0.3", true, true),
+        ("ula", "fd12::3", true, true),
+        ("loop", "127.0.0.3", false, true),
+        ("loopmapped", "::ffff:127.0.0.3", false, true),
+        ("linklocal", "169.254.1.3", false, true),
+        ("linklocal6", "fe80::3", false, true),
+        ("meta", "169.254.169.254", false, true),
+        ("meta6", "fd00:ec2::254", false, true),
+        ("ietf", "192.0.0.3", false, true),
+        ("unspecified", "0.0.0.3", false, false),
+    ];
+    let mut ups: HashMap<u8, Upstream> = HashMap::new();
+    let mut allow = Vec::new();
+    let mut dns = Vec::new();
+    let mut cases = Vec::new();
+    for (label, ip, by_name, by_literal) in table {
+        let addr: IpAddr = ip.parse().unwrap();
+        let IpAddr::V4(real) = stand_in(SocketAddr::new(addr, 1)).ip().to_canonical() else {
+            unreachable!("{ip} is dialled on 127.0.0.x")
+        };
+        let last = real.octets()[3];
+        if let std::collections::hash_map::Entry::Vacant(e) = ups.entry(last) {
+            e.insert(Upstream::start(&format!("127.0.0.{last}"), "internal").await);
+        }
+        let port = ups[&last].port();
+        let literal = match addr {
+            IpAddr::V4(_) => ip.to_owned(),
+            IpAddr::V6(_) => format!("[{ip}]"),
+        };
+        allow.extend([
+            private_rule(&format!("n.{label}.test"), port),
+            private_rule(&format!("*.w.{label}.test"), port),
+            private_rule(&literal, port),
+            format!("\"p.{label}.test:{port}\""),
+        ]);
+        for name in ["n", "x.w", "p"] {
+            dns.push((format!("{name}.{label}.test"), ip));
+        }
+        cases.extend([
+            (format!("n.{label}.test:{port}"), by_name, "name"),
+            (format!("x.w.{label}.test:{port}"), by_name, "wildcard"),
+            (format!("{literal}:{port}"), by_literal, "literal"),
+            (format!("p.{label}.test:{port}"), false, "no private"),
+        ]);
+    }
+    let dns: Vec<(&str, &str)> = dns.iter().map(|(n, ip)| (n.as_str(), *ip)).collect();
+    let p = Proxy::start(&format!("allow = [{}]", allow.join(", ")), &dns);
+    for (target, open, kind) in cases {
+        let resp = p.connect(&target).await;
+        if open {
+            assert!(
+                resp.ends_with("hello from internal /tunnel"),
+                "{target} ({kind} rule) must be open: {resp}"
+            );
+            continue;
+        }
+        assert_eq!(status(&resp), "403", "{target} ({kind} rule): {resp}");
+        // The client learns nothing about what the name resolves to.
+        assert!(resp.contains("refused: denied by policy"), "{resp}");
+        assert!(
+            !resp.contains("resolves") && !resp.contains("address"),
+            "{resp}"
+        );
+        let denied = p.decisions(1).await.pop().unwrap();
+        assert_eq!(denied["decision"], "denied");
+        let reason = denied["reason"].as_str().unwrap();
+        assert!(reason.contains("resolves to"), "{target}: {reason}");
+    }
+}
+
+/// A name with several answers is refused if any of them is forbidden, and a public
+/// answer passes the address check.
+#[tokio::test]
+async fn one_forbidden_answer_refuses_the_name() {
     let up = Upstream::start("127.0.0.3", "internal").await;
     let port = up.port();
-    let names = [
-        ("loop.test", "127.0.0.3"),
-        ("mapped.test", "::ffff:127.0.0.3"),
-        ("rfc1918.test", "10.1.2.3"),
-        ("meta.test", "169.254.169.254"),
-        ("meta6.test", "fd00:ec2::254"),
-        ("cgnat.test", "100.64.0.1"),
-        ("ula.test", "fd12::1"),
-        ("linklocal.test", "fe80::1"),
-        ("mixed.test", "198.51.100.1"),
-        ("mixed.test", "127.0.0.3"),
-    ];
-    let allow: Vec<String> = names
-        .iter()
-        .map(|(n, _)| format!("\"{n}:{port}\""))
-        .chain([
-            format!("\"public.test:{port}\""),
-            private_rule("internal.test", port),
-        ])
-        .collect();
-    let mut dns = names.to_vec();
-    dns.extend([
-        ("public.test", "198.51.100.1"),
-        ("internal.test", "127.0.0.3"),
-    ]);
-    let p = Proxy::start(&format!("allow = [{}]", allow.join(", ")), &dns);
-
-    for (name, _) in names {
-        let resp = p.connect(&format!("{name}:{port}")).await;
-        assert_eq!(status(&resp), "403", "{name}: {resp}");
-        assert!(resp.contains("private = true"), "{name}: {resp}");
-        let resp = p.get(name, port, "/").await;
-        assert_eq!(status(&resp), "403", "{name}: {resp}");
-    }
-    assert_eq!(up.hits(), 0);
-    let meta = p.connect(&format!("meta.test:{port}")).await;
-    assert!(meta.contains("cloud metadata"), "{meta}");
-
-    // A public answer passes the address check (then fails to connect: nothing there).
+    let p = Proxy::start(
+        &format!(
+            "allow = [{}, {}]",
+            private_rule("mixed.test", port),
+            private_rule("public.test", port)
+        ),
+        &[
+            ("mixed.test", "198.51.100.3"),
+            ("mixed.test", "169.254.169.254"),
+            ("public.test", "198.51.100.3"),
+        ],
+    );
+    let resp = p.connect(&format!("mixed.test:{port}")).await;
+    assert_eq!(status(&resp), "403", "{resp}");
+    let reason = p.decisions(1).await[0]["reason"].to_string();
+    assert!(reason.contains("cloud metadata"), "{reason}");
     let resp = p.connect(&format!("public.test:{port}")).await;
-    assert!(["502", "504"].contains(&status(&resp)), "{resp}");
-
-    // The same kind of answer with `private = true` is served.
-    let resp = p.connect(&format!("internal.test:{port}")).await;
     assert!(resp.ends_with("hello from internal /tunnel"), "{resp}");
 }
 
@@ -438,12 +551,15 @@ async fn literal_ips_are_refused_unless_listed() {
     ] {
         let resp = p.connect(&target).await;
         assert_eq!(status(&resp), "403", "{target}: {resp}");
-        assert!(resp.contains("IP literal not listed"), "{resp}");
+        assert!(resp.contains("refused: denied by policy"), "{resp}");
+        let line = p.decisions(1).await.pop().unwrap();
+        assert_eq!(line["reason"], "IP literal not listed", "{line}");
     }
     // Listed without `private`: still refused, it is loopback.
     let resp = p.connect(&format!("127.0.0.5:{port}")).await;
     assert_eq!(status(&resp), "403", "{resp}");
-    assert!(resp.contains("loopback"), "{resp}");
+    let line = p.decisions(1).await.pop().unwrap();
+    assert!(line["reason"].to_string().contains("loopback"), "{line}");
     // Numeric forms resolvers accept as IPs are not names.
     let resp = p.connect(&format!("127.1:{port}")).await;
     assert_eq!(status(&resp), "400", "{resp}");
@@ -460,7 +576,7 @@ async fn hostile_requests_get_an_error_and_a_closed_connection() {
     let port = up.port();
     let p = Proxy::start(
         &format!("allow = [{}]", private_rule("ok.test", port)),
-        &[("ok.test", "127.0.0.2")],
+        &[("ok.test", "198.51.100.2")],
     );
     let big = "a".repeat(20 * 1024);
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
@@ -547,7 +663,7 @@ async fn slow_headers_are_cut_off_and_the_proxy_keeps_serving() {
     let port = up.port();
     let p = Proxy::start(
         &format!("allow = [{}]", private_rule("ok.test", port)),
-        &[("ok.test", "127.0.0.2")],
+        &[("ok.test", "198.51.100.2")],
     );
     let mut slow = Vec::new();
     for _ in 0..3 {
@@ -584,7 +700,7 @@ async fn forwarded_requests_lose_hop_by_hop_headers_and_carry_the_allowed_host()
     let port = up.port();
     let p = Proxy::start(
         &format!("allow = [{}]", private_rule("ok.test", port)),
-        &[("ok.test", "127.0.0.2")],
+        &[("ok.test", "198.51.100.2")],
     );
     let resp = p
         .raw(
@@ -605,7 +721,7 @@ async fn forwarded_requests_lose_hop_by_hop_headers_and_carry_the_allowed_host()
     for gone in ["x-secret", "proxy-authorization", "proxy-connection"] {
         assert!(!headers.contains_key(gone), "{gone} forwarded");
     }
-    let lines = p.decisions(1).await;
+    let lines = p.closes(1).await;
     assert_eq!(lines[0]["bytes_up"], 5);
     assert_eq!(lines[0]["status"], 200);
 }
@@ -616,7 +732,7 @@ async fn forwarded_requests_lose_hop_by_hop_headers_and_carry_the_allowed_host()
 async fn policy_changes_apply_to_the_next_connection() {
     let up = Upstream::start("127.0.0.2", "ok").await;
     let port = up.port();
-    let p = Proxy::start("", &[("ok.test", "127.0.0.2")]);
+    let p = Proxy::start("", &[("ok.test", "198.51.100.2")]);
     let target = format!("ok.test:{port}");
     assert_eq!(status(&p.connect(&target).await), "403");
 
@@ -636,7 +752,7 @@ async fn invalid_or_missing_policy_denies_everything() {
     let target = format!("ok.test:{port}");
     let p = Proxy::start(
         &format!("allow = [{}]", private_rule("ok.test", port)),
-        &[("ok.test", "127.0.0.2")],
+        &[("ok.test", "198.51.100.2")],
     );
     assert_eq!(status(&p.connect(&target).await), "200");
 
@@ -649,7 +765,18 @@ async fn invalid_or_missing_policy_denies_everything() {
         std::fs::write(&p.policy, format!("{broken}\n# {port}\n")).unwrap();
         let resp = p.connect(&target).await;
         assert_eq!(status(&resp), "403", "{broken}: {resp}");
-        assert!(resp.contains("network policy unusable"), "{resp}");
+        // The client learns that there is no policy, not where it is or what is wrong.
+        assert!(resp.contains("refused: policy unavailable"), "{resp}");
+        assert!(
+            !resp.contains("network") && !resp.contains(".toml"),
+            "{resp}"
+        );
+        let denied = p.decisions(1).await.pop().unwrap();
+        let reason = denied["reason"].as_str().unwrap();
+        assert!(
+            reason.contains("network.toml"),
+            "the log has the detail: {reason}"
+        );
     }
     std::fs::remove_file(&p.policy).unwrap();
     let resp = p.connect(&target).await;
@@ -664,6 +791,236 @@ async fn invalid_or_missing_policy_denies_everything() {
         .filter(|l| l.contains(r#""event":"policy""#) && l.contains("denying everything"))
         .count();
     assert_eq!(policy_events, 5);
+}
+
+// --- resource limits and audit -------------------------------------------------------
+
+/// `CONNECT` on a connected stream; the response head.
+async fn open_tunnel<S>(s: &mut S, authority: &str) -> String
+where
+    S: AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    s.write_all(format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    read_head(s).await
+}
+
+/// Reads until `want` has arrived (bounded), returning what was read.
+async fn read_until<S: AsyncRead + Unpin>(s: &mut S, want: &str) -> String {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains(want) {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect("no answer in time")
+            .unwrap();
+        assert!(
+            n > 0,
+            "closed before {want:?}: {}",
+            String::from_utf8_lossy(&got)
+        );
+        got.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+/// The cap holds: past it, connections get a quick 503 and are closed, one log line
+/// says so (not one per connection), the tunnels inside the cap keep working, and a
+/// tunnel that closes frees its place.
+#[tokio::test]
+async fn connections_past_the_cap_are_refused_quickly_and_quietly() {
+    const CAP: usize = 20;
+    const EXTRA: usize = 50;
+    let up = Upstream::start("127.0.0.2", "ok").await;
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("network.toml");
+    std::fs::write(&policy, format!("allow = [\"ok.test:{}\"]", up.port())).unwrap();
+    let sock = dir.path().join("proxy.sock");
+    let listener = Listener::open(&Listen::Unix(sock.clone())).unwrap();
+    let logs: Arc<Mutex<Vec<String>>> = Arc::default();
+    let mut cfg = Config::new("acme", &policy);
+    cfg.log = LogSink::Memory(logs.clone());
+    cfg.max_connections = CAP;
+    let resolver = TestResolver {
+        table: Arc::new(HashMap::from([(
+            "ok.test".to_owned(),
+            vec!["198.51.100.2".parse().unwrap()],
+        )])),
+        lookups: Arc::default(),
+    };
+    tokio::spawn(serve(listener, cfg, resolver, std::future::pending()));
+    let target = format!("ok.test:{}", up.port());
+
+    let mut tunnels = Vec::new();
+    for _ in 0..CAP {
+        let mut s = tokio::net::UnixStream::connect(&sock).await.unwrap();
+        let head = open_tunnel(&mut s, &target).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        tunnels.push(s);
+    }
+    let start = std::time::Instant::now();
+    for i in 0..EXTRA {
+        let mut s = tokio::net::UnixStream::connect(&sock).await.unwrap();
+        let resp = read_to_eof(&mut s).await;
+        assert_eq!(status(&resp), "503", "extra connection {i}: {resp}");
+        assert!(resp.contains("too many open connections"), "{resp}");
+    }
+    let took = start.elapsed();
+    assert!(
+        took < Duration::from_secs(3),
+        "{EXTRA} refusals took {took:?}"
+    );
+    let limit_lines = events(&logs, "connection_limit");
+    assert_eq!(limit_lines.len(), 1, "{limit_lines:?}");
+    assert_eq!(limit_lines[0]["max_connections"], CAP);
+    assert_eq!(
+        events(&logs, "decision").len(),
+        CAP,
+        "refusals at the cap are not decisions"
+    );
+
+    // The tunnels inside the cap still carry traffic.
+    let s = &mut tunnels[CAP - 1];
+    s.write_all(b"GET /inside HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    read_until(s, "hello from ok /inside").await;
+
+    // Closing one frees its place.
+    drop(tunnels.pop());
+    let mut served = false;
+    for _ in 0..100 {
+        let mut s = tokio::net::UnixStream::connect(&sock).await.unwrap();
+        if open_tunnel(&mut s, &target)
+            .await
+            .starts_with("HTTP/1.1 200")
+        {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(served, "no place freed after a tunnel closed");
+}
+
+#[tokio::test]
+async fn decision_is_logged_while_the_tunnel_is_open_and_close_when_it_ends() {
+    let up = Upstream::start("127.0.0.2", "ok").await;
+    let port = up.port();
+    let p = Proxy::start(
+        &format!("allow = [\"ok.test:{port}\"]"),
+        &[("ok.test", "198.51.100.2")],
+    );
+    let mut s = TcpStream::connect(p.addr).await.unwrap();
+    let head = open_tunnel(&mut s, &format!("ok.test:{port}")).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let decision = p.decisions(1).await.remove(0);
+    assert_eq!(decision["decision"], "allowed");
+    assert_eq!(decision["method"], "CONNECT");
+    assert_eq!(decision["host"], "ok.test");
+    assert_eq!(decision["addr"], format!("198.51.100.2:{port}"));
+    assert!(decision["id"].as_str().is_some_and(|id| !id.is_empty()));
+    assert!(decision.get("bytes_up").is_none());
+    s.write_all(b"GET /open HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    read_until(&mut s, "hello from ok /open").await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(events(&p.logs, "close").is_empty(), "closed too early");
+
+    drop(s);
+    let close = p.closes(1).await.remove(0);
+    assert_eq!(close["id"], decision["id"]);
+    assert!(close["bytes_up"].as_u64().unwrap() > 30, "{close}");
+    assert!(close["bytes_down"].as_u64().unwrap() > 20, "{close}");
+}
+
+#[tokio::test]
+async fn idle_tunnels_are_closed_and_busy_ones_are_not() {
+    let up = Upstream::start("127.0.0.2", "ok").await;
+    let port = up.port();
+    let timeout = Duration::from_millis(300);
+    let p = Proxy::start_with(
+        &format!("allow = [\"ok.test:{port}\"]"),
+        &[("ok.test", "198.51.100.2")],
+        |cfg| cfg.idle_timeout = timeout,
+    );
+    let target = format!("ok.test:{port}");
+    let mut idle = TcpStream::connect(p.addr).await.unwrap();
+    assert!(
+        open_tunnel(&mut idle, &target)
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+    let mut busy = TcpStream::connect(p.addr).await.unwrap();
+    assert!(
+        open_tunnel(&mut busy, &target)
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+    let opened = std::time::Instant::now();
+
+    // A request every 100 ms for over three timeouts keeps the busy one open.
+    for i in 0..10 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        busy.write_all(format!("GET /busy{i} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        read_until(&mut busy, &format!("hello from ok /busy{i}")).await;
+    }
+    // The idle one was closed after the timeout.
+    let rest = read_to_eof(&mut idle).await;
+    assert_eq!(rest, "", "the idle tunnel got data");
+    let close = p.closes(1).await.remove(0);
+    assert_eq!(close["error"], "idle timeout", "{close}");
+    let ms = close["duration_ms"].as_u64().unwrap();
+    assert!((300..1000).contains(&ms), "closed after {ms} ms");
+    assert!(opened.elapsed() > timeout * 3);
+    assert_eq!(
+        events(&p.logs, "close").len(),
+        1,
+        "the busy tunnel was closed"
+    );
+}
+
+/// A plain-HTTP request whose body stops coming (to an upstream that waits for it) is
+/// closed after the idle timeout instead of holding its place forever.
+#[tokio::test]
+async fn a_stalled_request_body_is_closed() {
+    let listener = TcpListener::bind("127.0.0.2:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // An upstream that reads whatever comes and never answers.
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                while s.read(&mut buf).await.is_ok_and(|n| n > 0) {}
+            });
+        }
+    });
+    let p = Proxy::start_with(
+        &format!("allow = [\"ok.test:{port}\"]"),
+        &[("ok.test", "198.51.100.2")],
+        |cfg| cfg.idle_timeout = Duration::from_millis(300),
+    );
+    let mut s = TcpStream::connect(p.addr).await.unwrap();
+    s.write_all(
+        format!("POST http://ok.test:{port}/ HTTP/1.1\r\nHost: ok.test\r\nContent-Length: 100\r\n\r\nhello")
+            .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let start = std::time::Instant::now();
+    let resp = read_to_eof(&mut s).await;
+    let took = start.elapsed();
+    assert!(took < Duration::from_secs(2), "held for {took:?}: {resp}");
+    let close = p.closes(1).await.remove(0);
+    assert_eq!(close["error"], "idle timeout", "{close}");
+    assert_eq!(close["bytes_up"], 5, "{close}");
 }
 
 // --- listeners and lifecycle ---------------------------------------------------------
@@ -689,7 +1046,7 @@ async fn unix_listener_is_private_and_idle_exit_stops_the_proxy() {
     let resolver = TestResolver {
         table: Arc::new(HashMap::from([(
             "ok.test".to_owned(),
-            vec!["127.0.0.2".parse().unwrap()],
+            vec!["198.51.100.2".parse().unwrap()],
         )])),
         lookups: Arc::default(),
     };

@@ -2,6 +2,7 @@
 //! rendered unit fed to the real Quadlet generator (`-dryrun`), which must accept it and
 //! produce the expected `podman run` arguments. The generator is the judge.
 
+use std::fmt::Write as _;
 use std::process::Command;
 
 use sandboxctl::client::ClientName;
@@ -21,6 +22,8 @@ fn layout() -> Layout {
         cache_dir: "/home/user/.cache/sandboxctl".into(),
         systemd_user_dir: "/home/user/.config/systemd/user".into(),
         libexec_dir: "/home/user/.local/libexec/sandboxctl".into(),
+        home_dir: "/home/user".into(),
+        runtime_dir: Some("/run/user/1000".into()),
     }
 }
 
@@ -320,14 +323,73 @@ fn extra_mounts_and_shared_claude_config() {
         has_pair(&argv, "-v", "/home/user/p2:/home/user/p2:rw,z"),
         "{argv:?}"
     );
+    // A shared Claude config is never mounted (the agent could plant hooks there that
+    // Claude Code on the host runs): the client's own dir is, and only the login is
+    // copied by the CLI.
     assert!(
-        has_pair(&argv, "-v", "/home/user/.claude:/home/agent/.claude:rw,z"),
+        !argv.iter().any(|a| a.contains("/home/user/.claude")),
+        "{argv:?}"
+    );
+    assert!(
+        has_pair(
+            &argv,
+            "-v",
+            "/home/user/.local/share/agent-sandbox/clients/acme/claude:/home/agent/.claude:rw,Z"
+        ),
         "{argv:?}"
     );
     assert!(argv.contains(&"--pids-limit=512".to_owned()), "{argv:?}");
     assert!(
-        !argv.iter().any(|a| a.starts_with("CLAUDE_CONFIG_DIR=")),
-        "a shared config dir is used at the agent's default path: {argv:?}"
+        has_pair(&argv, "--env", "CLAUDE_CONFIG_DIR=/home/agent/.claude"),
+        "{argv:?}"
+    );
+}
+
+/// A project that is a git work tree gets its git dir pinned over the project mount:
+/// the dir itself (so it cannot be renamed away), its config, hooks and commondir
+/// read-only; linked worktrees' commondir too. `--git-writable-config` drops the pins.
+#[test]
+fn git_dirs_of_projects_are_pinned_read_only() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let project = std::fs::canonicalize(tmp.path())
+        .expect("canon")
+        .join("proj");
+    let g = project.join(".git");
+    std::fs::create_dir_all(g.join("hooks")).expect("mkdir");
+    std::fs::create_dir_all(g.join("worktrees/w1")).expect("mkdir");
+    std::fs::write(g.join("worktrees/w1/commondir"), "../..\n").expect("write");
+    std::fs::write(g.join("HEAD"), "ref: refs/heads/main\n").expect("write");
+    std::fs::write(g.join("config"), "[core]\n").expect("write");
+    let mut s = Settings {
+        projects: vec![project.clone()],
+        ..Settings::default()
+    };
+    let unit = render_for("acme", &s, &this_host());
+    let argv = exec_start_argv(&generate("acme", &unit));
+    let p = project.display().to_string();
+    let gd = g.display().to_string();
+    assert!(has_pair(&argv, "-v", &format!("{p}:{p}:rw,z")), "{argv:?}");
+    for (path, mode) in [
+        (gd.clone(), "rw"),
+        (format!("{gd}/config"), "ro"),
+        (format!("{gd}/hooks"), "ro"),
+        (format!("{gd}/commondir"), "ro"),
+        (format!("{gd}/worktrees/w1"), "rw"),
+        (format!("{gd}/worktrees/w1/commondir"), "ro"),
+    ] {
+        assert!(
+            has_pair(&argv, "-v", &format!("{path}:{path}:{mode}")),
+            "{path} not mounted {mode}: {argv:?}"
+        );
+    }
+    // Rendering reads only: the commondir that `enable` will create is not there yet.
+    assert!(!g.join("commondir").exists());
+    s.git_writable_config = true;
+    let unit = render_for("acme", &s, &this_host());
+    let argv = exec_start_argv(&generate("acme", &unit));
+    assert!(
+        !argv.iter().any(|a| a.contains("/.git")),
+        "--git-writable-config mounts no git dir: {argv:?}"
     );
 }
 
@@ -354,6 +416,88 @@ fn host_adaptations_follow_the_host() {
         "{here}"
     );
     generate("acme", &modern);
+}
+
+/// The lines of one `[section]` of a unit (comments included), without the header.
+fn section<'a>(text: &'a str, name: &str) -> Vec<&'a str> {
+    let header = format!("[{name}]");
+    text.lines()
+        .skip_while(|l| *l != header)
+        .skip(1)
+        .take_while(|l| !l.starts_with('['))
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+/// A sandbox with no network of its own (allowlist, none) does not wait for the host's
+/// network: from Quadlet 5.3 it opts out of `podman-user-wait-network-online.service`
+/// (90 s on every start where nothing brings `network-online.target` up), an `open` one
+/// keeps the wait on a booted host. Older Quadlets add no wait a user unit notices and
+/// reject the key, so they get none. The real generator checks each unit it can read
+/// (it is 5.4.2 here: a unit for an older Quadlet gets 5.4.2's wait, as it would there).
+#[test]
+fn network_online_dependencies_per_mode_and_quadlet_version() {
+    const WAIT: &str = "podman-user-wait-network-online.service";
+    let mut table = String::new();
+    for quadlet in [
+        Version::new(4, 4, 0),
+        Version::new(5, 2, 0),
+        Version::new(5, 3, 0),
+        Version::new(5, 4, 2),
+    ] {
+        let host = fixed_profile(Version::new(5, 4, 2), quadlet, Cgroups::V2, true);
+        for network in [NetworkMode::Open, NetworkMode::None, NetworkMode::Allowlist] {
+            let unit = render_for("acme", &settings(Agent::Shell, network), &host);
+            let opted_out = quadlet >= Version::new(5, 3, 0) && network != NetworkMode::Open;
+            assert_eq!(
+                unit.contains("\nDefaultDependencies=false\n"),
+                opted_out,
+                "Quadlet {quadlet}, network {network}:\n{unit}"
+            );
+            let generated = generate("acme", &unit);
+            let service = generated
+                .split("---agent-acme.service---")
+                .nth(1)
+                .expect("the service");
+            let service_unit = section(service, "Unit");
+            assert_eq!(
+                !service_unit.contains(&format!("After={WAIT}").as_str()),
+                opted_out,
+                "Quadlet {quadlet}, network {network}: {service_unit:#?}"
+            );
+            // Everything else the unit is ordered after stays.
+            assert!(
+                service_unit.contains(&"RequiresMountsFor=%t/containers"),
+                "{service_unit:#?}"
+            );
+            if network == NetworkMode::Allowlist {
+                assert!(
+                    service_unit.contains(&"After=sandboxctl-proxy@acme.socket"),
+                    "{service_unit:#?}"
+                );
+            }
+            writeln!(table, "## Quadlet {quadlet}, network {network}\n[Unit]").expect("write");
+            for l in section(&unit, "Unit") {
+                writeln!(table, "{l}").expect("write");
+            }
+            let quadlet_section = section(&unit, "Quadlet");
+            if !quadlet_section.is_empty() {
+                table.push_str("[Quadlet]\n");
+                for l in quadlet_section {
+                    writeln!(table, "{l}").expect("write");
+                }
+            }
+            table.push_str("-> generated by Quadlet 5.4.2:\n");
+            for l in service_unit
+                .iter()
+                .filter(|l| l.starts_with("After=") || l.starts_with("Wants="))
+            {
+                writeln!(table, "{l}").expect("write");
+            }
+            table.push('\n');
+        }
+    }
+    insta::assert_snapshot!("network_online_dependencies", table);
 }
 
 #[test]
@@ -463,10 +607,6 @@ fn unsafe_values_are_refused_before_rendering() {
                 container: "/b:rw".into(),
                 writable: false,
             }],
-            ..Settings::default()
-        },
-        Settings {
-            claude_config: Some("/c\"\n".into()),
             ..Settings::default()
         },
     ];

@@ -6,8 +6,9 @@
 #   tests/run-all.sh
 #
 # Runs as root (it builds the image in root's store and runs the system tests as the
-# unprivileged test user through tests/system/as-user.sh); a normal user is taken there
-# with sudo, and cargo then runs as that user, so the checkout and ~/.cargo stay theirs.
+# unprivileged test user through tests/system/as-user.sh, then again inside a booted
+# Debian 13 system through tests/boot/run.sh); a normal user is taken there with sudo,
+# and cargo then runs as that user, so the checkout and ~/.cargo stay theirs.
 # Extra arguments are passed to the system test binary, e.g.
 # `tests/run-all.sh enable_writes_unit` to run one system test.
 # Exits non-zero if any step failed, after running every step it can.
@@ -106,6 +107,14 @@ if [[ $built -eq 0 ]]; then
     run "sandboxctl image build (offline base, host CAs)" image_build
 fi
 
+# The same image FROM a base that already has node and npm in /usr/local/bin (official
+# Node images, company bases): it builds, and the agents get our Node 22. Only the final
+# stage is built; the fetch stages come from the layer cache. Removes what it made.
+image_build_node_base() {
+    "$root/tests/system/image-node-base.sh"
+}
+run "image build on a base with its own Node" image_build_node_base
+
 # --- checks as the test user ----------------------------------------------------------
 if [[ -x $root/tests/system/image-checks.sh ]]; then
     # A copy the test user can read wherever the checkout lives.
@@ -130,6 +139,17 @@ if [[ $built -eq 0 ]]; then
         "$root/tests/system/as-user.sh" "$bin_dir/system-tests" --test-threads=1 "$@"
 else
     results+=("FAIL  system tests (not built)")
+    failed=$((failed + 1))
+fi
+
+# --- the booted Debian 13 lane ----------------------------------------------------------
+# The same system tests on a Debian 13 system booted in systemd-nspawn (systemd as PID 1,
+# journald, logind with linger, Podman 5 with its own Quadlet), plus what only such a host
+# shows. Its root file system is cached under /var/cache/sandboxctl-test/boot.
+if [[ $built -eq 0 ]]; then
+    run "booted Debian 13 lane" "$root/tests/boot/run.sh" "$bin_dir/sandboxctl" "$bin_dir/system-tests" "$@"
+else
+    results+=("FAIL  booted Debian 13 lane (not built)")
     failed=$((failed + 1))
 fi
 

@@ -1,10 +1,11 @@
 //! `attach` and `exec`: into the running sandbox with `podman exec`. The podman process
-//! replaces sandboxctl, so the terminal, signals and exit status are podman's own.
+//! replaces sandboxctl, so the terminal, signals and exit status are podman's own (with a
+//! shared Claude login, `attach` waits for podman instead, to sync the login afterwards).
 
 use std::io::IsTerminal;
 use std::os::unix::process::CommandExt;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 
 use crate::layout::Layout;
 use crate::systemd::{Systemd, Verb};
@@ -68,10 +69,25 @@ pub fn attach(layout: &Layout, name: &str, session: &str) -> Result<()> {
         .first()
         .is_some_and(crate::systemd::UnitState::is_active)
     {
+        super::lifecycle::warn_unpinned(layout, &client, &settings);
         super::lifecycle::run_job(&systemd, &client, &settings, Verb::Start)?;
     }
-    let err = crate::podman::command(attach_args(&client.container_name(), session)).exec();
-    bail!("cannot run {}: {err}", crate::podman::binary())
+    let mut cmd = crate::podman::command(attach_args(&client.container_name(), session));
+    if settings.claude_config.is_none() {
+        let err = cmd.exec();
+        bail!("cannot run {}: {err}", crate::podman::binary())
+    }
+    // A shared Claude login refreshed during the session goes back to the host when
+    // the user detaches, so wait for podman instead of becoming it.
+    crate::claude_login::sync_client(layout, &client, &settings);
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot run {}", crate::podman::binary()))?;
+    crate::claude_login::sync_client(layout, &client, &settings);
+    if !status.success() {
+        bail!("{} exited with {status}", crate::podman::binary());
+    }
+    Ok(())
 }
 
 pub fn exec(layout: &Layout, name: &str, command: &[String]) -> Result<()> {

@@ -1,6 +1,7 @@
 //! `enable`, `render` and `run`: from options to a written unit and a reloaded manager.
 
 use std::cell::RefCell;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -10,11 +11,14 @@ use crate::client::ClientName;
 use crate::host::{HostProfile, UnitTarget};
 use crate::layout::Layout;
 use crate::options::{self, Request};
-use crate::plan::{Applied, Plan, Undo, missing_dirs, remove_dirs};
+use crate::plan::{Applied, Plan, Undo, keep_files, missing_dirs, remove_dirs};
 use crate::render::{self, Sandbox};
 use crate::settings::{Agent, NetworkMode, Settings};
 use crate::systemd::{Systemd, UnitState, Verb};
 use crate::{claude_login, secrets};
+
+/// Unit files are readable by their owner only.
+const UNIT_MODE: u32 = 0o600;
 
 /// A client ready to be written: its settings and unit.
 struct Planned {
@@ -215,18 +219,7 @@ fn client_files<'a>(plan: &mut Plan<'a>, layout: &'a Layout, p: &'a Planned) -> 
         p.settings.to_file_text(client)?.into_bytes(),
         0o600,
     );
-    plan.write_file(p.unit.path.clone(), p.unit.text.clone().into_bytes(), 0o644);
-    if let Some(stale) = &p.stale_unit {
-        plan.remove_file(stale.clone());
-        plan.step("say which unit replaced which", move || {
-            println!(
-                "removed {} (this host now gets {})",
-                stale.display(),
-                p.unit.path.display()
-            );
-            Ok(Applied::nothing())
-        });
-    }
+    unit_effects(plan, p)?;
     if allowlist {
         plan.step(format!("create the network policy of {client}"), move || {
             let policy = layout.policy_path(client);
@@ -244,34 +237,87 @@ fn client_files<'a>(plan: &mut Plan<'a>, layout: &'a Layout, p: &'a Planned) -> 
             Ok(Applied::undo(remove_undo(policy)))
         });
     }
+    if !p.settings.git_writable_config {
+        plan.step(
+            format!("pin the git dirs of {client}'s projects"),
+            move || pin_git_dirs(&p.settings.projects),
+        );
+    }
+    Ok(())
+}
+
+/// A client's unit: its directory (private when sandboxctl creates it), the unit, and
+/// the removal of the other target's unit sandboxctl wrote before.
+fn unit_effects<'a>(plan: &mut Plan<'a>, p: &'a Planned) -> Result<()> {
+    // Units name every client's projects and mounts: other local users have no business
+    // reading them. A unit directory sandboxctl creates is private; an existing one
+    // keeps the mode its owner chose.
+    let unit_dir = p
+        .unit
+        .path
+        .parent()
+        .context("a unit path has a directory")?;
+    plan.step(format!("create {}", unit_dir.display()), move || {
+        let new = missing_dirs(unit_dir);
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(unit_dir)
+            .with_context(|| format!("cannot create {}", unit_dir.display()))?;
+        Ok(Applied::undo(remove_dirs(new)))
+    });
+    plan.write_file(
+        p.unit.path.clone(),
+        p.unit.text.clone().into_bytes(),
+        UNIT_MODE,
+    );
+    if let Some(stale) = &p.stale_unit {
+        plan.remove_file(stale.clone());
+        plan.step("say which unit replaced which", move || {
+            println!(
+                "removed {} (this host now gets {})",
+                stale.display(),
+                p.unit.path.display()
+            );
+            Ok(Applied::nothing())
+        });
+    }
     Ok(())
 }
 
 /// A client's agent state: Claude's first-run state and the API key from the environment.
 fn client_agent<'a>(plan: &mut Plan<'a>, layout: &'a Layout, p: &'a Planned) {
     let client = &p.client;
-    if p.settings.agent == Agent::Claude && p.settings.claude_config.is_none() {
+    if p.settings.claude_config.is_some() || p.settings.agent == Agent::Claude {
         plan.step(format!("prepare the Claude state of {client}"), move || {
             let dir = layout.client_subdir(client, "claude");
-            let new: Vec<PathBuf> = [".credentials.json", ".claude.json"]
-                .iter()
-                .map(|f| dir.join(f))
-                .filter(|f| !f.exists())
-                .collect();
-            let has_key = p.settings.secrets.iter().any(|s| s == "ANTHROPIC_API_KEY");
-            let host_dir = claude_login::host_config_dir();
-            for line in claude_login::prepare(&dir, host_dir.as_deref(), has_key)? {
-                println!("{line}");
+            let mut touched = vec![dir.join(".credentials.json"), dir.join(".claude.json")];
+            if let Some(shared) = &p.settings.claude_config {
+                // The login is copied both ways: the shared one may be written too.
+                touched.push(shared.join(".credentials.json"));
             }
-            Ok(Applied::undo(Undo::new(
-                format!("remove the Claude state written into {}", dir.display()),
-                move || {
-                    for f in new {
-                        remove_undo(f).run()?;
-                    }
-                    Ok(())
-                },
-            )))
+            let undo = keep_files(format!("restore the Claude state of {client}"), touched)?;
+            let lines = if let Some(shared) = &p.settings.claude_config {
+                let lines = claude_login::sync_shared(&dir, shared);
+                lines.and_then(|l| claude_login::mark_onboarded(&dir).map(|()| l))
+            } else {
+                let has_key = p.settings.secrets.iter().any(|s| s == "ANTHROPIC_API_KEY");
+                let host_dir = claude_login::host_config_dir();
+                claude_login::prepare(&dir, host_dir.as_deref(), has_key)
+            };
+            let lines = match lines {
+                Ok(lines) => lines,
+                // Half-done is undone here: the plan undoes only completed effects.
+                Err(e) => return Err(undo_now(e, undo)),
+            };
+            for line in lines {
+                if line.starts_with("warning:") {
+                    eprintln!("{line}");
+                } else {
+                    println!("{line}");
+                }
+            }
+            Ok(Applied::undo(undo))
         });
     }
     if let Some((name, value)) = &p.api_key {
@@ -297,6 +343,70 @@ fn client_agent<'a>(plan: &mut Plan<'a>, layout: &'a Layout, p: &'a Planned) {
             )))
         });
     }
+}
+
+/// An effect failed half-way: undo what it did, and report both if that fails too.
+fn undo_now(e: anyhow::Error, undo: Undo<'_>) -> anyhow::Error {
+    match undo.run() {
+        Ok(()) => e,
+        Err(u) => e.context(format!("and undoing it failed too: {u:#}")),
+    }
+}
+
+/// Creates what the git pins of `projects` need (a `commondir`, an empty `config` or
+/// `hooks/`), and says what the pins do not cover; the undo removes what it created.
+fn pin_git_dirs(projects: &[PathBuf]) -> Result<Applied<'static>> {
+    let mut created: Vec<PathBuf> = Vec::new();
+    let result = (|| -> Result<()> {
+        for project in projects {
+            let plan = crate::git_guard::plan(project)?;
+            let mut new = Vec::new();
+            for c in &plan.create {
+                let path = match c {
+                    crate::git_guard::Create::File(f, _) => f,
+                    crate::git_guard::Create::Dir(d) => d,
+                };
+                // Outermost first, so removing in reverse empties each before its parent.
+                for d in path.parent().map(missing_dirs).unwrap_or_default() {
+                    if !new.contains(&d) {
+                        new.push(d);
+                    }
+                }
+                if std::fs::symlink_metadata(path).is_err() && !new.contains(path) {
+                    new.push(path.clone());
+                }
+            }
+            crate::git_guard::prepare(&plan)?;
+            created.extend(new);
+            for w in crate::git_guard::warnings(&plan) {
+                eprintln!("{w}");
+            }
+        }
+        Ok(())
+    })();
+    let undo = Undo::new("remove what was created to pin git dirs", move || {
+        for path in created.iter().rev() {
+            let removed = if path.is_dir() {
+                std::fs::remove_dir(path)
+            } else {
+                std::fs::remove_file(path)
+            };
+            match removed {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(e).with_context(|| format!("cannot remove {}", path.display()));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    });
+    if let Err(e) = result {
+        return Err(undo_now(e, undo));
+    }
+    if let Some(note) = crate::git_guard::submodule_note(projects) {
+        eprintln!("{note}");
+    }
+    Ok(Applied::undo(undo))
 }
 
 /// The undo of a file this command created: remove it.
@@ -366,10 +476,7 @@ fn install_proxy_units<'a>(layout: &'a Layout, exe: &Path, journald: bool) -> Re
     // Whatever changed (the units, the binary or neither), the undo puts back exactly
     // what was there; a failure half-way is undone here.
     if let Err(e) = install_from(layout, exe, journald) {
-        return Err(match undo.run() {
-            Ok(()) => e,
-            Err(u) => e.context(format!("and undoing it failed too: {u:#}")),
-        });
+        return Err(undo_now(e, undo));
     }
     Ok(
         Applied::undo(undo).on_commit(move || match std::fs::remove_file(&backup_for_commit) {
@@ -469,7 +576,7 @@ pub fn enable_clients(
     effects(layout, &host, &planned, &exe, &reload, &check)?.apply()?;
     let running = running.into_inner();
     for (p, running) in planned.iter().zip(&running) {
-        for w in options::warnings(&p.settings) {
+        for w in options::warnings(&p.client, &p.settings) {
             eprintln!("{w}");
         }
         let client = &p.client;
@@ -485,6 +592,9 @@ pub fn enable_clients(
                 p.client
             );
         }
+    }
+    if let Some(line) = linger_note(&host, Path::new(LINGER_DIR)) {
+        println!("{line}");
     }
     if now {
         for (p, running) in planned.iter().zip(&running) {
@@ -503,6 +613,43 @@ pub fn enable_clients(
         );
     }
     Ok(())
+}
+
+/// Where logind records the users whose manager runs from boot (one empty file each).
+const LINGER_DIR: &str = "/var/lib/systemd/linger";
+
+/// Whether the sandboxes start at boot or only with a login: logind's linger flag for
+/// this user, a file in `linger_dir`. Nothing where systemd is not the init (no logind,
+/// so no linger: whatever started the user manager decides).
+fn linger_note(host: &HostProfile, linger_dir: &Path) -> Option<String> {
+    if !host.systemd_booted {
+        return None;
+    }
+    let user = user_name()?;
+    Some(if linger_dir.join(&user).exists() {
+        format!(
+            "linger is on for {user}: the sandboxes start at boot and keep running when you log out"
+        )
+    } else {
+        format!(
+            "linger is off for {user}: the sandboxes start when you log in and stop when your last session ends; `loginctl enable-linger {user}` makes them start at boot"
+        )
+    })
+}
+
+/// This process's user name: its uid in `/etc/passwd`, else `$USER`.
+fn user_name() -> Option<String> {
+    let uid = rustix::process::getuid().as_raw().to_string();
+    std::fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|passwd| {
+            passwd.lines().find_map(|line| {
+                let mut f = line.split(':');
+                let name = f.next()?;
+                (f.nth(1)? == uid).then(|| name.to_owned())
+            })
+        })
+        .or_else(|| std::env::var("USER").ok().filter(|u| !u.is_empty()))
 }
 
 fn request(args: &EnableArgs) -> Request<'_> {
@@ -764,5 +911,41 @@ mod tests {
             !layout.client_dir(&new[0].client).exists(),
             "the rest was undone"
         );
+    }
+
+    fn booted_host(booted: bool) -> HostProfile {
+        fixed_profile(
+            Version::new(5, 4, 2),
+            Version::new(5, 4, 2),
+            Cgroups::V2,
+            booted,
+        )
+    }
+
+    #[test]
+    fn linger_note_says_whether_sandboxes_start_at_boot() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let user = user_name().expect("the test runs as a user with a name");
+        let off = linger_note(&booted_host(true), dir.path()).expect("a booted host gets a note");
+        assert_eq!(
+            off,
+            format!(
+                "linger is off for {user}: the sandboxes start when you log in and stop when your last session ends; `loginctl enable-linger {user}` makes them start at boot"
+            )
+        );
+        std::fs::write(dir.path().join(&user), b"").expect("linger file");
+        let on = linger_note(&booted_host(true), dir.path()).expect("a booted host gets a note");
+        assert_eq!(
+            on,
+            format!(
+                "linger is on for {user}: the sandboxes start at boot and keep running when you log out"
+            )
+        );
+    }
+
+    #[test]
+    fn no_linger_note_where_systemd_is_not_the_init() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert_eq!(linger_note(&booted_host(false), dir.path()), None);
     }
 }

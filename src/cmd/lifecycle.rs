@@ -5,7 +5,7 @@ use anyhow::{Result, anyhow};
 use crate::client::ClientName;
 use crate::layout::Layout;
 use crate::settings::Settings;
-use crate::systemd::{Systemd, SystemdError, Verb};
+use crate::systemd::{START_LIMIT_HIT, ServiceOutcome, Systemd, SystemdError, Verb};
 
 pub fn job(layout: &Layout, name: &str, verb: Verb) -> Result<()> {
     // Stopping needs only systemd; starting runs podman.
@@ -15,12 +15,19 @@ pub fn job(layout: &Layout, name: &str, verb: Verb) -> Result<()> {
         super::known_client_with_podman(layout, name)?
     };
     let systemd = Systemd::connect_user()?;
-    run_job(&systemd, &client, &settings, verb)
+    // A shared Claude login: the fresher copy wins before a start and after a stop.
+    crate::claude_login::sync_client(layout, &client, &settings);
+    if !matches!(verb, Verb::Stop) {
+        warn_unpinned(layout, &client, &settings);
+    }
+    run_job(&systemd, &client, &settings, verb)?;
+    crate::claude_login::sync_client(layout, &client, &settings);
+    Ok(())
 }
 
 /// Runs the job; a start or restart first builds the default image if it is missing
-/// (any other image is pulled by Podman within the start job), and a failure carries the
-/// unit's last log lines.
+/// (any other image is pulled by Podman within the start job) and clears the unit's
+/// failed state, and a failure carries the reason and the unit's last log lines.
 pub fn run_job(
     systemd: &Systemd,
     client: &ClientName,
@@ -31,6 +38,13 @@ pub fn run_job(
         crate::image::ensure(&settings.image)?;
     }
     let unit = client.service_name();
+    if !matches!(verb, Verb::Stop) {
+        // A start the user asks for is deliberate: systemd's start limit (5 starts in
+        // 10 s), which quick start/stop cycles also reach, must not refuse it.
+        // `ResetFailedUnit` clears that count and the failed state; the restarts
+        // `Restart=on-failure` makes on its own still count, so a crash loop still ends.
+        systemd.reset_failed(&unit)?;
+    }
     match systemd.run_job(verb, &unit) {
         Ok(()) => {
             let done = match verb {
@@ -41,22 +55,60 @@ pub fn run_job(
             println!("{done} {client} ({unit})");
             Ok(())
         }
-        Err(e) => Err(explain(e, client)),
+        Err(e) => Err(explain(e, client, systemd)),
     }
 }
 
-/// Adds what the user needs to act on a failed job.
-pub fn explain(e: anyhow::Error, client: &ClientName) -> anyhow::Error {
+/// Before a start: recreates what the git pins need (a deleted `commondir`, say, which
+/// Podman would refuse to mount), and says how to pin git dirs that appeared after the
+/// unit was written (a repository, worktree or submodule), which the agent can write.
+pub fn warn_unpinned(layout: &Layout, client: &ClientName, settings: &Settings) {
+    let Ok(unit) = std::fs::read_to_string(layout.unit_path(client)) else {
+        return;
+    };
+    if settings.git_writable_config {
+        return;
+    }
+    for project in &settings.projects {
+        if let Err(e) =
+            crate::git_guard::plan(project).and_then(|plan| crate::git_guard::prepare(&plan))
+        {
+            eprintln!("warning: {e:#}");
+        }
+    }
+    for p in crate::git_guard::missing_pins(settings, &unit) {
+        eprintln!(
+            "warning: {} is mounted by the unit but no longer exists, so Podman will not start the sandbox; run `sandboxctl enable {client}`",
+            p.display()
+        );
+    }
+    for p in crate::git_guard::unpinned(settings, &unit) {
+        eprintln!(
+            "warning: the git dirs of {} are not all read-only for the agent (a repository, worktree or submodule added after `enable`); run `sandboxctl enable {client}` and restart to protect them",
+            p.display()
+        );
+    }
+}
+
+/// Adds what the user needs to act on a failed job: why it failed, in words where
+/// systemd's result says more than "failed", and the unit's last log lines.
+pub fn explain(e: anyhow::Error, client: &ClientName, systemd: &Systemd) -> anyhow::Error {
     match e.downcast_ref::<SystemdError>() {
         Some(SystemdError::NoSuchUnit(unit)) => anyhow!(
             "systemd does not know {unit}: run `sandboxctl enable {client}` (it reloads systemd and reports a unit the Quadlet generator rejects)"
         ),
-        Some(SystemdError::JobFailed { .. }) => {
+        Some(SystemdError::JobFailed { unit, .. }) => {
+            let head = systemd
+                .service_outcome(unit)
+                .ok()
+                .flatten()
+                .and_then(|o| stopped_by_start_limit(client, unit, &o))
+                .unwrap_or_else(|| e.to_string());
             let lines = crate::logs::last_lines(client, 15);
             if lines.is_empty() {
-                e.context(format!("see `sandboxctl logs {client}`"))
+                anyhow!("{head}; see `sandboxctl logs {client}`")
             } else {
-                let mut msg = format!("{e}; last log lines:");
+                let mut msg = format!("{head}; last log lines:");
                 for l in lines {
                     msg.push_str("\n  ");
                     msg.push_str(&l);
@@ -65,5 +117,67 @@ pub fn explain(e: anyhow::Error, client: &ClientName) -> anyhow::Error {
             }
         }
         None => e,
+    }
+}
+
+/// What happened, in words, when systemd's start limit stopped a service: after
+/// restarts of its own (a crash loop: with `Restart=on-failure`, only the start limit
+/// ends them; `Result` then keeps the last failure's reason), or on a start asked for
+/// too often (`Result` is `start-limit-hit`). `None` for any other ending.
+pub fn stopped_by_start_limit(
+    client: &ClientName,
+    unit: &str,
+    outcome: &ServiceOutcome,
+) -> Option<String> {
+    if outcome.restarts > 0 {
+        Some(format!(
+            "{unit} failed {} times in a row: systemd restarted it {} times, then stopped at its start limit (a crash loop); see `sandboxctl logs {client}`, fix the cause, then `sandboxctl start {client}` tries again",
+            outcome.restarts + 1,
+            outcome.restarts
+        ))
+    } else if outcome.result == START_LIMIT_HIT {
+        Some(format!(
+            "{unit} was started too often in a short time and systemd refused (start limit hit); `sandboxctl start {client}` clears the limit and starts it"
+        ))
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(result: &str, restarts: u32) -> Option<String> {
+        let client = ClientName::parse("acme").expect("name");
+        let outcome = ServiceOutcome {
+            result: result.to_owned(),
+            restarts,
+        };
+        stopped_by_start_limit(&client, "agent-acme.service", &outcome)
+    }
+
+    #[test]
+    fn start_limit_in_words() {
+        // A crash loop: systemd's restarts ended at the limit; Result keeps the last
+        // failure's reason (measured with systemd 252).
+        let crash = words("exit-code", 5).expect("a crash loop");
+        assert!(
+            crash.starts_with("agent-acme.service failed 6 times in a row: systemd restarted it 5 times, then stopped at its start limit (a crash loop)"),
+            "{crash}"
+        );
+        assert!(
+            crash.contains("`sandboxctl start acme` tries again"),
+            "{crash}"
+        );
+        // Started too often by hand (not through sandboxctl, which clears the limit).
+        let refused = words("start-limit-hit", 0).expect("start limit");
+        assert!(
+            refused.contains("started too often") && refused.contains("`sandboxctl start acme`"),
+            "{refused}"
+        );
+        // Anything else is left to the job's own error.
+        assert_eq!(words("exit-code", 0), None);
+        assert_eq!(words("success", 0), None);
     }
 }

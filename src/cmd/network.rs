@@ -20,6 +20,18 @@ pub fn allow(layout: &Layout, name: &str, hosts: &[String], private: bool) -> Re
         }
         policy::set_packages(&path, &found)?;
         println!("packages bundle for {client}: {}", found.join(", "));
+        // The image names these hosts, not the user: a broad one warns just as
+        // `allow HOST` does.
+        for w in found
+            .iter()
+            .filter_map(|h| policy::Pattern::parse(h).ok())
+            .filter_map(|p| policy::broad_warning(&p))
+        {
+            eprintln!(
+                "warning: {w} (a package registry of image {})",
+                settings.image
+            );
+        }
     }
     let report = if private {
         policy::add_allow_private(&path, hosts)?
@@ -69,7 +81,10 @@ pub fn proxy(layout: &Layout, args: &ProxyArgs) -> Result<()> {
         (None, Some(addr)) => Listen::Tcp(addr),
         (None, None) => Listen::SystemdSocket,
     };
-    proxy::run(ProxyOptions::new(client.as_str(), policy_path, listen))
+    let mut opts = ProxyOptions::new(client.as_str(), policy_path, listen);
+    opts.max_connections = args.max_connections as usize;
+    opts.idle_timeout = std::time::Duration::from_secs(args.idle_timeout);
+    proxy::run(opts)
 }
 
 /// The policy a new allowlist client starts with: its agent's bundle.

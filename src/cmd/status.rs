@@ -7,7 +7,7 @@ use serde::Serialize;
 use crate::client::ClientName;
 use crate::layout::Layout;
 use crate::settings::Settings;
-use crate::systemd::Systemd;
+use crate::systemd::{ServiceOutcome, Systemd};
 
 #[derive(Debug, Serialize)]
 struct ClientStatus {
@@ -16,6 +16,9 @@ struct ClientStatus {
     load_state: String,
     active_state: String,
     sub_state: String,
+    /// How a failed unit ended (systemd's `Result` and `NRestarts`), else absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    failure: Option<ServiceOutcome>,
     agent: String,
     image: String,
     network: String,
@@ -36,16 +39,25 @@ pub fn status(layout: &Layout, name: Option<&str>, json: bool) -> Result<()> {
             .collect::<Result<_>>()?,
     };
     let units: Vec<String> = clients.iter().map(|(c, _)| c.service_name()).collect();
-    let states = if units.is_empty() {
-        Vec::new()
+    let systemd = if units.is_empty() {
+        None
     } else {
-        Systemd::connect_user()?.unit_states(&units)?
+        Some(Systemd::connect_user()?)
+    };
+    let states = match &systemd {
+        Some(s) => s.unit_states(&units)?,
+        None => Vec::new(),
     };
     let rows: Vec<ClientStatus> = clients
         .iter()
         .zip(states)
         .map(|((c, s), st)| ClientStatus {
             client: c.to_string(),
+            // Asked only of failed units: one more call each, and why they failed.
+            failure: systemd
+                .as_ref()
+                .filter(|_| st.active_state == "failed")
+                .and_then(|s| s.service_outcome(&st.unit).ok().flatten()),
             unit: st.unit,
             load_state: st.load_state,
             active_state: st.active_state,
@@ -79,7 +91,7 @@ pub fn status(layout: &Layout, name: Option<&str>, json: bool) -> Result<()> {
         "{:<24} {:<10} {:<10} {:<7} {:<8} PROJECTS",
         "CLIENT", "STATE", "SUB", "AGENT", "NETWORK"
     );
-    for r in rows {
+    for r in &rows {
         println!(
             "{:<24} {:<10} {:<10} {:<7} {:<8} {}",
             r.client,
@@ -89,6 +101,18 @@ pub fn status(layout: &Layout, name: Option<&str>, json: bool) -> Result<()> {
             r.network,
             r.projects.join(", ")
         );
+    }
+    for ((c, _), r) in clients.iter().zip(&rows) {
+        if let Some(f) = &r.failure {
+            let words =
+                super::lifecycle::stopped_by_start_limit(c, &r.unit, f).unwrap_or_else(|| {
+                    format!(
+                        "{} failed (systemd result '{}'); see `sandboxctl logs {c}`",
+                        r.unit, f.result
+                    )
+                });
+            println!("{words}");
+        }
     }
     Ok(())
 }

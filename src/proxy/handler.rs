@@ -1,14 +1,20 @@
 //! One request: find the target, decide on the name, resolve, check the addresses,
-//! connect, then tunnel (`CONNECT`) or forward (plain HTTP). Every request ends in
-//! exactly one decision line, written when its last byte has gone through.
+//! connect, then tunnel (`CONNECT`) or forward (plain HTTP). Every request gets
+//! exactly one decision line, written when it is allowed (connected) or refused, and an
+//! allowed one a close line once its last byte has gone through.
+//!
+//! What the client is told on a refusal is a fixed, generic reason ("denied by
+//! policy", "policy unavailable", …): the agent is the party the proxy guards against,
+//! and the details — the policy file's path and parse errors, what a name resolves to,
+//! connect errors — are for the log only.
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
@@ -21,12 +27,13 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-use super::addr::forbidden_reason;
+use super::addr::{Unlock, forbidden};
+use super::idle::stalled;
 use super::log::{DecisionRecord, Verdict};
 use super::policy::{Decision, Target};
 use super::reload::PolicyStore;
 use super::resolve::Resolver;
-use super::server::{ActiveGuard, Activity, Config};
+use super::server::{ActiveGuard, Config};
 use super::sniff::Head;
 use super::sniff::Recorder;
 
@@ -37,49 +44,106 @@ pub(crate) struct Shared<R> {
     pub cfg: Config,
     pub store: PolicyStore,
     pub resolver: R,
-    pub activity: Activity,
+    /// Numbers the connections, for the log lines' `id`.
+    pub next_id: AtomicU64,
 }
 
-/// The decision line of a request, written when dropped: whatever happens to the
-/// request (refused, finished, client gone), one line comes out.
+/// What the handler gets from its connection.
+#[derive(Clone)]
+pub(crate) struct ConnCtx {
+    /// The id of the connection's log lines.
+    pub id: String,
+    pub head: Head,
+    /// The connection's place under the cap; a tunnel keeps it until it closes.
+    pub slot: Arc<ActiveGuard>,
+    /// Set when the connection was closed for being idle.
+    pub timed_out: Arc<AtomicBool>,
+}
+
+/// The log lines of a request. The decision line is written by [`Pending::decided`]
+/// or, for a request refused or abandoned before that, when dropped; an allowed
+/// request's close line is written when dropped. Whatever happens to the request
+/// (refused, finished, client gone), its lines come out.
 struct Pending {
     rec: DecisionRecord,
     log: super::log::LogSink,
     start: Instant,
     up: Arc<AtomicU64>,
     down: Arc<AtomicU64>,
+    /// The decision line has been written.
+    logged: bool,
+    timed_out: Arc<AtomicBool>,
+}
+
+impl Pending {
+    /// The request is allowed and connected: write its decision line now, so that it
+    /// is in the log for as long as the tunnel is open (and if the proxy dies).
+    fn decided(&mut self) {
+        self.rec.decision = Verdict::Allowed;
+        self.rec.reason = None;
+        self.log.decision(&self.rec);
+        self.logged = true;
+    }
 }
 
 impl Drop for Pending {
     fn drop(&mut self) {
+        if !self.logged {
+            self.log.decision(&self.rec);
+            return;
+        }
         self.rec.bytes_up = self.up.load(Ordering::Relaxed);
         self.rec.bytes_down = self.down.load(Ordering::Relaxed);
         self.rec.duration_ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.log.decision(&self.rec);
+        if self.rec.error.is_none() && self.timed_out.load(Ordering::Relaxed) {
+            self.rec.error = Some(IDLE.to_owned());
+        }
+        self.log.close(&self.rec);
     }
 }
 
-/// A refused request: status and reason (also the response body).
+/// The error a close line carries when the connection went idle.
+const IDLE: &str = "idle timeout";
+
+const DENIED: &str = "denied by policy";
+const UNAVAILABLE: &str = "policy unavailable, everything is denied";
+
+/// A refused request: status, the reason for the log, and the generic reason the
+/// client is told.
 struct Refusal {
     status: StatusCode,
     reason: String,
+    public: &'static str,
 }
 
 impl Refusal {
-    fn new(status: StatusCode, reason: impl Into<String>) -> Self {
+    fn bad(reason: impl Into<String>) -> Self {
         Self {
-            status,
+            status: StatusCode::BAD_REQUEST,
             reason: reason.into(),
+            public: "bad request",
         }
     }
-    fn bad(reason: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, reason)
-    }
     fn forbidden(reason: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, reason)
+        Self {
+            status: StatusCode::FORBIDDEN,
+            reason: reason.into(),
+            public: DENIED,
+        }
+    }
+    fn policy_unavailable(reason: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::FORBIDDEN,
+            reason: reason.into(),
+            public: UNAVAILABLE,
+        }
     }
     fn bad_gateway(reason: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_GATEWAY, reason)
+        Self {
+            status: StatusCode::BAD_GATEWAY,
+            reason: reason.into(),
+            public: "cannot reach the host",
+        }
     }
 }
 
@@ -87,8 +151,10 @@ impl Refusal {
 struct Route {
     host: String,
     port: u16,
-    /// The matching rule lets the name resolve to private addresses.
+    /// The matching rule has `private = true`.
     private: bool,
+    /// The request names an IP literal, so the matching rule names that address.
+    literal: bool,
     /// The authority as the request gave it (kept for the upstream `Host` header).
     authority: Authority,
 }
@@ -96,11 +162,12 @@ struct Route {
 /// Serves one request.
 pub(crate) async fn handle<R: Resolver>(
     shared: Arc<Shared<R>>,
-    head: Head,
+    ctx: ConnCtx,
     mut req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let mut pending = Pending {
         rec: DecisionRecord::denied(
+            ctx.id.clone(),
             shared.cfg.client.clone(),
             Some(req.method().as_str().to_owned()),
             "client went away before a decision".to_owned(),
@@ -109,9 +176,11 @@ pub(crate) async fn handle<R: Resolver>(
         start: Instant::now(),
         up: Arc::default(),
         down: Arc::default(),
+        logged: false,
+        timed_out: ctx.timed_out.clone(),
     };
     let result = async {
-        let route = decide_and_route(&shared, &head, &req, &mut pending.rec)?;
+        let route = decide_and_route(&shared, &ctx.head, &req, &mut pending.rec)?;
         let tcp = resolve_and_connect(&shared, &route, &mut pending.rec).await?;
         Ok::<_, Refusal>((route, tcp))
     }
@@ -120,12 +189,11 @@ pub(crate) async fn handle<R: Resolver>(
         Ok(ok) => ok,
         Err(refusal) => return Ok(refuse(&shared.cfg.client, pending, refusal)),
     };
-    pending.rec.decision = Verdict::Allowed;
-    pending.rec.reason = None;
+    pending.decided();
     if req.method() == Method::CONNECT {
         let on_upgrade = hyper::upgrade::on(&mut req);
-        let guard = shared.activity.guard();
-        tokio::spawn(tunnel(on_upgrade, tcp, pending, guard));
+        let idle = shared.cfg.idle_timeout;
+        tokio::spawn(tunnel(on_upgrade, tcp, pending, idle, ctx.slot));
         return Ok(Response::new(empty()));
     }
     Ok(forward(req, tcp, &route, pending).await)
@@ -136,20 +204,25 @@ fn refuse(client: &str, mut pending: Pending, refusal: Refusal) -> Response<Body
         (Some(h), Some(p)) => format!("{h}:{p} "),
         _ => String::new(),
     };
-    let hint = if refusal.status == StatusCode::FORBIDDEN {
-        format!(
-            " (the user can change this with `sandboxctl allow {client} HOST` or `sandboxctl policy {client}`)"
-        )
+    if pending.logged {
+        // Allowed, then found unusable: the decision stands, the close line says why.
+        pending.rec.error = Some(refusal.reason);
     } else {
-        String::new()
+        pending.rec.decision = Verdict::Denied;
+        pending.rec.reason = Some(refusal.reason);
+    }
+    drop(pending);
+    let hint = match refusal.public {
+        DENIED => format!(
+            " (the user can change this with `sandboxctl allow {client} HOST` or `sandboxctl policy {client}`)"
+        ),
+        UNAVAILABLE => format!(" (the user can see why with `sandboxctl policy {client}`)"),
+        _ => String::new(),
     };
     let body = format!(
         "sandboxctl proxy: {target}refused: {}{hint}\n",
-        refusal.reason
+        refusal.public
     );
-    pending.rec.decision = Verdict::Denied;
-    pending.rec.reason = Some(refusal.reason);
-    drop(pending);
     let mut resp = Response::new(Full::new(Bytes::from(body)).map_err(|n| match n {}).boxed());
     *resp.status_mut() = refusal.status;
     let h = resp.headers_mut();
@@ -196,7 +269,7 @@ fn decide_and_route<R>(
     let policy = match loaded.as_ref() {
         Ok(p) => p,
         Err(e) => {
-            return Err(Refusal::forbidden(format!(
+            return Err(Refusal::policy_unavailable(format!(
                 "network policy unusable, denying everything: {e}"
             )));
         }
@@ -209,6 +282,7 @@ fn decide_and_route<R>(
                 host,
                 port,
                 private,
+                literal: matches!(target, Target::Ip(_)),
                 authority,
             })
         }
@@ -263,19 +337,28 @@ async fn resolve_and_connect<R: Resolver>(
         }
         Err(e) => return Err(Refusal::bad(e.to_string())),
     };
-    if !route.private {
-        for ip in &addrs {
-            if let Some(why) = forbidden_reason(*ip) {
-                return Err(Refusal::forbidden(format!(
-                    "{host} resolves to {ip}, a {why} (allowed only by a rule with private = true)"
-                )));
-            }
+    for ip in &addrs {
+        if let Some(f) = forbidden(*ip)
+            && !f.unlocked_by(route.private, route.literal)
+        {
+            let needs = match f.unlock {
+                Unlock::Private => "allowed only by a rule with private = true",
+                Unlock::Literal => {
+                    "allowed only by a rule naming this address (IP literal) with private = true"
+                }
+                Unlock::Never => "never allowed",
+            };
+            return Err(Refusal::forbidden(format!(
+                "{host} resolves to {ip}, a {} ({needs})",
+                f.reason
+            )));
         }
     }
     let mut last_err = String::from("no address");
     for ip in addrs {
         let addr = SocketAddr::new(ip.to_canonical(), route.port);
-        match tokio::time::timeout(shared.cfg.connect_timeout, TcpStream::connect(addr)).await {
+        match tokio::time::timeout(shared.cfg.connect_timeout, shared.resolver.connect(addr)).await
+        {
             Ok(Ok(s)) => {
                 let _ = s.set_nodelay(true);
                 rec.addr = Some(addr.to_string());
@@ -288,46 +371,59 @@ async fn resolve_and_connect<R: Resolver>(
     Err(Refusal::bad_gateway(format!("cannot connect: {last_err}")))
 }
 
+/// Carries a tunnel until both sides are done or no byte moved for `idle`; the
+/// connection's slot under the cap is held until then.
 async fn tunnel(
     on_upgrade: hyper::upgrade::OnUpgrade,
     tcp: TcpStream,
     mut pending: Pending,
-    _guard: ActiveGuard,
+    idle: Duration,
+    _slot: Arc<ActiveGuard>,
 ) {
-    let upgraded = match on_upgrade.await {
-        Ok(u) => u,
-        Err(e) => {
-            pending.rec.error = Some(format!("upgrade failed: {e}"));
-            return;
+    let (up, down) = (pending.up.clone(), pending.down.clone());
+    let progress = || up.load(Ordering::Relaxed) + down.load(Ordering::Relaxed);
+    tokio::select! {
+        r = carry(on_upgrade, tcp, &pending.up, &pending.down) => {
+            pending.rec.error = r.err();
         }
-    };
+        () = stalled(idle, progress) => pending.rec.error = Some(IDLE.to_owned()),
+    }
+}
+
+async fn carry(
+    on_upgrade: hyper::upgrade::OnUpgrade,
+    tcp: TcpStream,
+    up: &Arc<AtomicU64>,
+    down: &Arc<AtomicU64>,
+) -> Result<(), String> {
+    let upgraded = on_upgrade
+        .await
+        .map_err(|e| format!("upgrade failed: {e}"))?;
     // The client's own socket, when it can be had: then bytes move with splice(2).
     let upgraded = match upgraded.downcast::<TokioIo<Recorder<tokio::net::UnixStream>>>() {
         Ok(parts) => {
             let client = parts.io.into_inner().into_inner();
-            return spliced(&client, tcp, &parts.read_buf, &mut pending).await;
+            return spliced(&client, tcp, &parts.read_buf, up, down).await;
         }
         Err(u) => u,
     };
     let upgraded = match upgraded.downcast::<TokioIo<Recorder<TcpStream>>>() {
         Ok(parts) => {
             let client = parts.io.into_inner().into_inner();
-            return spliced(&client, tcp, &parts.read_buf, &mut pending).await;
+            return spliced(&client, tcp, &parts.read_buf, up, down).await;
         }
         Err(u) => u,
     };
     let mut upstream = Counted {
         inner: tcp,
-        written: pending.up.clone(),
-        read: pending.down.clone(),
+        written: up.clone(),
+        read: down.clone(),
     };
     let mut client = TokioIo::new(upgraded);
-    if let Err(e) =
-        tokio::io::copy_bidirectional_with_sizes(&mut client, &mut upstream, 64 << 10, 64 << 10)
-            .await
-    {
-        pending.rec.error = Some(format!("tunnel: {e}"));
-    }
+    tokio::io::copy_bidirectional_with_sizes(&mut client, &mut upstream, 64 << 10, 64 << 10)
+        .await
+        .map(drop)
+        .map_err(|e| format!("tunnel: {e}"))
 }
 
 /// The zero-copy tunnel: what the client sent after its `CONNECT` head (already read by
@@ -336,19 +432,19 @@ async fn spliced<C: super::splice::SpliceSocket>(
     client: &C,
     mut tcp: TcpStream,
     early: &[u8],
-    pending: &mut Pending,
-) {
+    up: &Arc<AtomicU64>,
+    down: &Arc<AtomicU64>,
+) -> Result<(), String> {
     use tokio::io::AsyncWriteExt as _;
     if !early.is_empty() {
-        if let Err(e) = tcp.write_all(early).await {
-            pending.rec.error = Some(format!("tunnel: {e}"));
-            return;
-        }
-        pending.up.fetch_add(early.len() as u64, Ordering::Relaxed);
+        tcp.write_all(early)
+            .await
+            .map_err(|e| format!("tunnel: {e}"))?;
+        up.fetch_add(early.len() as u64, Ordering::Relaxed);
     }
-    if let Err(e) = super::splice::tunnel(client, &tcp, &pending.up, &pending.down).await {
-        pending.rec.error = Some(format!("tunnel: {e}"));
-    }
+    super::splice::tunnel(client, &tcp, up, down)
+        .await
+        .map_err(|e| format!("tunnel: {e}"))
 }
 
 async fn forward(
@@ -429,11 +525,9 @@ fn upstream_failed(mut pending: Pending, e: &hyper::Error) -> Response<Body> {
     pending.rec.error = Some(format!("upstream: {e}"));
     drop(pending);
     let mut resp = Response::new(
-        Full::new(Bytes::from(format!(
-            "sandboxctl proxy: upstream error: {e}\n"
-        )))
-        .map_err(|n| match n {})
-        .boxed(),
+        Full::new(Bytes::from_static(b"sandboxctl proxy: upstream error\n"))
+            .map_err(|n| match n {})
+            .boxed(),
     );
     *resp.status_mut() = StatusCode::BAD_GATEWAY;
     resp

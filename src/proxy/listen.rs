@@ -78,6 +78,26 @@ impl Listener {
     }
 }
 
+impl Accepted {
+    /// Answers `503` and closes, without waiting: the send buffer of a fresh socket
+    /// takes the short answer in one non-blocking write, and a client that makes even
+    /// that fail just sees the close. (On TCP, a request the client already sent and
+    /// the proxy never read makes the close a reset, which may hide the answer; the
+    /// sandbox reaches the proxy over a Unix socket, where it cannot.)
+    pub(crate) fn refuse_busy(self) {
+        const BODY: &str = "sandboxctl proxy: too many open connections, try again later\n";
+        let answer = format!(
+            "HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n\
+             Content-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n\r\n{BODY}",
+            BODY.len()
+        );
+        let _ = match &self {
+            Accepted::Tcp(s) => s.try_write(answer.as_bytes()),
+            Accepted::Unix(s) => s.try_write(answer.as_bytes()),
+        };
+    }
+}
+
 fn bind_unix(path: &Path) -> anyhow::Result<Listener> {
     use std::os::unix::fs::FileTypeExt as _;
     match std::fs::symlink_metadata(path) {

@@ -1,15 +1,18 @@
 //! The per-client egress proxy: the only way out of a client's sandbox. It speaks
 //! HTTP/1.1 `CONNECT` and plain-HTTP forwarding (hyper parses every request), decides
 //! on the requested *name* before any DNS lookup, refuses private, loopback,
-//! link-local and metadata answers unless the rule allows them, and logs one JSON line
-//! per decision. Any doubt — unreadable or invalid policy, malformed request — means
-//! no connection (fail closed).
+//! link-local and metadata answers unless the rule allows them, and logs a JSON line
+//! per decision and per closed connection. Any doubt — unreadable or invalid policy,
+//! malformed request — means no connection (fail closed). The client inside the
+//! sandbox is assumed hostile: connections are capped, idle ones closed, repeating
+//! log lines rate-limited, and refusals tell it nothing about the host.
 //!
 //! `sandboxctl proxy` calls [`run`]; tests call [`serve`] with their own listener and
 //! resolver.
 
 mod addr;
 mod handler;
+mod idle;
 mod listen;
 pub mod log;
 pub mod policy;
@@ -24,11 +27,11 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-pub use addr::forbidden_reason;
+pub use addr::{Forbidden, Unlock, forbidden};
 pub use listen::{Listen, Listener};
 pub use log::LogSink;
 pub use resolve::{Resolver, SystemResolver};
-pub use server::{Config, Stopped, serve};
+pub use server::{Config, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, Stopped, serve};
 
 /// How long a socket-activated proxy waits without any connection before it exits
 /// (systemd starts it again on the next connection).
@@ -44,6 +47,10 @@ pub struct ProxyOptions {
     pub listen: Listen,
     /// Exit after this long without connections; only useful with socket activation.
     pub idle_exit: Option<Duration>,
+    /// See [`Config::max_connections`].
+    pub max_connections: usize,
+    /// See [`Config::idle_timeout`].
+    pub idle_timeout: Duration,
 }
 
 impl ProxyOptions {
@@ -56,6 +63,8 @@ impl ProxyOptions {
             policy_path: policy_path.into(),
             listen,
             idle_exit,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
         }
     }
 }
@@ -70,6 +79,8 @@ pub fn run(opts: ProxyOptions) -> anyhow::Result<()> {
         let listener = Listener::open(&opts.listen)?;
         let mut cfg = Config::new(opts.client, opts.policy_path);
         cfg.idle_exit = opts.idle_exit;
+        cfg.max_connections = opts.max_connections;
+        cfg.idle_timeout = opts.idle_timeout;
         let shutdown = shutdown_signal()?;
         serve(listener, cfg, SystemResolver, shutdown).await;
         Ok(())

@@ -1,13 +1,23 @@
-//! Name resolution behind a trait, so tests can answer with their own addresses and
-//! count lookups (a denied name must never be looked up).
+//! Name resolution and dialing behind a trait, so tests can answer with their own
+//! addresses, count lookups (a denied name must never be looked up) and stand in for
+//! the private, link-local and metadata addresses the checks are about with servers on
+//! loopback.
 
 use std::future::Future;
 use std::io;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
-/// Resolves an allowed host name to addresses.
+use tokio::net::TcpStream;
+
+/// Resolves an allowed host name to addresses, and connects to one of them once it has
+/// passed the address checks.
 pub trait Resolver: Send + Sync + 'static {
     fn lookup(&self, host: &str) -> impl Future<Output = io::Result<Vec<IpAddr>>> + Send;
+
+    /// Connects to `addr` (already checked against the policy).
+    fn connect(&self, addr: SocketAddr) -> impl Future<Output = io::Result<TcpStream>> + Send {
+        TcpStream::connect(addr)
+    }
 }
 
 /// The system resolver (getaddrinfo on a blocking thread, via tokio).

@@ -1,12 +1,13 @@
-//! The accept loop: one task per connection, each connection served by hyper with
-//! tight limits (one request, header size, header read timeout), shutdown on a signal
-//! and exit after an idle period (systemd socket activation starts it again).
+//! The accept loop: one task per connection up to a cap, each connection served by
+//! hyper with tight limits (one request, header size, header read timeout, idle
+//! timeout), shutdown on a signal and exit after an idle period (systemd socket
+//! activation starts it again).
 
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -14,9 +15,10 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 
-use super::handler::{self, Shared};
+use super::handler::{self, ConnCtx, Shared};
+use super::idle::{Backoff, stalled};
 use super::listen::{Accepted, Listener};
-use super::log::{DecisionRecord, LogSink};
+use super::log::{DecisionRecord, LogSink, RateLimit};
 use super::reload::PolicyStore;
 use super::resolve::Resolver;
 use super::sniff::{Head, Recorder};
@@ -36,12 +38,29 @@ pub struct Config {
     pub connect_timeout: Duration,
     /// Exit after this long without any connection.
     pub idle_exit: Option<Duration>,
+    /// Most connections (tunnels included) open at once; one more is answered `503`
+    /// and closed. A spliced tunnel holds 6 descriptors (client and upstream sockets,
+    /// a pipe per direction), a forwarded request 3 at most (client, upstream, a DNS
+    /// socket while it resolves), so the default 256 needs about 1,540 of the unit's
+    /// 4,096 (`LimitNOFILE=`), leaving room for the listener, the runtime and refusals.
+    pub max_connections: usize,
+    /// A connection or tunnel on which no byte moved either way for this long is
+    /// closed (abandoned tunnels, stalled request bodies, silent upstreams).
+    pub idle_timeout: Duration,
     pub log: LogSink,
 }
 
+/// Default of [`Config::max_connections`].
+pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
+/// Default of [`Config::idle_timeout`].
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_mins(10);
+/// At most one log line per this interval for each repeating condition (connection
+/// cap reached, accept failing).
+const LOG_EVERY: Duration = Duration::from_secs(10);
+
 impl Config {
     /// Defaults: 10 s header timeout, 16 KiB heads, 5 s DNS, 10 s connect, no idle exit,
-    /// log to stderr.
+    /// 256 connections, 10 min idle timeout, log to stderr.
     pub fn new(client: impl Into<String>, policy_path: impl Into<PathBuf>) -> Self {
         Self {
             client: client.into(),
@@ -51,6 +70,8 @@ impl Config {
             dns_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(10),
             idle_exit: None,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
             log: LogSink::Stderr,
         }
     }
@@ -63,10 +84,13 @@ pub enum Stopped {
     Idle,
 }
 
-/// Counts live connections and tunnels, for the idle exit.
+/// Counts live connections (a tunnel is its connection), for the cap and the idle
+/// exit.
 #[derive(Clone)]
 pub(crate) struct Activity(Arc<watch::Sender<usize>>);
 
+/// One counted connection; the count drops when the last holder (the connection's
+/// task or its tunnel) lets go.
 pub(crate) struct ActiveGuard(Activity);
 
 impl Activity {
@@ -74,9 +98,17 @@ impl Activity {
         Self(Arc::new(watch::channel(0).0))
     }
 
-    pub(crate) fn guard(&self) -> ActiveGuard {
-        self.0.send_modify(|n| *n += 1);
-        ActiveGuard(self.clone())
+    /// A guard if fewer than `max` connections are live.
+    fn try_guard(&self, max: usize) -> Option<ActiveGuard> {
+        self.0
+            .send_if_modified(|n| {
+                let room = *n < max;
+                if room {
+                    *n += 1;
+                }
+                room
+            })
+            .then(|| ActiveGuard(self.clone()))
     }
 
     /// Resolves once nothing has been active for `idle`.
@@ -115,14 +147,22 @@ pub async fn serve<R: Resolver>(
         store: PolicyStore::new(cfg.policy_path.clone(), cfg.client.clone(), cfg.log.clone()),
         cfg,
         resolver,
-        activity: activity.clone(),
+        next_id: AtomicU64::new(0),
     });
     shared.cfg.log.event(
         "start",
-        &serde_json::json!({ "client": shared.cfg.client, "policy": shared.cfg.policy_path }),
+        &serde_json::json!({
+            "client": shared.cfg.client,
+            "policy": shared.cfg.policy_path,
+            "max_connections": shared.cfg.max_connections,
+            "idle_timeout_s": shared.cfg.idle_timeout.as_secs_f64(),
+        }),
     );
     // Load (and log) the policy now, so a broken file shows up at start.
     let _ = shared.store.current();
+    let mut full_log = RateLimit::new(LOG_EVERY);
+    let mut error_log = RateLimit::new(LOG_EVERY);
+    let mut backoff = Backoff::new();
     tokio::pin!(shutdown);
     let stopped = loop {
         let idle = async {
@@ -136,7 +176,27 @@ pub async fn serve<R: Resolver>(
             () = idle => break Stopped::Idle,
             accepted = listener.accept() => match accepted {
                 Ok(conn) => {
-                    let guard = activity.guard();
+                    backoff.succeeded();
+                    let Some(guard) = activity.try_guard(shared.cfg.max_connections) else {
+                        // At the cap: answer and close at once rather than stop
+                        // accepting. A client gets a clear 503 instead of hanging in
+                        // the backlog until some tunnel ends, possibly minutes later;
+                        // the refusal costs a descriptor for one non-blocking write,
+                        // and its log line is rate-limited, so a client retrying in
+                        // a loop costs neither descriptors nor log.
+                        conn.refuse_busy();
+                        if let Some(suppressed) = full_log.check(Instant::now()) {
+                            shared.cfg.log.event(
+                                "connection_limit",
+                                &serde_json::json!({
+                                    "client": shared.cfg.client,
+                                    "max_connections": shared.cfg.max_connections,
+                                    "refused_since_last_line": suppressed + 1,
+                                }),
+                            );
+                        }
+                        continue;
+                    };
                     let shared = shared.clone();
                     match conn {
                         Accepted::Tcp(s) => tokio::spawn(connection(shared, s, guard)),
@@ -144,12 +204,20 @@ pub async fn serve<R: Resolver>(
                     };
                 }
                 Err(e) => {
-                    // Out of file descriptors and the like: keep serving, back off.
-                    shared.cfg.log.event(
-                        "accept_error",
-                        &serde_json::json!({ "client": shared.cfg.client, "error": e.to_string() }),
-                    );
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    // Out of file descriptors and the like: keep serving, back off
+                    // (the failing connection stays queued and would fail again at
+                    // once), and say so at most once per interval.
+                    if let Some(suppressed) = error_log.check(Instant::now()) {
+                        shared.cfg.log.event(
+                            "accept_error",
+                            &serde_json::json!({
+                                "client": shared.cfg.client,
+                                "error": e.to_string(),
+                                "suppressed": suppressed,
+                            }),
+                        );
+                    }
+                    tokio::time::sleep(backoff.failed()).await;
                 }
             },
         }
@@ -161,24 +229,37 @@ pub async fn serve<R: Resolver>(
     stopped
 }
 
-async fn connection<R, S>(shared: Arc<Shared<R>>, io: S, _guard: ActiveGuard)
+async fn connection<R, S>(shared: Arc<Shared<R>>, io: S, guard: ActiveGuard)
 where
     R: Resolver,
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let head = Head::default();
+    let n = shared.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+    let ctx = ConnCtx {
+        id: format!("{}-{n}", std::process::id()),
+        head: Head::default(),
+        slot: Arc::new(guard),
+        timed_out: Arc::default(),
+    };
     let served = Arc::new(AtomicBool::new(false));
     let max = shared.cfg.max_header_bytes;
-    let io = TokioIo::new(Recorder::new(io, head.clone(), max + 1));
+    let progress = Arc::new(AtomicU64::new(0));
+    let io = TokioIo::new(Recorder::new(
+        io,
+        ctx.head.clone(),
+        max + 1,
+        progress.clone(),
+    ));
     let svc = {
         let shared = shared.clone();
         let served = served.clone();
+        let ctx = ctx.clone();
         service_fn(move |req| {
             served.store(true, Ordering::Relaxed);
-            handler::handle(shared.clone(), head.clone(), req)
+            handler::handle(shared.clone(), ctx.clone(), req)
         })
     };
-    let result = http1::Builder::new()
+    let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(shared.cfg.header_read_timeout)
         .max_header_size(max)
@@ -190,13 +271,24 @@ where
         // and its own head check, and nothing can be pipelined behind it.
         .keep_alive(false)
         .serve_connection(io, svc)
-        .with_upgrades()
-        .await;
+        .with_upgrades();
+    // No byte either way for the idle timeout (a stalled request body, an upstream
+    // that never answers): drop the connection. The request's record notes why. Once a
+    // tunnel is up this future has ended and the tunnel watches itself.
+    let stalled = async {
+        stalled(shared.cfg.idle_timeout, || progress.load(Ordering::Relaxed)).await;
+        ctx.timed_out.store(true, Ordering::Relaxed);
+    };
+    let result = tokio::select! {
+        r = conn => r,
+        () = stalled => return,
+    };
     // Errors after a request was handled are logged by that request's record.
     if let Err(e) = result
         && !served.load(Ordering::Relaxed)
     {
         shared.cfg.log.decision(&DecisionRecord::denied(
+            ctx.id.clone(),
             shared.cfg.client.clone(),
             None,
             format!("bad request: {e}"),

@@ -7,6 +7,7 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
@@ -17,21 +18,24 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 pub(crate) struct Head(Arc<Mutex<Vec<u8>>>);
 
 /// IO wrapper recording everything read until the end of the head (`\r\n\r\n`) or
-/// until `cap` bytes; afterwards a plain pass-through.
+/// until `cap` bytes; afterwards a plain pass-through. It also counts the bytes moved
+/// each way in `progress`, which the connection's idle timer watches.
 pub(crate) struct Recorder<S> {
     inner: S,
     head: Head,
     cap: usize,
     done: bool,
+    progress: Arc<AtomicU64>,
 }
 
 impl<S> Recorder<S> {
-    pub(crate) fn new(inner: S, head: Head, cap: usize) -> Self {
+    pub(crate) fn new(inner: S, head: Head, cap: usize, progress: Arc<AtomicU64>) -> Self {
         Self {
             inner,
             head,
             cap,
             done: false,
+            progress,
         }
     }
 
@@ -49,6 +53,8 @@ impl<S: AsyncRead + Unpin> AsyncRead for Recorder<S> {
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let res = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let n = buf.filled().len() - before;
+        self.progress.fetch_add(n as u64, Ordering::Relaxed);
         if !self.done && matches!(res, Poll::Ready(Ok(()))) {
             let new = &buf.filled()[before..];
             let mut head = match self.head.0.lock() {
@@ -73,7 +79,11 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Recorder<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let res = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = res {
+            self.progress.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        res
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -89,7 +99,11 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Recorder<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let res = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = res {
+            self.progress.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        res
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -162,7 +176,7 @@ mod tests {
         use tokio::io::AsyncReadExt as _;
         let data = b"GET / HTTP/1.1\r\nHost: a\r\n\r\nBODYBODY".to_vec();
         let head = Head::default();
-        let mut r = Recorder::new(&data[..], head.clone(), 1024);
+        let mut r = Recorder::new(&data[..], head.clone(), 1024, Arc::default());
         let mut buf = [0u8; 5];
         let mut all = Vec::new();
         loop {

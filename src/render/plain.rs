@@ -109,8 +109,8 @@ pub fn render(spec: &SandboxSpec, podman: &Path, why: &str) -> Result<String> {
     let ctx = Unit {
         client: escape::raw("client name", spec.client.as_str())?,
         agent: spec.agent.as_str(),
-        host_summary: spec.host_summary.replace('%', "%%"),
-        why: why.to_owned(),
+        host_summary: escape::comment(&spec.host_summary),
+        why: escape::comment(why),
         dependencies: super::dependencies(spec)?,
         restart_on_failure: spec.service.restart_on_failure,
         timeout_start_sec: spec.service.timeout_start_sec,

@@ -151,7 +151,7 @@ fn unit(spec: &SandboxSpec, quadlet: Version) -> Result<Unit> {
     Ok(Unit {
         client: escape::raw("client name", spec.client.as_str())?,
         agent: spec.agent.as_str(),
-        host_summary: spec.host_summary.replace('%', "%%"),
+        host_summary: escape::comment(&spec.host_summary),
         dependencies: super::dependencies(spec)?,
         container_name: escape::raw("container name", &spec.container_name)?,
         image: escape::raw("image", &spec.image)?,
@@ -202,12 +202,10 @@ fn unit(spec: &SandboxSpec, quadlet: Version) -> Result<Unit> {
             .adaptation(|k| *k == AdaptationKind::RemoveStaleCidFile)
             .map(|a| a.why),
         log_file,
-        // `[Quadlet] DefaultDependencies=` exists since Quadlet 5.3; older ones always
-        // add the network-online dependencies.
-        no_default_dependencies: spec
-            .adaptation(|k| *k == AdaptationKind::NoNetworkOnlineWait)
-            .filter(|_| quadlet >= V5_3)
-            .map(|a| a.why),
+        // `[Quadlet] DefaultDependencies=` exists since Quadlet 5.3 (older generators
+        // reject it), which is also when the 90 s network-online wait came; 5.1 and 5.2
+        // add `network-online.target` itself, which is no unit in a user manager.
+        no_default_dependencies: spec.skip_network_online.filter(|_| quadlet >= V5_3),
     })
 }
 

@@ -118,6 +118,12 @@ struct Unit {
     sub: String,
     /// Produced by the generator at the last Reload (dropped when it no longer is).
     generated: bool,
+    /// The service's `Result` property.
+    result: String,
+    /// The service's `NRestarts` property.
+    restarts: u32,
+    /// Started too often: systemd refuses every start until `ResetFailedUnit`.
+    start_limited: bool,
 }
 
 impl Unit {
@@ -126,6 +132,9 @@ impl Unit {
             active: "inactive".into(),
             sub: "dead".into(),
             generated,
+            result: "success".into(),
+            restarts: 0,
+            start_limited: false,
         }
     }
 }
@@ -148,6 +157,10 @@ struct Generator {
 struct State {
     units: BTreeMap<String, Unit>,
     results: BTreeMap<String, String>,
+    /// The service `Result` a failed job leaves (`exit-code` unless scripted).
+    service_results: BTreeMap<String, String>,
+    /// The `NRestarts` a failed job leaves (0 unless scripted).
+    restarts: BTreeMap<String, u32>,
     rejected: Vec<String>,
     calls: Vec<Call>,
     next_job: u32,
@@ -174,6 +187,8 @@ impl FakeSystemd {
         let state = Arc::new(Mutex::new(State {
             units: BTreeMap::new(),
             results: BTreeMap::new(),
+            service_results: BTreeMap::new(),
+            restarts: BTreeMap::new(),
             rejected: Vec::new(),
             calls: Vec::new(),
             next_job: 1,
@@ -232,6 +247,35 @@ impl FakeSystemd {
         self.state()
             .results
             .insert(unit.to_owned(), result.to_owned());
+    }
+
+    /// The service `Result` every later failed job on `unit` leaves.
+    pub fn script_service_result(&self, unit: &str, result: &str) {
+        self.state()
+            .service_results
+            .insert(unit.to_owned(), result.to_owned());
+    }
+
+    /// The restarts systemd made on its own before every later failed job on `unit`
+    /// ended: a crash loop that `Restart=on-failure` ran until the start limit.
+    pub fn script_restarts(&self, unit: &str, restarts: u32) {
+        self.state().restarts.insert(unit.to_owned(), restarts);
+    }
+
+    /// Puts a known unit over its start limit, as five quick starts do: every start
+    /// fails with `start-limit-hit` until `ResetFailedUnit`.
+    pub fn hit_start_limit(&self, unit: &str) {
+        let mut st = self.state();
+        let u = st
+            .units
+            .get_mut(unit)
+            .unwrap_or_else(|| panic!("the fake does not know {unit}"));
+        u.start_limited = true;
+    }
+
+    /// A known unit's service `Result`.
+    pub fn service_result(&self, unit: &str) -> Option<String> {
+        self.state().units.get(unit).map(|u| u.result.clone())
     }
 
     /// Whether `JobRemoved` comes before or after the job method's reply.
@@ -396,15 +440,26 @@ impl Manager {
             method,
             args: vec![unit.clone(), mode],
         });
-        let result = st
+        let mut result = st
             .results
             .get(&unit)
             .cloned()
             .unwrap_or_else(|| "done".to_owned());
+        let mut service_result = st
+            .service_results
+            .get(&unit)
+            .cloned()
+            .unwrap_or_else(|| "exit-code".to_owned());
+        let mut restarts = st.restarts.get(&unit).copied().unwrap_or(0);
         let timing = st.timing;
         let Some(u) = st.units.get_mut(&unit) else {
             return Err(Fault::NoSuchUnit(format!("Unit {unit} not found.")));
         };
+        if u.start_limited && method != "StopUnit" {
+            "failed".clone_into(&mut result);
+            "start-limit-hit".clone_into(&mut service_result);
+            restarts = 0;
+        }
         let (active, sub) = match (method, result.as_str()) {
             ("StopUnit", "done") => ("inactive", "dead"),
             (_, "done") => ("active", "running"),
@@ -412,6 +467,11 @@ impl Manager {
         };
         active.clone_into(&mut u.active);
         sub.clone_into(&mut u.sub);
+        (u.result, u.restarts) = if result == "done" {
+            ("success".to_owned(), 0)
+        } else {
+            (service_result, restarts)
+        };
         let id = st.next_job;
         st.next_job += 3;
         let opposite = if result == "done" { "failed" } else { "done" };
@@ -555,7 +615,41 @@ impl Manager {
             "inactive".clone_into(&mut u.active);
             "dead".clone_into(&mut u.sub);
         }
+        "success".clone_into(&mut u.result);
+        u.restarts = 0;
+        u.start_limited = false;
         Ok(())
+    }
+
+    /// Also serves the unit's object, with the `Service` interface's `Result` and
+    /// `NRestarts`.
+    async fn get_unit(
+        &self,
+        name: String,
+        #[zbus(object_server)] server: &zbus::ObjectServer,
+    ) -> Result<OwnedObjectPath, Fault> {
+        {
+            let mut st = self.state();
+            st.calls.push(Call {
+                method: "GetUnit",
+                args: vec![name.clone()],
+            });
+            if !st.units.contains_key(&name) {
+                return Err(Fault::NoSuchUnit(format!("Unit {name} not loaded.")));
+            }
+        }
+        let path = unit_path(&name);
+        server
+            .at(
+                &path,
+                ServiceObject {
+                    state: Arc::clone(&self.state),
+                    unit: name,
+                },
+            )
+            .await
+            .map_err(Fault::ZBus)?;
+        Ok(path)
     }
 
     fn list_units_by_names(&self, names: Vec<String>) -> Vec<UnitRow> {
@@ -587,5 +681,28 @@ impl Manager {
                 ))
             })
             .collect()
+    }
+}
+
+/// A unit's object: the `org.freedesktop.systemd1.Service` properties sandboxctl reads.
+struct ServiceObject {
+    state: Arc<Mutex<State>>,
+    unit: String,
+}
+
+#[zbus::interface(name = "org.freedesktop.systemd1.Service")]
+impl ServiceObject {
+    #[zbus(property)]
+    fn result(&self) -> String {
+        let st = self.state.lock().expect("fake systemd state");
+        st.units
+            .get(&self.unit)
+            .map_or_else(|| "success".to_owned(), |u| u.result.clone())
+    }
+
+    #[zbus(property, name = "NRestarts")]
+    fn n_restarts(&self) -> u32 {
+        let st = self.state.lock().expect("fake systemd state");
+        st.units.get(&self.unit).map_or(0, |u| u.restarts)
     }
 }

@@ -79,7 +79,7 @@ fn b1_the_proxy_enforces_the_policy_under_agent_sandbox_data() {
     let default_policy = c.data_dir().join("config/network.toml");
     std::fs::create_dir_all(default_policy.parent().expect("parent")).expect("mkdir");
     std::fs::copy(&policy, &default_policy).expect("stale policy at the default location");
-    with_data(&["deny", &c.name, "localhost"]).success();
+    with_data(&["deny", &c.name, "127.0.0.1"]).success();
     let hits = up.hits.load(std::sync::atomic::Ordering::SeqCst);
     let out = curl_in(&data.0, &c, &url);
     assert!(!out.status.success(), "denied, so refused:\n{out}");
@@ -89,7 +89,7 @@ fn b1_the_proxy_enforces_the_policy_under_agent_sandbox_data() {
         "nothing reached the upstream"
     );
     let shown = with_data(&["policy", &c.name]).success();
-    assert!(shown.stdout.contains("localhost"), "{shown}");
+    assert!(shown.stdout.contains("127.0.0.1"), "{shown}");
 
     with_data(&["disable", &c.name, "--purge"]).success();
     let dropin = env()

@@ -1,6 +1,6 @@
 //! Credentials per client (issue 6): API keys as Podman secrets that reach the agent's
-//! environment and nothing else, `secret set|list|rm`, the shared `--claude-config`,
-//! and the copy of a host Claude login into one client's own store.
+//! environment and nothing else, `secret set|list|rm`, and the copy of a host Claude login into one client's own store (the shared
+//! `--claude-config` is in `hostexec.rs`).
 
 use std::path::Path;
 
@@ -241,49 +241,6 @@ fn c2_secret_set_reads_stdin_and_refuses_bad_input() {
     sbx(["secret", "rm", &c.name, "GH_TOKEN"]).run().success();
     let out = sbx(["secret", "list", &c.name]).run().success();
     assert_eq!(out.stdout.trim(), "", "{out}");
-}
-
-#[test]
-fn c3_shared_claude_config_mounts_what_it_says() {
-    let mut c = Client::new("c3");
-    let shared = c.scratch_dir("shared-home");
-    let dir = shared.join(".claude");
-    std::fs::create_dir_all(&dir).expect("mkdir");
-    std::fs::write(dir.join("marker"), "shared-config").expect("marker");
-    std::fs::write(shared.join(".claude.json"), "{\"marker\": \"state\"}").expect("state");
-    let out = sbx([
-        "enable",
-        &c.name,
-        c.project_str(),
-        "--agent",
-        "shell",
-        "--image",
-        &env().image,
-        "--network",
-        "none",
-        "--claude-config",
-        dir.to_str().expect("utf8"),
-    ])
-    .run()
-    .success();
-    assert!(
-        out.stderr.contains("shared"),
-        "enable says the config is shared:\n{out}"
-    );
-    c.start();
-    let out = c.sh("cat /home/agent/.claude/marker; echo; cat /home/agent/.claude.json; echo; echo ${CLAUDE_CONFIG_DIR:-unset}");
-    assert_eq!(
-        out.stdout.lines().collect::<Vec<_>>(),
-        ["shared-config", "{\"marker\": \"state\"}", "unset"],
-        "{out}"
-    );
-    // Read-write, as the login's token refresh needs.
-    c.sh("echo refreshed > /home/agent/.claude/marker")
-        .success();
-    assert_eq!(
-        std::fs::read_to_string(dir.join("marker")).expect("marker"),
-        "refreshed\n"
-    );
 }
 
 #[test]

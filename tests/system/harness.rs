@@ -378,8 +378,13 @@ pub struct Client {
 impl Client {
     /// A new client named `<tag>-<pid>-<n>` with an empty project directory.
     pub fn new(tag: &str) -> Self {
+        Self::named(unique_name(tag))
+    }
+
+    /// The client `name` with its project directory (created if missing), for a test that
+    /// finds its client again in a later process (the booted lane's reboot).
+    pub fn named(name: String) -> Self {
         let env = env();
-        let name = unique_name(tag);
         let project = env
             .home
             .join("sbx-system-tests")

@@ -1,6 +1,7 @@
 //! Allowlist mode end to end (issue 5): a sandbox with no network but its client's
 //! socket-activated egress proxy. The "remote" host is an HTTP server on the host's
-//! loopback, allowed with `private = true` (as an internal server would be).
+//! loopback, allowed by a rule naming its literal address with `private = true` (no
+//! name, not even `localhost`, reaches loopback).
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
@@ -44,12 +45,12 @@ impl Upstream {
     }
 
     pub fn authority(&self) -> String {
-        format!("localhost:{}", self.port)
+        format!("127.0.0.1:{}", self.port)
     }
 }
 
-/// `curl` inside the sandbox through its proxy (`NO_PROXY` lists localhost, which here
-/// means the *host's* loopback as the proxy resolves it, so it is cleared).
+/// `curl` inside the sandbox through its proxy (`NO_PROXY` lists 127.0.0.1, which here
+/// means the *host's* loopback as the proxy reaches it, so it is cleared).
 pub fn curl(c: &Client, url: &str) -> crate::harness::Output {
     c.sh(&format!(
         "env -u NO_PROXY -u no_proxy curl -fsS --max-time 20 {url}"
@@ -61,8 +62,8 @@ fn enable_allowlist(c: &Client) {
     assert!(out.stdout.contains("network allowlist"), "{out}");
 }
 
-/// An allowlist client whose policy allows `up` (a loopback host, hence `--private`).
-fn client_allowing(tag: &str, up: &Upstream) -> Client {
+/// An allowlist client whose policy allows `up` (a loopback literal, hence `--private`).
+pub(crate) fn client_allowing(tag: &str, up: &Upstream) -> Client {
     let c = Client::new(tag);
     enable_allowlist(&c);
     sbx(["allow", &c.name, "--private", &up.authority()])
@@ -88,10 +89,24 @@ fn n1_allowed_host_through_the_proxy_denied_host_and_no_direct_route() {
     let out = curl(&c, "https://denied.example.com/");
     assert!(!out.status.success(), "a denied host must fail:\n{out}");
     assert!(out.stderr.contains("403"), "the proxy refuses it:\n{out}");
-    let out = curl(&c, &format!("http://127.0.0.1:{}/literal", up.port));
+    let out = curl(&c, &format!("http://127.0.0.2:{}/literal", up.port));
     assert!(
         !out.status.success(),
         "an unlisted IP literal must fail:\n{out}"
+    );
+    // A name never reaches loopback, even allowed with `--private`.
+    sbx([
+        "allow",
+        &c.name,
+        "--private",
+        &format!("localhost:{}", up.port),
+    ])
+    .run()
+    .success();
+    let out = curl(&c, &format!("http://localhost:{}/byname", up.port));
+    assert!(
+        !out.status.success() && out.stderr.contains("403"),
+        "a name resolving to loopback must be refused:\n{out}"
     );
     assert_eq!(
         up.hits.load(Ordering::SeqCst),
@@ -123,7 +138,7 @@ fn n1_allowed_host_through_the_proxy_denied_host_and_no_direct_route() {
     // SSH goes through the proxy with CONNECT: the upstream (not an SSH server, so the
     // handshake fails) is reached although the sandbox has no route.
     let out = c.sh(&format!(
-        "ssh -o BatchMode=yes -o ConnectTimeout=10 -p {} localhost true",
+        "ssh -o BatchMode=yes -o ConnectTimeout=10 -p {} 127.0.0.1 true",
         up.port
     ));
     assert!(!out.status.success(), "{out}");
@@ -132,7 +147,12 @@ fn n1_allowed_host_through_the_proxy_denied_host_and_no_direct_route() {
         "ssh did not reach the upstream through the proxy:\n{out}"
     );
 
-    // Every decision is a JSON line in the proxy's log.
+    log_has_the_requests(&c, &up);
+}
+
+/// Every decision is a JSON line in the proxy's log, and every allowed request's end a
+/// close line with the same id.
+fn log_has_the_requests(c: &Client, up: &Upstream) {
     let out = sbx(["logs", &c.name, "--network", "-n", "50"])
         .run()
         .success();
@@ -145,7 +165,7 @@ fn n1_allowed_host_through_the_proxy_denied_host_and_no_direct_route() {
     assert!(
         decisions
             .iter()
-            .any(|d| d["decision"] == "allowed" && d["host"] == "localhost"),
+            .any(|d| d["decision"] == "allowed" && d["host"] == "127.0.0.1"),
         "{out}"
     );
     assert!(
@@ -164,6 +184,19 @@ fn n1_allowed_host_through_the_proxy_denied_host_and_no_direct_route() {
         decisions.iter().all(|d| d["client"] == c.name.as_str()),
         "{out}"
     );
+    let closes: Vec<serde_json::Value> = out
+        .stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|v: &serde_json::Value| v["event"] == "close")
+        .collect();
+    assert!(
+        closes.iter().any(|cl| cl["bytes_down"].as_u64() > Some(0)
+            && decisions
+                .iter()
+                .any(|d| d["id"] == cl["id"] && d["decision"] == "allowed")),
+        "{out}"
+    );
 }
 
 #[test]
@@ -179,12 +212,12 @@ fn n2_policy_changes_apply_without_a_restart() {
         .run()
         .success();
     assert_eq!(curl(&c, &url).stdout, up.body, "allowed now");
-    sbx(["deny", &c.name, "localhost"]).run().success();
+    sbx(["deny", &c.name, "127.0.0.1"]).run().success();
     let out = curl(&c, &url);
     assert!(!out.status.success(), "deny beats allow:\n{out}");
     assert_eq!(c.host_pid(), pid, "the sandbox was not restarted");
     let out = sbx(["policy", &c.name]).run().success();
-    assert!(out.stdout.contains("localhost"), "{out}");
+    assert!(out.stdout.contains("127.0.0.1"), "{out}");
 }
 
 #[test]

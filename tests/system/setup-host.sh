@@ -26,26 +26,15 @@ fi
 [[ $SBX_TEST_USER != root ]] || die "the test user must not be root"
 
 export DEBIAN_FRONTEND=noninteractive
+# systemd-container (systemd-nspawn) and debootstrap: the booted Debian 13 lane (tests/boot).
 packages=(podman crun uidmap slirp4netns fuse-overlayfs passt catatonit debootstrap socat
-    dbus dbus-user-session systemd tmux jq iproute2 curl procps util-linux bsdutils)
+    dbus dbus-user-session systemd tmux jq iproute2 curl procps util-linux bsdutils
+    systemd-container)
 trixie_dir=$SBX_OPT_DIR/podman-trixie
 quadlet=$trixie_dir/usr/libexec/podman/quadlet
 generator_link=/usr/local/lib/systemd/user-generators/podman-user-generator
 
 # --- apt -----------------------------------------------------------------------------
-
-# The Debian mirror this machine already uses (never write a host name into the repo).
-debian_mirror() {
-    local src=/etc/apt/sources.list.d/debian.sources uri
-    if [[ -r $src ]]; then
-        uri=$(awk '/^URIs:/ { print $2; exit }' "$src")
-    fi
-    if [[ -z ${uri:-} && -r /etc/apt/sources.list ]]; then
-        uri=$(awk '$1 == "deb" && $0 !~ /security/ { for (i = 2; i <= NF; i++) if ($i ~ /^[a-z]+:\/\//) { print $i; exit } }' /etc/apt/sources.list)
-    fi
-    [[ -n ${uri:-} ]] || die "cannot find the Debian mirror in $src or /etc/apt/sources.list"
-    printf '%s\n' "$uri"
-}
 
 add_trixie_suite() {
     local list=/etc/apt/sources.list.d/sandboxctl-test-trixie.sources

@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::{Context as _, bail};
 use toml_edit::{Array, DocumentMut, Item, Value};
 
-use super::{Bundle, Pattern, broad_warning, parse};
+use super::{Bundle, HostMatch, Pattern, broad_warning, parse};
 
 /// What an edit did, for the CLI to report.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -54,7 +54,8 @@ pub fn add_allow(path: &Path, items: &[impl AsRef<str>]) -> anyhow::Result<EditR
 }
 
 /// Like [`add_allow`], with `private = true` on the new entries: their names may
-/// resolve to private, loopback or link-local addresses (an internal git server).
+/// resolve to private-network addresses (an internal git server); an IP literal
+/// entry may also be a loopback, link-local or metadata address.
 pub fn add_allow_private(path: &Path, items: &[impl AsRef<str>]) -> anyhow::Result<EditReport> {
     edit(path, items, Direction::Allow { private: true })
 }
@@ -138,12 +139,33 @@ fn edit(path: &Path, items: &[impl AsRef<str>], dir: Direction) -> anyhow::Resul
                 if matches!(dir, Direction::Allow { .. }) {
                     report.warnings.extend(broad_warning(&p));
                 }
+                if matches!(dir, Direction::Allow { private: true }) {
+                    report.warnings.extend(loopback_name_warning(&p));
+                }
                 report.added.push(canon);
             }
         }
     }
     write_validated(path, &doc)?;
     Ok(report)
+}
+
+/// A warning for a private rule on a name that means the host itself (`localhost`,
+/// `*.localhost`, RFC 6761): the proxy never lets a name reach loopback, only a rule
+/// naming the IP literal.
+fn loopback_name_warning(p: &Pattern) -> Option<String> {
+    let name = match &p.host {
+        HostMatch::Exact(n) | HostMatch::Suffix(n) => n,
+        HostMatch::Ip(_) => return None,
+    };
+    if name != "localhost" && !name.ends_with(".localhost") {
+        return None;
+    }
+    let port = p.port.unwrap_or(super::DEFAULT_PORT);
+    Some(format!(
+        "`{p}` resolves to loopback, which no name reaches through the proxy; allow the \
+         address instead, e.g. `--private 127.0.0.1:{port}`"
+    ))
 }
 
 /// The pattern of an `allow`/`deny` array element (string or `{ host = … }`).
@@ -246,8 +268,10 @@ bundles = {bundles}
 packages = {packages}
 
 # "host" (port 443 only), "*.suffix" (names below suffix), "host:port" (port 80 for
-# plain HTTP must be listed), IP literals ("203.0.113.7:22"). Names that resolve to
-# private, loopback or link-local addresses need {{ host = "...", private = true }}.
+# plain HTTP must be listed), IP literals ("203.0.113.7:22"). Names on a private
+# network (10/8, 172.16/12, 192.168/16, 100.64/10, fc00::/7) need
+# {{ host = "...", private = true }}; loopback, link-local and metadata addresses
+# are reachable only as an IP literal with private = true ("127.0.0.1:8080").
 allow = []
 
 # Deny wins over allow; an entry without a port covers every port.
@@ -361,6 +385,11 @@ mod tests {
         add_allow_private(&path, &["git.corp.example:22"]).unwrap();
         let r = add_allow(&path, &["objects.githubusercontent.com"]).unwrap();
         assert_eq!(r.warnings.len(), 1);
+        let r = add_allow_private(&path, &["localhost:8080", "*.app.localhost"]).unwrap();
+        assert_eq!(r.warnings.len(), 2, "{:?}", r.warnings);
+        assert!(r.warnings[0].contains("127.0.0.1:8080"), "{:?}", r.warnings);
+        let r = add_allow_private(&path, &["127.0.0.1:8080", "localhost.example.com"]).unwrap();
+        assert!(r.warnings.is_empty(), "{:?}", r.warnings);
         let p = load(&path).unwrap();
         assert!(p.allow[0].private);
         assert!(!p.allow[1].private);

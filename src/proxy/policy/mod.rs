@@ -16,8 +16,10 @@
 //!   "*.example.org",         # any name below example.org (not example.org itself)
 //!   "intranet.example:80",   # plain HTTP needs port 80 listed
 //!   "203.0.113.7:22",        # a literal IP is reachable only when listed
-//!   # Private, loopback, link-local... answers are refused unless `private = true`.
+//!   # Private-network answers (RFC 1918, ULA, CGNAT) need `private = true`.
 //!   { host = "git.corp.example:22", private = true },
+//!   # Loopback, link-local and metadata addresses: only as a literal, with private.
+//!   { host = "127.0.0.1:8080", private = true },
 //! ]
 //!
 //! # Deny wins over allow; a deny entry without a port covers every port.
@@ -57,8 +59,9 @@ pub enum Source {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AllowRule {
     pub pattern: Pattern,
-    /// Whether the name may resolve to private, loopback, link-local, CGNAT, multicast
-    /// or metadata addresses.
+    /// Whether the name may resolve to a private network (RFC 1918, ULA, CGNAT); on an
+    /// IP literal rule, also whether that loopback, link-local or metadata address may
+    /// be reached. See [`crate::proxy::Unlock`].
     pub private: bool,
     pub source: Source,
 }

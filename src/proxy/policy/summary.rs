@@ -47,8 +47,9 @@ pub fn render_summary(policy: &Policy) -> String {
         let _ = writeln!(out, "  {d}");
     }
     out.push_str(
-        "Always refused unless a rule allows private addresses: loopback, private, \
-         link-local, CGNAT, multicast and cloud-metadata answers.\n",
+        "Addresses: private networks (RFC 1918, IPv6 unique local, CGNAT) only through a \
+         rule with private = true; loopback, link-local and cloud metadata only through a \
+         rule naming the IP literal with private = true; unspecified and multicast never.\n",
     );
     for w in policy.warnings() {
         let _ = writeln!(out, "warning: {w}");
@@ -82,7 +83,7 @@ mod tests {
         Bundles: claude
         Denied (wins over allowed; no port means every port):
           claude.ai
-        Always refused unless a rule allows private addresses: loopback, private, link-local, CGNAT, multicast and cloud-metadata answers.
+        Addresses: private networks (RFC 1918, IPv6 unique local, CGNAT) only through a rule with private = true; loopback, link-local and cloud metadata only through a rule naming the IP literal with private = true; unspecified and multicast never.
         warning: `storage.googleapis.com` covers storage.googleapis.com, where anyone can store data: allowing it lets the agent send data out
         ");
     }

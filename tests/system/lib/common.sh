@@ -60,3 +60,16 @@ user_manager_state() {
         XDG_RUNTIME_DIR="/run/user/$uid" DBUS_SESSION_BUS_ADDRESS="unix:path=/run/user/$uid/bus" \
         systemctl --user show -p SystemState --value 2>/dev/null || echo down
 }
+
+# The Debian mirror this machine already uses (never write a host name into the repo).
+debian_mirror() {
+    local src=/etc/apt/sources.list.d/debian.sources uri
+    if [[ -r $src ]]; then
+        uri=$(awk '/^URIs:/ { print $2; exit }' "$src")
+    fi
+    if [[ -z ${uri:-} && -r /etc/apt/sources.list ]]; then
+        uri=$(awk '$1 == "deb" && $0 !~ /security/ { for (i = 2; i <= NF; i++) if ($i ~ /^[a-z]+:\/\//) { print $i; exit } }' /etc/apt/sources.list)
+    fi
+    [[ -n ${uri:-} ]] || die "cannot find the Debian mirror in $src or /etc/apt/sources.list"
+    printf '%s\n' "$uri"
+}

@@ -1,0 +1,821 @@
+//! Keeping the agent from writing what git on the host executes. A project is mounted
+//! read-write and its files are the user's, so without this an agent could set
+//! `core.fsmonitor`, `core.hooksPath`, an alias or a filter driver in `.git/config`, or
+//! drop a script into `.git/hooks/`, and git on the host would run it at the user's
+//! next `git status` or commit.
+//!
+//! For each git directory of a project (its `.git`, the admin dirs of linked worktrees
+//! in `.git/worktrees/`, submodule git dirs in `.git/modules/`) the unit gets extra bind
+//! mounts over the project mount, each at its own host path:
+//!
+//! - the git dir itself, read-write: a mount point cannot be renamed or removed (EBUSY),
+//!   so the agent cannot move it aside and `git init` a new one in its place;
+//! - `config`, `hooks/` and `config.worktree` (where the config turns that file on),
+//!   read-only;
+//! - `commondir`, read-only. Git takes config and hooks from the directory this file
+//!   names, so the agent must not be able to create it. A mount needs an existing file,
+//!   so `enable` writes one that names the git dir itself (`.`), which git reads as "no
+//!   other common dir". The same for a missing `config` (empty) or `hooks/` (empty dir).
+//!
+//! Everything else in the git dir stays writable, so the agent can commit, branch,
+//! fetch and push. The mounts are computed when the unit is written (`enable`).
+
+use std::fs;
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+
+/// One bind mount of a path over itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pin {
+    pub path: PathBuf,
+    pub writable: bool,
+}
+
+/// Something `enable` creates in a git dir so that it can be mounted read-only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Create {
+    File(PathBuf, &'static [u8]),
+    Dir(PathBuf),
+}
+
+/// The mounts that protect one project, and what has to exist for them.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub pins: Vec<Pin>,
+    pub create: Vec<Create>,
+}
+
+/// How deep submodule git dirs (`modules/a/modules/b`) are followed.
+const MAX_DEPTH: usize = 4;
+
+/// Inspects `project` (an absolute, canonical directory) and plans its pins. Reads only.
+pub fn plan(project: &Path) -> Result<Plan> {
+    let mut plan = Plan::default();
+    let dotgit = project.join(".git");
+    match kind(&dotgit)? {
+        Kind::Missing => {}
+        Kind::Dir => {
+            plan_gitdir(project, &dotgit, 0, &mut plan)?;
+            // A relative `core.hooksPath` in your own git config names a directory of
+            // every work tree: inside this project, the agent could write it.
+            for text in global_configs() {
+                for v in config_values(&text, "core", "hookspath") {
+                    pin_named(project, project, &v, Kind::Dir, &mut plan)?;
+                }
+            }
+        }
+        Kind::File => {
+            // A linked worktree or a submodule: `.git` names the git dir. Pinning the
+            // file keeps the agent from pointing it elsewhere; a git dir outside the
+            // project is not mounted at all, so the agent cannot write it.
+            plan.pins.push(Pin {
+                path: dotgit.clone(),
+                writable: false,
+            });
+            if let Some(gitdir) = gitdir_of_file(&dotgit)?
+                && gitdir.starts_with(project)
+                && kind(&gitdir)? == Kind::Dir
+            {
+                plan_gitdir(project, &gitdir, 1, &mut plan)?;
+            }
+        }
+        Kind::Symlink => bail!(
+            "{} is a symbolic link: the agent could replace it with a repository whose config git on the host runs; make it a directory, or allow it with --git-writable-config",
+            dotgit.display()
+        ),
+    }
+    plan_submodules(project, &mut plan)?;
+    Ok(plan)
+}
+
+/// The `Volume=` values (`PATH:PATH:ro|rw`) of a project's pins.
+pub fn volumes(project: &Path) -> Result<Vec<String>> {
+    plan(project)?
+        .pins
+        .iter()
+        .map(|pin| {
+            let path = pin.path.to_str().with_context(|| {
+                format!(
+                    "git path {} is not valid UTF-8; rename it",
+                    pin.path.display()
+                )
+            })?;
+            let v = crate::escape::volume_path("git path", path)?;
+            let mode = if pin.writable { "rw" } else { "ro" };
+            Ok(format!("{v}:{v}:{mode}"))
+        })
+        .collect()
+}
+
+/// Projects of `settings` with a git dir that `unit` (the unit file's text) does not
+/// pin: they became repositories, or got worktrees or submodules, after `enable`.
+pub fn unpinned(settings: &crate::settings::Settings, unit: &str) -> Vec<PathBuf> {
+    if settings.git_writable_config {
+        return Vec::new();
+    }
+    let lines: Vec<&str> = unit.lines().collect();
+    settings
+        .projects
+        .iter()
+        .filter(|p| {
+            volumes(p).map_or(true, |vols| {
+                vols.iter()
+                    .any(|v| !lines.contains(&format!("Volume={v}").as_str()))
+            })
+        })
+        .cloned()
+        .collect()
+}
+
+/// Paths the unit pins (self-bind `Volume=` lines inside a project) that no longer
+/// exist: Podman refuses to start the container until `enable` writes a new unit.
+pub fn missing_pins(settings: &crate::settings::Settings, unit: &str) -> Vec<PathBuf> {
+    unit.lines()
+        .filter_map(|l| l.strip_prefix("Volume="))
+        .filter_map(|v| {
+            let mut parts = v.splitn(3, ':');
+            let (host, target) = (parts.next()?, parts.next()?);
+            let path = Path::new(host);
+            (host == target
+                && settings
+                    .projects
+                    .iter()
+                    .any(|p| path.starts_with(p) && path != p)
+                && fs::symlink_metadata(path).is_err())
+            .then(|| path.to_owned())
+        })
+        .collect()
+}
+
+/// Submodules checked out in the project (`path = …` in `.gitmodules`): their `.git`
+/// file is pinned, and their git dir when it is a directory inside the project.
+fn plan_submodules(project: &Path, plan: &mut Plan) -> Result<()> {
+    let gitmodules = project.join(".gitmodules");
+    if kind(&gitmodules)? != Kind::File {
+        return Ok(());
+    }
+    for line in read_small(&gitmodules)?.lines() {
+        let Some((key, value)) = line.split_once('=') else {
+            continue;
+        };
+        let rel = Path::new(value.trim());
+        if key.trim() != "path"
+            || rel.is_absolute()
+            || rel
+                .components()
+                .any(|c| !matches!(c, std::path::Component::Normal(_)))
+        {
+            continue;
+        }
+        let dotgit = project.join(rel).join(".git");
+        match kind(&dotgit)? {
+            Kind::File => {
+                plan.pins.push(Pin {
+                    path: dotgit.clone(),
+                    writable: false,
+                });
+                if let Some(gitdir) = gitdir_of_file(&dotgit)?
+                    && gitdir.starts_with(project)
+                    && kind(&gitdir)? == Kind::Dir
+                {
+                    plan_gitdir(project, &gitdir, 1, plan)?;
+                }
+            }
+            Kind::Dir => plan_gitdir(project, &dotgit, 1, plan)?,
+            Kind::Missing | Kind::Symlink => {}
+        }
+    }
+    Ok(())
+}
+
+/// Creates what the plan needs to exist (only what is missing; nothing is overwritten).
+pub fn prepare(plan: &Plan) -> Result<()> {
+    for c in &plan.create {
+        match c {
+            Create::Dir(d) => match fs::create_dir_all(d) {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e).with_context(|| format!("cannot create {}", d.display())),
+            },
+            Create::File(f, text) => {
+                if let Some(parent) = f.parent() {
+                    fs::create_dir_all(parent)
+                        .with_context(|| format!("cannot create {}", parent.display()))?;
+                }
+                let created = fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(f)
+                    .and_then(|mut file| std::io::Write::write_all(&mut file, text));
+                match created {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+                    Err(e) => {
+                        return Err(e).with_context(|| format!("cannot create {}", f.display()));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Warnings for the risky settings in the git configs a plan pins.
+pub fn warnings(plan: &Plan) -> Vec<String> {
+    plan.pins
+        .iter()
+        .filter(|p| !p.writable && p.path.file_name().is_some_and(|n| n == "config"))
+        .filter_map(|p| {
+            let keys = risky_config_keys(&read_small(&p.path).ok()?);
+            (!keys.is_empty()).then(|| {
+                format!(
+                    "warning: {} sets {}: git on the host runs these; check that you wrote them",
+                    p.path.display(),
+                    keys.join(", ")
+                )
+            })
+        })
+        .collect()
+}
+
+/// A note for `enable` when a project is a repository and your own git config lets
+/// `git status` enter submodules, which the agent can add (see the README's limits).
+pub fn submodule_note(projects: &[PathBuf]) -> Option<String> {
+    let repo = projects
+        .iter()
+        .any(|p| fs::symlink_metadata(p.join(".git")).is_ok());
+    let set = global_configs()
+        .iter()
+        .any(|t| !config_values(t, "diff", "ignoresubmodules").is_empty());
+    (repo && !set).then(|| {
+        "note: git on the host runs `git status` inside submodules, and the agent can add one with a config of its own; `git config --global diff.ignoreSubmodules dirty` stops that".to_owned()
+    })
+}
+
+/// Settings in a project's git config that make git on the host run a program. Shown by
+/// `enable`, since a config the agent wrote before it was protected stays in effect.
+pub fn risky_config_keys(config_text: &str) -> Vec<String> {
+    const RISKY: [&str; 10] = [
+        "fsmonitor",
+        "hookspath",
+        "sshcommand",
+        "pager",
+        "editor",
+        "askpass",
+        "gitproxy",
+        "textconv",
+        "uploadpack",
+        "receivepack",
+    ];
+    let mut out = Vec::new();
+    let mut section = String::new();
+    for line in config_text.lines() {
+        let l = line.trim();
+        if let Some(rest) = l.strip_prefix('[') {
+            section = rest
+                .split([']', ' ', '"'])
+                .next()
+                .unwrap_or("")
+                .to_lowercase();
+            continue;
+        }
+        let Some((key, value)) = l.split_once('=') else {
+            continue;
+        };
+        let key = key.trim().to_lowercase();
+        let risky = RISKY.contains(&key.as_str())
+            || (section == "alias" && value.trim_start().trim_start_matches('"').starts_with('!'))
+            || (section == "filter" && ["clean", "smudge", "process"].contains(&key.as_str()))
+            || ((section == "diff" || section == "merge")
+                && ["command", "driver"].contains(&key.as_str()))
+            || (section == "credential" && key == "helper")
+            || section == "include"
+            || section == "includeif";
+        if risky {
+            out.push(format!("{section}.{key}"));
+        }
+    }
+    out.dedup();
+    out
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Missing,
+    Dir,
+    File,
+    Symlink,
+}
+
+fn kind(p: &Path) -> Result<Kind> {
+    match fs::symlink_metadata(p) {
+        Ok(m) if m.file_type().is_symlink() => Ok(Kind::Symlink),
+        Ok(m) if m.is_dir() => Ok(Kind::Dir),
+        Ok(m) if m.is_file() => Ok(Kind::File),
+        Ok(_) => bail!(
+            "{} is neither a file nor a directory; remove it",
+            p.display()
+        ),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(Kind::Missing),
+        Err(e) => Err(e).with_context(|| format!("cannot inspect {}", p.display())),
+    }
+}
+
+/// The directory a `gitdir: PATH` file names, made absolute.
+fn gitdir_of_file(file: &Path) -> Result<Option<PathBuf>> {
+    let text = read_small(file)?;
+    let Some(target) = text.trim_end().strip_prefix("gitdir: ") else {
+        return Ok(None);
+    };
+    let base = file.parent().unwrap_or(Path::new("/"));
+    Ok(fs::canonicalize(base.join(target)).ok())
+}
+
+fn read_small(file: &Path) -> Result<String> {
+    let bytes = fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    Ok(String::from_utf8_lossy(&bytes[..bytes.len().min(64 * 1024)]).into_owned())
+}
+
+fn plan_gitdir(project: &Path, gitdir: &Path, depth: usize, plan: &mut Plan) -> Result<()> {
+    if depth > MAX_DEPTH || plan.pins.iter().any(|p| p.path == gitdir) {
+        return Ok(());
+    }
+    plan.pins.push(Pin {
+        path: gitdir.to_owned(),
+        writable: true,
+    });
+    let config = gitdir.join("config");
+    let config_text = match kind(&config)? {
+        Kind::Missing => {
+            plan.create.push(Create::File(config.clone(), b""));
+            String::new()
+        }
+        Kind::File => read_small(&config)?,
+        _ => bail!(
+            "{} is not a regular file; git on the host would not read it as the repository's config",
+            config.display()
+        ),
+    };
+    pin_ro(&config, Kind::File, plan)?;
+    // What the config names inside the project: a hooks dir (`core.hooksPath`, e.g.
+    // husky's), relative to the work tree, and included config files, relative to the
+    // git dir. Both would run the agent's code on the host.
+    let worktree = if gitdir == project.join(".git") {
+        project.to_owned()
+    } else {
+        config_values(&config_text, "core", "worktree")
+            .last()
+            .map_or_else(|| gitdir.to_owned(), |w| gitdir.join(w))
+    };
+    for v in config_values(&config_text, "core", "hookspath") {
+        pin_named(project, &worktree, &v, Kind::Dir, plan)?;
+    }
+    let includes = config_values(&config_text, "include", "path");
+    for v in includes
+        .into_iter()
+        .chain(config_values(&config_text, "includeif", "path"))
+    {
+        pin_named(project, gitdir, &v, Kind::File, plan)?;
+    }
+    let hooks = gitdir.join("hooks");
+    if kind(&hooks)? == Kind::Missing {
+        plan.create.push(Create::Dir(hooks.clone()));
+    }
+    pin_ro(&hooks, Kind::Dir, plan)?;
+    let commondir = gitdir.join("commondir");
+    match kind(&commondir)? {
+        Kind::Missing => plan.create.push(Create::File(commondir.clone(), b".\n")),
+        Kind::File => {
+            let target = read_small(&commondir)?;
+            if let Ok(common) = fs::canonicalize(gitdir.join(target.trim_end_matches(['\n', '\r'])))
+                && common.starts_with(project)
+                && common != gitdir
+            {
+                plan_gitdir(project, &common, depth + 1, plan)?;
+            }
+        }
+        _ => {}
+    }
+    pin_ro(&commondir, Kind::File, plan)?;
+    let worktree_config = config_text.to_lowercase().contains("worktreeconfig");
+    if worktree_config {
+        pin_created_file(&gitdir.join("config.worktree"), plan)?;
+    }
+    for admin in subdirs(&gitdir.join("worktrees"))? {
+        plan.pins.push(Pin {
+            path: admin.clone(),
+            writable: true,
+        });
+        let c = admin.join("commondir");
+        if kind(&c)? == Kind::File {
+            pin_ro(&c, Kind::File, plan)?;
+        }
+        if worktree_config {
+            pin_created_file(&admin.join("config.worktree"), plan)?;
+        }
+    }
+    for module in module_gitdirs(&gitdir.join("modules"), 0)? {
+        plan_gitdir(project, &module, depth + 1, plan)?;
+    }
+    Ok(())
+}
+
+/// Pins a path a config names (`~/`, absolute, or relative to `base`) when it lies in the
+/// project, creating it empty if it is missing so the agent cannot create it.
+fn pin_named(project: &Path, base: &Path, value: &str, want: Kind, plan: &mut Plan) -> Result<()> {
+    let path = match value.strip_prefix("~/") {
+        Some(rest) => match dirs::home_dir() {
+            Some(home) => home.join(rest),
+            None => return Ok(()),
+        },
+        None => base.join(value),
+    };
+    let path = normalize(&path);
+    if !path.starts_with(project) || plan.pins.iter().any(|p| p.path == path) {
+        return Ok(());
+    }
+    // Through a symlink the mount (and the file `enable` creates) would land elsewhere.
+    for dir in path
+        .ancestors()
+        .skip(1)
+        .take_while(|d| d.starts_with(project) && *d != project)
+    {
+        if kind(dir)? == Kind::Symlink {
+            bail!(
+                "{} (named by a git config) is reached through the symbolic link {}; sandboxctl cannot make it read-only for the agent; replace the link, or allow it with --git-writable-config",
+                path.display(),
+                dir.display()
+            );
+        }
+    }
+    if kind(&path)? == Kind::Missing {
+        plan.create.push(match want {
+            Kind::Dir => Create::Dir(path.clone()),
+            _ => Create::File(path.clone(), b""),
+        });
+    }
+    pin_ro(&path, want, plan)
+}
+
+/// `a/./b/../c` → `a/c`, without touching the file system.
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// The user's own git config files (`$GIT_CONFIG_GLOBAL`, else `~/.gitconfig` and
+/// `$XDG_CONFIG_HOME/git/config`), as text; includes in them are not followed.
+fn global_configs() -> Vec<String> {
+    let mut files = Vec::new();
+    if let Some(f) = std::env::var_os("GIT_CONFIG_GLOBAL") {
+        files.push(PathBuf::from(f));
+    } else {
+        if let Some(home) = dirs::home_dir() {
+            files.push(home.join(".gitconfig"));
+        }
+        if let Some(config) = dirs::config_dir() {
+            files.push(config.join("git/config"));
+        }
+    }
+    files.iter().filter_map(|f| read_small(f).ok()).collect()
+}
+
+/// The values of `section.key` (both lower case; a subsection is ignored) in a git
+/// config text, unquoted, in order.
+fn config_values(text: &str, section: &str, key: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    for line in text.lines() {
+        let l = line.trim();
+        if let Some(rest) = l.strip_prefix('[') {
+            current = rest
+                .split([']', ' ', '"'])
+                .next()
+                .unwrap_or("")
+                .to_lowercase();
+            continue;
+        }
+        if current != section {
+            continue;
+        }
+        if let Some((k, v)) = l.split_once('=')
+            && k.trim().eq_ignore_ascii_case(key)
+        {
+            out.push(v.trim().trim_matches('"').to_owned());
+        }
+    }
+    out
+}
+
+fn pin_created_file(path: &Path, plan: &mut Plan) -> Result<()> {
+    if kind(path)? == Kind::Missing {
+        plan.create.push(Create::File(path.to_owned(), b""));
+    }
+    pin_ro(path, Kind::File, plan)
+}
+
+/// A read-only pin; a path that exists must be what git expects, never a symlink (a
+/// mount would follow it).
+fn pin_ro(path: &Path, want: Kind, plan: &mut Plan) -> Result<()> {
+    let k = kind(path)?;
+    if k != Kind::Missing && k != want {
+        bail!(
+            "{} is a symbolic link or of an unexpected type; sandboxctl cannot make it read-only for the agent; replace it with a plain {}, or allow it with --git-writable-config",
+            path.display(),
+            if want == Kind::Dir {
+                "directory"
+            } else {
+                "file"
+            }
+        );
+    }
+    plan.pins.push(Pin {
+        path: path.to_owned(),
+        writable: false,
+    });
+    Ok(())
+}
+
+/// Real subdirectories (not symlinks) of `dir`, sorted; none if it does not exist.
+fn subdirs(dir: &Path) -> Result<Vec<PathBuf>> {
+    if kind(dir)? != Kind::Dir {
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
+        let entry = entry.with_context(|| format!("cannot list {}", dir.display()))?;
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            out.push(entry.path());
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Submodule git dirs below `.git/modules` (names may contain `/`): dirs with a `HEAD`.
+fn module_gitdirs(dir: &Path, depth: usize) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    if depth > MAX_DEPTH {
+        return Ok(out);
+    }
+    for d in subdirs(dir)? {
+        if d.join("HEAD").is_file() {
+            out.push(d);
+        } else {
+            out.extend(module_gitdirs(&d, depth + 1)?);
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn git_dir(root: &Path) -> PathBuf {
+        let g = root.join(".git");
+        fs::create_dir_all(g.join("hooks")).expect("mkdir");
+        fs::create_dir_all(g.join("objects")).expect("mkdir");
+        fs::write(g.join("HEAD"), "ref: refs/heads/main\n").expect("HEAD");
+        fs::write(g.join("config"), "[core]\n\tbare = false\n").expect("config");
+        g
+    }
+
+    fn pins(plan: &Plan) -> Vec<(String, bool)> {
+        plan.pins
+            .iter()
+            .map(|p| (p.path.display().to_string(), p.writable))
+            .collect()
+    }
+
+    #[test]
+    fn a_project_without_git_gets_nothing() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        assert_eq!(plan(tmp.path()).expect("plan"), Plan::default());
+    }
+
+    #[test]
+    fn pins_config_hooks_and_commondir_and_creates_commondir() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let p = tmp.path();
+        let g = git_dir(p);
+        let plan = plan(p).expect("plan");
+        let d = |s: &str| g.join(s).display().to_string();
+        assert_eq!(
+            pins(&plan),
+            [
+                (g.display().to_string(), true),
+                (d("config"), false),
+                (d("hooks"), false),
+                (d("commondir"), false),
+            ]
+        );
+        assert_eq!(plan.create, [Create::File(g.join("commondir"), b".\n")]);
+        prepare(&plan).expect("prepare");
+        assert_eq!(fs::read(g.join("commondir")).expect("commondir"), b".\n");
+        // Nothing existing is overwritten.
+        fs::write(g.join("commondir"), "x").expect("write");
+        prepare(&plan).expect("again");
+        assert_eq!(fs::read(g.join("commondir")).expect("commondir"), b"x");
+    }
+
+    #[test]
+    fn missing_hooks_and_config_are_created_so_they_can_be_pinned() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let g = tmp.path().join(".git");
+        fs::create_dir(&g).expect("mkdir");
+        let plan = plan(tmp.path()).expect("plan");
+        prepare(&plan).expect("prepare");
+        assert!(g.join("hooks").is_dir());
+        assert_eq!(fs::read(g.join("config")).expect("config"), b"");
+    }
+
+    #[test]
+    fn worktrees_modules_and_worktree_config_are_pinned() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let g = git_dir(tmp.path());
+        fs::write(g.join("config"), "[extensions]\n\tworktreeConfig = true\n").expect("config");
+        let wt = g.join("worktrees/w1");
+        fs::create_dir_all(&wt).expect("mkdir");
+        fs::write(wt.join("commondir"), "../..\n").expect("commondir");
+        let m = g.join("modules/lib/inner");
+        fs::create_dir_all(m.join("hooks")).expect("mkdir");
+        fs::write(m.join("HEAD"), "x").expect("HEAD");
+        fs::write(m.join("config"), "").expect("config");
+        let plan = plan(tmp.path()).expect("plan");
+        let got = pins(&plan);
+        for (path, writable) in [
+            (g.join("config.worktree"), false),
+            (wt.clone(), true),
+            (wt.join("commondir"), false),
+            (wt.join("config.worktree"), false),
+            (m.clone(), true),
+            (m.join("config"), false),
+            (m.join("hooks"), false),
+            (m.join("commondir"), false),
+        ] {
+            assert!(
+                got.contains(&(path.display().to_string(), writable)),
+                "{} missing in {got:?}",
+                path.display()
+            );
+        }
+    }
+
+    #[test]
+    fn a_gitdir_file_is_pinned_and_a_symlinked_git_is_refused() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let p = tmp.path().join("p");
+        fs::create_dir(&p).expect("mkdir");
+        fs::write(p.join(".git"), "gitdir: /elsewhere/.git/worktrees/p\n").expect("write");
+        assert_eq!(
+            pins(&plan(&p).expect("plan")),
+            [(p.join(".git").display().to_string(), false)]
+        );
+        fs::remove_file(p.join(".git")).expect("rm");
+        std::os::unix::fs::symlink("/tmp", p.join(".git")).expect("symlink");
+        let err = format!("{:#}", plan(&p).expect_err("symlink"));
+        assert!(
+            err.contains("symbolic link") && err.contains("--git-writable-config"),
+            "{err}"
+        );
+        fs::remove_file(p.join(".git")).expect("rm");
+        let g = git_dir(&p);
+        fs::remove_dir(g.join("hooks")).expect("rm");
+        std::os::unix::fs::symlink("/tmp", g.join("hooks")).expect("symlink");
+        let err = format!("{:#}", plan(&p).expect_err("symlinked hooks"));
+        assert!(err.contains("hooks"), "{err}");
+    }
+
+    #[test]
+    fn submodule_git_files_are_pinned_and_unpinned_projects_are_found() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let p = tmp.path();
+        let g = git_dir(p);
+        fs::write(
+            p.join(".gitmodules"),
+            "[submodule \"lib\"]\n\tpath = lib\n\turl = x\n[submodule \"up\"]\n\tpath = ../up\n",
+        )
+        .expect("write");
+        fs::create_dir_all(p.join("lib")).expect("mkdir");
+        fs::create_dir_all(g.join("modules/lib/hooks")).expect("mkdir");
+        fs::write(g.join("modules/lib/HEAD"), "x").expect("HEAD");
+        fs::write(p.join("lib/.git"), "gitdir: ../.git/modules/lib\n").expect("write");
+        let got = pins(&plan(p).expect("plan"));
+        assert!(
+            got.contains(&(p.join("lib/.git").display().to_string(), false)),
+            "{got:?}"
+        );
+        assert!(
+            got.contains(&(g.join("modules/lib/config").display().to_string(), false)),
+            "{got:?}"
+        );
+        assert!(!got.iter().any(|(path, _)| path.contains("/up")), "{got:?}");
+
+        let s = crate::settings::Settings {
+            projects: vec![p.to_owned()],
+            ..crate::settings::Settings::default()
+        };
+        let unit = volumes(p)
+            .expect("volumes")
+            .iter()
+            .map(|v| format!("Volume={v}"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(unpinned(&s, &unit).is_empty());
+        // A worktree added after the unit was written is not pinned by it.
+        fs::create_dir_all(g.join("worktrees/late")).expect("mkdir");
+        assert_eq!(unpinned(&s, &unit), [p.to_owned()]);
+        // A pinned path that is gone is named (the start would fail); what `prepare`
+        // creates is not.
+        assert!(!missing_pins(&s, &unit).is_empty());
+        prepare(&plan(p).expect("plan")).expect("prepare");
+        assert!(missing_pins(&s, &unit).is_empty());
+        fs::remove_file(p.join("lib/.git")).expect("rm");
+        assert_eq!(missing_pins(&s, &unit), [p.join("lib/.git")]);
+    }
+
+    #[test]
+    fn hooks_paths_and_includes_inside_the_project_are_pinned() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let p = tmp.path();
+        let g = git_dir(p);
+        fs::write(
+            g.join("config"),
+            "[core]\n\thooksPath = .husky/_\n[include]\n\tpath = ../.gitconfig.shared\n[includeIf \"onbranch:x\"]\n\tpath = /etc/gitconfig.x\n",
+        )
+        .expect("config");
+        let plan = plan(p).expect("plan");
+        let got = pins(&plan);
+        assert!(
+            got.contains(&(p.join(".husky/_").display().to_string(), false)),
+            "{got:?}"
+        );
+        assert!(
+            got.contains(&(p.join(".gitconfig.shared").display().to_string(), false)),
+            "{got:?}"
+        );
+        assert!(
+            !got.iter().any(|(path, _)| path.starts_with("/etc")),
+            "{got:?}"
+        );
+        // Missing, so created (empty) before they are mounted.
+        assert!(plan.create.contains(&Create::Dir(p.join(".husky/_"))));
+        assert!(
+            plan.create
+                .contains(&Create::File(p.join(".gitconfig.shared"), b""))
+        );
+        // Not through a symlink: it could point anywhere on the host.
+        fs::create_dir(p.join("elsewhere")).expect("mkdir");
+        std::os::unix::fs::symlink(p.join("elsewhere"), p.join(".husky")).expect("symlink");
+        let err = format!("{:#}", super::plan(p).expect_err("symlink"));
+        assert!(
+            err.contains("symbolic link") && err.contains(".husky"),
+            "{err}"
+        );
+        assert_eq!(
+            config_values(
+                "[core]\n\tHooksPath = \"a b\"\n[x]\nhookspath = c\n",
+                "core",
+                "hookspath"
+            ),
+            ["a b"]
+        );
+    }
+
+    #[test]
+    fn risky_keys_are_named() {
+        let text = "[core]\n\tfsmonitor = touch /tmp/x\n\tbare = false\n[alias]\n\tst = status\n\tx = !sh -c id\n[filter \"lfs\"]\n\tsmudge = evil\n[remote \"origin\"]\n\turl = /x\n";
+        assert_eq!(
+            risky_config_keys(text),
+            ["core.fsmonitor", "alias.x", "filter.smudge"]
+        );
+        assert!(risky_config_keys("[core]\n\tbare = false\n").is_empty());
+    }
+
+    #[test]
+    fn enable_warns_about_a_risky_config_it_pins() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let g = git_dir(tmp.path());
+        assert!(warnings(&plan(tmp.path()).expect("plan")).is_empty());
+        fs::write(g.join("config"), "[core]\n\tsshCommand = ssh -i k\n").expect("config");
+        let w = warnings(&plan(tmp.path()).expect("plan"));
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].contains("core.sshcommand")
+                && w[0].contains(&g.join("config").display().to_string()),
+            "{w:?}"
+        );
+    }
+}
