@@ -8,7 +8,7 @@ use std::process::Command;
 use sandboxctl::client::ClientName;
 use sandboxctl::host::{Cgroups, HostProfile, Version, fixed_profile};
 use sandboxctl::layout::Layout;
-use sandboxctl::render::{Sandbox, render};
+use sandboxctl::render::{Sandbox, render, volume_lines};
 use sandboxctl::settings::{Agent, ExtraMount, NetworkMode, Settings};
 
 #[path = "support/quadlet.rs"]
@@ -746,6 +746,30 @@ fn plain_service_snapshot_and_systemd_verify() {
     let service = render_for("acme", &settings(Agent::Shell, NetworkMode::Open), &modern);
     insta::assert_snapshot!("plain_modern_host", service);
     systemd_verify("acme", &service);
+}
+
+/// What an existing unit mounts reads the same from either target.
+#[test]
+fn volume_lines_read_the_same_from_both_targets() {
+    let s = Settings {
+        projects: vec!["/home/user/with space/100%".into()],
+        mounts: vec![ExtraMount {
+            host: "/home/user/a".into(),
+            container: "/mnt/a".into(),
+            writable: false,
+        }],
+        ..settings(Agent::Shell, NetworkMode::Allowlist)
+    };
+    let quadlet = volume_lines(&render_for("acme", &s, &this_host()));
+    let plain = volume_lines(&render_for("acme", &s, &plain_host()));
+    assert_eq!(quadlet, plain);
+    assert!(
+        quadlet.contains(
+            &"Volume=/home/user/with space/100%%:/home/user/with space/100%%:rw,z".to_owned()
+        ),
+        "{quadlet:?}"
+    );
+    assert_eq!(quadlet.len(), 6, "{quadlet:?}");
 }
 
 /// The two targets cannot drift: for the same settings, the plain service's `podman

@@ -63,9 +63,14 @@ pub fn run_job(
 /// Podman would refuse to mount), and says how to pin git dirs that appeared after the
 /// unit was written (a repository, worktree or submodule), which the agent can write.
 pub fn warn_unpinned(layout: &Layout, client: &ClientName, settings: &Settings) {
-    let Ok(unit) = std::fs::read_to_string(layout.unit_path(client)) else {
+    // The Quadlet unit or the plain service, whichever this client has.
+    let Some(unit) = crate::render::all_unit_paths(layout, client)
+        .iter()
+        .find_map(|p| std::fs::read_to_string(p).ok())
+    else {
         return;
     };
+    let unit = crate::render::volume_lines(&unit).join("\n");
     if settings.git_writable_config {
         return;
     }
