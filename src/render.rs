@@ -44,6 +44,15 @@ pub fn plain_unit_path(layout: &Layout, client: &ClientName) -> PathBuf {
     layout.systemd_user_dir.join(client.service_name())
 }
 
+/// The link that starts the plain service with the user manager (what `systemctl
+/// --user enable` makes; for a Quadlet unit the generator makes it from `[Install]`).
+pub fn plain_wants_link(layout: &Layout, client: &ClientName) -> PathBuf {
+    layout
+        .systemd_user_dir
+        .join("default.target.wants")
+        .join(client.service_name())
+}
+
 /// Both places a client's unit may be, Quadlet's first.
 pub fn all_unit_paths(layout: &Layout, client: &ClientName) -> [PathBuf; 2] {
     [layout.unit_path(client), plain_unit_path(layout, client)]

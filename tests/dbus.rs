@@ -542,6 +542,14 @@ mod cli {
         assert!(!home.unit_file("acme").exists(), "no .container: {out}");
         assert!(home.fake.knows("agent-acme.service"), "loaded: {out}");
         assert!(out.stdout.contains("agent-acme.service"), "{out}");
+        // Started with the user manager, as `systemctl --user enable` would.
+        let link = home
+            .service_dir()
+            .join("default.target.wants/agent-acme.service");
+        assert_eq!(
+            std::fs::read_link(&link).expect("wants link"),
+            home.service_file("acme")
+        );
 
         let out = home.sandboxctl(["enable", "acme"]).run().success();
         assert!(home.unit_file("acme").exists(), "{out}");
@@ -549,6 +557,7 @@ mod cli {
             !home.service_file("acme").exists(),
             "plain service removed: {out}"
         );
+        assert!(link.symlink_metadata().is_err(), "link removed: {out}");
         assert!(out.stdout.contains("removed "), "{out}");
         assert!(home.fake.knows("agent-acme.service"), "generated: {out}");
 
@@ -565,6 +574,7 @@ mod cli {
             .success();
         assert!(!home.service_file("acme").exists());
         assert!(!home.unit_file("acme").exists());
+        assert!(link.symlink_metadata().is_err(), "link removed by disable");
     }
 
     #[test]

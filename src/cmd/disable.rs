@@ -43,6 +43,11 @@ pub fn disable(layout: &Layout, name: &str, purge: bool) -> Result<()> {
     for path in &units {
         std::fs::remove_file(path).with_context(|| format!("cannot remove {}", path.display()))?;
     }
+    // The link that started the plain service at login, if enable made it.
+    let link = crate::render::plain_wants_link(layout, &client);
+    if std::fs::read_link(&link).ok() == Some(crate::render::plain_unit_path(layout, &client)) {
+        std::fs::remove_file(&link).with_context(|| format!("cannot remove {}", link.display()))?;
+    }
     crate::proxy_units::remove_client(layout, &client)?;
     // The socket directory is runtime state in the small, shared $XDG_RUNTIME_DIR; its
     // socket unit is stopped, so nothing recreates it.

@@ -219,7 +219,7 @@ fn client_files<'a>(plan: &mut Plan<'a>, layout: &'a Layout, p: &'a Planned) -> 
         p.settings.to_file_text(client)?.into_bytes(),
         0o600,
     );
-    unit_effects(plan, p)?;
+    unit_effects(plan, layout, p)?;
     if allowlist {
         plan.step(format!("create the network policy of {client}"), move || {
             let policy = layout.policy_path(client);
@@ -248,7 +248,7 @@ fn client_files<'a>(plan: &mut Plan<'a>, layout: &'a Layout, p: &'a Planned) -> 
 
 /// A client's unit: its directory (private when sandboxctl creates it), the unit, and
 /// the removal of the other target's unit sandboxctl wrote before.
-fn unit_effects<'a>(plan: &mut Plan<'a>, p: &'a Planned) -> Result<()> {
+fn unit_effects<'a>(plan: &mut Plan<'a>, layout: &'a Layout, p: &'a Planned) -> Result<()> {
     // Units name every client's projects and mounts: other local users have no business
     // reading them. A unit directory sandboxctl creates is private; an existing one
     // keeps the mode its owner chose.
@@ -282,7 +282,57 @@ fn unit_effects<'a>(plan: &mut Plan<'a>, p: &'a Planned) -> Result<()> {
             Ok(Applied::nothing())
         });
     }
+    let link = render::plain_wants_link(layout, &p.client);
+    let service = render::plain_unit_path(layout, &p.client);
+    if matches!(p.unit.target, UnitTarget::Plain { .. }) {
+        plan.step(format!("link {}", link.display()), move || {
+            link_plain_service(link, &service)
+        });
+    } else {
+        plan.step(format!("remove {}", link.display()), move || {
+            if std::fs::read_link(&link).ok().as_deref() != Some(service.as_path()) {
+                return Ok(Applied::nothing());
+            }
+            std::fs::remove_file(&link)
+                .with_context(|| format!("cannot remove {}", link.display()))?;
+            Ok(Applied::undo(Undo::new(
+                format!("put back {}", link.display()),
+                move || {
+                    std::os::unix::fs::symlink(&service, &link)
+                        .with_context(|| format!("cannot create {}", link.display()))
+                },
+            )))
+        });
+    }
     Ok(())
+}
+
+/// Starts the plain service with the user manager, as `systemctl --user enable` does:
+/// a link in `default.target.wants/`. A file there that is not this link is the user's.
+fn link_plain_service<'a>(link: PathBuf, service: &Path) -> Result<Applied<'a>> {
+    match std::fs::read_link(&link) {
+        Ok(target) if target == service => return Ok(Applied::nothing()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        _ => bail!(
+            "{} exists and was not made by sandboxctl; move it away, then enable again",
+            link.display()
+        ),
+    }
+    let dir = link.parent().context("a link has a directory")?;
+    let new = missing_dirs(dir);
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let dirs = remove_dirs(new);
+    if let Err(e) = std::os::unix::fs::symlink(service, &link) {
+        let e = anyhow::Error::from(e).context(format!("cannot create {}", link.display()));
+        return Err(undo_now(e, dirs));
+    }
+    Ok(Applied::undo(Undo::new(
+        format!("remove {}", link.display()),
+        move || {
+            remove_undo(link).run()?;
+            dirs.run()
+        },
+    )))
 }
 
 /// A client's agent state: Claude's first-run state and the API key from the environment.
@@ -729,6 +779,9 @@ mod tests {
                 if meta.is_dir() {
                     out.push((rel, mode, None));
                     stack.push(path);
+                } else if meta.is_symlink() {
+                    let target = std::fs::read_link(&path).expect("read link");
+                    out.push((rel, 0, Some(target.as_os_str().as_encoded_bytes().to_vec())));
                 } else {
                     out.push((rel, mode, Some(std::fs::read(&path).expect("read"))));
                 }
