@@ -10,6 +10,17 @@ use anyhow::{Context, Result};
 
 /// Writes `contents` to `path` atomically with the given permission bits.
 pub fn write(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
+    write_with(path, mode, |f| f.write_all(contents))
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Writes `path` atomically with the given permission bits, its contents written by
+/// `fill` into the temporary file (which is then synced and renamed over `path`).
+pub fn write_with(
+    path: &Path,
+    mode: u32,
+    fill: impl FnOnce(&mut fs::File) -> std::io::Result<()>,
+) -> Result<()> {
     let dir = path
         .parent()
         .with_context(|| format!("{} has no parent directory", path.display()))?;
@@ -26,9 +37,9 @@ pub fn write(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
                 dir.display()
             )
         })?;
-    tmp.write_all(contents)
+    fill(tmp.as_file_mut())
         .and_then(|()| tmp.as_file().sync_all())
-        .with_context(|| format!("cannot write {}", path.display()))?;
+        .with_context(|| format!("cannot fill a temporary file in {}", dir.display()))?;
     tmp.persist(path)
         .map_err(|e| e.error)
         .with_context(|| format!("cannot replace {}", path.display()))?;

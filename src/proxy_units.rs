@@ -10,8 +10,7 @@
 //! manager has.
 
 use std::fs;
-use std::io::{self, Read, Write};
-use std::os::unix::fs::PermissionsExt;
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -141,29 +140,8 @@ fn install_binary(source: &Path, dir: &Path) -> Result<bool> {
     }
     let mut from = fs::File::open(source)
         .with_context(|| format!("cannot read the sandboxctl binary {}", source.display()))?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".sandboxctl-")
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
-    tmp.as_file()
-        .set_permissions(fs::Permissions::from_mode(0o700))
-        .with_context(|| {
-            format!(
-                "cannot set permissions on a temporary file in {}",
-                dir.display()
-            )
-        })?;
-    io::copy(&mut from, &mut tmp)
-        .and_then(|_| tmp.flush())
-        .and_then(|()| tmp.as_file().sync_all())
+    crate::atomic::write_with(&target, 0o700, |to| io::copy(&mut from, to).map(drop))
         .with_context(|| format!("cannot copy {} to {}", source.display(), target.display()))?;
-    tmp.persist(&target)
-        .map_err(|e| e.error)
-        .with_context(|| format!("cannot replace {}", target.display()))?;
-    if let Ok(d) = fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
     Ok(true)
 }
 
@@ -310,6 +288,7 @@ pub fn log_file(client: &ClientName) -> Option<std::path::PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn service_runs_this_binary_quoted() {

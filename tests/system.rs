@@ -752,9 +752,16 @@ fn t6c_crash_loop_still_ends_failed_at_the_start_limit() {
         "the crash loop to end at the start limit",
         Duration::from_mins(1),
         || {
-            let restarts: u32 = unit_property(&c.unit(), "NRestarts").parse().ok()?;
-            (unit_property(&c.unit(), "ActiveState") == "failed" && restarts > 0)
-                .then_some(restarts)
+            // `failed` also shows for a moment between two restarts: the loop has ended
+            // when the unit stays failed with the same count.
+            let settled = || -> Option<u32> {
+                let restarts: u32 = unit_property(&c.unit(), "NRestarts").parse().ok()?;
+                (unit_property(&c.unit(), "ActiveState") == "failed" && restarts > 0)
+                    .then_some(restarts)
+            };
+            let first = settled()?;
+            std::thread::sleep(Duration::from_secs(2));
+            (settled()? == first).then_some(first)
         },
         || c.diagnostics(),
     );

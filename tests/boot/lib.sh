@@ -17,4 +17,4 @@ SBX_BOOT_SUITE=trixie
 # key, so the next run rebuilds the rootfs.
 SBX_BOOT_PACKAGES=(systemd systemd-sysv systemd-container dbus dbus-user-session libpam-systemd
     podman crun uidmap passt catatonit fuse-overlayfs tmux procps iproute2 curl ca-certificates
-    util-linux login less)
+    util-linux login less git)
