@@ -881,3 +881,49 @@ fn assert_no_container(c: &Client) {
         "container left behind:\n{out}"
     );
 }
+
+/// 9. One client moves between the two kinds of unit, as when the host gains or loses
+///    its Quadlet generator: a Quadlet unit, then a plain service, then a Quadlet unit
+///    again. Each time the user manager loads the unit from the new file, the old file
+///    is gone, and the sandbox starts.
+#[test]
+fn t9_client_switches_between_quadlet_unit_and_plain_service() {
+    let env = env();
+    let c = Client::new("t9");
+    let plain_file = env.home.join(".config/systemd/user").join(c.unit());
+    let container_file = env.unit_dir().join(format!("agent-{}.container", c.name));
+    let wants = env
+        .home
+        .join(".config/systemd/user/default.target.wants")
+        .join(c.unit());
+    // "" lets sandboxctl find the generator the user manager runs, whatever the lane.
+    for (step, quadlet) in [("Quadlet", ""), ("plain", "none"), ("Quadlet again", "")] {
+        let out = sbx([
+            "enable",
+            &c.name,
+            c.project_str(),
+            "--agent",
+            "shell",
+            "--image",
+            &env.image,
+        ])
+        .env("SANDBOXCTL_QUADLET", quadlet)
+        .run()
+        .success();
+        let plain = quadlet == "none";
+        assert_eq!(plain_file.exists(), plain, "{step}: {out}");
+        assert_eq!(container_file.exists(), !plain, "{step}: {out}");
+        assert_eq!(wants.symlink_metadata().is_ok(), plain, "{step}: {out}");
+        let fragment = unit_property(&c.unit(), "FragmentPath");
+        let want = if plain {
+            plain_file.clone()
+        } else {
+            env.generator_dir().join(c.unit())
+        };
+        assert_eq!(Path::new(&fragment), want, "{step}: {out}");
+        assert_eq!(unit_property(&c.unit(), "LoadState"), "loaded", "{step}");
+        c.start();
+        assert!(c.container_id().is_some(), "{step}: no container");
+        sbx(["stop", &c.name]).run().success();
+    }
+}
