@@ -494,14 +494,31 @@ fn policy_commands_need_a_known_client_and_valid_hosts() {
 
 #[test]
 fn help_lists_every_command() {
+    use clap::CommandFactory;
     let sb = Sandbox::new();
     let out = sb.run(&["--help"]);
     let text = String::from_utf8_lossy(&out.stdout);
+    // The names in the "Commands:" section of the help, exactly.
+    let listed: Vec<&str> = text
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        // A name stands two spaces in; wrapped descriptions stand further in.
+        .filter(|l| !l[2..].starts_with(' '))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    let mut declared: Vec<String> = sandboxctl::cli::Cli::command()
+        .get_subcommands()
+        .map(|c| c.get_name().to_owned())
+        .collect();
+    declared.push("help".to_owned());
+    assert_eq!(listed, declared, "help:\n{text}");
     for cmd in [
         "enable", "disable", "start", "stop", "restart", "status", "list", "attach", "exec",
-        "logs", "render", "run", "image",
+        "logs", "render", "run", "image", "doctor", "allow", "deny", "policy", "secret",
     ] {
-        assert!(text.contains(cmd), "{cmd} missing from help:\n{text}");
+        assert!(listed.contains(&cmd), "{cmd} missing from help:\n{text}");
     }
 }
 

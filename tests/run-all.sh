@@ -65,6 +65,18 @@ run() {
     return $rc
 }
 
+# Every shell script in the repository (a `#!…sh` first line), sources followed.
+shellcheck_all() {
+    local f scripts=()
+    command -v shellcheck >/dev/null || { echo "shellcheck is not installed (setup-host.sh installs it)" >&2; return 1; }
+    while IFS= read -r f; do
+        [[ $(head -n 1 "$f" 2>/dev/null) =~ ^\#!.*(ba)?sh ]] && scripts+=("$f")
+    done < <(as_invoker git ls-files)
+    scripts+=(tests/system/lib/*.sh tests/boot/lib.sh image/profile.sh)
+    echo "shellcheck: ${#scripts[@]} scripts"
+    shellcheck -x "${scripts[@]}"
+}
+run "shellcheck" shellcheck_all
 run "cargo fmt --check" as_invoker cargo fmt --all --check
 run "cargo clippy" as_invoker cargo clippy --all-targets --features system-tests -- -D warnings
 run "cargo test" as_invoker cargo test --all-targets

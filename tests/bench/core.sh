@@ -164,6 +164,7 @@ mem_kb() {
 descendants() {
     local pid=$1 child
     echo "$pid"
+    # shellcheck disable=SC2013 # each file is one line of space-separated PIDs
     for child in $(cat "/proc/$pid/task/"*/children 2>/dev/null); do
         descendants "$child"
     done

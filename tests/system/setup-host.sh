@@ -29,7 +29,7 @@ export DEBIAN_FRONTEND=noninteractive
 # systemd-container (systemd-nspawn) and debootstrap: the booted Debian 13 lane (tests/boot).
 packages=(podman crun uidmap slirp4netns fuse-overlayfs passt catatonit debootstrap socat
     dbus dbus-user-session systemd tmux jq iproute2 curl procps util-linux bsdutils
-    systemd-container git)
+    systemd-container git shellcheck)
 trixie_dir=$SBX_OPT_DIR/podman-trixie
 quadlet=$trixie_dir/usr/libexec/podman/quadlet
 generator_link=/usr/local/lib/systemd/user-generators/podman-user-generator
