@@ -70,16 +70,7 @@ pub fn plan(project: &Path) -> Result<Plan> {
             // A linked worktree or a submodule: `.git` names the git dir. Pinning the
             // file keeps the agent from pointing it elsewhere; a git dir outside the
             // project is not mounted at all, so the agent cannot write it.
-            plan.pins.push(Pin {
-                path: dotgit.clone(),
-                writable: false,
-            });
-            if let Some(gitdir) = gitdir_of_file(&dotgit)?
-                && gitdir.starts_with(project)
-                && kind(&gitdir)? == Kind::Dir
-            {
-                plan_gitdir(project, &gitdir, 1, &mut plan)?;
-            }
+            pin_gitdir_file(project, &dotgit, &mut plan)?;
         }
         Kind::Symlink => bail!(
             "{} is a symbolic link: the agent could replace it with a repository whose config git on the host runs; make it a directory, or allow it with --git-writable-config",
@@ -172,16 +163,7 @@ fn plan_submodules(project: &Path, plan: &mut Plan) -> Result<()> {
         let dotgit = project.join(rel).join(".git");
         match kind(&dotgit)? {
             Kind::File => {
-                plan.pins.push(Pin {
-                    path: dotgit.clone(),
-                    writable: false,
-                });
-                if let Some(gitdir) = gitdir_of_file(&dotgit)?
-                    && gitdir.starts_with(project)
-                    && kind(&gitdir)? == Kind::Dir
-                {
-                    plan_gitdir(project, &gitdir, 1, plan)?;
-                }
+                pin_gitdir_file(project, &dotgit, plan)?;
             }
             Kind::Dir => plan_gitdir(project, &dotgit, 1, plan)?,
             Kind::Missing | Kind::Symlink => {}
@@ -336,6 +318,22 @@ fn gitdir_of_file(file: &Path) -> Result<Option<PathBuf>> {
 fn read_small(file: &Path) -> Result<String> {
     let bytes = fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
     Ok(String::from_utf8_lossy(&bytes[..bytes.len().min(64 * 1024)]).into_owned())
+}
+
+/// A `.git` file (a linked worktree or a submodule) is pinned read-only, and the git dir
+/// it names is planned too when it lies inside the project.
+fn pin_gitdir_file(project: &Path, dotgit: &Path, plan: &mut Plan) -> Result<()> {
+    plan.pins.push(Pin {
+        path: dotgit.to_path_buf(),
+        writable: false,
+    });
+    if let Some(gitdir) = gitdir_of_file(dotgit)?
+        && gitdir.starts_with(project)
+        && kind(&gitdir)? == Kind::Dir
+    {
+        plan_gitdir(project, &gitdir, 1, plan)?;
+    }
+    Ok(())
 }
 
 fn plan_gitdir(project: &Path, gitdir: &Path, depth: usize, plan: &mut Plan) -> Result<()> {
