@@ -23,7 +23,9 @@ bin_dir=/var/tmp/sandboxctl-test/bin
 
 if [[ $(id -u) -ne 0 ]]; then
     command -v sudo >/dev/null || die "run as root (the system tests switch to the test user), or install sudo"
-    exec sudo -- env PATH="$PATH" "$0" "$@"
+    # The caller's PATH keeps their cargo; root's tools (iptables for Podman's network,
+    # debootstrap) live in the sbin directories a normal user's PATH lacks.
+    exec sudo -- env PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin" "$0" "$@"
 fi
 
 # as_invoker CMD… — CMD as the user who ran this script through sudo, else as root.
