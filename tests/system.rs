@@ -145,23 +145,7 @@ fn t2_attach_survives_a_killed_terminal_and_resumes() {
 
     let term = HostTerminal::start(&attach);
     let attach_pid = term.pane_pid();
-    // Keys typed before the inner tmux is up may be lost: probe until the shell answers.
-    wait_for(
-        "the shell in the container's tmux session to answer",
-        Duration::from_mins(1),
-        || {
-            term.type_line("echo probe-$((40+2))");
-            let start = Instant::now();
-            while start.elapsed() < Duration::from_secs(3) {
-                if term.screen().lines().any(|l| l.trim() == "probe-42") {
-                    return Some(());
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            None
-        },
-        || format!("--- screen ---\n{}\n{}", term.screen(), c.diagnostics()),
-    );
+    term.wait_for_shell(&c);
     let token = format!("ok-$((1000+234))-{}", std::process::id());
     let shown = format!("ok-1234-{}", std::process::id());
     term.type_line(&format!("echo {token}; sleep 4242"));

@@ -605,6 +605,28 @@ impl HostTerminal {
         self.tmux().args(["send-keys", "Enter"]).run().success();
     }
 
+    /// Waits until the shell in the client's tmux session answers: keys typed before the
+    /// inner tmux is up may be lost, so it probes until one answer shows.
+    #[track_caller]
+    pub fn wait_for_shell(&self, c: &Client) {
+        wait_for(
+            "the shell in the container's tmux session to answer",
+            Duration::from_mins(1),
+            || {
+                self.type_line("echo probe-$((40+2))");
+                let start = Instant::now();
+                while start.elapsed() < Duration::from_secs(3) {
+                    if self.screen().lines().any(|l| l.trim() == "probe-42") {
+                        return Some(());
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                None
+            },
+            || format!("--- screen ---\n{}\n{}", self.screen(), c.diagnostics()),
+        );
+    }
+
     /// Waits until the screen contains a line that is exactly `line` (after trimming).
     #[track_caller]
     pub fn wait_for_line(&self, line: &str, timeout: Duration) -> String {

@@ -4,7 +4,7 @@
 //! sandbox, then checks the host side as the user sees it.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::harness::{Client, Cmd, HostTerminal, Output, env, process_exists, sbx, wait_for};
 
@@ -207,22 +207,7 @@ fn h4_a_login_refreshed_during_attach_reaches_the_host_at_detach() {
     let bin = env().bin.to_str().expect("UTF-8 binary path").to_owned();
     let term = HostTerminal::start(&format!("{bin} attach {}", c.name));
     let attach_pid = term.pane_pid();
-    wait_for(
-        "the shell in the container's tmux session to answer",
-        Duration::from_mins(1),
-        || {
-            term.type_line("echo probe-$((40+2))");
-            let start = Instant::now();
-            while start.elapsed() < Duration::from_secs(3) {
-                if term.screen().lines().any(|l| l.trim() == "probe-42") {
-                    return Some(());
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            None
-        },
-        || format!("--- screen ---\n{}\n{}", term.screen(), c.diagnostics()),
-    );
+    term.wait_for_shell(&c);
     c.sh(&format!(
         "printf '%s' '{}' > $CLAUDE_CONFIG_DIR/.credentials.json",
         login("sandbox2", 2_000)
