@@ -198,18 +198,7 @@ fn b4_p9_start_to_tmux_ready() {
     for _ in 0..5 {
         let t0 = Instant::now();
         sbx(["start", &c.name]).run().success();
-        wait_for(
-            "the tmux session main",
-            Duration::from_secs(30),
-            || {
-                podman(["exec", &c.container(), "tmux", "has-session", "-t", "main"])
-                    .run()
-                    .status
-                    .success()
-                    .then_some(())
-            },
-            || c.diagnostics(),
-        );
+        wait_for_tmux(&c, "the tmux session main");
         times.push(t0.elapsed());
         sbx(["stop", &c.name]).run().success();
     }
@@ -356,8 +345,18 @@ fn b6_reboot_2_after() {
         || (unit_property(&c.unit(), "ActiveState") == "active").then_some(()),
         || c.diagnostics(),
     );
+    wait_for_tmux(&c, "the tmux session main after the reboot");
+    let project = std::fs::read_to_string(c.project.join("marker")).unwrap_or_default();
+    assert_eq!(project.trim(), REBOOT_MARK, "the project file");
+    let out = c.sh("cat \"$HOME/.history/marker\"");
+    assert_eq!(out.stdout.trim(), REBOOT_MARK, "the client's data:\n{out}");
+}
+
+/// Waits up to 30 s until the sandbox's tmux session `main` answers.
+#[track_caller]
+fn wait_for_tmux(c: &Client, what: &str) {
     wait_for(
-        "the tmux session main after the reboot",
+        what,
         Duration::from_secs(30),
         || {
             podman(["exec", &c.container(), "tmux", "has-session", "-t", "main"])
@@ -368,8 +367,4 @@ fn b6_reboot_2_after() {
         },
         || c.diagnostics(),
     );
-    let project = std::fs::read_to_string(c.project.join("marker")).unwrap_or_default();
-    assert_eq!(project.trim(), REBOOT_MARK, "the project file");
-    let out = c.sh("cat \"$HOME/.history/marker\"");
-    assert_eq!(out.stdout.trim(), REBOOT_MARK, "the client's data:\n{out}");
 }
