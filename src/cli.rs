@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::settings::{Agent, NetworkMode};
+use crate::settings::{Agent, Autonomy, NetworkMode};
 
 /// Locked-down, always-on coding-agent sandboxes, one per client, on rootless Podman
 /// managed by your systemd user manager.
@@ -201,6 +201,15 @@ pub struct SandboxOptions {
         default_missing_value = "true"
     )]
     pub git_writable_config: Option<bool>,
+    /// What the agent does without asking, inside the sandbox only: ask (its own
+    /// permission prompts) or auto (Claude skips them, Codex runs without approvals)
+    /// [default: ask].
+    #[arg(long, value_name = "MODE")]
+    pub autonomy: Option<Autonomy>,
+    /// Extra argument for the agent's command line (repeatable; replaces the list,
+    /// `--reset` clears it), e.g. `--agent-arg=--model --agent-arg=sonnet`.
+    #[arg(long = "agent-arg", value_name = "ARG", allow_hyphen_values = true)]
+    pub agent_args: Vec<String>,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -228,18 +237,25 @@ pub struct RunArgs {
     /// Client/project identifier for data compartmentalisation.
     #[arg(long, value_name = "NAME")]
     pub client: String,
-    /// Project directory, mounted read-write at its host path.
+    /// Project directory, mounted read-write at its host path [default: the current
+    /// directory, unless it may not be a project (e.g. your home)].
     pub project: Option<PathBuf>,
     #[command(flatten)]
     pub options: SandboxOptions,
-    /// Reattach to the client's existing sandbox without changing it.
+    /// Reattach to the client's existing sandbox without changing it (a client that
+    /// does not exist yet is created and started).
     #[arg(long)]
     pub resume: bool,
-    /// Disable all container networking (loopback only).
+    /// Network: allowlist (only the hosts the client's policy allows, through its
+    /// proxy), none (loopback only) or open (anything: `run-agent.sh`'s default)
+    /// [default: the client's current mode; allowlist for a new client].
+    #[arg(long, value_name = "MODE", conflicts_with_all = ["no_network", "firewall"])]
+    pub network: Option<NetworkMode>,
+    /// Disable all container networking (loopback only): `--network none`.
     #[arg(long, conflicts_with = "firewall")]
     pub no_network: bool,
-    /// Outbound traffic only to the hosts the client's policy allows (allowlist mode,
-    /// the default for new clients).
+    /// `--network allowlist` with the hosts `run-agent.sh --firewall` allowed switched
+    /// on: the agent's API, `@github` (SSH to GitHub included) and `@packages`.
     #[arg(long)]
     pub firewall: bool,
 }

@@ -15,7 +15,7 @@ use crate::escape;
 use crate::host::{Cgroups, HostProfile, Version};
 use crate::layout::Layout;
 use crate::proxy_units;
-use crate::settings::{Agent, NetworkMode, Settings};
+use crate::settings::{Agent, Autonomy, NetworkMode, Settings};
 
 /// The agent's home inside the container.
 pub const HOME: &str = "/home/agent";
@@ -60,6 +60,8 @@ pub struct SandboxSpec {
     pub adaptations: Vec<Adaptation>,
     /// The user's own podman arguments (settings `podman_args`), passed last.
     pub extra_podman_args: Vec<String>,
+    /// What the agent does without asking (named in the unit's description).
+    pub autonomy: Autonomy,
 }
 
 /// The container's user namespace.
@@ -334,6 +336,7 @@ impl SandboxSpec {
             },
             adaptations: adaptations(client, sandbox.host),
             extra_podman_args: s.podman_args.clone(),
+            autonomy: s.autonomy,
         };
         Ok(spec)
     }
@@ -383,6 +386,19 @@ fn environment(client: &ClientName, s: &Settings) -> Vec<EnvVar> {
         }
         env.push(EnvVar::new("NO_PROXY", "localhost,127.0.0.1"));
         env.push(EnvVar::new("no_proxy", "localhost,127.0.0.1"));
+    }
+    // Autonomy and agent arguments for `agent-session`, one variable per argument so
+    // nothing is ever split into words or re-parsed on the way.
+    env.push(EnvVar::new("SANDBOX_AUTONOMY", s.autonomy.as_str()));
+    env.push(EnvVar::new(
+        "SANDBOX_AGENT_ARGC",
+        s.agent_args.len().to_string(),
+    ));
+    for (i, a) in s.agent_args.iter().enumerate() {
+        env.push(EnvVar::new(
+            &format!("SANDBOX_AGENT_ARG_{}", i + 1),
+            a.clone(),
+        ));
     }
     env
 }
@@ -616,6 +632,43 @@ mod tests {
             true,
         );
         assert!(spec(NetworkMode::Open, &modern).adaptations.is_empty());
+    }
+
+    /// Autonomy and each agent argument are a variable of their own, verbatim.
+    #[test]
+    fn agent_args_are_one_variable_each() {
+        let client = ClientName::parse("acme").expect("name");
+        let env = |s: &Settings| -> Vec<(String, String)> {
+            environment(&client, s)
+                .into_iter()
+                .filter(|e| e.name.starts_with("SANDBOX_A") && e.name != "SANDBOX_AGENT")
+                .map(|e| (e.name, e.value))
+                .collect()
+        };
+        let pairs = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+            v.iter()
+                .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+                .collect()
+        };
+        assert_eq!(
+            env(&Settings::default()),
+            pairs(&[("SANDBOX_AUTONOMY", "ask"), ("SANDBOX_AGENT_ARGC", "0")])
+        );
+        let s = Settings {
+            autonomy: Autonomy::Auto,
+            agent_args: vec!["--model".into(), "a \"b\" $c 100%".into(), String::new()],
+            ..Settings::default()
+        };
+        assert_eq!(
+            env(&s),
+            pairs(&[
+                ("SANDBOX_AUTONOMY", "auto"),
+                ("SANDBOX_AGENT_ARGC", "3"),
+                ("SANDBOX_AGENT_ARG_1", "--model"),
+                ("SANDBOX_AGENT_ARG_2", "a \"b\" $c 100%"),
+                ("SANDBOX_AGENT_ARG_3", ""),
+            ])
+        );
     }
 
     #[test]

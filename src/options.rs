@@ -95,6 +95,12 @@ pub fn apply(
     if let Some(writable) = o.git_writable_config {
         s.git_writable_config = writable;
     }
+    if let Some(autonomy) = o.autonomy {
+        s.autonomy = autonomy;
+    }
+    if !o.agent_args.is_empty() {
+        s.agent_args.clone_from(&o.agent_args);
+    }
     validate(layout, client, &s, others)?;
     Ok(s)
 }
@@ -109,6 +115,7 @@ pub fn validate(
     for a in &s.podman_args {
         escape::check("podman argument", a)?;
     }
+    check_agent_args(&s.agent_args)?;
     let guard = Guard::new(layout);
     for p in &s.projects {
         guard.check("project directory", p, false)?;
@@ -152,6 +159,33 @@ pub fn validate(
                     m.host.display()
                 );
             }
+        }
+    }
+    Ok(())
+}
+
+/// Most `--agent-arg` values a client may have, and the longest one (bytes): each is an
+/// environment variable of the container and a line of its unit.
+pub const MAX_AGENT_ARGS: usize = 32;
+pub const MAX_AGENT_ARG_LEN: usize = 1024;
+
+/// Agent arguments travel as one environment variable each: no line breaks or other
+/// control characters, a bounded count and length.
+fn check_agent_args(args: &[String]) -> Result<()> {
+    if args.len() > MAX_AGENT_ARGS {
+        bail!(
+            "too many agent arguments ({}): at most {MAX_AGENT_ARGS} --agent-arg values",
+            args.len()
+        );
+    }
+    for a in args {
+        escape::check("agent argument", a)?;
+        if a.len() > MAX_AGENT_ARG_LEN {
+            bail!(
+                "agent argument {}… is {} bytes long: at most {MAX_AGENT_ARG_LEN}; shorten it",
+                escape::display(&a.chars().take(40).collect::<String>()),
+                a.len()
+            );
         }
     }
     Ok(())
@@ -367,6 +401,14 @@ pub fn warnings(client: &ClientName, s: &Settings) -> Vec<String> {
             dir.display()
         ));
     }
+    if s.agent == crate::settings::Agent::Shell
+        && (s.autonomy != crate::settings::Autonomy::Ask || !s.agent_args.is_empty())
+    {
+        out.push(
+            "note: the shell agent ignores --autonomy and --agent-arg (they apply to claude and codex)"
+                .to_owned(),
+        );
+    }
     if s.git_writable_config && !s.projects.is_empty() {
         out.push(
             "warning: --git-writable-config: the agent can write the projects' .git/config and .git/hooks, which git on the host runs at your next git command"
@@ -568,6 +610,81 @@ mod tests {
         assert_eq!(again.projects, first.projects, "projects kept");
         assert_eq!(again.agent, crate::settings::Agent::Shell, "agent kept");
         assert_eq!(again.network, NetworkMode::None);
+    }
+
+    /// `--agent-arg` replaces the list, `--autonomy` sets the mode, other options keep
+    /// both, and `--reset` clears them.
+    #[test]
+    fn autonomy_and_agent_args_merge_and_reset() {
+        let (_tmp, layout) = setup();
+        let client = ClientName::parse("acme").expect("name");
+        let opts = SandboxOptions {
+            autonomy: Some(crate::settings::Autonomy::Auto),
+            agent_args: vec!["--model".into(), "a b".into()],
+            ..Default::default()
+        };
+        let first = apply(&layout, &client, &[], &req(&[], &opts)).expect("apply");
+        assert_eq!(first.autonomy, crate::settings::Autonomy::Auto);
+        assert_eq!(first.agent_args, ["--model", "a b"]);
+        let others = [(client.clone(), first.clone())];
+        let kept = apply(
+            &layout,
+            &client,
+            &others,
+            &req(&[], &SandboxOptions::default()),
+        )
+        .expect("apply");
+        assert_eq!(kept, first);
+        let replaced = SandboxOptions {
+            agent_args: vec!["-x".into()],
+            ..Default::default()
+        };
+        let replaced = apply(&layout, &client, &others, &req(&[], &replaced)).expect("apply");
+        assert_eq!(replaced.agent_args, ["-x"]);
+        assert_eq!(replaced.autonomy, crate::settings::Autonomy::Auto);
+        let reset = apply(
+            &layout,
+            &client,
+            &others,
+            &Request {
+                reset: true,
+                ..req(&[], &SandboxOptions::default())
+            },
+        )
+        .expect("apply");
+        assert_eq!(reset.autonomy, crate::settings::Autonomy::Ask);
+        assert!(reset.agent_args.is_empty());
+    }
+
+    #[test]
+    fn refuses_bad_agent_args() {
+        let (_tmp, layout) = setup();
+        let client = ClientName::parse("acme").expect("name");
+        let long = "x".repeat(MAX_AGENT_ARG_LEN + 1);
+        let many: Vec<String> = (0..=MAX_AGENT_ARGS).map(|i| i.to_string()).collect();
+        for (args, want) in [
+            (
+                vec!["a\nb".to_owned()],
+                "agent argument \"a\\nb\" contains a line break",
+            ),
+            (
+                vec!["a\u{1b}[2J".to_owned()],
+                "contains a control character",
+            ),
+            (vec![long], "at most 1024"),
+            (many, "too many agent arguments (33)"),
+        ] {
+            let opts = SandboxOptions {
+                agent_args: args,
+                ..Default::default()
+            };
+            let err = format!(
+                "{:#}",
+                apply(&layout, &client, &[], &req(&[], &opts)).expect_err(want)
+            );
+            assert!(err.contains(want), "{err}");
+            assert!(!err.contains('\n'), "{err:?}");
+        }
     }
 
     #[test]

@@ -96,6 +96,43 @@ impl fmt::Display for NetworkMode {
     }
 }
 
+/// How much the agent does without asking, inside the sandbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Autonomy {
+    /// The agent's own permission prompts and approvals, as it ships.
+    #[default]
+    Ask,
+    /// Claude skips its permission prompts, Codex runs without approvals.
+    Auto,
+}
+
+impl Autonomy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ask => "ask",
+            Self::Auto => "auto",
+        }
+    }
+}
+
+impl FromStr for Autonomy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "ask" => Ok(Self::Ask),
+            "auto" => Ok(Self::Auto),
+            _ => Err(format!("unknown autonomy {s:?}: use ask or auto")),
+        }
+    }
+}
+
+impl fmt::Display for Autonomy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// An extra bind mount given with `--mount` (read-only) or `--mount-rw`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExtraMount {
@@ -129,6 +166,12 @@ pub struct Settings {
     /// mounted read-only, because git on the host executes what they say).
     #[serde(default, skip_serializing_if = "is_false")]
     pub git_writable_config: bool,
+    /// What the agent may do without asking (`--autonomy`).
+    #[serde(default)]
+    pub autonomy: Autonomy,
+    /// Extra arguments for the agent (`--agent-arg`), one environment variable each.
+    #[serde(default)]
+    pub agent_args: Vec<String>,
 }
 
 #[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
@@ -148,6 +191,8 @@ impl Default for Settings {
             claude_config: None,
             secrets: Vec::new(),
             git_writable_config: false,
+            autonomy: Autonomy::Ask,
+            agent_args: Vec::new(),
         }
     }
 }
@@ -227,6 +272,8 @@ mod tests {
             claude_config: Some("/home/u/.claude".into()),
             secrets: vec!["GH_TOKEN".into()],
             git_writable_config: true,
+            autonomy: Autonomy::Auto,
+            agent_args: vec!["--model".into(), "a \"b\" $c 100%".into()],
         }
     }
 
@@ -247,6 +294,18 @@ mod tests {
         let default = Settings::default();
         default.save(&path, &client).expect("save");
         assert_eq!(Settings::load(&path).expect("load"), default);
+    }
+
+    /// A settings file written before autonomy existed still loads, as `ask` with no
+    /// agent arguments.
+    #[test]
+    fn older_files_load_with_autonomy_ask() {
+        let s = Settings::parse(
+            "agent = \"claude\"\nimage = \"localhost/agent-sandbox:latest\"\nnetwork = \"allowlist\"\n",
+        )
+        .expect("parses");
+        assert_eq!(s.autonomy, Autonomy::Ask);
+        assert!(s.agent_args.is_empty());
     }
 
     #[test]
@@ -277,6 +336,9 @@ mod tests {
             Ok(NetworkMode::Allowlist)
         );
         assert!("sometimes".parse::<NetworkMode>().is_err());
+        assert_eq!("auto".parse::<Autonomy>(), Ok(Autonomy::Auto));
+        assert!("yolo".parse::<Autonomy>().is_err());
+        assert_eq!(Autonomy::default(), Autonomy::Ask);
         assert_eq!(NetworkMode::default(), NetworkMode::Allowlist);
     }
 }

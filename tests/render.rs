@@ -9,7 +9,7 @@ use sandboxctl::client::ClientName;
 use sandboxctl::host::{Cgroups, HostProfile, Version, fixed_profile};
 use sandboxctl::layout::Layout;
 use sandboxctl::render::{Sandbox, render, volume_lines};
-use sandboxctl::settings::{Agent, ExtraMount, NetworkMode, Settings};
+use sandboxctl::settings::{Agent, Autonomy, ExtraMount, NetworkMode, Settings};
 
 #[path = "support/quadlet.rs"]
 mod quadlet_path;
@@ -803,6 +803,11 @@ fn plain_service_runs_the_same_podman_options_as_quadlet() {
         claude_config: Some("/home/user/.claude".into()),
         ..Settings::default()
     });
+    cases.push(Settings {
+        autonomy: Autonomy::Auto,
+        agent_args: hostile_agent_args(),
+        ..settings(Agent::Claude, NetworkMode::Allowlist)
+    });
     for (quadlet_host, plain) in [
         (this_host(), plain_host()),
         (modern_host(), {
@@ -824,4 +829,75 @@ fn plain_service_runs_the_same_podman_options_as_quadlet() {
             );
         }
     }
+}
+
+/// Agent arguments with spaces, quotes, `$`, `%`, a backslash, a leading `-` and an
+/// empty one.
+fn hostile_agent_args() -> Vec<String> {
+    [
+        "--append-system-prompt",
+        "a b \"q\" 'sq' $HOME ${X} %h 100%",
+        "-x\\y",
+        "",
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+/// Autonomy and every agent argument reach `podman run` as one `--env` each, byte for
+/// byte, from both targets; the unit's description names the autonomy.
+#[test]
+fn autonomy_and_agent_args_reach_podman_as_one_variable_each() {
+    let args = hostile_agent_args();
+    let s = Settings {
+        autonomy: Autonomy::Auto,
+        agent_args: args.clone(),
+        ..settings(Agent::Codex, NetworkMode::None)
+    };
+    let unit = render_for("acme", &s, &this_host());
+    assert!(
+        unit.contains(
+            "\nDescription=sandboxctl coding-agent sandbox for client acme (codex, autonomy auto)\n"
+        ),
+        "{unit}"
+    );
+    let quadlet = exec_start_argv(&generate("acme", &unit));
+    let service = render_for("acme", &s, &plain_host());
+    assert!(
+        service.contains(
+            "\nDescription=sandboxctl coding-agent sandbox for client acme (codex, autonomy auto)\n"
+        ),
+        "{service}"
+    );
+    let plain = plain_argv(&service);
+    for argv in [&quadlet, &plain] {
+        assert!(has_pair(argv, "--env", "SANDBOX_AUTONOMY=auto"), "{argv:?}");
+        assert!(has_pair(argv, "--env", "SANDBOX_AGENT_ARGC=4"), "{argv:?}");
+        for (i, a) in args.iter().enumerate() {
+            assert!(
+                has_pair(argv, "--env", &format!("SANDBOX_AGENT_ARG_{}={a}", i + 1)),
+                "argument {} ({a:?}) not passed literally: {argv:?}",
+                i + 1
+            );
+        }
+        assert!(
+            !argv.iter().any(|a| a.contains("SANDBOX_AGENT_ARG_5")),
+            "{argv:?}"
+        );
+    }
+    let ask = render_for(
+        "acme",
+        &settings(Agent::Claude, NetworkMode::None),
+        &this_host(),
+    );
+    assert!(ask.contains("(claude, autonomy ask)\n"), "{ask}");
+    let ask_argv = exec_start_argv(&generate("acme", &ask));
+    assert!(
+        has_pair(&ask_argv, "--env", "SANDBOX_AUTONOMY=ask"),
+        "{ask_argv:?}"
+    );
+    assert!(
+        has_pair(&ask_argv, "--env", "SANDBOX_AGENT_ARGC=0"),
+        "{ask_argv:?}"
+    );
 }

@@ -32,6 +32,8 @@ struct Planned {
     changed: bool,
     /// The agent's API key found in the environment: (variable, value).
     api_key: Option<(&'static str, Vec<u8>)>,
+    /// The client's settings before this command, if it existed.
+    previous: Option<Settings>,
 }
 
 fn parse_clients(list: &str) -> Result<Vec<ClientName>> {
@@ -94,6 +96,10 @@ fn plan(
                 unit,
                 stale_unit,
                 api_key,
+                previous: others
+                    .iter()
+                    .find(|(c, _)| c == client)
+                    .map(|(_, s)| s.clone()),
             })
         })
         .collect()
@@ -604,13 +610,17 @@ fn generator_verdict(
     }
 }
 
-/// Validates, writes and reloads; the shared path of `enable`, `run` and `secret`.
-pub fn enable_clients(
-    layout: &Layout,
-    clients: &[ClientName],
-    req: &Request<'_>,
-    now: bool,
-) -> Result<()> {
+/// Clients written and reloaded: the user manager, each client's plan and whether its
+/// sandbox was running.
+struct Written {
+    systemd: Systemd,
+    planned: Vec<Planned>,
+    running: Vec<bool>,
+    host: HostProfile,
+}
+
+/// Validates, writes and reloads `clients`.
+fn write_clients(layout: &Layout, clients: &[ClientName], req: &Request<'_>) -> Result<Written> {
     let host = HostProfile::detect(&layout.cache_dir, true);
     host.require_podman()?;
     let planned = plan(layout, &host, clients, req)?;
@@ -625,37 +635,109 @@ pub fn enable_clients(
     };
     effects(layout, &host, &planned, &exe, &reload, &check)?.apply()?;
     let running = running.into_inner();
-    for (p, running) in planned.iter().zip(&running) {
-        for w in options::warnings(&p.client, &p.settings) {
-            eprintln!("{w}");
-        }
-        let client = &p.client;
-        println!(
-            "enabled {client}: {} ({} agent, network {})",
-            p.unit.path.display(),
-            p.settings.agent,
-            p.settings.network
-        );
-        if *running && p.changed && !now {
+    Ok(Written {
+        systemd,
+        planned,
+        running,
+        host,
+    })
+}
+
+impl Written {
+    /// Warnings and one line per client; without `now`, says which running sandbox
+    /// still has its previous settings.
+    fn report(&self, now: bool) {
+        for (p, running) in self.planned.iter().zip(&self.running) {
+            for w in options::warnings(&p.client, &p.settings) {
+                eprintln!("{w}");
+            }
+            let client = &p.client;
             println!(
-                "{0} is running the previous settings; `sandboxctl restart {0}` applies them (the agent restarts)",
-                p.client
+                "enabled {client}: {} ({} agent, network {}, autonomy {})",
+                p.unit.path.display(),
+                p.settings.agent,
+                p.settings.network,
+                p.settings.autonomy
             );
+            if *running && p.changed && !now {
+                println!(
+                    "{0} is running the previous settings; `sandboxctl restart {0}` applies them (the agent restarts)",
+                    p.client
+                );
+            }
+        }
+        if let Some(line) = linger_note(&self.host, Path::new(LINGER_DIR)) {
+            println!("{line}");
         }
     }
-    if let Some(line) = linger_note(&host, Path::new(LINGER_DIR)) {
-        println!("{line}");
+
+    /// Starts the `i`th client's sandbox, or restarts it when it runs with other
+    /// settings (saying what changed); a sandbox already running these is left alone.
+    fn start_or_restart(&self, i: usize) -> Result<()> {
+        let p = &self.planned[i];
+        let verb = match (self.running[i], p.changed) {
+            (false, _) => Verb::Start,
+            (true, true) => {
+                println!(
+                    "restarting {} with the new settings ({})",
+                    p.client,
+                    what_changed(p.previous.as_ref(), &p.settings)
+                );
+                Verb::Restart
+            }
+            (true, false) => return Ok(()),
+        };
+        super::lifecycle::run_job(&self.systemd, &p.client, &p.settings, verb)
     }
+}
+
+/// The settings that differ, as `name old → new` for single values and `name` for
+/// lists; "the unit changed" when only the unit did (a new host, a new sandboxctl).
+fn what_changed(before: Option<&Settings>, after: &Settings) -> String {
+    let table = |s: &Settings| match toml::Value::try_from(s) {
+        Ok(toml::Value::Table(t)) => t,
+        _ => toml::map::Map::new(),
+    };
+    let after = table(after);
+    let before = before.map(table).unwrap_or_default();
+    let mut keys: Vec<&String> = after.keys().collect();
+    keys.extend(before.keys().filter(|k| !after.contains_key(*k)));
+    let shown = |v: Option<&toml::Value>| match v {
+        Some(toml::Value::String(s)) => crate::terminal::sanitize(s.as_bytes()),
+        Some(toml::Value::Boolean(b)) => b.to_string(),
+        _ => "(none)".to_owned(),
+    };
+    let changed: Vec<String> = keys
+        .into_iter()
+        .filter(|k| before.get(*k) != after.get(*k))
+        .map(|k| match after.get(k).or_else(|| before.get(k)) {
+            Some(toml::Value::String(_) | toml::Value::Boolean(_)) => {
+                format!("{k} {} → {}", shown(before.get(k)), shown(after.get(k)))
+            }
+            _ => k.clone(),
+        })
+        .collect();
+    if changed.is_empty() {
+        "the unit changed".to_owned()
+    } else {
+        changed.join(", ")
+    }
+}
+
+/// Validates, writes and reloads; the shared path of `enable`, `run` and `secret`.
+pub fn enable_clients(
+    layout: &Layout,
+    clients: &[ClientName],
+    req: &Request<'_>,
+    now: bool,
+) -> Result<()> {
+    let written = write_clients(layout, clients, req)?;
+    written.report(now);
     if now {
-        for (p, running) in planned.iter().zip(&running) {
-            let verb = match (running, p.changed) {
-                (false, _) => Verb::Start,
-                (true, true) => Verb::Restart,
-                (true, false) => continue,
-            };
-            super::lifecycle::run_job(&systemd, &p.client, &p.settings, verb)?;
+        for i in 0..written.planned.len() {
+            written.start_or_restart(i)?;
         }
-    } else if let [p] = planned.as_slice() {
+    } else if let [p] = written.planned.as_slice() {
         println!(
             "start it with `sandboxctl start {0}` or `systemctl --user start {1}`",
             p.client,
@@ -734,24 +816,120 @@ pub fn render(layout: &Layout, args: &EnableArgs) -> Result<()> {
 
 pub fn run(layout: &Layout, args: &RunArgs) -> Result<()> {
     let client = ClientName::parse(&args.client)?;
-    if !args.resume {
-        let projects: Vec<_> = args.project.iter().cloned().collect();
-        let network = if args.no_network {
-            Some(NetworkMode::None)
-        } else if args.firewall {
-            Some(NetworkMode::Allowlist)
-        } else {
-            None
-        };
-        let req = Request {
-            projects: &projects,
-            options: &args.options,
-            network,
-            reset: false,
-        };
-        enable_clients(layout, std::slice::from_ref(&client), &req, false)?;
+    let exists = layout.settings_path(&client).exists();
+    if args.resume && exists {
+        return super::attach::attach(layout, client.as_str(), "main");
     }
+    if args.resume {
+        println!("{client} does not exist yet: creating and starting it");
+    }
+    let network = if args.no_network {
+        Some(NetworkMode::None)
+    } else if args.firewall {
+        Some(NetworkMode::Allowlist)
+    } else {
+        args.network
+    };
+    let projects = run_projects(layout, &client, args, network)?;
+    let req = Request {
+        projects: &projects,
+        options: &args.options,
+        network,
+        reset: false,
+    };
+    let written = write_clients(layout, std::slice::from_ref(&client), &req)?;
+    written.report(true);
+    if args.firewall {
+        firewall_bundles(layout, &client, &written.planned[0].settings)?;
+    }
+    written.start_or_restart(0)?;
     super::attach::attach(layout, client.as_str(), "main")
+}
+
+/// `run`'s project: the one given, else the current directory (as `run-agent.sh` did)
+/// unless the guards refuse it, in which case the client runs without it, said in one
+/// line.
+fn run_projects(
+    layout: &Layout,
+    client: &ClientName,
+    args: &RunArgs,
+    network: Option<NetworkMode>,
+) -> Result<Vec<PathBuf>> {
+    if let Some(p) = &args.project {
+        return Ok(vec![p.clone()]);
+    }
+    let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    let others = options::all_settings(layout)?;
+    let try_with = |projects: &[PathBuf]| {
+        options::apply(
+            layout,
+            client,
+            &others,
+            &Request {
+                projects,
+                options: &args.options,
+                network,
+                reset: false,
+            },
+        )
+    };
+    let with_cwd = std::slice::from_ref(&cwd);
+    match try_with(with_cwd) {
+        Ok(_) => Ok(with_cwd.to_vec()),
+        // Refused for another reason: the error comes from `enable` as usual.
+        Err(_) if try_with(&[]).is_err() => Ok(Vec::new()),
+        Err(e) => {
+            println!("{client} runs without the current directory as its project: {e:#}");
+            Ok(Vec::new())
+        }
+    }
+}
+
+/// The bundles `run-agent.sh --firewall` allowed: the agent's API (both for the
+/// shell), GitHub with SSH, and the image's package registries.
+fn firewall_bundle_list(agent: Agent) -> Vec<crate::proxy::policy::Bundle> {
+    use crate::proxy::policy::Bundle;
+    let mut out = match agent {
+        Agent::Claude => vec![Bundle::Claude],
+        Agent::Codex => vec![Bundle::Codex],
+        Agent::Shell => vec![Bundle::Claude, Bundle::Codex],
+    };
+    out.extend([Bundle::Github, Bundle::Packages]);
+    out
+}
+
+/// Switches on the `--firewall` bundles in the client's policy (asking the image for
+/// its package registries if the policy has none yet) and prints them with their hosts.
+fn firewall_bundles(layout: &Layout, client: &ClientName, settings: &Settings) -> Result<()> {
+    use crate::proxy::policy;
+    let path = layout.policy_path(client);
+    let bundles = firewall_bundle_list(settings.agent);
+    if policy::load(&path)?.packages.is_empty() {
+        match crate::package_hosts::from_image(&settings.image) {
+            Ok(hosts) => policy::set_packages(&path, &hosts)?,
+            Err(e) => eprintln!("warning: @packages has no hosts for {client}: {e:#}"),
+        }
+    }
+    let names: Vec<String> = bundles.iter().map(|b| format!("@{b}")).collect();
+    policy::add_allow(&path, &names)?;
+    let loaded = policy::load(&path)?;
+    let shown: Vec<String> = bundles
+        .iter()
+        .map(|b| {
+            let hosts: Vec<String> = match b {
+                policy::Bundle::Packages => {
+                    loaded.packages.iter().map(ToString::to_string).collect()
+                }
+                _ => b.builtin_hosts().iter().map(|h| (*h).to_owned()).collect(),
+            };
+            format!("@{b} ({})", hosts.join(", "))
+        })
+        .collect();
+    println!(
+        "firewall for {client}: network allowlist with {}",
+        crate::terminal::sanitize(shown.join(", ").as_bytes())
+    );
+    Ok(())
 }
 
 #[cfg(test)]
@@ -825,6 +1003,7 @@ mod tests {
             stale_unit,
             changed: true,
             api_key: None,
+            previous: None,
         }
     }
 

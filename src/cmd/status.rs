@@ -24,6 +24,8 @@ struct ClientStatus {
     network: String,
     projects: Vec<String>,
     unit_file: String,
+    autonomy: String,
+    agent_args: Vec<String>,
 }
 
 pub fn status(layout: &Layout, name: Option<&str>, json: bool) -> Result<()> {
@@ -72,6 +74,8 @@ pub fn status(layout: &Layout, name: Option<&str>, json: bool) -> Result<()> {
                 .unwrap_or_else(|| layout.unit_path(c))
                 .display()
                 .to_string(),
+            autonomy: s.autonomy.to_string(),
+            agent_args: s.agent_args.clone(),
         })
         .collect();
     if json {
@@ -88,17 +92,18 @@ pub fn status(layout: &Layout, name: Option<&str>, json: bool) -> Result<()> {
         return Ok(());
     }
     println!(
-        "{:<24} {:<10} {:<10} {:<7} {:<8} PROJECTS",
-        "CLIENT", "STATE", "SUB", "AGENT", "NETWORK"
+        "{:<24} {:<10} {:<10} {:<7} {:<9} {:<8} PROJECTS",
+        "CLIENT", "STATE", "SUB", "AGENT", "NETWORK", "AUTONOMY"
     );
     for r in &rows {
         println!(
-            "{:<24} {:<10} {:<10} {:<7} {:<8} {}",
+            "{:<24} {:<10} {:<10} {:<7} {:<9} {:<8} {}",
             r.client,
             r.active_state,
             r.sub_state,
             r.agent,
             r.network,
+            r.autonomy,
             r.projects.join(", ")
         );
     }

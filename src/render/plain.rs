@@ -20,6 +20,7 @@ const TEMPLATE: &str = include_str!("../../templates/agent.service.j2");
 struct Unit {
     client: Raw,
     agent: &'static str,
+    autonomy: &'static str,
     host_summary: String,
     why: String,
     dependencies: Vec<super::Dependency>,
@@ -109,6 +110,7 @@ pub fn render(spec: &SandboxSpec, podman: &Path, why: &str) -> Result<String> {
     let ctx = Unit {
         client: escape::raw("client name", spec.client.as_str())?,
         agent: spec.agent.as_str(),
+        autonomy: spec.autonomy.as_str(),
         host_summary: escape::comment(&spec.host_summary),
         why: escape::comment(why),
         dependencies: super::dependencies(spec)?,

@@ -103,6 +103,7 @@ struct PodmanArg {
 struct Unit {
     client: Raw,
     agent: &'static str,
+    autonomy: &'static str,
     host_summary: String,
     dependencies: Vec<super::Dependency>,
     container_name: Raw,
@@ -151,6 +152,7 @@ fn unit(spec: &SandboxSpec, quadlet: Version) -> Result<Unit> {
     Ok(Unit {
         client: escape::raw("client name", spec.client.as_str())?,
         agent: spec.agent.as_str(),
+        autonomy: spec.autonomy.as_str(),
         host_summary: escape::comment(&spec.host_summary),
         dependencies: super::dependencies(spec)?,
         container_name: escape::raw("container name", &spec.container_name)?,
