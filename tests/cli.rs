@@ -5,14 +5,16 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-#[path = "support/quadlet.rs"]
-mod quadlet_path;
+/// The fake user manager and home of the D-Bus tests, for `run`'s tests.
+#[allow(dead_code)]
+#[path = "support/mod.rs"]
+mod support;
 
 /// Feeds a unit `render` printed to the real Quadlet generator, which must accept it.
 fn assert_generator_accepts(unit: &str) {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("agent-acme.container"), unit).expect("write");
-    let out = Command::new(quadlet_path::quadlet())
+    let out = Command::new(support::quadlet())
         .args(["-dryrun", "-user"])
         .env("QUADLET_UNIT_DIRS", dir.path())
         .output()
@@ -29,7 +31,7 @@ fn assert_generator_accepts(unit: &str) {
 fn generated_service(unit: &str) -> String {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("agent-acme.container"), unit).expect("write");
-    let out = Command::new(quadlet_path::quadlet())
+    let out = Command::new(support::quadlet())
         .args(["-dryrun", "-user"])
         .env("QUADLET_UNIT_DIRS", dir.path())
         .output()
@@ -347,7 +349,6 @@ fn unknown_clients() {
         vec!["attach", "ghost"],
         vec!["exec", "ghost", "--", "true"],
         vec!["logs", "ghost"],
-        vec!["run", "--client", "ghost", "--resume"],
     ] {
         let out = sb.run(&cmd);
         assert_one_line_error(&out, "ghost");
@@ -430,15 +431,311 @@ fn allowlist_is_the_default_and_has_no_network_but_the_proxy() {
     assert!(sb.files().is_empty(), "{:?}", sb.files());
 }
 
+/// A fake podman for `run`: the image names two package registries, every other call
+/// succeeds; calls are logged like the support's fake.
+const PODMAN_WITH_REGISTRIES: &str = r#"#!/bin/sh
+here=$(dirname "$0")
+echo "$*" >>"$here/podman.log"
+case "$1" in
+--version) echo "podman version 5.4.2" ;;
+run) case "$*" in *agent-package-hosts*) printf 'pkgs.mirror.test\nfiles.mirror.test\n' ;; esac ;;
+esac
+exit 0
+"#;
+
+fn home_with_registries() -> support::sandbox::Home {
+    let home = support::sandbox::Home::new();
+    std::fs::write(home.path().join("fake-bin/podman"), PODMAN_WITH_REGISTRIES)
+        .expect("write the fake podman");
+    home
+}
+
+fn client_file(home: &support::sandbox::Home, client: &str, file: &str) -> String {
+    std::fs::read_to_string(home.client_dir(client).join("config").join(file))
+        .unwrap_or_else(|e| panic!("{file} of {client}: {e}"))
+}
+
+/// `--firewall` turns a client on the open network into an allowlist client with the
+/// bundles `run-agent.sh --firewall` allowed, and prints them with their hosts;
+/// `--network`, `--no-network` and `--firewall` exclude each other.
 #[test]
 fn firewall_flag_selects_the_allowlist() {
     let sb = Sandbox::new();
-    // Without a user manager the command stops before writing anything.
-    let out = sb.run(&["run", "--client", "acme", "--firewall"]);
-    assert!(!out.status.success());
+    for pair in [
+        ["--firewall", "--no-network"],
+        ["--firewall", "--network=open"],
+        ["--no-network", "--network=none"],
+    ] {
+        let out = sb.run(&["run", "--client", "acme", pair[0], pair[1]]);
+        assert_eq!(out.status.code(), Some(2), "{pair:?} conflict");
+    }
     assert!(sb.files().is_empty(), "{:?}", sb.files());
-    let out = sb.run(&["run", "--client", "acme", "--firewall", "--no-network"]);
-    assert_eq!(out.status.code(), Some(2), "the two flags conflict");
+
+    let home = home_with_registries();
+    home.sandboxctl(["enable", "acme", "--agent", "codex", "--network", "open"])
+        .run()
+        .success();
+    // The control: `run` alone keeps the client's network.
+    home.sandboxctl(["run", "--client", "acme"])
+        .run()
+        .failure(&["attach needs a terminal"]);
+    assert!(
+        client_file(&home, "acme", "sandbox.toml").contains("network = \"open\""),
+        "{}",
+        client_file(&home, "acme", "sandbox.toml")
+    );
+    // Everything before the attach is done when attaching finds no terminal.
+    let out = home
+        .sandboxctl(["run", "--client", "acme", "--firewall"])
+        .run()
+        .failure(&["attach needs a terminal"]);
+    let settings = client_file(&home, "acme", "sandbox.toml");
+    assert!(settings.contains("network = \"allowlist\""), "{settings}");
+    let policy = client_file(&home, "acme", "network.toml");
+    assert!(
+        policy.contains(r#"bundles = ["codex", "github", "packages"]"#),
+        "{policy}"
+    );
+    assert!(
+        policy.contains(r#"packages = ["pkgs.mirror.test", "files.mirror.test"]"#),
+        "{policy}"
+    );
+    assert!(
+        out.stdout.contains(
+            "firewall for acme: network allowlist with @codex (api.openai.com, auth.openai.com, chatgpt.com), \
+             @github (github.com, github.com:22, api.github.com, codeload.github.com), \
+             @packages (pkgs.mirror.test, files.mirror.test)\n"
+        ),
+        "{}",
+        out.stdout
+    );
+    // A bundle switched off is switched on again by the next `--firewall`.
+    home.sandboxctl(["deny", "acme", "@github"]).run().success();
+    home.sandboxctl(["run", "--client", "acme", "--firewall"])
+        .run()
+        .failure(&["attach needs a terminal"]);
+    assert!(
+        client_file(&home, "acme", "network.toml").contains(r#""github""#),
+        "{}",
+        client_file(&home, "acme", "network.toml")
+    );
+}
+
+/// `run` without a project takes the current directory; one the guards refuse (a home
+/// holding sandboxctl's data) is left out, said in one line.
+#[test]
+fn run_uses_the_current_directory_unless_refused() {
+    let home = home_with_registries();
+    let proj = home.mkdir("projects/web");
+    let out = home
+        .sandboxctl(["run", "--client", "web", "--agent", "shell"])
+        .current_dir(&proj)
+        .run()
+        .failure(&["attach needs a terminal"]);
+    let real = std::fs::canonicalize(&proj).expect("canonical project");
+    let settings = client_file(&home, "web", "sandbox.toml");
+    assert!(
+        settings.contains(&format!("projects = [\"{}\"]", real.display())),
+        "{settings}"
+    );
+    assert!(
+        !out.stdout.contains("without the current directory"),
+        "{out}"
+    );
+
+    let out = home
+        .sandboxctl(["run", "--client", "other", "--agent", "shell"])
+        .run()
+        .failure(&["attach needs a terminal"]);
+    let line = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("other runs without the current directory as its project: "))
+        .unwrap_or_else(|| panic!("no line saying so:\n{out}"));
+    assert!(
+        line.contains("contains sandboxctl's data directory"),
+        "{line}"
+    );
+    let settings = client_file(&home, "other", "sandbox.toml");
+    assert!(settings.contains("projects = []"), "{settings}");
+}
+
+/// `run --resume` creates and starts a client that does not exist; for one that
+/// exists it only attaches (no reload, nothing rewritten).
+#[test]
+fn run_resume_creates_a_missing_client() {
+    let home = home_with_registries();
+    let proj = home.mkdir("projects/acme");
+    let out = home
+        .sandboxctl(["run", "--client", "acme", "--resume", "--agent", "shell"])
+        .current_dir(&proj)
+        .run()
+        .failure(&["attach needs a terminal"]);
+    assert!(
+        out.stdout
+            .contains("acme does not exist yet: creating and starting it\n"),
+        "{out}"
+    );
+    assert!(home.unit_file("acme").is_file());
+    assert_eq!(home.fake.count("StartUnit"), 1, "{}", home.fake.call_log());
+    let reloads = home.fake.count("Reload");
+    home.sandboxctl(["run", "--client", "acme", "--resume", "--agent", "codex"])
+        .run()
+        .failure(&["attach needs a terminal"]);
+    assert_eq!(
+        home.fake.count("Reload"),
+        reloads,
+        "{}",
+        home.fake.call_log()
+    );
+    assert!(client_file(&home, "acme", "sandbox.toml").contains("agent = \"shell\""));
+}
+
+/// `run` restarts a running sandbox whose settings changed, saying what changed, and
+/// leaves one with the same settings alone.
+#[test]
+fn run_restarts_a_sandbox_running_other_settings() {
+    let home = home_with_registries();
+    let proj = home.mkdir("projects/acme");
+    home.sandboxctl(["enable", "acme", "--agent", "codex", "--now"])
+        .arg(&proj)
+        .run()
+        .success();
+    assert_eq!(home.fake.count("StartUnit"), 1, "{}", home.fake.call_log());
+    let out = home
+        .sandboxctl([
+            "run",
+            "--client",
+            "acme",
+            "--network",
+            "none",
+            "--autonomy",
+            "auto",
+            "--agent-arg=-v",
+        ])
+        .current_dir(&proj)
+        .run()
+        .failure(&["attach needs a terminal"]);
+    assert!(
+        out.stdout.contains(
+            "restarting acme with the new settings (agent_args, autonomy ask → auto, network allowlist → none)\n"
+        ),
+        "{out}"
+    );
+    assert_eq!(
+        home.fake.count("RestartUnit"),
+        1,
+        "{}",
+        home.fake.call_log()
+    );
+    let out = home
+        .sandboxctl(["run", "--client", "acme"])
+        .current_dir(&proj)
+        .run()
+        .failure(&["attach needs a terminal"]);
+    assert!(!out.stdout.contains("restarting"), "{out}");
+    assert_eq!(
+        home.fake.count("RestartUnit"),
+        1,
+        "{}",
+        home.fake.call_log()
+    );
+    assert_eq!(home.fake.count("StartUnit"), 1, "{}", home.fake.call_log());
+}
+
+/// Unsafe agent arguments are refused with one line naming the value, by every command
+/// that takes them, before anything is written; an unknown autonomy is a usage error.
+#[test]
+fn unsafe_agent_args_and_unknown_autonomy_are_refused() {
+    let sb = Sandbox::new();
+    let long = format!("--agent-arg={}", "x".repeat(1025));
+    let many: Vec<String> = (0..33).map(|i| format!("--agent-arg={i}")).collect();
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec!["--agent-arg".into(), "--x\nExecStartPre=/bin/sh".into()],
+            r#"agent argument "--x\nExecStartPre=/bin/sh" contains a line break"#,
+        ),
+        (
+            vec!["--agent-arg=a\u{7}b".into()],
+            "contains a control character",
+        ),
+        (vec![long], "is 1025 bytes long: at most 1024"),
+        (many, "too many agent arguments (33)"),
+    ];
+    for (extra, want) in &cases {
+        for cmd in [
+            vec!["enable", "acme"],
+            vec!["render", "acme"],
+            vec!["run", "--client", "acme"],
+        ] {
+            let mut args: Vec<&str> = cmd.clone();
+            args.extend(extra.iter().map(String::as_str));
+            let out = sb.run_with_fakes(
+                &args,
+                &[(
+                    "podman",
+                    "[ \"$1\" = --version ] && echo 'podman version 5.4.2'; exit 0",
+                )],
+            );
+            assert_one_line_error(&out, want);
+        }
+    }
+    let out = sb.run(&["enable", "acme", "--autonomy", "yolo"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("use ask or auto"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        sb.files()
+            .iter()
+            .all(|p| p.starts_with(sb.home().join(".cache"))
+                || !p.starts_with(sb.home().join(".local"))),
+        "{:?}",
+        sb.files()
+    );
+}
+
+/// `render` shows the autonomy in the description and each agent argument as its own
+/// environment variable, in a unit the generator accepts.
+#[test]
+fn render_shows_autonomy_and_agent_args() {
+    let sb = Sandbox::new();
+    let proj = sb.project();
+    let out = sb.run(&[
+        "render",
+        "acme",
+        proj.to_str().expect("utf8"),
+        "--agent",
+        "claude",
+        "--autonomy",
+        "auto",
+        "--agent-arg=--model",
+        "--agent-arg",
+        "a b $x 100%",
+    ]);
+    let unit = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(unit.contains("(claude, autonomy auto)\n"), "{unit}");
+    assert!(
+        unit.contains("Environment=\"SANDBOX_AGENT_ARGC=2\"\n"),
+        "{unit}"
+    );
+    assert!(
+        unit.contains("Environment=\"SANDBOX_AGENT_ARG_1=--model\"\n"),
+        "{unit}"
+    );
+    assert!(
+        unit.contains("Environment=\"SANDBOX_AGENT_ARG_2=a b $$x 100%%\"\n"),
+        "{unit}"
+    );
+    assert_generator_accepts(&unit);
+    assert!(sb.files().is_empty(), "{:?}", sb.files());
 }
 
 #[test]
@@ -620,7 +917,7 @@ fn assert_refused(sb: &Sandbox, home: &Path, args: &[String], wanted: &[&str]) {
         let out = sb
             .command(&full)
             .env("HOME", home)
-            .env("SANDBOXCTL_QUADLET", quadlet_path::quadlet())
+            .env("SANDBOXCTL_QUADLET", support::quadlet())
             .env("SANDBOXCTL_PODMAN", &podman)
             .output()
             .expect("run sandboxctl");
@@ -849,7 +1146,7 @@ fn generator_path_cannot_inject_unit_lines() {
         .join("gen\nExecStartPre=/bin/touch /tmp/pwned\n[Service]\n%h");
     std::fs::create_dir_all(&dir).expect("mkdir");
     let generator = dir.join("quadlet");
-    std::os::unix::fs::symlink(quadlet_path::quadlet(), &generator).expect("symlink");
+    std::os::unix::fs::symlink(support::quadlet(), &generator).expect("symlink");
     let out = sb
         .command(&["render", "acme", "--agent", "shell"])
         .env("SANDBOXCTL_QUADLET", &generator)

@@ -141,6 +141,13 @@ impl Cmd {
         self
     }
 
+    /// Runs the child in `dir` instead of the home.
+    #[allow(dead_code)] // used by tests/cli.rs, not by every test binary
+    pub fn current_dir(mut self, dir: impl AsRef<Path>) -> Self {
+        self.cmd.current_dir(dir);
+        self
+    }
+
     /// Sets (or overrides) one environment variable of the child.
     pub fn env(mut self, key: &str, value: impl AsRef<std::ffi::OsStr>) -> Self {
         self.cmd.env(key, value);
