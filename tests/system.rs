@@ -9,6 +9,8 @@
 #[path = "system/harness.rs"]
 mod harness;
 
+#[path = "system/autonomy.rs"]
+mod autonomy;
 #[path = "system/booted.rs"]
 mod booted;
 #[path = "system/boundary.rs"]

@@ -641,6 +641,13 @@ impl HostTerminal {
         )
     }
 
+    /// Appends everything the pane prints from now on to `file` (lines a command
+    /// prints before a full-screen program takes the terminal over stay readable).
+    pub fn log_to(&self, file: &Path) {
+        let cat = format!("cat >>'{}'", file.display());
+        self.tmux().args(["pipe-pane", "-o", &cat]).run().success();
+    }
+
     /// Kills the terminal: the tmux server and with it the pane's pseudo-terminal.
     pub fn kill(&self) {
         let _ = self.tmux().arg("kill-server").run();
