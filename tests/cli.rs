@@ -641,6 +641,33 @@ fn run_restarts_a_sandbox_running_other_settings() {
         home.fake.call_log()
     );
     assert_eq!(home.fake.count("StartUnit"), 1, "{}", home.fake.call_log());
+    // A container that started before its unit was written (at the epoch, here) runs
+    // the settings of an earlier `enable` without `--now`: restarted too.
+    std::fs::write(
+        home.path().join("fake-bin/podman"),
+        PODMAN_WITH_REGISTRIES.replace(
+            "case \"$1\" in",
+            "case \"$1\" in\ncontainer) [ \"$2\" = inspect ] && echo 1 ;;",
+        ),
+    )
+    .expect("rewrite the fake podman");
+    let out = home
+        .sandboxctl(["run", "--client", "acme"])
+        .current_dir(&proj)
+        .run()
+        .failure(&["attach needs a terminal"]);
+    assert!(
+        out.stdout.contains(
+            "restarting acme with the new settings (its unit was written after it started)\n"
+        ),
+        "{out}"
+    );
+    assert_eq!(
+        home.fake.count("RestartUnit"),
+        2,
+        "{}",
+        home.fake.call_log()
+    );
 }
 
 /// Unsafe agent arguments are refused with one line naming the value, by every command

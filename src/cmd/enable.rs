@@ -675,20 +675,51 @@ impl Written {
     /// settings (saying what changed); a sandbox already running these is left alone.
     fn start_or_restart(&self, i: usize) -> Result<()> {
         let p = &self.planned[i];
-        let verb = match (self.running[i], p.changed) {
-            (false, _) => Verb::Start,
-            (true, true) => {
-                println!(
-                    "restarting {} with the new settings ({})",
-                    p.client,
-                    what_changed(p.previous.as_ref(), &p.settings)
-                );
-                Verb::Restart
-            }
-            (true, false) => return Ok(()),
+        let verb = if !self.running[i] {
+            Verb::Start
+        } else if p.changed {
+            println!(
+                "restarting {} with the new settings ({})",
+                p.client,
+                what_changed(p.previous.as_ref(), &p.settings)
+            );
+            Verb::Restart
+        } else if started_before(&p.client, &p.unit.path) {
+            println!(
+                "restarting {} with the new settings (its unit was written after it started)",
+                p.client
+            );
+            Verb::Restart
+        } else {
+            return Ok(());
         };
         super::lifecycle::run_job(&self.systemd, &p.client, &p.settings, verb)
     }
+}
+
+/// Whether the client's container started before `unit` was last written: an `enable`
+/// without `--now` since, so it runs older settings. sandboxctl writes a unit only when
+/// its text changes; anything podman cannot answer counts as no.
+fn started_before(client: &ClientName, unit: &Path) -> bool {
+    let Ok(written) = std::fs::metadata(unit).and_then(|m| m.modified()) else {
+        return false;
+    };
+    let Ok(written) = written.duration_since(std::time::UNIX_EPOCH) else {
+        return false;
+    };
+    let out = crate::podman::command([
+        "container",
+        "inspect",
+        "--format",
+        "{{.State.StartedAt.Unix}}",
+        &client.container_name(),
+    ])
+    .output();
+    let started = match out {
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).trim().parse::<u64>(),
+        _ => return false,
+    };
+    started.is_ok_and(|started| written.as_secs() > started)
 }
 
 /// The settings that differ, as `name old → new` for single values and `name` for

@@ -266,8 +266,34 @@ fn au_run_uses_the_current_directory_and_restarts_on_changed_settings() {
         &log,
     );
     term.wait_for_shell(&c);
-    assert_eq!(c.container_id(), Some(second), "same settings: no restart");
+    assert_eq!(
+        c.container_id().as_ref(),
+        Some(&second),
+        "same settings: no restart"
+    );
     assert!(!read_log(&log).contains("restarting"), "{}", read_log(&log));
+    term.kill();
+
+    // Settings changed by an `enable` without `--now`: the next `run` applies them.
+    std::thread::sleep(Duration::from_millis(1100));
+    let out = sbx(["enable", &c.name, "--network", "none"])
+        .run()
+        .success();
+    assert!(
+        out.stdout.contains("is running the previous settings"),
+        "{out}"
+    );
+    let _ = std::fs::remove_file(&log);
+    let term = run_in_terminal(&c.project, &format!("--client {}", c.name), &log);
+    wait_for_log_line(
+        &log,
+        &format!(
+            "restarting {} with the new settings (its unit was written after it started)",
+            c.name
+        ),
+    );
+    term.wait_for_shell(&c);
+    assert_ne!(c.container_id(), Some(second), "not restarted");
     term.kill();
 }
 
