@@ -59,11 +59,17 @@ pub fn apply(
         .iter()
         .find(|(c, _)| c == client)
         .map(|(_, s)| s.clone());
+    let ports = current
+        .as_ref()
+        .map(|c| c.ports.clone())
+        .unwrap_or_default();
     let mut s = if req.reset {
         Settings::default()
     } else {
         current.unwrap_or_default()
     };
+    // Forwards are installed units, not options: `--reset` keeps them, `port --rm` ends them.
+    s.ports = ports;
     let o = req.options;
     if let Some(agent) = o.agent {
         s.agent = agent;

@@ -129,6 +129,9 @@ pub struct Settings {
     /// mounted read-only, because git on the host executes what they say).
     #[serde(default, skip_serializing_if = "is_false")]
     pub git_writable_config: bool,
+    /// Host ports forwarded into the sandbox (`sandboxctl port`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<crate::ports::PortForward>,
 }
 
 #[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
@@ -148,6 +151,7 @@ impl Default for Settings {
             claude_config: None,
             secrets: Vec::new(),
             git_writable_config: false,
+            ports: Vec::new(),
         }
     }
 }
@@ -227,6 +231,11 @@ mod tests {
             claude_config: Some("/home/u/.claude".into()),
             secrets: vec!["GH_TOKEN".into()],
             git_writable_config: true,
+            ports: vec![crate::ports::PortForward {
+                host: 8080,
+                container: 3000,
+                persist: true,
+            }],
         }
     }
 
