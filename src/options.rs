@@ -997,4 +997,36 @@ mod tests {
             }
         }
     }
+
+    /// Forwards are installed units: `enable --reset` keeps them in the settings, so
+    /// `status` and `disable` still find them.
+    #[test]
+    fn reset_keeps_port_forwards() {
+        let (_tmp, layout) = setup();
+        let client = ClientName::parse("acme").expect("name");
+        let fwd = crate::ports::PortForward {
+            host: 8080,
+            container: 3000,
+            persist: true,
+        };
+        let current = Settings {
+            image: "localhost/old:1".into(),
+            ports: vec![fwd],
+            ..Settings::default()
+        };
+        let others = [(client.clone(), current)];
+        let opts = SandboxOptions::default();
+        let s = apply(
+            &layout,
+            &client,
+            &others,
+            &Request {
+                reset: true,
+                ..req(&[], &opts)
+            },
+        )
+        .expect("reset");
+        assert_eq!(s.image, Settings::default().image, "the rest is reset");
+        assert_eq!(s.ports, [fwd]);
+    }
 }
