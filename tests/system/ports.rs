@@ -264,13 +264,35 @@ fn pt2_persistent_forward_survives_restart_and_disable_removes_it() {
     assert_serves(host, &path, &body);
     assert_eq!(listeners(host), [format!("127.0.0.1:{host}")]);
 
+    // Made non-persistent again: the units move to the runtime directory.
+    sbx([
+        "port",
+        &c.name,
+        &INSIDE.to_string(),
+        "--host-port",
+        &host.to_string(),
+    ])
+    .run()
+    .success();
+    assert!(
+        std::fs::symlink_metadata(&link).is_err(),
+        "the wants link stays"
+    );
+    let runtime = unit_files(&c, host, false);
+    for (old, new) in files.iter().zip(&runtime) {
+        assert!(!old.exists(), "{} stays", old.display());
+        assert!(new.is_file(), "{} missing", new.display());
+    }
+    assert_eq!(status_ports(&c)[0]["persist"], false);
+    assert_serves(host, &path, &body);
+
     let out = sbx(["disable", &c.name]).run().success();
     assert!(
-        out.stdout.contains(&files[0].display().to_string()),
+        out.stdout.contains(&runtime[0].display().to_string()),
         "{out}"
     );
     assert_refused(host);
-    for f in files.iter().chain([&link]) {
+    for f in files.iter().chain(&runtime).chain([&link]) {
         assert!(
             std::fs::symlink_metadata(f).is_err(),
             "{} left behind",
@@ -363,4 +385,65 @@ fn pt4_latency_per_connection() {
     );
     // A relay per connection is a podman exec: tens to hundreds of ms, never seconds.
     assert!(ft < 2000.0, "{ft} ms per GET through the forward");
+}
+
+/// `--network open` works the same; a connection while the sandbox is stopped is closed
+/// at once; a forward whose runtime units went away (as at logout) shows as `gone` and
+/// the same `port` command sets it up again.
+#[test]
+fn pt5_open_network_stopped_sandbox_and_a_forward_set_up_again() {
+    let c = Client::new("pt5");
+    c.enable(&["--network", "open"]);
+    c.start();
+    let (path, body) = serve(&c);
+    let host = free_port();
+    let add = || {
+        sbx([
+            "port",
+            &c.name,
+            &INSIDE.to_string(),
+            "--host-port",
+            &host.to_string(),
+        ])
+        .run()
+        .success()
+    };
+    add();
+    assert_serves(host, &path, &body);
+
+    // What a logout does to the runtime unit directory.
+    let socket = format!("sandboxctl-port-{}-{host}.socket", c.name);
+    crate::harness::systemctl(["stop", &socket]).run().success();
+    for f in unit_files(&c, host, false) {
+        std::fs::remove_file(&f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+    }
+    crate::harness::systemctl(["daemon-reload"]).run().success();
+    assert_refused(host);
+    assert_eq!(status_ports(&c)[0]["state"], "gone");
+    let list = sbx(["port", &c.name]).run().success();
+    assert!(
+        list.stdout.contains("sets it up again")
+            && list.stdout.contains(&format!(
+                "`sandboxctl port {} {INSIDE} --host-port {host}`",
+                c.name
+            )),
+        "{list}"
+    );
+    add();
+    assert_eq!(status_ports(&c)[0]["state"], "listening");
+    assert_serves(host, &path, &body);
+
+    // The socket still accepts; the relay cannot start, so the connection is closed
+    // (or reset, as the request was not read) at once, without an answer.
+    sbx(["stop", &c.name]).run().success();
+    let start = Instant::now();
+    match get(host, &path) {
+        Ok((response, _, _)) => assert!(response.is_empty(), "{response}"),
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
+    }
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        start.elapsed()
+    );
 }
