@@ -174,10 +174,23 @@ fn add(
     // Reach systemd before writing, so a missing user manager leaves nothing behind.
     let systemd = Systemd::connect_user()?;
     let socket = fwd.socket_unit(client);
-    if old.is_some() && !is_listening(&systemd, &socket)? {
+    let listening = old.is_some() && is_listening(&systemd, &socket)?;
+    if old.is_some() && !listening {
         // Set up again after its units went away: the port must still be free.
         ports::check_free(fwd.host)?;
     }
+    let start = if !listening {
+        Start::New
+    } else if old
+        .and_then(|o| o.unit_paths(layout, client).ok())
+        .and_then(|[s, _]| std::fs::read_to_string(s).ok())
+        .as_deref()
+        == Some(texts[0].as_str())
+    {
+        Start::Keep
+    } else {
+        Start::Restart
+    };
 
     add_plan(
         layout,
@@ -188,6 +201,7 @@ fn add(
         &paths,
         texts,
         settings_text,
+        start,
     )?
     .apply()?;
     let dir = paths[0].parent().map(Path::display);
@@ -205,6 +219,17 @@ fn add(
     Ok(())
 }
 
+/// How `port` brings the socket up.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Start {
+    /// It was not listening: start it (undone by stopping it).
+    New,
+    /// It listens with the same socket unit: nothing to do (a start is a no-op).
+    Keep,
+    /// It listens with an older socket unit: restart it.
+    Restart,
+}
+
 /// The effects of adding (or moving) a forward: the old location's files, the units,
 /// the link, the settings, a reload, the socket's start.
 #[allow(clippy::too_many_arguments)]
@@ -217,6 +242,7 @@ fn add_plan<'a>(
     paths: &[PathBuf; 2],
     texts: [String; 2],
     settings_text: String,
+    start: Start,
 ) -> Result<Plan<'a>> {
     let mut plan = Plan::new();
     if let Some(old) = old.filter(|o| o.persist != fwd.persist) {
@@ -239,12 +265,15 @@ fn add_plan<'a>(
         0o600,
     );
     reload(&mut plan, systemd);
-    let restart = old.is_some();
     let socket = fwd.socket_unit(client);
     plan.step(format!("start {socket}"), move || {
         let (socket_ref, systemd_ref) = (&socket, systemd);
         let _ = systemd_ref.reset_failed(socket_ref);
-        let verb = if restart { Verb::Restart } else { Verb::Start };
+        let verb = if start == Start::Restart {
+            Verb::Restart
+        } else {
+            Verb::Start
+        };
         if let Err(e) = systemd_ref.run_job(verb, socket_ref) {
             let _ = systemd_ref.reset_failed(socket_ref);
             return Err(e).with_context(|| {
@@ -254,7 +283,8 @@ fn add_plan<'a>(
                 )
             });
         }
-        if restart {
+        if start != Start::New {
+            // It listened before: the restored files and the reload bring that back.
             return Ok(Applied::nothing());
         }
         let undo = format!("stop {socket}");
