@@ -152,19 +152,20 @@ pub fn render_socket(client: &ClientName, f: PortForward) -> Result<String> {
     Ok(format!(
         "{marker}\n\
          [Unit]\n\
-         Description=sandboxctl: 127.0.0.1:{host} on the host to port {port} in {client}'s sandbox\n\
+         Description=sandboxctl: 127.0.0.1:{host} on the host to port {port} in {name}'s sandbox\n\
          \n\
          [Socket]\n\
          # Loopback only: nothing on another address or interface reaches the sandbox.\n\
          ListenStream=127.0.0.1:{host}\n\
          Accept=yes\n\
-         # Each connection runs a podman exec; more wait in the listen backlog.\n\
+         # Each connection runs a podman exec; more at once are refused until one ends.\n\
          MaxConnections={MAX_CONNECTIONS}\n\
          NoDelay=yes\n\
          \n\
          [Install]\n\
          WantedBy=sockets.target\n",
         marker = marker(client, f),
+        name = escape::raw("client name", client.as_str())?,
         host = f.host,
         port = f.container,
     ))
@@ -209,7 +210,7 @@ pub fn render_service(
     Ok(format!(
         "{marker}\n\
          [Unit]\n\
-         Description=sandboxctl: a connection to port {port} in {client}'s sandbox\n\
+         Description=sandboxctl: a connection to port {port} in {name}'s sandbox\n\
          CollectMode=inactive-or-failed\n\
          \n\
          [Service]\n\
@@ -218,6 +219,7 @@ pub fn render_service(
          StandardOutput=socket\n\
          {stderr}\n",
         marker = marker(client, f),
+        name = escape::raw("client name", client.as_str())?,
         port = f.container,
         exec = words.join(" "),
     ))
