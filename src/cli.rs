@@ -124,6 +124,28 @@ pub enum Command {
     Policy { client: String },
     /// Run a client's egress proxy (started by systemd socket activation).
     Proxy(ProxyArgs),
+    /// Forward a port of the host's 127.0.0.1 to a server on the sandbox's 127.0.0.1
+    /// (works without network in the sandbox); without PORT, list the forwards.
+    Port(PortArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PortArgs {
+    pub client: String,
+    /// The port a server listens on inside the sandbox (on 127.0.0.1).
+    #[arg(value_parser = clap::value_parser!(u16).range(1..))]
+    pub port: Option<u16>,
+    /// The port on the host's 127.0.0.1 [default: PORT]; 1024 or above.
+    #[arg(long, value_name = "PORT", requires = "port",
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub host_port: Option<u16>,
+    /// Keep the forward across logout and reboot (units in ~/.config/systemd/user,
+    /// started with the user manager); without it they live in the runtime directory.
+    #[arg(long, requires = "port", conflicts_with = "rm")]
+    pub persist: bool,
+    /// Remove the forward(s) of PORT (only the one of --host-port, if given).
+    #[arg(long, requires = "port")]
+    pub rm: bool,
 }
 
 #[derive(Debug, Args)]

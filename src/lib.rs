@@ -18,6 +18,7 @@ pub mod options;
 pub mod package_hosts;
 pub mod plan;
 pub mod podman;
+pub mod ports;
 pub mod proxy;
 pub mod proxy_units;
 pub mod render;

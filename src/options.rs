@@ -59,11 +59,17 @@ pub fn apply(
         .iter()
         .find(|(c, _)| c == client)
         .map(|(_, s)| s.clone());
+    let ports = current
+        .as_ref()
+        .map(|c| c.ports.clone())
+        .unwrap_or_default();
     let mut s = if req.reset {
         Settings::default()
     } else {
         current.unwrap_or_default()
     };
+    // Forwards are installed units, not options: `--reset` keeps them, `port --rm` ends them.
+    s.ports = ports;
     let o = req.options;
     if let Some(agent) = o.agent {
         s.agent = agent;
@@ -1107,5 +1113,37 @@ mod tests {
                 None => assert!(w.is_empty(), "{args:?}: {w:?}"),
             }
         }
+    }
+
+    /// Forwards are installed units: `enable --reset` keeps them in the settings, so
+    /// `status` and `disable` still find them.
+    #[test]
+    fn reset_keeps_port_forwards() {
+        let (_tmp, layout) = setup();
+        let client = ClientName::parse("acme").expect("name");
+        let fwd = crate::ports::PortForward {
+            host: 8080,
+            container: 3000,
+            persist: true,
+        };
+        let current = Settings {
+            image: "localhost/old:1".into(),
+            ports: vec![fwd],
+            ..Settings::default()
+        };
+        let others = [(client.clone(), current)];
+        let opts = SandboxOptions::default();
+        let s = apply(
+            &layout,
+            &client,
+            &others,
+            &Request {
+                reset: true,
+                ..req(&[], &opts)
+            },
+        )
+        .expect("reset");
+        assert_eq!(s.image, Settings::default().image, "the rest is reset");
+        assert_eq!(s.ports, [fwd]);
     }
 }

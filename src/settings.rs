@@ -172,6 +172,9 @@ pub struct Settings {
     /// Extra arguments for the agent (`--agent-arg`), one environment variable each.
     #[serde(default)]
     pub agent_args: Vec<String>,
+    /// Host ports forwarded into the sandbox (`sandboxctl port`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<crate::ports::PortForward>,
 }
 
 #[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
@@ -193,6 +196,7 @@ impl Default for Settings {
             git_writable_config: false,
             autonomy: Autonomy::Ask,
             agent_args: Vec::new(),
+            ports: Vec::new(),
         }
     }
 }
@@ -274,6 +278,11 @@ mod tests {
             git_writable_config: true,
             autonomy: Autonomy::Auto,
             agent_args: vec!["--model".into(), "a \"b\" $c 100%".into()],
+            ports: vec![crate::ports::PortForward {
+                host: 8080,
+                container: 3000,
+                persist: true,
+            }],
         }
     }
 

@@ -1272,3 +1272,73 @@ fn a_symlinked_git_dir_is_refused_unless_git_config_is_writable() {
     let out = sb.run(&["render", "acme", p, "--git-writable-config=maybe"]);
     assert_eq!(out.status.code(), Some(2), "a usage error");
 }
+
+/// `port`: every refusal is one line (or a usage error), before anything is written
+/// or systemd is asked.
+#[test]
+fn port_refusals() {
+    let sb = Sandbox::new();
+    sb.client_settings(
+        "acme",
+        "agent = \"shell\"\nimage = \"x\"\nnetwork = \"allowlist\"\n",
+    );
+    sb.client_settings(
+        "beta",
+        "agent = \"shell\"\nimage = \"x\"\nnetwork = \"none\"\n\n[[ports]]\nhost = 18080\ncontainer = 5000\n",
+    );
+    let before = snapshot(&sb.home());
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let taken = taken.local_addr().expect("addr").port().to_string();
+    for (args, want) in [
+        (vec!["port", "ghost", "3000"], "unknown client ghost"),
+        (vec!["port", "ghost"], "unknown client ghost"),
+        (
+            vec!["port", "acme", "80"],
+            "port 80 is privileged on the host; forward it to another with --host-port 1024-65535",
+        ),
+        (
+            vec!["port", "acme", "3000", "--host-port", "443"],
+            "host port 443 is privileged (below 1024)",
+        ),
+        (
+            vec!["port", "acme", "3000", "--host-port", "18080"],
+            "host port 18080 already forwards to port 5000 of beta; choose another --host-port, or remove that one with `sandboxctl port beta 5000 --host-port 18080 --rm`",
+        ),
+        (
+            vec!["port", "acme", "3000", "--host-port", &taken],
+            "is already in use on the host; choose another with --host-port",
+        ),
+        (
+            vec!["port", "acme", "3000", "--rm"],
+            "acme has no forward to port 3000; `sandboxctl port acme` lists them",
+        ),
+        (
+            vec!["port", "beta", "5000", "--host-port", "18081", "--rm"],
+            "beta has no forward to port 5000 from host port 18081",
+        ),
+        // Valid, but no user manager to reach: refused before writing.
+        (
+            vec!["port", "acme", "3000", "--host-port", "18082"],
+            "cannot connect to the user's D-Bus",
+        ),
+    ] {
+        let out = sb.run(&args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert_one_line_error(&out, want);
+    }
+    for args in [
+        vec!["port", "acme", "0"],
+        vec!["port", "acme", "65536"],
+        vec!["port", "acme", "--rm"],
+        vec!["port", "acme", "--host-port", "8080"],
+        vec!["port", "acme", "3000", "--rm", "--persist"],
+    ] {
+        let out = sb.run(&args);
+        assert_eq!(out.status.code(), Some(2), "a usage error: {args:?}");
+    }
+    assert_eq!(snapshot(&sb.home()), before, "nothing written");
+    assert!(
+        !sb.dir.path().join("run/systemd").exists(),
+        "no runtime unit written"
+    );
+}

@@ -1208,3 +1208,157 @@ mod cli {
         assert_eq!(home.fake.calls(), []);
     }
 }
+
+/// `port` against the fake manager: what it asks systemd, and that a socket that fails
+/// to start undoes everything.
+mod port_cli {
+    use crate::support::sandbox::Home;
+
+    fn free_port() -> String {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port().to_string()
+    }
+
+    /// Every file under `dir` with its contents (links as their targets).
+    fn files(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+        let mut out = Vec::new();
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                let p = e.path();
+                let meta = std::fs::symlink_metadata(&p).expect("metadata");
+                if meta.is_dir() {
+                    stack.push(p);
+                } else if meta.is_symlink() {
+                    let t = std::fs::read_link(&p).expect("link");
+                    out.push((p, t.into_os_string().into_encoded_bytes()));
+                } else {
+                    out.push((p.clone(), std::fs::read(&p).expect("read")));
+                }
+            }
+        }
+        out.retain(|(p, _)| !p.components().any(|c| c.as_os_str() == ".cache"));
+        out.sort();
+        out
+    }
+
+    fn enable(home: &Home) {
+        let proj = home.mkdir("projects/acme");
+        home.sandboxctl(["enable", "acme", "--agent", "shell"])
+            .arg(&proj)
+            .run()
+            .success();
+    }
+
+    #[test]
+    fn a_socket_that_cannot_listen_undoes_every_file_and_reloads_again() {
+        let home = Home::new();
+        enable(&home);
+        let port = free_port();
+        let socket = format!("sandboxctl-port-acme-{port}.socket");
+        home.fake.add_unit(&socket);
+        home.fake.script_result(&socket, "failed");
+        for persist in [false, true] {
+            let before = files(home.path());
+            let reloads = home.fake.count("Reload");
+            let mut args = vec!["port", "acme", "3000", "--host-port", &port];
+            if persist {
+                args.push("--persist");
+            }
+            home.sandboxctl(args).run().failure(&[
+                "nothing was changed",
+                &format!("cannot listen on 127.0.0.1:{port}"),
+            ]);
+            assert_eq!(files(home.path()), before, "persist {persist}");
+            assert_eq!(
+                home.fake.count("Reload"),
+                reloads + 2,
+                "a reload to load the units and one after undoing:\n{}",
+                home.fake.call_log()
+            );
+        }
+    }
+
+    #[test]
+    fn add_list_remove_and_disable_ask_systemd_for_the_socket() {
+        let home = Home::new();
+        enable(&home);
+        let (a, b) = (free_port(), free_port());
+        for p in [&a, &b] {
+            home.fake
+                .add_unit(&format!("sandboxctl-port-acme-{p}.socket"));
+        }
+        home.sandboxctl(["port", "acme", "3000", "--host-port", &a])
+            .run()
+            .success();
+        home.sandboxctl(["port", "acme", "4000", "--host-port", &b, "--persist"])
+            .run()
+            .success();
+        let runtime = home.runtime_dir().join("systemd/user");
+        assert!(
+            runtime
+                .join(format!("sandboxctl-port-acme-{a}.socket"))
+                .is_file()
+        );
+        assert!(
+            home.service_dir()
+                .join(format!(
+                    "sockets.target.wants/sandboxctl-port-acme-{b}.socket"
+                ))
+                .is_symlink()
+        );
+        let status = home
+            .sandboxctl(["status", "acme", "--json"])
+            .run()
+            .success();
+        let ports = status.json()["ports"].clone();
+        let row = |p: &str| {
+            ports
+                .as_array()
+                .expect("an array")
+                .iter()
+                .find(|r| r["host_port"].as_u64().map(|n| n.to_string()).as_deref() == Some(p))
+                .unwrap_or_else(|| panic!("no forward from {p}: {ports}"))
+                .clone()
+        };
+        assert_eq!(row(&a)["container_port"], 3000, "{ports}");
+        assert_eq!(row(&a)["state"], "listening", "{ports}");
+        assert_eq!(row(&a)["persist"], false, "{ports}");
+        assert_eq!(row(&b)["persist"], true, "{ports}");
+
+        home.sandboxctl(["port", "acme", "3000", "--rm"])
+            .run()
+            .success();
+        assert!(
+            !runtime
+                .join(format!("sandboxctl-port-acme-{a}.socket"))
+                .exists()
+        );
+        let state = home
+            .fake
+            .unit_state(&format!("sandboxctl-port-acme-{a}.socket"));
+        assert_eq!(state.map(|s| s.0), Some("inactive".to_owned()));
+
+        let out = home.sandboxctl(["disable", "acme"]).run().success();
+        assert!(
+            out.stdout
+                .contains(&format!("sandboxctl-port-acme-{b}.socket")),
+            "{out}"
+        );
+        let state = home
+            .fake
+            .unit_state(&format!("sandboxctl-port-acme-{b}.socket"));
+        assert_eq!(state.map(|s| s.0), Some("inactive".to_owned()));
+        for name in [
+            format!("sandboxctl-port-acme-{b}.socket"),
+            format!("sandboxctl-port-acme-{b}@.service"),
+            format!("sockets.target.wants/sandboxctl-port-acme-{b}.socket"),
+        ] {
+            let path = home.service_dir().join(&name);
+            assert!(std::fs::symlink_metadata(&path).is_err(), "{name} left");
+        }
+        let settings = std::fs::read_to_string(home.client_dir("acme").join("config/sandbox.toml"))
+            .expect("settings");
+        assert!(!settings.contains("[[ports]]"), "{settings}");
+    }
+}

@@ -901,3 +901,37 @@ fn autonomy_and_agent_args_reach_podman_as_one_variable_each() {
         "{ask_argv:?}"
     );
 }
+
+/// A port forward's socket, verified by systemd with its per-connection template
+/// service beside it (an `Accept=yes` socket needs it).
+#[test]
+fn port_forward_units_pass_systemd_verify() {
+    use sandboxctl::ports::{PortForward, render_units};
+    let client = ClientName::parse("acme").expect("name");
+    let fwd = PortForward {
+        host: 8080,
+        container: 3000,
+        persist: false,
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let [socket, service] =
+        render_units(&client, fwd, std::path::Path::new("/usr/bin/podman"), true).expect("render");
+    let socket_path = dir.path().join(fwd.socket_unit(&client));
+    std::fs::write(&socket_path, &socket).expect("write socket");
+    std::fs::write(dir.path().join(fwd.service_template(&client)), &service)
+        .expect("write service");
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&socket_path)
+        .output()
+        .expect("run systemd-analyze (systemd is needed for these tests)");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let complaints: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("sandboxctl-port-acme-8080"))
+        .collect();
+    assert!(
+        out.status.success() && complaints.is_empty(),
+        "systemd-analyze verify rejected the units:\n{stderr}\n--- socket ---\n{socket}\n--- service ---\n{service}"
+    );
+}

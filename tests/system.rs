@@ -23,6 +23,8 @@ mod doctor;
 mod hostexec;
 #[path = "system/network.rs"]
 mod network;
+#[path = "system/ports.rs"]
+mod ports;
 
 use std::collections::BTreeSet;
 use std::os::unix::fs::MetadataExt;

@@ -4,6 +4,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::client::ClientName;
 use crate::layout::Layout;
+use crate::settings::Settings;
 use crate::systemd::Systemd;
 
 pub fn disable(layout: &Layout, name: &str, purge: bool) -> Result<()> {
@@ -48,6 +49,13 @@ pub fn disable(layout: &Layout, name: &str, purge: bool) -> Result<()> {
     if std::fs::read_link(&link).ok() == Some(crate::render::plain_unit_path(layout, &client)) {
         std::fs::remove_file(&link).with_context(|| format!("cannot remove {}", link.display()))?;
     }
+    // The client's port forwards: nothing may listen for a sandbox that is gone.
+    let settings = Settings::load(&layout.settings_path(&client)).ok();
+    let forwards = super::port::remove_all(layout, &systemd, &client, settings.as_ref())?;
+    if let Some(mut s) = settings.filter(|s| !s.ports.is_empty() && !purge) {
+        s.ports.clear();
+        s.save(&layout.settings_path(&client), &client)?;
+    }
     crate::proxy_units::remove_client(layout, &client)?;
     // The socket directory is runtime state in the small, shared $XDG_RUNTIME_DIR; its
     // socket unit is stopped, so nothing recreates it.
@@ -59,7 +67,11 @@ pub fn disable(layout: &Layout, name: &str, purge: bool) -> Result<()> {
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .status();
-    let removed: Vec<String> = units.iter().map(|p| p.display().to_string()).collect();
+    let removed: Vec<String> = units
+        .iter()
+        .chain(&forwards)
+        .map(|p| p.display().to_string())
+        .collect();
     if removed.is_empty() {
         println!("disabled {client}: stopped {unit}");
     } else {

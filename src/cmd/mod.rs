@@ -8,6 +8,7 @@ mod image;
 mod lifecycle;
 mod logs;
 mod network;
+mod port;
 mod secret;
 mod status;
 
@@ -55,6 +56,7 @@ pub fn dispatch(cli: Cli) -> Result<()> {
             image::image(cmd)
         }
         Command::Secret(cmd) => secret::secret(&layout, cmd),
+        Command::Port(args) => port::port(&layout, &args),
     }
 }
 

@@ -26,6 +26,8 @@ struct ClientStatus {
     unit_file: String,
     autonomy: String,
     agent_args: Vec<String>,
+    /// Host ports forwarded into the sandbox (`sandboxctl port`).
+    ports: Vec<super::port::PortStatus>,
 }
 
 pub fn status(layout: &Layout, name: Option<&str>, json: bool) -> Result<()> {
@@ -50,10 +52,12 @@ pub fn status(layout: &Layout, name: Option<&str>, json: bool) -> Result<()> {
         Some(s) => s.unit_states(&units)?,
         None => Vec::new(),
     };
+    let ports = port_statuses(systemd.as_ref(), &clients)?;
     let rows: Vec<ClientStatus> = clients
         .iter()
         .zip(states)
-        .map(|((c, s), st)| ClientStatus {
+        .zip(ports)
+        .map(|(((c, s), st), ports)| ClientStatus {
             client: c.to_string(),
             // Asked only of failed units: one more call each, and why they failed.
             failure: systemd
@@ -76,6 +80,7 @@ pub fn status(layout: &Layout, name: Option<&str>, json: bool) -> Result<()> {
                 .to_string(),
             autonomy: s.autonomy.to_string(),
             agent_args: s.agent_args.clone(),
+            ports,
         })
         .collect();
     if json {
@@ -108,6 +113,9 @@ pub fn status(layout: &Layout, name: Option<&str>, json: bool) -> Result<()> {
         );
     }
     for ((c, _), r) in clients.iter().zip(&rows) {
+        for p in &r.ports {
+            println!("{c}: port {}", super::port::describe(c, p));
+        }
         if let Some(f) = &r.failure {
             let words =
                 super::lifecycle::stopped_by_start_limit(c, &r.unit, f).unwrap_or_else(|| {
@@ -120,4 +128,21 @@ pub fn status(layout: &Layout, name: Option<&str>, json: bool) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Each client's forwards with their sockets' states (one D-Bus call for all).
+fn port_statuses(
+    systemd: Option<&Systemd>,
+    clients: &[(ClientName, Settings)],
+) -> Result<Vec<Vec<super::port::PortStatus>>> {
+    let forwards: Vec<(&ClientName, &[crate::ports::PortForward])> = clients
+        .iter()
+        .map(|(c, s)| (c, s.ports.as_slice()))
+        .collect();
+    match systemd {
+        Some(s) if forwards.iter().any(|(_, f)| !f.is_empty()) => {
+            super::port::statuses(s, &forwards)
+        }
+        _ => Ok(clients.iter().map(|_| Vec::new()).collect()),
+    }
 }
