@@ -95,6 +95,12 @@ pub fn apply(
     if let Some(writable) = o.git_writable_config {
         s.git_writable_config = writable;
     }
+    crate::git_identity::apply(
+        &mut s,
+        o.git_name.as_deref(),
+        o.git_email.as_deref(),
+        &o.git_credential_hosts,
+    )?;
     validate(layout, client, &s, others)?;
     Ok(s)
 }
@@ -109,6 +115,7 @@ pub fn validate(
     for a in &s.podman_args {
         escape::check("podman argument", a)?;
     }
+    crate::git_identity::validate(s)?;
     let guard = Guard::new(layout);
     for p in &s.projects {
         guard.check("project directory", p, false)?;

@@ -129,6 +129,15 @@ pub struct Settings {
     /// mounted read-only, because git on the host executes what they say).
     #[serde(default, skip_serializing_if = "is_false")]
     pub git_writable_config: bool,
+    /// The git identity inside (`user.name`, `user.email`), if set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_email: Option<String>,
+    /// Where git's credential helper inside may answer with the client's `GH_TOKEN`
+    /// (`https://host[:port]`, or `http://…` given so): unset means `https://github.com`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_credential_hosts: Option<Vec<String>>,
 }
 
 #[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
@@ -148,6 +157,9 @@ impl Default for Settings {
             claude_config: None,
             secrets: Vec::new(),
             git_writable_config: false,
+            git_name: None,
+            git_email: None,
+            git_credential_hosts: None,
         }
     }
 }
@@ -227,6 +239,9 @@ mod tests {
             claude_config: Some("/home/u/.claude".into()),
             secrets: vec!["GH_TOKEN".into()],
             git_writable_config: true,
+            git_name: Some("Ada L. \"ada\" 100%".into()),
+            git_email: Some("ada@example.com".into()),
+            git_credential_hosts: Some(vec!["http://127.0.0.1:8080".into()]),
         }
     }
 
