@@ -2,7 +2,7 @@
 //! Quadlet units under the user's containers/systemd directory.
 
 use std::fs;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -167,14 +167,24 @@ pub fn remove_client_tree(dir: &Path) -> Result<()> {
     if !meta.is_dir() {
         bail!("cannot delete {}: not a directory", dir.display());
     }
-    open_up(dir)?;
+    open_up(dir, meta.uid())?;
     fs::remove_dir_all(dir).with_context(|| format!("cannot delete {}", dir.display()))
 }
 
-/// Gives `dir` and every directory below it mode 0700, so that they can be listed
-/// and emptied. Only real directories are touched (checked without following links).
-fn open_up(dir: &Path) -> Result<()> {
-    set_mode(dir, 0o700)?;
+/// Gives `dir` and every directory below it that belongs to `uid` read, write and
+/// search permission for its owner, so that they can be listed and emptied. Only real
+/// directories are touched (checked without following links). Others' directories
+/// (the empty mount points Podman makes in the home as the container's root, a
+/// subordinate uid) are left as they are: an empty one is removed all the same.
+fn open_up(dir: &Path, uid: u32) -> Result<()> {
+    let meta =
+        fs::symlink_metadata(dir).with_context(|| format!("cannot read {}", dir.display()))?;
+    if !meta.is_dir() || meta.uid() != uid {
+        return Ok(());
+    }
+    if meta.permissions().mode() & 0o700 != 0o700 {
+        set_mode(dir, 0o700)?;
+    }
     let entries = fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))?;
     for entry in entries {
         let entry = entry.with_context(|| format!("cannot read {}", dir.display()))?;
@@ -184,7 +194,7 @@ fn open_up(dir: &Path) -> Result<()> {
             .with_context(|| format!("cannot read {}", entry.path().display()))?
             .is_dir()
         {
-            open_up(&entry.path())?;
+            open_up(&entry.path(), uid)?;
         }
     }
     Ok(())
