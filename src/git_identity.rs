@@ -133,6 +133,19 @@ pub fn validate(s: &Settings) -> Result<()> {
     Ok(())
 }
 
+/// Warnings for hosts that get the token in clear text.
+pub fn warnings(s: &Settings) -> Vec<String> {
+    credential_hosts(s)
+        .iter()
+        .filter(|h| h.starts_with("http://"))
+        .map(|h| {
+            format!(
+                "warning: --git-credential-host {h}: git sends GH_TOKEN to it unencrypted (plain HTTP); use it only for a server on a network you trust"
+            )
+        })
+        .collect()
+}
+
 /// Applies the command line's git options to `s`.
 pub fn apply(
     s: &mut Settings,
@@ -314,6 +327,12 @@ mod tests {
                 ("GIT_CONFIG_KEY_0", "user.email"),
                 ("GIT_CONFIG_VALUE_0", "ada@example.com"),
             ]
+        );
+        let warnings = warnings(&s);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].contains("http://127.0.0.1:8080") && warnings[0].contains("unencrypted"),
+            "{warnings:?}"
         );
         s.git_credential_hosts = Some(vec!["http://x.example/".into()]);
         assert!(validate(&s).is_err(), "hand-edited, not normalised");

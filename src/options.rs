@@ -368,6 +368,7 @@ pub fn warnings(client: &ClientName, s: &Settings) -> Vec<String> {
         }
     }
     out.extend(credential_warnings(client, &s.podman_args));
+    out.extend(crate::git_identity::warnings(s));
     if let Some(dir) = &s.claude_config {
         out.push(format!(
             "note: the Claude login in {} is shared with this sandbox (its credentials file only; settings and history stay the client's own)",

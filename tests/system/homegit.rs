@@ -502,7 +502,7 @@ fn hg3_git_over_http_and_ssh_with_the_clients_credentials_only() {
         sshd,
     } = GitServers::start(&mut c);
     let http_base = format!("http://127.0.0.1:{}", http.port);
-    c.enable(&[
+    let out = c.enable(&[
         "--network",
         "allowlist",
         "--git-name",
@@ -512,6 +512,10 @@ fn hg3_git_over_http_and_ssh_with_the_clients_credentials_only() {
         "--git-credential-host",
         &http_base,
     ]);
+    assert!(
+        out.stderr.contains("unencrypted"),
+        "no warning about a plain-HTTP credential host:\n{out}"
+    );
     for port in [http.port, sshd.port] {
         sbx(["allow", &c.name, "--private", &format!("127.0.0.1:{port}")])
             .run()
