@@ -642,6 +642,13 @@ fn assert_identity_and_no_ssh_agent(c: &Client) {
     );
 }
 
+/// The test user's name, which the test sshd accepts.
 fn user() -> String {
-    std::env::var("USER").expect("USER is set by as-user.sh")
+    Cmd::new("id")
+        .arg("-un")
+        .run()
+        .success()
+        .stdout
+        .trim()
+        .to_owned()
 }
