@@ -232,6 +232,17 @@ pub struct SandboxOptions {
     /// `--reset` clears it), e.g. `--agent-arg=--model --agent-arg=sonnet`.
     #[arg(long = "agent-arg", value_name = "ARG", allow_hyphen_values = true)]
     pub agent_args: Vec<String>,
+    /// Git's `user.name` inside the sandbox (`''` removes it).
+    #[arg(long, value_name = "NAME")]
+    pub git_name: Option<String>,
+    /// Git's `user.email` inside the sandbox (`''` removes it).
+    #[arg(long, value_name = "EMAIL")]
+    pub git_email: Option<String>,
+    /// A host whose HTTPS git credential requests are answered with the client's
+    /// `GH_TOKEN` secret: HOST[:PORT], `http://HOST:PORT` for plain HTTP, or `none`
+    /// (repeatable; replaces the list) [default: github.com].
+    #[arg(long = "git-credential-host", value_name = "HOST[:PORT]")]
+    pub git_credential_hosts: Vec<String>,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -51,6 +51,8 @@ const CONTEXT: &[ContextFile] = &[
     context_file!("certs/.keep", 0o644),
     context_file!("certs/README.md", 0o644),
     context_file!("dpkg-nodoc.cfg", 0o644),
+    context_file!("git-credential-sandbox", 0o755),
+    context_file!("gitconfig", 0o644),
     context_file!("profile.sh", 0o644),
     context_file!("session.conf", 0o644),
     context_file!("ssh_config", 0o644),
@@ -415,6 +417,7 @@ mod tests {
         assert_eq!(mode("agent-entry"), 0o755);
         assert_eq!(mode("agent-session"), 0o755);
         assert_eq!(mode("agent-package-hosts"), 0o755);
+        assert_eq!(mode("git-credential-sandbox"), 0o755);
         assert_eq!(mode("tmux.conf"), 0o644);
         let mut certs: Vec<String> = fs::read_dir(dir.path().join("certs"))
             .expect("certs")

@@ -2,7 +2,7 @@
 //! Quadlet units under the user's containers/systemd directory.
 
 use std::fs;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -10,7 +10,10 @@ use anyhow::{Context, Result, bail};
 use crate::client::ClientName;
 
 /// The per-client directories, each created with mode 0700.
-pub const CLIENT_SUBDIRS: [&str; 4] = ["claude", "codex", "config", "history"];
+pub const CLIENT_SUBDIRS: [&str; 5] = ["claude", "codex", "config", "history", HOME_SUBDIR];
+
+/// The client's persistent home, mounted at `/home/agent`.
+pub const HOME_SUBDIR: &str = "home";
 
 /// The file holding a client's settings, under its `config/` directory.
 pub const SETTINGS_FILE: &str = "sandbox.toml";
@@ -148,6 +151,55 @@ impl Layout {
     }
 }
 
+/// Deletes a client's data directory, whatever the agent planted in the parts it could
+/// write (its home above all): symbolic links are removed, never followed (a link to
+/// `~/.ssh` or `/` takes nothing with it), FIFOs and sockets are unlinked, never
+/// opened, and directories the agent made unreadable or read-only are given back their
+/// owner's permissions first. Call it with the sandbox stopped.
+pub fn remove_client_tree(dir: &Path) -> Result<()> {
+    // std's remove_dir_all opens each directory relative to its parent with
+    // O_NOFOLLOW and unlinks entries: it never leaves the tree through a link.
+    if fs::remove_dir_all(dir).is_ok() {
+        return Ok(());
+    }
+    let meta =
+        fs::symlink_metadata(dir).with_context(|| format!("cannot delete {}", dir.display()))?;
+    if !meta.is_dir() {
+        bail!("cannot delete {}: not a directory", dir.display());
+    }
+    open_up(dir, meta.uid())?;
+    fs::remove_dir_all(dir).with_context(|| format!("cannot delete {}", dir.display()))
+}
+
+/// Gives `dir` and every directory below it that belongs to `uid` read, write and
+/// search permission for its owner, so that they can be listed and emptied. Only real
+/// directories are touched (checked without following links). Others' directories
+/// (the empty mount points Podman makes in the home as the container's root, a
+/// subordinate uid) are left as they are: an empty one is removed all the same.
+fn open_up(dir: &Path, uid: u32) -> Result<()> {
+    let meta =
+        fs::symlink_metadata(dir).with_context(|| format!("cannot read {}", dir.display()))?;
+    if !meta.is_dir() || meta.uid() != uid {
+        return Ok(());
+    }
+    if meta.permissions().mode() & 0o700 != 0o700 {
+        set_mode(dir, 0o700)?;
+    }
+    let entries = fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))?;
+    for entry in entries {
+        let entry = entry.with_context(|| format!("cannot read {}", dir.display()))?;
+        // `file_type` is lstat's: a link to a directory is a link.
+        if entry
+            .file_type()
+            .with_context(|| format!("cannot read {}", entry.path().display()))?
+            .is_dir()
+        {
+            open_up(&entry.path(), uid)?;
+        }
+    }
+    Ok(())
+}
+
 /// Creates `dir` and its missing parents; the directory itself gets mode 0700.
 pub fn create_private_dir(dir: &Path) -> Result<()> {
     fs::DirBuilder::new()
@@ -185,6 +237,41 @@ mod tests {
             l.unit_path(&c),
             tmp.path().join("units/agent-acme.container")
         );
+    }
+
+    #[test]
+    fn removing_a_client_never_follows_what_the_agent_planted() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let l = Layout::under(tmp.path());
+        let c = ClientName::parse("acme").expect("name");
+        l.create_client_dirs(&c).expect("create");
+        // A host directory the agent must not be able to take with the client.
+        let host = tmp.path().join("host-ssh");
+        fs::create_dir(&host).expect("mkdir");
+        fs::write(host.join("id_ed25519"), "key").expect("write");
+        let home = l.client_subdir(&c, HOME_SUBDIR);
+        std::os::unix::fs::symlink(&host, home.join(".ssh")).expect("symlink");
+        std::os::unix::fs::symlink(host.join("id_ed25519"), home.join("key")).expect("symlink");
+        std::os::unix::fs::symlink("/", home.join("root")).expect("symlink");
+        rustix::fs::mkfifoat(rustix::fs::CWD, home.join("fifo"), rustix::fs::Mode::RWXU)
+            .expect("fifo");
+        // Directories the agent locked: no permissions at all, and read-only.
+        let locked = home.join(".config/locked");
+        fs::create_dir_all(locked.join("deeper")).expect("mkdir");
+        fs::write(locked.join("deeper/f"), "x").expect("write");
+        fs::set_permissions(locked.join("deeper"), fs::Permissions::from_mode(0o500))
+            .expect("chmod");
+        fs::set_permissions(&locked, fs::Permissions::from_mode(0o000)).expect("chmod");
+        // And the host dir behind a link, locked too: it must keep its mode.
+        fs::set_permissions(&host, fs::Permissions::from_mode(0o500)).expect("chmod");
+        remove_client_tree(&l.client_dir(&c)).expect("remove");
+        assert!(!l.client_dir(&c).exists());
+        assert_eq!(
+            fs::read_to_string(host.join("id_ed25519")).expect("host file survives"),
+            "key"
+        );
+        let mode = fs::metadata(&host).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o500, "a directory behind a link is not touched");
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod cmd;
 pub mod doctor;
 pub mod escape;
 pub mod git_guard;
+pub mod git_identity;
 pub mod host;
 pub mod image;
 pub mod layout;

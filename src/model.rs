@@ -20,6 +20,9 @@ use crate::settings::{Agent, Autonomy, NetworkMode, Settings};
 /// The agent's home inside the container.
 pub const HOME: &str = "/home/agent";
 
+/// The size cap of the tmpfs at `~/.cache`.
+pub const CACHE_SIZE: &str = "1g";
+
 /// The label that identifies a client's container.
 pub const CLIENT_LABEL: &str = "io.sandboxctl.client";
 
@@ -370,6 +373,9 @@ fn environment(client: &ClientName, s: &Settings) -> Vec<EnvVar> {
         EnvVar::new("HISTFILE", format!("{HOME}/.history/bash_history")),
     ];
     env.push(EnvVar::new("CLAUDE_CONFIG_DIR", format!("{HOME}/.claude")));
+    for (name, value) in crate::git_identity::environment(s) {
+        env.push(EnvVar::new(&name, value));
+    }
     if s.network == NetworkMode::Allowlist {
         let proxy = format!("http://127.0.0.1:{}", proxy_units::FORWARDER_PORT);
         env.push(EnvVar::new(
@@ -459,9 +465,11 @@ fn skip_network_online(network: NetworkMode, host: &HostProfile) -> Option<&'sta
 
 fn mounts(sandbox: &Sandbox<'_>) -> Result<Vec<Mount>> {
     let s = sandbox.settings;
+    // Caches are rebuilt at will and grow without bound: a capped tmpfs, not the
+    // client's disk. Podman mounts the home before anything inside it.
     let mut out = vec![Mount::Tmpfs(Tmpfs {
-        target: HOME.to_owned(),
-        options: "rw,exec,nosuid,nodev,size=2g,mode=1777".to_owned(),
+        target: format!("{HOME}/.cache"),
+        options: format!("rw,exec,nosuid,nodev,size={CACHE_SIZE},mode=1777"),
     })];
     let mut bind = |source: BindSource, target: String, access, relabel| -> Result<()> {
         let b = Bind {
@@ -504,6 +512,13 @@ fn mounts(sandbox: &Sandbox<'_>) -> Result<Vec<Mount>> {
         let host = sandbox.layout.client_subdir(sandbox.client, sub);
         Ok(BindSource::Host(checked_path("data directory", &host)?))
     };
+    // The client's persistent home; the dirs below are mounted over it.
+    bind(
+        own(crate::layout::HOME_SUBDIR)?,
+        HOME.to_owned(),
+        Access::ReadWrite,
+        Some(Relabel::Private),
+    )?;
     // A shared `--claude-config` is not mounted: the client keeps its own Claude dir
     // and only the login is copied both ways by the CLI (`claude_login::sync_shared`),
     // since the agent must not write hooks, settings or instructions that Claude Code

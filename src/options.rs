@@ -107,6 +107,12 @@ pub fn apply(
     if !o.agent_args.is_empty() {
         s.agent_args.clone_from(&o.agent_args);
     }
+    crate::git_identity::apply(
+        &mut s,
+        o.git_name.as_deref(),
+        o.git_email.as_deref(),
+        &o.git_credential_hosts,
+    )?;
     validate(layout, client, &s, others)?;
     Ok(s)
 }
@@ -122,6 +128,7 @@ pub fn validate(
         escape::check("podman argument", a)?;
     }
     check_agent_args(&s.agent_args)?;
+    crate::git_identity::validate(s)?;
     let guard = Guard::new(layout);
     for p in &s.projects {
         guard.check("project directory", p, false)?;
@@ -401,6 +408,7 @@ pub fn warnings(client: &ClientName, s: &Settings) -> Vec<String> {
         }
     }
     out.extend(credential_warnings(client, &s.podman_args));
+    out.extend(crate::git_identity::warnings(s));
     if let Some(dir) = &s.claude_config {
         out.push(format!(
             "note: the Claude login in {} is shared with this sandbox (its credentials file only; settings and history stay the client's own)",

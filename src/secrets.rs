@@ -32,8 +32,27 @@ pub fn check_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Checks a value and drops one trailing line break (as `echo` adds).
+/// Secrets that are files for a program inside (not environment variables), so they
+/// may span lines: the image's ssh config reads the client's deploy key from
+/// `/run/secrets/GIT_SSH_KEY`, and its entry program does not export it.
+pub const FILE_SECRETS: [&str; 1] = ["GIT_SSH_KEY"];
+
+/// Checks a value and drops one trailing line break (as `echo` adds). A file secret
+/// keeps its lines, ending with a line break as key files do.
 pub fn clean_value(name: &str, raw: &[u8]) -> Result<Vec<u8>> {
+    if FILE_SECRETS.contains(&name) {
+        if raw.iter().all(u8::is_ascii_whitespace) {
+            bail!("the value for {name} is empty; nothing was stored");
+        }
+        if raw.contains(&0) {
+            bail!("the value for {name} contains a NUL byte; nothing was stored");
+        }
+        let mut v = raw.to_vec();
+        if !v.ends_with(b"\n") {
+            v.push(b'\n');
+        }
+        return Ok(v);
+    }
     let mut value = raw.strip_suffix(b"\n").unwrap_or(raw);
     value = value.strip_suffix(b"\r").unwrap_or(value);
     if value.is_empty() {
@@ -178,6 +197,14 @@ mod tests {
             let err = clean_value("K", bad).expect_err(why).to_string();
             assert!(err.contains(why), "{err}");
         }
+        // A deploy key is a file of several lines, kept as given with its final newline.
+        let key = b"-----BEGIN OPENSSH PRIVATE KEY-----\nabc\n-----END OPENSSH PRIVATE KEY-----";
+        let mut want = key.to_vec();
+        want.push(b'\n');
+        assert_eq!(clean_value("GIT_SSH_KEY", key).expect("key"), want);
+        assert_eq!(clean_value("GIT_SSH_KEY", &want).expect("key"), want);
+        assert!(clean_value("GIT_SSH_KEY", b"\n \n").is_err());
+        assert!(clean_value("GIT_SSH_KEY", b"a\0").is_err());
     }
 
     #[test]

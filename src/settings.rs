@@ -175,6 +175,15 @@ pub struct Settings {
     /// Host ports forwarded into the sandbox (`sandboxctl port`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<crate::ports::PortForward>,
+    /// The git identity inside (`user.name`, `user.email`), if set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_email: Option<String>,
+    /// Where git's credential helper inside may answer with the client's `GH_TOKEN`
+    /// (`https://host[:port]`, or `http://…` given so): unset means `https://github.com`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_credential_hosts: Option<Vec<String>>,
 }
 
 #[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
@@ -197,6 +206,9 @@ impl Default for Settings {
             autonomy: Autonomy::Ask,
             agent_args: Vec::new(),
             ports: Vec::new(),
+            git_name: None,
+            git_email: None,
+            git_credential_hosts: None,
         }
     }
 }
@@ -283,6 +295,9 @@ mod tests {
                 container: 3000,
                 persist: true,
             }],
+            git_name: Some("Ada L. \"ada\" 100%".into()),
+            git_email: Some("ada@example.com".into()),
+            git_credential_hosts: Some(vec!["http://127.0.0.1:8080".into()]),
         }
     }
 

@@ -291,6 +291,34 @@ fn injection_attempts_in_every_field_are_refused() {
             ],
             "line break",
         ),
+        (
+            vec![
+                proj.into(),
+                "--git-name".into(),
+                "Ada\nExecStartPre=/bin/sh".into(),
+            ],
+            "invalid git name",
+        ),
+        (
+            vec![proj.into(), "--git-email".into(), "ada at example".into()],
+            "invalid git email",
+        ),
+        (
+            vec![
+                proj.into(),
+                "--git-credential-host".into(),
+                "github.com/evil?x".into(),
+            ],
+            "invalid --git-credential-host",
+        ),
+        (
+            vec![
+                proj.into(),
+                "--git-credential-host".into(),
+                "ftp://github.com".into(),
+            ],
+            "only https and http",
+        ),
     ];
     for (extra, want) in cases {
         for cmd in ["enable", "render"] {

@@ -343,6 +343,28 @@ fn extra_mounts_and_shared_claude_config() {
         has_pair(&argv, "--env", "CLAUDE_CONFIG_DIR=/home/agent/.claude"),
         "{argv:?}"
     );
+    // The client's persistent home, with its own dirs over it and a capped tmpfs for
+    // caches; no tmpfs home any more.
+    assert!(
+        has_pair(
+            &argv,
+            "-v",
+            "/home/user/.local/share/agent-sandbox/clients/acme/home:/home/agent:rw,Z"
+        ),
+        "{argv:?}"
+    );
+    assert!(
+        has_pair(
+            &argv,
+            "--tmpfs",
+            "/home/agent/.cache:rw,exec,nosuid,nodev,size=1g,mode=1777"
+        ),
+        "{argv:?}"
+    );
+    assert!(
+        !argv.iter().any(|a| a.starts_with("/home/agent:")),
+        "{argv:?}"
+    );
 }
 
 /// A project that is a git work tree gets its git dir pinned over the project mount:
@@ -522,6 +544,9 @@ fn oldest_quadlet_gets_podman_args_for_missing_keys() {
     assert!(argv.contains(&"--hostname=acme".to_owned()), "{argv:?}");
 }
 
+/// A git name with every character a unit or a shell treats specially.
+const GIT_NAME: &str = "Zoë \"q\" 100% $HOME 'a' b\\c #x ;y";
+
 /// Values that are legal but hostile: they must reach podman exactly as given and never
 /// become a key or a specifier.
 #[test]
@@ -540,6 +565,12 @@ fn hostile_values_reach_podman_literally() {
             "--env=INJECT=x\\".replace('\\', "\\\\"),
             "--label=k=%n%%$${X}".into(),
         ],
+        git_name: Some(GIT_NAME.into()),
+        git_email: Some("a+%h$x@example.com".into()),
+        git_credential_hosts: Some(vec![
+            "https://git.example:8443".into(),
+            "http://127.0.0.1:8080".into(),
+        ]),
         ..Settings::default()
     };
     let unit = render_for("acme", &s, &this_host());
@@ -560,6 +591,22 @@ fn hostile_values_reach_podman_literally() {
     );
     assert!(argv.contains(&"--env=INJECT=x\\\\".to_owned()), "{argv:?}");
     assert!(argv.contains(&"--label=k=%n%%$${X}".to_owned()), "{argv:?}");
+    for (name, value) in [
+        ("GIT_CONFIG_COUNT", "2"),
+        ("GIT_CONFIG_KEY_0", "user.name"),
+        ("GIT_CONFIG_VALUE_0", GIT_NAME),
+        ("GIT_CONFIG_KEY_1", "user.email"),
+        ("GIT_CONFIG_VALUE_1", "a+%h$x@example.com"),
+        (
+            "SANDBOX_GIT_CREDENTIAL_HOSTS",
+            "https://git.example:8443 http://127.0.0.1:8080",
+        ),
+    ] {
+        assert!(
+            has_pair(&argv, "--env", &format!("{name}={value}")),
+            "{name}: {argv:?}"
+        );
+    }
     // No line of the unit starts anything but a key, a comment, a section or nothing.
     for line in unit.lines() {
         assert!(
@@ -769,7 +816,7 @@ fn volume_lines_read_the_same_from_both_targets() {
         ),
         "{quadlet:?}"
     );
-    assert_eq!(quadlet.len(), 6, "{quadlet:?}");
+    assert_eq!(quadlet.len(), 7, "{quadlet:?}");
 }
 
 /// The two targets cannot drift: for the same settings, the plain service's `podman
@@ -801,6 +848,8 @@ fn plain_service_runs_the_same_podman_options_as_quadlet() {
             "--pids-limit=512".into(),
         ],
         claude_config: Some("/home/user/.claude".into()),
+        git_name: Some(GIT_NAME.into()),
+        git_email: Some("a+%h$x@example.com".into()),
         ..Settings::default()
     });
     cases.push(Settings {

@@ -69,6 +69,7 @@ pub fn attach(layout: &Layout, name: &str, session: &str) -> Result<()> {
         .first()
         .is_some_and(crate::systemd::UnitState::is_active)
     {
+        super::lifecycle::recreate_client_dirs(layout, &client)?;
         super::lifecycle::warn_unpinned(layout, &client, &settings);
         super::lifecycle::run_job(&systemd, &client, &settings, Verb::Start)?;
     }

@@ -86,10 +86,9 @@ pub fn disable(layout: &Layout, name: &str, purge: bool) -> Result<()> {
             println!("purged {client}'s secrets: {}", removed.join(", "));
         }
         if client_dir.exists() {
-            std::fs::remove_dir_all(&client_dir)
-                .with_context(|| format!("cannot delete {}", client_dir.display()))?;
+            crate::layout::remove_client_tree(&client_dir)?;
             println!(
-                "purged {client}: deleted {} (agent config, credentials, history and settings)",
+                "purged {client}: deleted {} (home, agent config, credentials, history and settings)",
                 client_dir.display()
             );
         }

@@ -18,6 +18,7 @@ pub fn job(layout: &Layout, name: &str, verb: Verb) -> Result<()> {
     // A shared Claude login: the fresher copy wins before a start and after a stop.
     crate::claude_login::sync_client(layout, &client, &settings);
     if !matches!(verb, Verb::Stop) {
+        recreate_client_dirs(layout, &client)?;
         warn_unpinned(layout, &client, &settings);
     }
     run_job(&systemd, &client, &settings, verb)?;
@@ -57,6 +58,25 @@ pub fn run_job(
         }
         Err(e) => Err(explain(e, client, systemd)),
     }
+}
+
+/// Before a start: recreates a client directory the unit mounts that is gone (a deleted
+/// `home/`, or a client enabled before it existed), since Podman refuses to start
+/// with a missing bind source. Says which, since the agent finds it empty.
+pub fn recreate_client_dirs(layout: &Layout, client: &ClientName) -> Result<()> {
+    let missing: Vec<std::path::PathBuf> = crate::layout::CLIENT_SUBDIRS
+        .iter()
+        .map(|sub| layout.client_subdir(client, sub))
+        .filter(|p| std::fs::symlink_metadata(p).is_err())
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    layout.create_client_dirs(client)?;
+    for p in missing {
+        eprintln!("note: {} was missing; created it empty", p.display());
+    }
+    Ok(())
 }
 
 /// Before a start: recreates what the git pins need (a deleted `commondir`, say, which

@@ -12,9 +12,10 @@ SBX_BOOT_SUITE=trixie
 
 # What the booted system needs: systemd as init with logind and the user bus (so linger
 # and login sessions exist), journald, rootless Podman with native Quadlet and pasta, and
-# the tools the system tests drive (tmux for the "user's terminal", curl for checks).
+# the tools the system tests drive (tmux for the "user's terminal", curl for checks, an
+# sshd the git-over-SSH test runs as the user; the system's own is masked).
 # Changing this list (or the settings written by boot_configure_rootfs) changes the cache
 # key, so the next run rebuilds the rootfs.
 SBX_BOOT_PACKAGES=(systemd systemd-sysv systemd-container dbus dbus-user-session libpam-systemd
     podman crun uidmap passt catatonit fuse-overlayfs tmux procps iproute2 curl ca-certificates
-    util-linux login less git)
+    util-linux login less git openssh-server)

@@ -52,6 +52,11 @@ configure() {
     mkdir -p "$r/etc/systemd/system/multi-user.target.wants"
     ln -sf /usr/lib/systemd/system/network-online.target \
         "$r/etc/systemd/system/multi-user.target.wants/network-online.target"
+    # openssh-server is there for the test's own sshd (as the user, on a loopback port);
+    # the system's sshd never runs (the network is the host's).
+    touch "$r/etc/ssh/sshd_not_to_be_run"
+    ln -sf /dev/null "$r/etc/systemd/system/ssh.service"
+    ln -sf /dev/null "$r/etc/systemd/system/ssh.socket"
     # No gettys on a console nobody reads.
     ln -sf /dev/null "$r/etc/systemd/system/console-getty.service"
     ln -sf /dev/null "$r/etc/systemd/system/getty@.service"

@@ -29,7 +29,8 @@ shift 2
 [[ -x $tests_bin ]] || die "$tests_bin is not an executable (build the system tests first)"
 command -v systemd-nspawn >/dev/null ||
     die "systemd-nspawn is missing: run 'sudo tests/system/setup-host.sh' (it installs systemd-container)"
-image=localhost/agent-sandbox:latest
+# SBX_BOOT_IMAGE: another image of root's store to test (a branch's own tag).
+image=${SBX_BOOT_IMAGE:-localhost/agent-sandbox:latest}
 image_id=$(podman image inspect --format '{{.Id}}' "$image" 2>/dev/null) ||
     die "$image is not in root's Podman store: run 'sudo tests/system/setup-host.sh'"
 
@@ -104,6 +105,7 @@ as_user() {
     in_machine systemd-run --machine="$SBX_BOOT_USER@.host" --user --wait --pipe --quiet \
         --property=WorkingDirectory=~ \
         --setenv=SANDBOXCTL_BIN=/opt/sbx/sandboxctl --setenv=RUST_BACKTRACE=1 \
+        --setenv=SANDBOXCTL_TEST_IMAGE="$image" \
         --setenv=PODMAN_IGNORE_CGROUPSV1_WARNING=1 \
         "$@" </dev/null
 }

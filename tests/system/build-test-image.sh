@@ -74,11 +74,13 @@ make_base() {
     log "base $BASE built in $(elapsed "$t")"
 }
 
-# Everything the image depends on, hashed: the context files, the CAs added, the base
-# image's id and the build arguments.
+# Everything the image depends on, hashed: the context files and their modes (COPY keeps
+# them: a script that loses its x bit must rebuild), the CAs added, the base image's id
+# and the build arguments.
 inputs_hash() {
     {
         (cd "$CONTEXT_SRC" && find . -type f ! -path './certs/*' -print | LC_ALL=C sort | xargs sha256sum)
+        (cd "$CONTEXT_SRC" && find . -type f ! -path './certs/*' -printf '%m %p\n' | LC_ALL=C sort)
         cat "$EXTRA_CA_DIR"/*.crt 2>/dev/null || true
         podman image inspect --format '{{.Id}}' "$BASE"
         echo "BUILD_ARGS=${BUILD_ARGS:-}"

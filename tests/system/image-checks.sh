@@ -1,7 +1,7 @@
 #!/bin/bash
 # Checks the agent image the way the sandbox runs it: rootless, --userns=keep-id, all
 # capabilities dropped, no-new-privileges, read-only root, no network, catatonit init,
-# tmpfs home and /tmp, the client's dirs bind-mounted.
+# a bind-mounted home with a tmpfs ~/.cache, tmpfs /tmp, the client's dirs bind-mounted.
 #
 #   tests/system/image-checks.sh [IMAGE]     (default localhost/agent-sandbox:latest)
 #
@@ -83,13 +83,13 @@ cleanup() {
     rm -rf "$state"
 }
 trap cleanup EXIT
-mkdir -p "$state/claude" "$state/codex" "$state/history" "$state/project"
+mkdir -p "$state/home" "$state/claude" "$state/codex" "$state/history" "$state/project"
 
 # The sandbox's runtime contract (see src/image.rs and the Quadlet template).
 SANDBOX=(
     --cap-drop=ALL --security-opt=no-new-privileges --read-only --network=none
     --userns=keep-id --init
-    --tmpfs /home/agent --tmpfs /tmp
+    -v "$state/home:/home/agent" --tmpfs /home/agent/.cache --tmpfs /tmp
     -v "$state/claude:/home/agent/.claude" -v "$state/codex:/home/agent/.codex"
     -v "$state/history:/home/agent/.history" -v "$state/project:$state/project"
     -w "$state/project"
@@ -117,6 +117,23 @@ check_command "codex --version" codex --version
 check_command "tmux -V" tmux -V
 check_command "git --version" git --version
 check_command "python3 --version" python3 --version
+check_command "gh --version" gh --version
+
+# Git's credential helper comes from the read-only /etc/gitconfig, and answers only a
+# listed host, only with GH_TOKEN, never writing it anywhere.
+out=$(run sh -c 'git config --system credential.helper
+  printf "protocol=https\nhost=github.com\n\n" | GH_TOKEN=t0k git credential fill 2>&1 | grep password=
+  printf "protocol=https\nhost=evil.example\n\n" | GH_TOKEN=t0k GIT_TERMINAL_PROMPT=0 git credential fill 2>&1 | grep password=
+  printf "protocol=http\nhost=github.com\n\n" | GH_TOKEN=t0k GIT_TERMINAL_PROMPT=0 git credential fill 2>&1 | grep password=
+  printf "protocol=http\nhost=127.0.0.1:8080\n\n" | SANDBOX_GIT_CREDENTIAL_HOSTS="https://x.example http://127.0.0.1:8080" GH_TOKEN=t0k git credential fill 2>&1 | grep password=
+  touch /etc/gitconfig 2>/dev/null && echo "gitconfig writable"
+  grep -rl t0k "$HOME" 2>/dev/null')
+want=$(printf '/usr/local/bin/git-credential-sandbox\npassword=t0k\npassword=t0k')
+if [ "$out" = "$want" ]; then
+    pass "git credential helper answers listed hosts only"
+else
+    fail "git credential helper answers listed hosts only" "$(tr '\n' ' ' <<<"$out")"
+fi
 
 out=$(run node --version)
 major=$(sed -n 's/^v\([0-9]*\)\..*/\1/p' <<<"$out")

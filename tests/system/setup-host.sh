@@ -94,6 +94,30 @@ else
     log "packages already installed"
 fi
 
+# openssh-server: the git-over-SSH system test runs its own sshd, as the test user, on a
+# loopback port. The system's sshd must never run: sshd_not_to_be_run stops its unit and
+# init script, a policy-rc.d keeps the install from starting anything, and the units
+# the package enables are disabled again.
+install_sshd() {
+    local policy=/usr/sbin/policy-rc.d ours=false
+    install -d -m 0755 /etc/ssh
+    touch /etc/ssh/sshd_not_to_be_run
+    if [[ ! -e $policy ]]; then
+        printf '#!/bin/sh\nexit 101\n' >"$policy"
+        chmod 0755 "$policy"
+        ours=true
+    fi
+    local status=0
+    apt-get install -y -qq --no-install-recommends openssh-server >/dev/null || status=$?
+    if $ours; then rm -f "$policy"; fi
+    systemctl disable ssh.service ssh.socket >/dev/null 2>&1 || true
+    return "$status"
+}
+if ! dpkg-query -W -f='${Status}\n' openssh-server 2>/dev/null | grep -q '^install ok installed$'; then
+    $need_update || step "apt-get update" apt-get update -qq
+    step "apt-get install openssh-server (never started as a system service)" install_sshd
+fi
+
 # --- Quadlet generator from Debian 13's podman package --------------------------------
 
 install_quadlet() {
