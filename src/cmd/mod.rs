@@ -20,6 +20,18 @@ use crate::settings::Settings;
 
 /// Runs a parsed command line.
 pub fn dispatch(cli: Cli) -> Result<()> {
+    // These need no home or data directory (the package build runs them).
+    match &cli.command {
+        Command::Completions { shell } => {
+            return crate::completions::script(*shell, &mut std::io::stdout().lock());
+        }
+        Command::Man { dir } => {
+            let n = crate::completions::write_man_pages(dir)?;
+            println!("wrote {n} man pages into {}", dir.display());
+            return Ok(());
+        }
+        _ => {}
+    }
     let layout = Layout::from_env()?;
     match cli.command {
         Command::Enable(args) => enable::enable(&layout, &args),
@@ -55,6 +67,7 @@ pub fn dispatch(cli: Cli) -> Result<()> {
             image::image(cmd)
         }
         Command::Secret(cmd) => secret::secret(&layout, cmd),
+        Command::Completions { .. } | Command::Man { .. } => unreachable!("handled above"),
     }
 }
 
