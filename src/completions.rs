@@ -89,10 +89,35 @@ pub fn complete_if_asked(args: &[std::ffi::OsString]) -> Result<bool> {
 /// Writes the completion script of `shell`.
 pub fn script(shell: Shell, out: &mut dyn Write) -> Result<()> {
     let name = Cli::command().get_name().to_owned();
+    let mut text = Vec::new();
     shell
         .completer()
-        .write_registration(VAR, &name, BIN, BIN, out)
+        .write_registration(VAR, &name, BIN, BIN, &mut text)
+        .context("cannot write the completion script")?;
+    let mut text = String::from_utf8(text).context("the completion script is not UTF-8")?;
+    if shell == Shell::Zsh {
+        text = zsh_autoloadable(&text)?;
+    }
+    out.write_all(text.as_bytes())
         .context("cannot write the completion script")
+}
+
+/// The zsh script also works as an autoloaded `_sandboxctl` in `fpath` (where the
+/// package puts it): zsh then runs the file as the function's body at the first Tab,
+/// which must complete right away instead of only registering the completer.
+fn zsh_autoloadable(text: &str) -> Result<String> {
+    let register = format!("compdef _clap_dynamic_completer_{BIN} {BIN}\n");
+    let Some(at) = text.rfind(&register) else {
+        anyhow::bail!(
+            "clap_complete's zsh script has no `{}` line",
+            register.trim_end()
+        );
+    };
+    Ok(format!(
+        "{}if [[ ${{funcstack[1]-}} == _{BIN} ]]; then\n    _clap_dynamic_completer_{BIN} \"$@\"\nelse\n    {register}fi\n{}",
+        &text[..at],
+        &text[at + register.len()..]
+    ))
 }
 
 /// Writes `sandboxctl.1` and one page per visible subcommand (`sandboxctl-enable.1`,
