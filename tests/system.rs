@@ -21,6 +21,8 @@ mod doctor;
 mod hostexec;
 #[path = "system/network.rs"]
 mod network;
+#[path = "system/packaging.rs"]
+mod packaging;
 
 use std::collections::BTreeSet;
 use std::os::unix::fs::MetadataExt;
