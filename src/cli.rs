@@ -124,6 +124,22 @@ pub enum Command {
     Policy { client: String },
     /// Run a client's egress proxy (started by systemd socket activation).
     Proxy(ProxyArgs),
+    /// Print the shell completion script: commands, flags and client names.
+    ///
+    /// bash: `sandboxctl completions bash > ~/.local/share/bash-completion/completions/sandboxctl`;
+    /// zsh: `sandboxctl completions zsh > ~/.zfunc/_sandboxctl` (a directory in `fpath`);
+    /// fish: `sandboxctl completions fish > ~/.config/fish/completions/sandboxctl.fish`.
+    /// The script asks `sandboxctl` (found in PATH) for the candidates at each Tab.
+    Completions {
+        #[arg(value_enum)]
+        shell: crate::completions::Shell,
+    },
+    /// Write the man pages (one per command) into a directory.
+    #[command(hide = true)]
+    Man {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
     /// Forward a port of the host's 127.0.0.1 to a server on the sandbox's 127.0.0.1
     /// (works without network in the sandbox); without PORT, list the forwards.
     Port(PortArgs),

@@ -386,10 +386,29 @@ pub fn image(c: &mut Checks) {
 }
 
 /// The proxy template units: installed, and running a binary that exists.
-pub fn proxy_units(c: &mut Checks, layout: &Layout, needed: bool) {
+pub fn proxy_units(c: &mut Checks, layout: &Layout, host: &HostProfile, needed: bool) {
     let path = layout
         .systemd_user_dir
         .join(crate::proxy_units::SERVICE_FILE);
+    if let crate::host::TemplateUnits::Packaged { dir, binary } = &host.template_units {
+        if path.exists() {
+            c.warn(
+                "proxy units",
+                format!(
+                    "{} shadows the packaged units in {}",
+                    path.display(),
+                    dir.display()
+                ),
+                "run `sandboxctl enable CLIENT` for an allowlist client again: it removes the per-user copies",
+            );
+        } else {
+            c.ok(
+                "proxy units",
+                format!("packaged: {} runs {}", dir.display(), binary.display()),
+            );
+        }
+        return;
+    }
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
         Err(_) if !needed => {
@@ -412,7 +431,7 @@ pub fn proxy_units(c: &mut Checks, layout: &Layout, needed: bool) {
     match exec_start_binary(&text) {
         Some(bin) if is_executable(&bin) && bin == private_copy => c.ok(
             "proxy units",
-            format!("{} runs {}", path.display(), bin.display()),
+            format!("per-user copies: {} runs {}", path.display(), bin.display()),
         ),
         Some(bin) if is_executable(&bin) => c.warn(
             "proxy units",
@@ -461,6 +480,7 @@ fn is_executable(p: &Path) -> bool {
 /// One client: its unit file, systemd's view of it, its socket and policy.
 pub fn client(
     layout: &Layout,
+    host: &HostProfile,
     client: &ClientName,
     settings: &Settings,
     states: &[UnitState],
@@ -512,7 +532,7 @@ pub fn client(
     let running = state(&service).is_some_and(UnitState::is_active);
     if settings.network == NetworkMode::Allowlist {
         let socket = crate::proxy_units::socket_unit(client);
-        client_proxy(&mut c, layout, client, state(&socket), running);
+        client_proxy(&mut c, layout, host, client, state(&socket), running);
     }
     c
 }
@@ -521,6 +541,7 @@ pub fn client(
 fn client_proxy(
     c: &mut Checks,
     layout: &Layout,
+    host: &HostProfile,
     client: &ClientName,
     state: Option<&UnitState>,
     running: bool,
@@ -541,8 +562,7 @@ fn client_proxy(
     }
     let dropin = crate::proxy_units::dropin_path(layout, client);
     let policy = layout.policy_path(client);
-    let want =
-        crate::proxy_units::render_dropin(&crate::proxy_units::binary_path(layout), &policy).ok();
+    let want = crate::proxy_units::client_dropin(layout, host, client).ok();
     match std::fs::read_to_string(&dropin) {
         Ok(t) if Some(&t) == want.as_ref() => {
             c.ok("proxy drop-in", dropin.display().to_string());

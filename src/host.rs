@@ -117,6 +117,65 @@ pub struct HostProfile {
     /// Quadlet's default dependencies wait for exist.
     pub systemd_booted: bool,
     pub journald: bool,
+    /// Where sandboxctl's template units (the proxy's, …) come from.
+    pub template_units: TemplateUnits,
+}
+
+/// Where sandboxctl's template units (`systemd/` of the source tree) come from: decided
+/// once per run, here, for every template unit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum TemplateUnits {
+    /// The distribution package's, in `dir`, running `binary`: `enable` writes no
+    /// template unit and no copy of sandboxctl into the user's home.
+    Packaged { dir: PathBuf, binary: PathBuf },
+    /// Copies in the user's unit directory, running sandboxctl's private copy in
+    /// `Layout::libexec_dir`.
+    PerUser,
+}
+
+/// Where the package puts the template units.
+pub const PACKAGED_UNIT_DIR: &str = "/usr/lib/systemd/user";
+/// The binary the packaged units run.
+pub const PACKAGED_BINARY: &str = "/usr/bin/sandboxctl";
+
+impl TemplateUnits {
+    /// `Packaged` when `dir` holds the proxy's template units and the service runs
+    /// `binary`, an executable file; else `PerUser`.
+    pub fn detect(dir: &Path, binary: &Path) -> Self {
+        let service = std::fs::read_to_string(dir.join(crate::proxy_units::SERVICE_FILE));
+        let runs_binary = service.is_ok_and(|text| {
+            text.lines()
+                .filter_map(|l| l.strip_prefix("ExecStart="))
+                .any(|rest| rest.split(' ').next() == Some(&*binary.to_string_lossy()))
+        });
+        let executable = std::fs::metadata(binary).is_ok_and(|m| {
+            use std::os::unix::fs::PermissionsExt;
+            m.is_file() && m.permissions().mode() & 0o111 != 0
+        });
+        if runs_binary && executable && dir.join(crate::proxy_units::SOCKET_FILE).is_file() {
+            Self::Packaged {
+                dir: dir.to_owned(),
+                binary: binary.to_owned(),
+            }
+        } else {
+            Self::PerUser
+        }
+    }
+}
+
+impl fmt::Display for TemplateUnits {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Packaged { dir, binary } => write!(
+                f,
+                "packaged ({} running {})",
+                dir.display(),
+                binary.display()
+            ),
+            Self::PerUser => f.write_str("per-user copies"),
+        }
+    }
 }
 
 impl HostProfile {
@@ -173,6 +232,10 @@ impl HostProfile {
             systemd_booted: Path::new("/run/systemd/system").is_dir()
                 && std::fs::read_to_string("/proc/1/comm").is_ok_and(|c| c.trim() == "systemd"),
             journald: Path::new("/run/systemd/journal/socket").exists(),
+            template_units: TemplateUnits::detect(
+                Path::new(PACKAGED_UNIT_DIR),
+                Path::new(PACKAGED_BINARY),
+            ),
         }
     }
 
@@ -364,6 +427,7 @@ pub fn fixed_profile(
         rootless: true,
         systemd_booted: booted,
         journald: booted,
+        template_units: TemplateUnits::PerUser,
     }
 }
 
@@ -441,5 +505,43 @@ mod tests {
         assert_eq!(b, c);
         assert_eq!(a, b);
         assert!(!a.summary().contains('\n'));
+    }
+
+    #[test]
+    fn packaged_template_units_only_when_they_run_the_packaged_binary() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("units");
+        std::fs::create_dir(&dir).expect("dir");
+        let binary = tmp.path().join("usr-bin-sandboxctl");
+        let service = dir.join(crate::proxy_units::SERVICE_FILE);
+        let socket = dir.join(crate::proxy_units::SOCKET_FILE);
+        let exec =
+            |bin: &str| format!("[Service]\nExecStart={bin} proxy --client %i --systemd-socket\n");
+        let detect = || TemplateUnits::detect(&dir, &binary);
+
+        assert_eq!(detect(), TemplateUnits::PerUser, "nothing installed");
+        std::fs::write(&service, exec(&binary.display().to_string())).expect("service");
+        std::fs::write(&socket, "[Socket]\n").expect("socket");
+        assert_eq!(detect(), TemplateUnits::PerUser, "no binary");
+        std::fs::write(&binary, "#!/bin/sh\n").expect("binary");
+        std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        assert_eq!(detect(), TemplateUnits::PerUser, "binary not executable");
+        std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        assert_eq!(
+            detect(),
+            TemplateUnits::Packaged {
+                dir: dir.clone(),
+                binary: binary.clone()
+            }
+        );
+
+        // Units that run another binary (the source tree's, before packaging) are not
+        // the package's.
+        std::fs::write(&service, exec("%h/.local/libexec/sandboxctl/sandboxctl")).expect("service");
+        assert_eq!(detect(), TemplateUnits::PerUser, "another ExecStart");
+        std::fs::write(&service, exec(&binary.display().to_string())).expect("service");
+        std::fs::remove_file(&socket).expect("rm socket");
+        assert_eq!(detect(), TemplateUnits::PerUser, "no socket unit");
     }
 }

@@ -6,6 +6,7 @@ pub mod claude_login;
 pub mod cli;
 pub mod client;
 mod cmd;
+pub mod completions;
 pub mod doctor;
 pub mod escape;
 pub mod git_guard;
@@ -36,6 +37,15 @@ use clap::Parser;
 /// Parses `args`, runs the command and maps the outcome to an exit code: 0 on success,
 /// 1 with `sandboxctl: <error chain>` on stderr on failure, 2 for usage errors.
 pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
+    let args: Vec<OsString> = args.into_iter().collect();
+    match completions::complete_if_asked(&args) {
+        Ok(false) => {}
+        Ok(true) => return ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sandboxctl: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    }
     let cli = match cli::Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => {

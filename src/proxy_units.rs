@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 
 use crate::client::ClientName;
+use crate::host::{HostProfile, TemplateUnits};
 use crate::layout::Layout;
 
 const SOCKET: &str = include_str!("../systemd/sandboxctl-proxy@.socket");
@@ -218,9 +219,31 @@ pub fn render_dropin(exe: &Path, policy: &Path) -> Result<String> {
     ))
 }
 
+/// The binary the proxy units run on this host: the packaged one, or the private copy.
+pub fn proxy_binary(layout: &Layout, host: &HostProfile) -> PathBuf {
+    match &host.template_units {
+        TemplateUnits::Packaged { binary, .. } => binary.clone(),
+        TemplateUnits::PerUser => binary_path(layout),
+    }
+}
+
+/// The drop-in `enable` writes for a client on this host. The packaged service cannot
+/// know whether the host has journald, so without it the drop-in adds the log file that
+/// the per-user copy gets in its template.
+pub fn client_dropin(layout: &Layout, host: &HostProfile, client: &ClientName) -> Result<String> {
+    let mut text = render_dropin(&proxy_binary(layout, host), &layout.policy_path(client))?;
+    if matches!(host.template_units, TemplateUnits::Packaged { .. }) && !host.journald {
+        text.push_str(
+            "# host adaptation: no journald here; `sandboxctl logs CLIENT --network` reads this file\n\
+             StandardError=append:%t/sandboxctl-proxy-%i.log\n",
+        );
+    }
+    Ok(text)
+}
+
 /// Writes the client's drop-in if it differs; returns whether it changed.
-pub fn install_client(layout: &Layout, client: &ClientName) -> Result<bool> {
-    let text = render_dropin(&binary_path(layout), &layout.policy_path(client))?;
+pub fn install_client(layout: &Layout, host: &HostProfile, client: &ClientName) -> Result<bool> {
+    let text = client_dropin(layout, host, client)?;
     let path = dropin_path(layout, client);
     if fs::read_to_string(&path).ok().as_deref() == Some(text.as_str()) {
         return Ok(false);
@@ -311,6 +334,17 @@ mod tests {
     fn socket_template_listens_privately() {
         assert!(SOCKET.contains("ListenStream=%t/agent-sandbox/proxy/%i/proxy.sock"));
         assert!(SOCKET.contains("SocketMode=0600"));
+    }
+
+    /// A host with per-user template units and journald.
+    fn per_user() -> HostProfile {
+        use crate::host::{Cgroups, Version, fixed_profile};
+        fixed_profile(
+            Version::new(4, 3, 1),
+            Version::new(5, 4, 2),
+            Cgroups::V2,
+            true,
+        )
     }
 
     /// A stand-in for the sandboxctl binary.
@@ -426,8 +460,8 @@ mod tests {
         let tmp = tempfile::tempdir().expect("tempdir");
         let layout = Layout::under(tmp.path());
         let client = ClientName::parse("acme").expect("name");
-        assert!(install_client(&layout, &client).expect("write"));
-        assert!(!install_client(&layout, &client).expect("again"));
+        assert!(install_client(&layout, &per_user(), &client).expect("write"));
+        assert!(!install_client(&layout, &per_user(), &client).expect("again"));
         let path = dropin_path(&layout, &client);
         assert_eq!(
             path,
@@ -450,7 +484,7 @@ mod tests {
         assert!(!remove_client(&layout, &client).expect("twice"));
 
         // A drop-in of the user's own in the same directory stays.
-        install_client(&layout, &client).expect("write");
+        install_client(&layout, &per_user(), &client).expect("write");
         let mine = dropin_dir(&layout, &client).join("mine.conf");
         fs::write(&mine, "[Service]\n").expect("user drop-in");
         assert!(remove_client(&layout, &client).expect("remove"));
@@ -486,5 +520,42 @@ mod tests {
                 "{key} must not be set"
             );
         }
+    }
+
+    #[test]
+    fn packaged_dropin_runs_the_packaged_binary_and_logs_without_journald() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let layout = Layout::under(tmp.path());
+        let client = ClientName::parse("acme").expect("name");
+        let mut host = per_user();
+        host.template_units = TemplateUnits::Packaged {
+            dir: PathBuf::from("/usr/lib/systemd/user"),
+            binary: PathBuf::from("/usr/bin/sandboxctl"),
+        };
+        let text = client_dropin(&layout, &host, &client).expect("render");
+        assert!(
+            text.contains("\nExecStart=\"/usr/bin/sandboxctl\" proxy --client %i"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("StandardError="),
+            "journald is there: {text}"
+        );
+        host.journald = false;
+        let text = client_dropin(&layout, &host, &client).expect("render");
+        assert!(
+            text.ends_with("StandardError=append:%t/sandboxctl-proxy-%i.log\n"),
+            "{text}"
+        );
+
+        // Per-user units carry the log file in their template, not in the drop-in.
+        let mut host = per_user();
+        host.journald = false;
+        let text = client_dropin(&layout, &host, &client).expect("render");
+        assert!(!text.contains("StandardError="), "{text}");
+        assert!(
+            text.contains(&format!("ExecStart=\"{}\"", binary_path(&layout).display())),
+            "{text}"
+        );
     }
 }

@@ -862,6 +862,7 @@ fn help_lists_every_command() {
         .collect();
     let mut declared: Vec<String> = sandboxctl::cli::Cli::command()
         .get_subcommands()
+        .filter(|c| !c.is_hide_set())
         .map(|c| c.get_name().to_owned())
         .collect();
     declared.push("help".to_owned());
@@ -1369,4 +1370,247 @@ fn port_refusals() {
         !sb.dir.path().join("run/systemd").exists(),
         "no runtime unit written"
     );
+}
+/// A shell that must be installed for the completion tests (setup-host.sh installs
+/// it); a missing one fails the test rather than skipping it.
+fn shell(name: &str) -> PathBuf {
+    ["/usr/bin", "/bin"]
+        .iter()
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!("{name} is not installed; tests/system/setup-host.sh installs it")
+        })
+}
+
+/// A home with the clients `acme` and `beta`, a directory whose name is not a client
+/// name (with a terminal escape in it), the three completion scripts written by
+/// `sandboxctl completions`, and `sandboxctl` first in `PATH` (the scripts call it).
+struct Completion {
+    sb: Sandbox,
+}
+
+impl Completion {
+    fn new() -> Self {
+        let sb = Sandbox::new();
+        for client in ["acme", "beta", "evil\x1b]0;pwned\x07"] {
+            sb.client_settings(client, "agent = \"shell\"\n");
+        }
+        let bin = sb.dir.path().join("bin");
+        std::fs::create_dir_all(&bin).expect("bin");
+        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_sandboxctl"), bin.join("sandboxctl"))
+            .expect("link sandboxctl");
+        std::fs::create_dir_all(sb.dir.path().join("zsh")).expect("zsh dir");
+        for (shell, file) in [
+            ("bash", "sandboxctl.bash"),
+            ("zsh", "zsh/_sandboxctl"),
+            ("fish", "sandboxctl.fish"),
+        ] {
+            let out = sb.run(&["completions", shell]);
+            assert!(out.status.success(), "{shell}: {out:?}");
+            assert!(out.stderr.is_empty(), "{shell}: {out:?}");
+            std::fs::write(sb.dir.path().join(file), &out.stdout).expect("write script");
+        }
+        Self { sb }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.sb.dir.path().join(rel)
+    }
+
+    /// `SHELL -c SCRIPT` in the home, `sandboxctl` in `PATH`; its stdout.
+    fn run(&self, shell_name: &str, args: &[&str], script: &str) -> String {
+        let out = Command::new(shell(shell_name))
+            .args(args)
+            .arg(script)
+            .env_clear()
+            .env(
+                "PATH",
+                format!("{}:/usr/bin:/bin", self.path("bin").display()),
+            )
+            .env("HOME", self.sb.home())
+            .env("LANG", "C.UTF-8")
+            .env("DIR", self.sb.dir.path())
+            .current_dir(self.sb.home())
+            .output()
+            .expect("run the shell");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{shell_name}: {stdout}\n{stderr}");
+        assert!(stderr.is_empty(), "{shell_name}: {stderr}");
+        stdout
+    }
+}
+
+/// The candidates a real bash offers: the script is sourced, then the function it
+/// registered with `complete -F` is called as bash's programmable completion calls it.
+#[test]
+fn bash_completes_subcommands_flags_and_client_names() {
+    let c = Completion::new();
+    let script = r#"
+source "$DIR/sandboxctl.bash"
+f=$(complete -p sandboxctl | sed -E 's/.* -F ([^ ]+) .*/\1/')
+try() {
+    COMP_WORDS=("$@"); COMP_CWORD=$(( $# - 1 )); COMP_LINE="$*"; COMP_POINT=${#COMP_LINE}
+    COMP_TYPE=9; COMPREPLY=()
+    "$f" sandboxctl "${COMP_WORDS[COMP_CWORD]}" "${COMP_WORDS[COMP_CWORD-1]}"
+    printf '%s\n' "${COMPREPLY[*]}"
+}
+try sandboxctl att
+try sandboxctl attach ''
+try sandboxctl disable b
+try sandboxctl doctor --live ''
+try sandboxctl enable acme --netw
+"#;
+    let out = c.run("bash", &["--norc", "--noprofile", "-c"], script);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 5, "{out}");
+    assert_eq!(lines[0], "attach", "{out}");
+    let words: Vec<&str> = lines[1].split(' ').collect();
+    assert!(
+        words.starts_with(&["acme", "beta"]) && words.contains(&"--session"),
+        "{out:?}"
+    );
+    assert_eq!(lines[2], "beta", "{out}");
+    assert_eq!(lines[3], "acme beta", "{out}");
+    assert_eq!(lines[4], "--network", "{out}");
+    assert!(
+        !out.contains('\x1b'),
+        "a name that is no client name reached the terminal: {out:?}"
+    );
+}
+
+/// zsh loads the script as the autoloaded `_sandboxctl` from `fpath` (where the package
+/// puts it) and completes at the first call; `_describe`, the completion system's
+/// display function, is replaced by one that prints what it is given.
+#[test]
+fn zsh_completes_subcommands_and_client_names_from_fpath() {
+    let c = Completion::new();
+    let script = r#"
+fpath=("$DIR/zsh" $fpath)
+autoload -Uz _sandboxctl
+_describe() { shift 2; print -rl -- "${(@P)1}"; }
+words=(sandboxctl attach ''); CURRENT=3; _sandboxctl
+print -- ---
+words=(sandboxctl sta); CURRENT=2; _sandboxctl
+"#;
+    let out = c.run("zsh", &["-f", "-c"], script);
+    let (clients, subcommands) = out.split_once("---\n").expect("two parts");
+    let clients: Vec<&str> = clients.lines().collect();
+    assert!(clients.starts_with(&["acme", "beta"]), "{out}");
+    assert!(clients.iter().all(|l| !l.contains("evil")), "{out:?}");
+    let names: Vec<&str> = subcommands
+        .lines()
+        .map(|l| l.split(':').next().unwrap_or_default())
+        .collect();
+    assert_eq!(names, ["start", "status"], "{out}");
+}
+
+/// fish completes a command line non-interactively with `complete -C`.
+#[test]
+fn fish_completes_subcommands_and_client_names() {
+    let c = Completion::new();
+    let script = r#"source "$DIR/sandboxctl.fish"
+complete -C 'sandboxctl attach '
+echo ---
+complete -C 'sandboxctl sta'"#;
+    let out = c.run("fish", &["--no-config", "-c"], script);
+    let (clients, subcommands) = out.split_once("---\n").expect("two parts");
+    let first = |s: &str| -> Vec<String> {
+        s.lines()
+            .map(|l| l.split('\t').next().unwrap_or_default().to_owned())
+            .collect()
+    };
+    let clients = first(clients);
+    assert!(
+        clients.starts_with(&["acme".to_owned(), "beta".to_owned()]),
+        "{out}"
+    );
+    assert!(!out.contains("evil"), "{out:?}");
+    assert_eq!(first(subcommands), ["start", "status"], "{out}");
+}
+
+#[test]
+fn completions_for_an_unknown_shell_are_a_usage_error() {
+    let sb = Sandbox::new();
+    let out = sb.run(&["completions", "tcsh"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(out.stdout.is_empty());
+    assert!(sb.files().is_empty(), "{:?}", sb.files());
+}
+
+/// One page per visible command, made from the clap definitions, each rendered by
+/// `man` without a warning.
+#[test]
+fn man_pages_for_every_command_render_without_warnings() {
+    use clap::CommandFactory;
+    fn pages(cmd: &clap::Command, prefix: &str, out: &mut Vec<String>) {
+        let name = if prefix.is_empty() {
+            cmd.get_name().to_owned()
+        } else {
+            format!("{prefix}-{}", cmd.get_name())
+        };
+        for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+            pages(sub, &name, out);
+        }
+        out.push(format!("{name}.1"));
+    }
+    let mut want = Vec::new();
+    pages(&sandboxctl::cli::Cli::command(), "", &mut want);
+    want.retain(|p| p != "sandboxctl-help.1");
+    want.sort();
+    assert!(
+        want.contains(&"sandboxctl-image-build.1".to_owned()),
+        "{want:?}"
+    );
+
+    let sb = Sandbox::new();
+    let dir = sb.dir.path().join("man");
+    let out = sb.run(&["man", dir.to_str().expect("UTF-8")]);
+    assert!(out.status.success(), "{out:?}");
+    let mut got: Vec<String> = std::fs::read_dir(&dir)
+        .expect("man dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    got.sort();
+    assert_eq!(got, want);
+    assert!(
+        !got.contains(&"sandboxctl-man.1".to_owned()),
+        "the hidden command has no page"
+    );
+
+    for page in &got {
+        let out = Command::new("man")
+            .args(["--warnings", "-l"])
+            .arg(dir.join(page))
+            .env("MANWIDTH", "80")
+            .env("LANG", "C.UTF-8")
+            .env("MAN_KEEP_FORMATTING", "0")
+            .output()
+            .expect("run man (man-db)");
+        // Without a terminal, man marks bold as `X\bX`: keep the last of each pair.
+        let text: String = String::from_utf8_lossy(&out.stdout)
+            .split('\u{8}')
+            .enumerate()
+            .map(|(i, part)| {
+                if i == 0 {
+                    part
+                } else {
+                    part.get(1..).unwrap_or_default()
+                }
+            })
+            .collect();
+        assert!(out.status.success(), "{page}: {out:?}");
+        assert!(
+            out.stderr.is_empty(),
+            "{page}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            text.contains("NAME") && text.contains("SYNOPSIS"),
+            "{page}: {text}"
+        );
+    }
+    let enable = std::fs::read_to_string(dir.join("sandboxctl-enable.1")).expect("page");
+    assert!(enable.contains("git\\-writable\\-config"), "{enable}");
 }

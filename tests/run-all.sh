@@ -156,6 +156,36 @@ else
     failed=$((failed + 1))
 fi
 
+# --- the Debian package -------------------------------------------------------------------
+# Built by the invoker (a release build), checked by lintian (no errors), then installed:
+# the system tests run against /usr/bin/sandboxctl and the packaged template units, and
+# `dpkg -r` must leave none of its files (tests/system/package-lane.sh, which removes the
+# package on every exit).
+deb=
+build_package() {
+    local out
+    out=$(as_invoker packaging/build-deb.sh --out "$root/target/debian") || return 1
+    deb=$(tail -n 1 <<<"$out")
+    [[ -f $deb ]] || { echo "build-deb.sh printed no package path" >&2; return 1; }
+    echo "built $deb ($(du -h "$deb" | cut -f1))"
+    # lintian warns when it runs as root; the invoker runs it where that is not root.
+    as_invoker lintian --fail-on error --display-level '>=warning' "$deb"
+}
+if [[ $built -eq 0 ]]; then
+    run "Debian package: build and lintian" build_package
+    package_built=$?
+    if [[ $package_built -eq 0 ]]; then
+        run "system tests, packaged lane (dpkg -i, tests, dpkg -r)" \
+            "$root/tests/system/package-lane.sh" "$deb" "$bin_dir/system-tests" "$@"
+    else
+        results+=("FAIL  system tests, packaged lane (no package)")
+        failed=$((failed + 1))
+    fi
+else
+    results+=("FAIL  Debian package (not built)")
+    failed=$((failed + 1))
+fi
+
 # --- the booted Debian 13 lane ----------------------------------------------------------
 # The same system tests on a Debian 13 system booted in systemd-nspawn (systemd as PID 1,
 # journald, logind with linger, Podman 5 with its own Quadlet), plus what only such a host

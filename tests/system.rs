@@ -25,6 +25,8 @@ mod homegit;
 mod hostexec;
 #[path = "system/network.rs"]
 mod network;
+#[path = "system/packaging.rs"]
+mod packaging;
 #[path = "system/ports.rs"]
 mod ports;
 

@@ -38,7 +38,7 @@ pub fn doctor(layout: &Layout, live: Option<&str>, json: bool) -> Result<()> {
     let needs_proxy = clients
         .iter()
         .any(|(_, s)| s.network == NetworkMode::Allowlist);
-    doctor::proxy_units(&mut hc, layout, needs_proxy);
+    doctor::proxy_units(&mut hc, layout, &host, needs_proxy);
     report.add(hc);
     report.add(broken);
 
@@ -54,7 +54,7 @@ pub fn doctor(layout: &Layout, live: Option<&str>, json: bool) -> Result<()> {
         None => Vec::new(),
     };
     for (c, s) in &clients {
-        report.add(doctor::client(layout, c, s, &states));
+        report.add(doctor::client(layout, &host, c, s, &states));
     }
 
     if let Some(name) = live {

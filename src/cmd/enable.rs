@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::cli::{EnableArgs, RunArgs};
 use crate::client::ClientName;
-use crate::host::{HostProfile, UnitTarget};
+use crate::host::{HostProfile, TemplateUnits, UnitTarget};
 use crate::layout::Layout;
 use crate::options::{self, Request};
 use crate::plan::{Applied, Plan, Undo, keep_files, missing_dirs, remove_dirs};
@@ -150,12 +150,25 @@ fn effects<'a>(
     let mut plan = Plan::new();
     let allowlist = |p: &&Planned| p.settings.network == NetworkMode::Allowlist;
     if planned.iter().any(|p| allowlist(&p)) {
-        plan.step("install the proxy units", move || {
-            install_proxy_units(layout, exe, host.journald)
-        });
+        match &host.template_units {
+            TemplateUnits::PerUser => plan.step("install the proxy units", move || {
+                install_proxy_units(layout, exe, host.journald)
+            }),
+            // Per-user copies from before the package would shadow its units (the
+            // user's unit directory comes first): they go, with the binary copy.
+            TemplateUnits::Packaged { .. } => {
+                for file in [
+                    crate::proxy_units::SOCKET_FILE,
+                    crate::proxy_units::SERVICE_FILE,
+                ] {
+                    plan.remove_file(layout.systemd_user_dir.join(file));
+                }
+                plan.remove_file(crate::proxy_units::binary_path(layout));
+            }
+        }
     }
     for p in planned {
-        client_files(&mut plan, layout, p)?;
+        client_files(&mut plan, layout, host, p)?;
         client_agent(&mut plan, layout, p);
     }
     plan.step("reload the systemd user manager", move || {
@@ -173,7 +186,12 @@ fn effects<'a>(
 }
 
 /// A client's files: proxy drop-in, data dirs, settings, unit, policy.
-fn client_files<'a>(plan: &mut Plan<'a>, layout: &'a Layout, p: &'a Planned) -> Result<()> {
+fn client_files<'a>(
+    plan: &mut Plan<'a>,
+    layout: &'a Layout,
+    host: &'a HostProfile,
+    p: &'a Planned,
+) -> Result<()> {
     let client = &p.client;
     let allowlist = p.settings.network == NetworkMode::Allowlist;
     if allowlist {
@@ -183,7 +201,7 @@ fn client_files<'a>(plan: &mut Plan<'a>, layout: &'a Layout, p: &'a Planned) -> 
             format!("install the proxy drop-in of {client}"),
             move || {
                 let before = crate::proxy_units::existing_dropin(layout, client)?;
-                if !crate::proxy_units::install_client(layout, client)? {
+                if !crate::proxy_units::install_client(layout, host, client)? {
                     return Ok(Applied::nothing());
                 }
                 Ok(Applied::undo(Undo::new(
@@ -1210,5 +1228,59 @@ mod tests {
     fn no_linger_note_where_systemd_is_not_the_init() {
         let dir = tempfile::tempdir().expect("tempdir");
         assert_eq!(linger_note(&booted_host(false), dir.path()), None);
+    }
+
+    /// With the package's units, `enable` writes no template unit and no copy of
+    /// sandboxctl, removes the per-user ones an earlier `enable` wrote (they would shadow
+    /// the package's), and the client's drop-in runs the packaged binary.
+    #[test]
+    fn packaged_units_leave_no_template_or_binary_in_the_home() {
+        use crate::proxy_units::{SERVICE_FILE, SOCKET_FILE, binary_path, dropin_path};
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = tmp.path().join("home");
+        std::fs::create_dir(&root).expect("home");
+        let layout = Layout::under(&root);
+        let exe = tmp.path().join("sandboxctl");
+        std::fs::write(&exe, "binary").expect("exe");
+        let ok = || Ok(());
+
+        // Before the package: per-user copies.
+        let per_user = host(true);
+        let first = [planned(
+            &layout,
+            &per_user,
+            settings(NetworkMode::Allowlist, "localhost/a:1"),
+        )];
+        effects(&layout, &per_user, &first, &exe, &ok, &ok)
+            .expect("plan")
+            .apply()
+            .expect("per-user enable");
+        assert!(layout.systemd_user_dir.join(SERVICE_FILE).is_file());
+        assert!(binary_path(&layout).is_file());
+
+        let mut packaged = host(true);
+        packaged.template_units = TemplateUnits::Packaged {
+            dir: PathBuf::from("/usr/lib/systemd/user"),
+            binary: PathBuf::from("/usr/bin/sandboxctl"),
+        };
+        let second = [planned(
+            &layout,
+            &packaged,
+            settings(NetworkMode::Allowlist, "localhost/a:2"),
+        )];
+        effects(&layout, &packaged, &second, &exe, &ok, &ok)
+            .expect("plan")
+            .apply()
+            .expect("packaged enable");
+        for f in [SOCKET_FILE, SERVICE_FILE] {
+            assert!(!layout.systemd_user_dir.join(f).exists(), "{f} left");
+        }
+        assert!(!binary_path(&layout).exists(), "the binary copy left");
+        let client = ClientName::parse("acme").expect("name");
+        let dropin = std::fs::read_to_string(dropin_path(&layout, &client)).expect("drop-in");
+        assert!(
+            dropin.contains("ExecStart=\"/usr/bin/sandboxctl\" proxy"),
+            "{dropin}"
+        );
     }
 }

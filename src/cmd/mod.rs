@@ -21,6 +21,18 @@ use crate::settings::Settings;
 
 /// Runs a parsed command line.
 pub fn dispatch(cli: Cli) -> Result<()> {
+    // These need no home or data directory (the package build runs them).
+    match &cli.command {
+        Command::Completions { shell } => {
+            return crate::completions::script(*shell, &mut std::io::stdout().lock());
+        }
+        Command::Man { dir } => {
+            let n = crate::completions::write_man_pages(dir)?;
+            println!("wrote {n} man pages into {}", dir.display());
+            return Ok(());
+        }
+        _ => {}
+    }
     let layout = Layout::from_env()?;
     match cli.command {
         Command::Enable(args) => enable::enable(&layout, &args),
@@ -57,6 +69,7 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         }
         Command::Secret(cmd) => secret::secret(&layout, cmd),
         Command::Port(args) => port::port(&layout, &args),
+        Command::Completions { .. } | Command::Man { .. } => unreachable!("handled above"),
     }
 }
 

@@ -17,6 +17,13 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 "$here/teardown-host.sh"
 
+# The packaged lane (package-lane.sh) removes its package on exit; a run killed
+# before that leaves it installed, and its units would change every later test run.
+if [[ $(dpkg-query -W -f='${db:Status-Status}' sandboxctl 2>/dev/null || true) == installed ]]; then
+    log "removing the sandboxctl package an earlier packaged lane left"
+    dpkg -r sandboxctl >/dev/null
+fi
+
 if uid=$(id -u "$SBX_TEST_USER" 2>/dev/null); then
     [[ $uid -ne 0 ]] || die "$SBX_TEST_USER has uid 0; refusing to remove it"
     # Whatever of the user still runs (podman's pause process, conmon, containers).

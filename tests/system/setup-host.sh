@@ -27,9 +27,12 @@ fi
 
 export DEBIAN_FRONTEND=noninteractive
 # systemd-container (systemd-nspawn) and debootstrap: the booted Debian 13 lane (tests/boot).
+# dpkg-dev and lintian build and check the Debian package (packaging/build-deb.sh); man-db,
+# zsh and fish run the man page and completion tests (tests/cli.rs).
 packages=(podman crun uidmap slirp4netns fuse-overlayfs passt catatonit debootstrap socat
     dbus dbus-user-session systemd tmux jq iproute2 curl procps util-linux bsdutils
-    systemd-container git shellcheck)
+    systemd-container git shellcheck
+    lintian dpkg-dev man-db zsh fish)
 trixie_dir=$SBX_OPT_DIR/podman-trixie
 quadlet=$trixie_dir/usr/libexec/podman/quadlet
 generator_link=/usr/local/lib/systemd/user-generators/podman-user-generator
