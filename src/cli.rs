@@ -57,7 +57,23 @@ pub enum Command {
         /// The tmux session to attach to or create.
         #[arg(long, default_value = "main")]
         session: String,
+        /// Work on branch NAME in a git worktree of the client's first project
+        /// (`PROJECT/.worktrees/NAME`, created inside the sandbox if missing), in a tmux
+        /// session of the same name: agents of one client work in parallel.
+        #[arg(long, value_name = "NAME", conflicts_with = "session")]
+        worktree: Option<String>,
     },
+    /// List the tmux sessions of a client's sandbox: what runs in each, whether it waits
+    /// for input, and its worktree.
+    Sessions {
+        client: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Manage the git worktrees `attach --worktree` makes.
+    #[command(subcommand)]
+    Worktree(WorktreeCommand),
     /// Run one command inside a client's running sandbox.
     Exec {
         client: String,
@@ -124,6 +140,29 @@ pub enum Command {
     Policy { client: String },
     /// Run a client's egress proxy (started by systemd socket activation).
     Proxy(ProxyArgs),
+    /// Serve a client's agent event socket and send desktop notifications (started by
+    /// systemd socket activation of `sandboxctl-notify@CLIENT.socket`).
+    #[command(hide = true)]
+    Notify {
+        #[arg(long)]
+        client: String,
+        /// Serve the socket systemd passes in (`LISTEN_FDS`).
+        #[arg(long, required = true)]
+        systemd_socket: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WorktreeCommand {
+    /// End a worktree's tmux session and remove the worktree (inside the sandbox); the
+    /// branch stays.
+    Rm {
+        client: String,
+        name: String,
+        /// Remove it even with uncommitted changes (they are lost).
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -201,6 +240,18 @@ pub struct SandboxOptions {
         default_missing_value = "true"
     )]
     pub git_writable_config: Option<bool>,
+    /// Desktop notifications when an agent waits for input or finishes: on or off
+    /// [default: on].
+    #[arg(long, value_name = "on|off", value_parser = parse_on_off)]
+    pub notify: Option<bool>,
+}
+
+fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("use on or off, not {s:?}")),
+    }
 }
 
 #[derive(Debug, Args, Clone)]

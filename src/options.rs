@@ -95,6 +95,9 @@ pub fn apply(
     if let Some(writable) = o.git_writable_config {
         s.git_writable_config = writable;
     }
+    if let Some(notify) = o.notify {
+        s.notify = notify;
+    }
     validate(layout, client, &s, others)?;
     Ok(s)
 }

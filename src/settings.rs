@@ -129,6 +129,19 @@ pub struct Settings {
     /// mounted read-only, because git on the host executes what they say).
     #[serde(default, skip_serializing_if = "is_false")]
     pub git_writable_config: bool,
+    /// Desktop notifications when an agent waits for input or finishes (the per-client
+    /// event channel of `notify`); only `notify = false` is written.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub notify: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 #[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
@@ -148,6 +161,7 @@ impl Default for Settings {
             claude_config: None,
             secrets: Vec::new(),
             git_writable_config: false,
+            notify: true,
         }
     }
 }
@@ -227,6 +241,7 @@ mod tests {
             claude_config: Some("/home/u/.claude".into()),
             secrets: vec!["GH_TOKEN".into()],
             git_writable_config: true,
+            notify: false,
         }
     }
 

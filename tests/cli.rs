@@ -510,6 +510,7 @@ fn help_lists_every_command() {
         .collect();
     let mut declared: Vec<String> = sandboxctl::cli::Cli::command()
         .get_subcommands()
+        .filter(|c| !c.is_hide_set())
         .map(|c| c.get_name().to_owned())
         .collect();
     declared.push("help".to_owned());

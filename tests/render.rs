@@ -769,7 +769,8 @@ fn volume_lines_read_the_same_from_both_targets() {
         ),
         "{quadlet:?}"
     );
-    assert_eq!(quadlet.len(), 6, "{quadlet:?}");
+    // Projects, the three agent dirs, the proxy and event sockets, the extra mount.
+    assert_eq!(quadlet.len(), 7, "{quadlet:?}");
 }
 
 /// The two targets cannot drift: for the same settings, the plain service's `podman

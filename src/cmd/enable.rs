@@ -143,9 +143,16 @@ fn effects<'a>(
 ) -> Result<Plan<'a>> {
     let mut plan = Plan::new();
     let allowlist = |p: &&Planned| p.settings.network == NetworkMode::Allowlist;
-    if planned.iter().any(|p| allowlist(&p)) {
+    let notify = |p: &&Planned| p.settings.notify;
+    // The notification service runs the proxy's private copy of sandboxctl.
+    if planned.iter().any(|p| allowlist(&p) || notify(&p)) {
         plan.step("install the proxy units", move || {
             install_proxy_units(layout, exe, host.journald)
+        });
+    }
+    if planned.iter().any(|p| notify(&p)) {
+        plan.step("install the notification units", move || {
+            install_notify_units(layout, host.journald)
         });
     }
     for p in planned {
@@ -538,6 +545,30 @@ fn install_proxy_units<'a>(layout: &'a Layout, exe: &Path, journald: bool) -> Re
     )
 }
 
+/// Installs the notification template units; the undo puts the previous ones back.
+fn install_notify_units(layout: &Layout, journald: bool) -> Result<Applied<'_>> {
+    let before: Vec<(PathBuf, Option<Vec<u8>>)> = crate::notify::units::files(layout, journald)?
+        .into_iter()
+        .map(|(path, _)| {
+            let old = std::fs::read(&path).ok();
+            (path, old)
+        })
+        .collect();
+    let undo = Undo::new("restore the notification units", move || {
+        for (path, old) in before {
+            match old {
+                Some(bytes) => crate::atomic::write(&path, &bytes, 0o644)?,
+                None => remove_undo(path).run()?,
+            }
+        }
+        Ok(())
+    });
+    if let Err(e) = crate::notify::units::install(layout, journald) {
+        return Err(undo_now(e, undo));
+    }
+    Ok(Applied::undo(undo))
+}
+
 /// After a reload, each unit must have produced a loaded service; if the generator
 /// rejected one, say why using its dry-run output. Returns whether each one runs.
 fn check_generated(
@@ -625,6 +656,16 @@ pub fn enable_clients(
     };
     effects(layout, &host, &planned, &exe, &reload, &check)?.apply()?;
     let running = running.into_inner();
+    // Notifications off: the client's event socket stops listening (the sandbox stops
+    // mounting it at its next start).
+    for p in planned.iter().filter(|p| !p.settings.notify) {
+        for unit in [
+            crate::notify::socket_unit(&p.client),
+            crate::notify::service_unit(&p.client),
+        ] {
+            systemd.stop_if_known(&unit)?;
+        }
+    }
     for (p, running) in planned.iter().zip(&running) {
         for w in options::warnings(&p.client, &p.settings) {
             eprintln!("{w}");

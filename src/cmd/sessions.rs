@@ -1,0 +1,460 @@
+//! `sessions`, and the git worktrees of `attach --worktree` and `worktree rm`.
+//!
+//! Everything read from the sandbox (tmux's list of panes, git's errors) is written by
+//! the agent's side: it is read with a size and time bound and shown only through
+//! `terminal::sanitize`. Git runs inside the sandbox (`podman exec`), never on the host,
+//! which must not run git in a repository the agent wrote.
+
+use std::io::Read;
+use std::path::Path;
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+
+use crate::client::ClientName;
+use crate::layout::Layout;
+use crate::notify::{self, Kind, SessionState};
+use crate::settings::{Agent, Settings};
+use crate::systemd::Systemd;
+
+/// Where `attach --worktree NAME` puts the worktree, inside the client's first project.
+pub const WORKTREES_DIR: &str = ".worktrees";
+
+/// The most bytes read from a command in the sandbox, per stream.
+const OUTPUT_MAX: usize = 64 * 1024;
+/// The most sessions listed, and the longest field shown.
+const ROWS_MAX: usize = 200;
+const FIELD_MAX: usize = 200;
+/// How long a command in the sandbox may take.
+const EXEC_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A worktree's name is also its branch's: git refuses a branch starting with '-'.
+pub fn check_branch(name: &str) -> Result<()> {
+    if name.starts_with('-') {
+        bail!(
+            "invalid worktree name {}: a branch name cannot start with '-'",
+            crate::escape::display(name)
+        );
+    }
+    Ok(())
+}
+
+/// Runs `cmd`, keeping at most `OUTPUT_MAX` bytes of stdout and stderr each, killed
+/// after `timeout`.
+fn bounded_output(mut cmd: Command, timeout: Duration) -> Result<(ExitStatus, Vec<u8>, Vec<u8>)> {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot run {}", crate::podman::binary()))?;
+    let reader = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut out = Vec::new();
+            if let Some(p) = pipe {
+                // Past the bound the pipe is closed: the writer gets EPIPE, not a wait.
+                let _ = p.take(OUTPUT_MAX as u64).read_to_end(&mut out);
+            }
+            out
+        })
+    };
+    let out = reader(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let err = reader(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().context("cannot wait for podman")? {
+            break s;
+        }
+        if start.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!(
+                "the command in the sandbox did not finish within {} s",
+                timeout.as_secs()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let out = out.join().unwrap_or_default();
+    let err = err.join().unwrap_or_default();
+    Ok((status, out, err))
+}
+
+/// The client's sandbox must run (nothing here starts it).
+fn require_running(client: &ClientName) -> Result<()> {
+    let systemd = Systemd::connect_user()?;
+    let unit = client.service_name();
+    let states = systemd.unit_states(std::slice::from_ref(&unit))?;
+    if !states
+        .first()
+        .is_some_and(crate::systemd::UnitState::is_active)
+    {
+        bail!("{client} is not running; start it with `sandboxctl start {client}`");
+    }
+    Ok(())
+}
+
+/// A field from the sandbox, made safe to print and bounded.
+fn field(raw: &[u8]) -> String {
+    let mut s = crate::terminal::sanitize(raw);
+    if s.len() > FIELD_MAX {
+        let mut cut = FIELD_MAX;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push('…');
+    }
+    s
+}
+
+/// One pane as tmux lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Pane {
+    session: String,
+    command: String,
+    path: String,
+}
+
+/// The tmux format of one pane: tab-separated fields, the path last (it may hold tabs).
+const PANE_FORMAT: &str = "#{session_name}\t#{pane_current_command}\t#{pane_current_path}";
+
+/// The first pane of each session (the agent's), from `list-panes -a` output.
+fn parse_panes(text: &[u8]) -> Vec<Pane> {
+    let mut out: Vec<Pane> = Vec::new();
+    for line in text.split(|b| *b == b'\n') {
+        let mut f = line.splitn(3, |b| *b == b'\t');
+        let (Some(session), Some(command), Some(path)) = (f.next(), f.next(), f.next()) else {
+            continue;
+        };
+        let session = field(session);
+        if out.iter().any(|p| p.session == session) {
+            continue;
+        }
+        if out.len() >= ROWS_MAX {
+            break;
+        }
+        out.push(Pane {
+            session,
+            command: field(command),
+            path: field(path),
+        });
+    }
+    out
+}
+
+/// What a session's agent is doing, and whether it waits for the user.
+fn activity(agent: Agent, command: &str, event: Option<SessionState>) -> (&'static str, bool) {
+    let shell = matches!(command, "bash" | "sh" | "dash" | "zsh" | "fish");
+    if shell {
+        return ("at a shell prompt", true);
+    }
+    match (agent, event.map(|e| e.state)) {
+        (Agent::Shell, _) | (_, None) => ("running", false),
+        (_, Some(Kind::Waiting)) => ("waiting for input", true),
+        (_, Some(Kind::Finished)) => ("finished", true),
+        (_, Some(Kind::Working)) => ("working", false),
+    }
+}
+
+/// The worktree a path is in: `PROJECT/.worktrees/NAME[/…]` → NAME.
+fn worktree_of(project: Option<&Path>, path: &str) -> Option<String> {
+    let project = project?.to_str()?;
+    let rest = path
+        .strip_prefix(project)?
+        .strip_prefix('/')?
+        .strip_prefix(WORKTREES_DIR)?
+        .strip_prefix('/')?;
+    let name = rest.split('/').next()?;
+    notify::is_session_name(name).then(|| name.to_owned())
+}
+
+#[derive(Debug, Serialize)]
+struct Row {
+    session: String,
+    /// The pane's foreground command.
+    command: String,
+    activity: &'static str,
+    waits_for_input: bool,
+    /// When the agent last reported (seconds since the epoch), if it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reported_at: Option<u64>,
+    worktree: Option<String>,
+    path: String,
+}
+
+pub fn sessions(layout: &Layout, name: &str, json: bool) -> Result<()> {
+    let (client, settings) = super::known_client_with_podman(layout, name)?;
+    require_running(&client)?;
+    let mut cmd = crate::podman::command([
+        "exec",
+        &client.container_name(),
+        "tmux",
+        "list-panes",
+        "-a",
+        "-F",
+        PANE_FORMAT,
+    ]);
+    cmd.env("LC_ALL", "C.UTF-8");
+    let (status, out, err) = bounded_output(cmd, EXEC_TIMEOUT)?;
+    let panes = if status.success() {
+        parse_panes(&out)
+    } else if String::from_utf8_lossy(&err).contains("no server running") {
+        Vec::new()
+    } else {
+        bail!(
+            "cannot list the tmux sessions of {client}: {}",
+            crate::terminal::one_line(&err)
+        );
+    };
+    let reported = match notify::state_path(&client) {
+        Some(p) => notify::State::load(&p)?,
+        None => notify::State::default(),
+    };
+    let project = settings.projects.first().map(std::path::PathBuf::as_path);
+    let rows: Vec<Row> = panes
+        .into_iter()
+        .map(|p| {
+            let event = reported.sessions.get(&p.session).copied();
+            let (activity, waits) = activity(settings.agent, &p.command, event);
+            Row {
+                worktree: worktree_of(project, &p.path),
+                reported_at: event.map(|e| e.at),
+                session: p.session,
+                command: p.command,
+                activity,
+                waits_for_input: waits,
+                path: p.path,
+            }
+        })
+        .collect();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    if rows.is_empty() {
+        println!("no sessions in {client}; `sandboxctl attach {client}` starts one");
+        return Ok(());
+    }
+    println!(
+        "{:<20} {:<12} {:<18} WORKTREE",
+        "SESSION", "COMMAND", "STATE"
+    );
+    for r in &rows {
+        println!(
+            "{:<20} {:<12} {:<18} {}",
+            r.session,
+            r.command,
+            r.activity,
+            r.worktree.as_deref().unwrap_or("-")
+        );
+    }
+    Ok(())
+}
+
+/// Exit status of the worktree scripts for "not a git repository" / "no such worktree".
+const NOT_A_REPO: i32 = 3;
+const NO_WORKTREE: i32 = 4;
+
+/// Creates (or reuses) the worktree `PROJECT/.worktrees/NAME` on branch NAME inside the
+/// running sandbox; returns its path. `.worktrees/` ignores itself, so the main checkout
+/// does not list the worktrees as untracked files.
+const ENSURE_SCRIPT: &str = r#"set -eu
+git rev-parse --is-inside-work-tree >/dev/null 2>&1 || exit 3
+wt=.worktrees/$1
+[ -e "$wt/.git" ] && exit 0
+mkdir -p .worktrees
+[ -e .worktrees/.gitignore ] || printf '*\n' >.worktrees/.gitignore
+if git show-ref --verify --quiet "refs/heads/$1"; then
+    git worktree add --quiet "$wt" "$1"
+else
+    git worktree add --quiet -b "$1" "$wt"
+fi
+"#;
+
+const REMOVE_SCRIPT: &str = r#"set -eu
+[ -e ".worktrees/$1/.git" ] || exit 4
+shift_force=$2
+if [ "$shift_force" = force ]; then
+    git worktree remove --force ".worktrees/$1"
+else
+    git worktree remove ".worktrees/$1"
+fi
+"#;
+
+fn first_project(client: &ClientName, settings: &Settings) -> Result<String> {
+    let project = settings.projects.first().with_context(|| {
+        format!(
+            "{client} has no project for a worktree; give it one with `sandboxctl enable {client} PROJECT_DIR`"
+        )
+    })?;
+    project
+        .to_str()
+        .map(str::to_owned)
+        .with_context(|| format!("the project {} is not UTF-8", project.display()))
+}
+
+/// Runs `script NAME ARG` with `sh` in the project directory inside the sandbox.
+fn in_project(
+    client: &ClientName,
+    project: &str,
+    script: &str,
+    name: &str,
+    arg: &str,
+) -> Result<(ExitStatus, Vec<u8>)> {
+    let cmd = crate::podman::command([
+        "exec",
+        "-w",
+        project,
+        &client.container_name(),
+        "sh",
+        "-c",
+        script,
+        "sh",
+        name,
+        arg,
+    ]);
+    let (status, _, err) = bounded_output(cmd, EXEC_TIMEOUT)?;
+    Ok((status, err))
+}
+
+pub fn ensure_worktree(client: &ClientName, settings: &Settings, name: &str) -> Result<String> {
+    let project = first_project(client, settings)?;
+    let (status, err) = in_project(client, &project, ENSURE_SCRIPT, name, "")?;
+    match status.code() {
+        Some(0) => Ok(format!("{project}/{WORKTREES_DIR}/{name}")),
+        Some(NOT_A_REPO) => bail!(
+            "{project} is not a git repository; run `git init` in it (or `sandboxctl exec {client} -- git init`) first"
+        ),
+        _ => bail!(
+            "cannot create the worktree {name} of {project} in {client}: {}",
+            crate::terminal::one_line(&err)
+        ),
+    }
+}
+
+pub fn worktree_rm(layout: &Layout, name: &str, worktree: &str, force: bool) -> Result<()> {
+    if !notify::is_session_name(worktree) {
+        bail!(
+            "invalid worktree name {}: use 1-64 characters of A-Z, a-z, 0-9, '-' and '_'",
+            crate::escape::display(worktree)
+        );
+    }
+    check_branch(worktree)?;
+    let (client, settings) = super::known_client_with_podman(layout, name)?;
+    let project = first_project(&client, &settings)?;
+    require_running(&client)?;
+    let (status, err) = in_project(
+        &client,
+        &project,
+        REMOVE_SCRIPT,
+        worktree,
+        if force { "force" } else { "" },
+    )?;
+    match status.code() {
+        Some(0) => {}
+        Some(NO_WORKTREE) => bail!(
+            "{client} has no worktree {worktree} ({project}/{WORKTREES_DIR}/{worktree}); `sandboxctl sessions {client}` lists them"
+        ),
+        _ => bail!(
+            "cannot remove the worktree {worktree} of {client}: {}; `sandboxctl worktree rm {client} {worktree} --force` removes it with its uncommitted changes",
+            crate::terminal::one_line(&err)
+        ),
+    }
+    // Its session ends too ("=" asks tmux for this exact name); none is fine.
+    let kill = crate::podman::command([
+        "exec",
+        &client.container_name(),
+        "tmux",
+        "kill-session",
+        "-t",
+        &format!("={worktree}"),
+    ]);
+    let ended = bounded_output(kill, EXEC_TIMEOUT).is_ok_and(|(s, _, _)| s.success());
+    println!(
+        "removed the worktree {worktree} of {client}{}; its branch {worktree} stays (`sandboxctl exec {client} -- git -C {project} branch -D {worktree}` deletes it)",
+        if ended { " and ended its session" } else { "" }
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn panes_are_sanitised_bounded_and_one_per_session() {
+        let text = b"main\tclaude\t/p/web\nmain\tbash\t/p/web\nwa\tbash\t/p/web/.worktrees/wa\n\
+                     \x1b]52;c;x\x07\tsl\x1b[2Jeep\t/p/\ttab\nshort line\n";
+        let panes = parse_panes(text);
+        assert_eq!(panes.len(), 3, "{panes:?}");
+        assert_eq!(panes[0].command, "claude");
+        assert_eq!(panes[1].session, "wa");
+        assert_eq!(panes[2].session, "^[]52;c;x^G");
+        assert_eq!(panes[2].command, "sl^[[2Jeep");
+        assert_eq!(panes[2].path, "/p/\ttab");
+        let long = format!("s\t{}\t/\n", "x".repeat(5000));
+        assert!(parse_panes(long.as_bytes())[0].command.chars().count() <= FIELD_MAX + 1);
+        let many: Vec<String> = (0..1000).map(|i| format!("s{i}\tbash\t/")).collect();
+        assert_eq!(parse_panes(many.join("\n").as_bytes()).len(), ROWS_MAX);
+    }
+
+    #[test]
+    fn activity_from_events_and_the_foreground_command() {
+        let at = |state| Some(SessionState { state, at: 1 });
+        assert_eq!(activity(Agent::Claude, "claude", None), ("running", false));
+        assert_eq!(
+            activity(Agent::Claude, "claude", at(Kind::Waiting)),
+            ("waiting for input", true)
+        );
+        assert_eq!(
+            activity(Agent::Codex, "node", at(Kind::Finished)),
+            ("finished", true)
+        );
+        assert_eq!(
+            activity(Agent::Claude, "claude", at(Kind::Working)),
+            ("working", false)
+        );
+        assert_eq!(
+            activity(Agent::Claude, "bash", at(Kind::Working)),
+            ("at a shell prompt", true)
+        );
+        assert_eq!(activity(Agent::Shell, "sleep", None), ("running", false));
+        assert_eq!(
+            activity(Agent::Shell, "bash", None),
+            ("at a shell prompt", true)
+        );
+    }
+
+    #[test]
+    fn worktrees_from_paths() {
+        let p = Some(Path::new("/p/web"));
+        assert_eq!(
+            worktree_of(p, "/p/web/.worktrees/wa/src"),
+            Some("wa".into())
+        );
+        assert_eq!(worktree_of(p, "/p/web/.worktrees/wb"), Some("wb".into()));
+        assert_eq!(worktree_of(p, "/p/web"), None);
+        assert_eq!(worktree_of(p, "/p/website/.worktrees/wa"), None);
+        assert_eq!(worktree_of(p, "/p/web/.worktrees/a b"), None);
+        assert_eq!(worktree_of(None, "/p/web/.worktrees/wa"), None);
+    }
+
+    #[test]
+    fn branch_names() {
+        assert!(check_branch("feature-1").is_ok());
+        assert!(check_branch("-x").is_err());
+    }
+}
