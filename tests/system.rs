@@ -21,6 +21,8 @@ mod doctor;
 mod hostexec;
 #[path = "system/network.rs"]
 mod network;
+#[path = "system/sessions.rs"]
+mod sessions;
 
 use std::collections::BTreeSet;
 use std::os::unix::fs::MetadataExt;

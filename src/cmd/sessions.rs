@@ -16,7 +16,7 @@ use serde::Serialize;
 use crate::client::ClientName;
 use crate::layout::Layout;
 use crate::notify::{self, Kind, SessionState};
-use crate::settings::{Agent, Settings};
+use crate::settings::Settings;
 use crate::systemd::Systemd;
 
 /// Where `attach --worktree NAME` puts the worktree, inside the client's first project.
@@ -155,17 +155,20 @@ fn parse_panes(text: &[u8]) -> Vec<Pane> {
     out
 }
 
-/// What a session's agent is doing, and whether it waits for the user.
-fn activity(agent: Agent, command: &str, event: Option<SessionState>) -> (&'static str, bool) {
+/// What a session's agent is doing, and whether it waits for the user: a shell in the
+/// foreground waits at its prompt (the agent ended, or the session is a shell);
+/// otherwise the agent's last event says (also for an agent started by hand in a
+/// shell session), and without one it runs.
+fn activity(command: &str, event: Option<SessionState>) -> (&'static str, bool) {
     let shell = matches!(command, "bash" | "sh" | "dash" | "zsh" | "fish");
     if shell {
         return ("at a shell prompt", true);
     }
-    match (agent, event.map(|e| e.state)) {
-        (Agent::Shell, _) | (_, None) => ("running", false),
-        (_, Some(Kind::Waiting)) => ("waiting for input", true),
-        (_, Some(Kind::Finished)) => ("finished", true),
-        (_, Some(Kind::Working)) => ("working", false),
+    match event.map(|e| e.state) {
+        None => ("running", false),
+        Some(Kind::Waiting) => ("waiting for input", true),
+        Some(Kind::Finished) => ("finished", true),
+        Some(Kind::Working) => ("working", false),
     }
 }
 
@@ -228,7 +231,7 @@ pub fn sessions(layout: &Layout, name: &str, json: bool) -> Result<()> {
         .into_iter()
         .map(|p| {
             let event = reported.sessions.get(&p.session).copied();
-            let (activity, waits) = activity(settings.agent, &p.command, event);
+            let (activity, waits) = activity(&p.command, event);
             Row {
                 worktree: worktree_of(project, &p.path),
                 reported_at: event.map(|e| e.at),
@@ -414,28 +417,19 @@ mod tests {
     #[test]
     fn activity_from_events_and_the_foreground_command() {
         let at = |state| Some(SessionState { state, at: 1 });
-        assert_eq!(activity(Agent::Claude, "claude", None), ("running", false));
+        assert_eq!(activity("claude", None), ("running", false));
         assert_eq!(
-            activity(Agent::Claude, "claude", at(Kind::Waiting)),
+            activity("claude", at(Kind::Waiting)),
             ("waiting for input", true)
         );
+        assert_eq!(activity("node", at(Kind::Finished)), ("finished", true));
+        assert_eq!(activity("claude", at(Kind::Working)), ("working", false));
         assert_eq!(
-            activity(Agent::Codex, "node", at(Kind::Finished)),
-            ("finished", true)
-        );
-        assert_eq!(
-            activity(Agent::Claude, "claude", at(Kind::Working)),
-            ("working", false)
-        );
-        assert_eq!(
-            activity(Agent::Claude, "bash", at(Kind::Working)),
+            activity("bash", at(Kind::Working)),
             ("at a shell prompt", true)
         );
-        assert_eq!(activity(Agent::Shell, "sleep", None), ("running", false));
-        assert_eq!(
-            activity(Agent::Shell, "bash", None),
-            ("at a shell prompt", true)
-        );
+        assert_eq!(activity("sleep", None), ("running", false));
+        assert_eq!(activity("bash", None), ("at a shell prompt", true));
     }
 
     #[test]
