@@ -270,6 +270,7 @@ pub fn sessions(layout: &Layout, name: &str, json: bool) -> Result<()> {
 /// Exit status of the worktree scripts for "not a git repository" / "no such worktree".
 const NOT_A_REPO: i32 = 3;
 const NO_WORKTREE: i32 = 4;
+const REUSED: i32 = 5;
 
 /// Creates (or reuses) the worktree `PROJECT/.worktrees/NAME` on branch NAME inside the
 /// running sandbox; returns its path. `.worktrees/` ignores itself, so the main checkout
@@ -277,7 +278,7 @@ const NO_WORKTREE: i32 = 4;
 const ENSURE_SCRIPT: &str = r#"set -eu
 git rev-parse --is-inside-work-tree >/dev/null 2>&1 || exit 3
 wt=.worktrees/$1
-[ -e "$wt/.git" ] && exit 0
+[ -e "$wt/.git" ] && exit 5
 mkdir -p .worktrees
 [ -e .worktrees/.gitignore ] || printf '*\n' >.worktrees/.gitignore
 if git show-ref --verify --quiet "refs/heads/$1"; then
@@ -336,8 +337,15 @@ fn in_project(
 pub fn ensure_worktree(client: &ClientName, settings: &Settings, name: &str) -> Result<String> {
     let project = first_project(client, settings)?;
     let (status, err) = in_project(client, &project, ENSURE_SCRIPT, name, "")?;
+    let dir = format!("{project}/{WORKTREES_DIR}/{name}");
     match status.code() {
-        Some(0) => Ok(format!("{project}/{WORKTREES_DIR}/{name}")),
+        Some(REUSED) => Ok(dir),
+        Some(0) => {
+            eprintln!(
+                "created the worktree {dir} on branch {name} inside {client}; its git dir is pinned at the next `sandboxctl enable {client}`: until then do not run git on the host in it"
+            );
+            Ok(dir)
+        }
         Some(NOT_A_REPO) => bail!(
             "{project} is not a git repository; run `git init` in it (or `sandboxctl exec {client} -- git init`) first"
         ),
