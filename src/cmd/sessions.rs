@@ -124,19 +124,33 @@ fn field(raw: &[u8]) -> String {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Pane {
     session: String,
+    pid: u32,
     command: String,
     path: String,
 }
 
 /// The tmux format of one pane: tab-separated fields, the path last (it may hold tabs).
-const PANE_FORMAT: &str = "#{session_name}\t#{pane_current_command}\t#{pane_current_path}";
+const PANE_FORMAT: &str =
+    "#{session_name}\t#{pane_pid}\t#{pane_current_command}\t#{pane_current_path}";
+
+/// The line between tmux's panes and `ps`'s processes in `LIST_SCRIPT`'s output.
+const PS_MARK: &[u8] = b"#ps";
+
+/// Lists the panes, then the processes (tmux's own foreground command is the process
+/// group leader: `agent-session`, not the agent it runs).
+const LIST_SCRIPT: &str = r#"tmux list-panes -a -F "$1" || exit
+echo '#ps'
+ps -eo pid=,ppid=,pgid=,tpgid=,comm=
+"#;
 
 /// The first pane of each session (the agent's), from `list-panes -a` output.
 fn parse_panes(text: &[u8]) -> Vec<Pane> {
     let mut out: Vec<Pane> = Vec::new();
     for line in text.split(|b| *b == b'\n') {
-        let mut f = line.splitn(3, |b| *b == b'\t');
-        let (Some(session), Some(command), Some(path)) = (f.next(), f.next(), f.next()) else {
+        let mut f = line.splitn(4, |b| *b == b'\t');
+        let (Some(session), Some(pid), Some(command), Some(path)) =
+            (f.next(), f.next(), f.next(), f.next())
+        else {
             continue;
         };
         let session = field(session);
@@ -148,11 +162,80 @@ fn parse_panes(text: &[u8]) -> Vec<Pane> {
         }
         out.push(Pane {
             session,
+            pid: std::str::from_utf8(pid)
+                .ok()
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(0),
             command: field(command),
             path: field(path),
         });
     }
     out
+}
+
+/// A process as `ps -eo pid=,ppid=,pgid=,tpgid=,comm=` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Proc {
+    pid: u32,
+    ppid: u32,
+    pgid: i64,
+    tpgid: i64,
+    comm: String,
+}
+
+/// The most processes read.
+const PROCS_MAX: usize = 4096;
+
+fn parse_procs(text: &[u8]) -> Vec<Proc> {
+    let mut out = Vec::new();
+    for line in text.split(|b| *b == b'\n').take(PROCS_MAX) {
+        let Ok(line) = std::str::from_utf8(line) else {
+            continue;
+        };
+        let mut f = line.split_whitespace();
+        let mut num = || f.next().and_then(|n| n.parse::<i64>().ok());
+        let (Some(pid), Some(parent), Some(group), Some(fg)) = (num(), num(), num(), num()) else {
+            continue;
+        };
+        let (Ok(pid), Ok(parent)) = (u32::try_from(pid), u32::try_from(parent)) else {
+            continue;
+        };
+        let comm = f.collect::<Vec<_>>().join(" ");
+        out.push(Proc {
+            pid,
+            ppid: parent,
+            pgid: group,
+            tpgid: fg,
+            comm: field(comm.as_bytes()),
+        });
+    }
+    out
+}
+
+/// The command in the foreground of a pane: the deepest descendant of the pane's
+/// process in its terminal's foreground process group (a script's child, such as the
+/// agent `agent-session` runs, shares its group).
+fn foreground(procs: &[Proc], pane_pid: u32) -> Option<String> {
+    let tpgid = procs.iter().find(|p| p.pid == pane_pid)?.tpgid;
+    if tpgid <= 0 {
+        return None;
+    }
+    let depth = |p: &Proc| -> Option<usize> {
+        let mut pid = p.pid;
+        for depth in 0..64 {
+            if pid == pane_pid {
+                return Some(depth);
+            }
+            pid = procs.iter().find(|q| q.pid == pid)?.ppid;
+        }
+        None
+    };
+    procs
+        .iter()
+        .filter(|p| p.pgid == tpgid)
+        .filter_map(|p| depth(p).map(|d| (d, p)))
+        .max_by_key(|(d, _)| *d)
+        .map(|(_, p)| p.comm.clone())
 }
 
 /// What a session's agent is doing, and whether it waits for the user: a shell in the
@@ -201,19 +284,33 @@ struct Row {
 pub fn sessions(layout: &Layout, name: &str, json: bool) -> Result<()> {
     let (client, settings) = super::known_client_with_podman(layout, name)?;
     require_running(&client)?;
-    let mut cmd = crate::podman::command([
+    let cmd = crate::podman::command([
         "exec",
         &client.container_name(),
-        "tmux",
-        "list-panes",
-        "-a",
-        "-F",
+        "sh",
+        "-c",
+        LIST_SCRIPT,
+        "sh",
         PANE_FORMAT,
     ]);
-    cmd.env("LC_ALL", "C.UTF-8");
     let (status, out, err) = bounded_output(cmd, EXEC_TIMEOUT)?;
     let panes = if status.success() {
-        parse_panes(&out)
+        // The panes, the mark line, the processes.
+        let mark = out.windows(PS_MARK.len() + 2).position(|w| {
+            w[0] == b'\n' && &w[1..=PS_MARK.len()] == PS_MARK && w[PS_MARK.len() + 1] == b'\n'
+        });
+        let (tmux, ps) = match mark {
+            Some(i) => (&out[..i], &out[i + PS_MARK.len() + 2..]),
+            None => (&out[..], &[][..]),
+        };
+        let procs = parse_procs(ps);
+        let mut panes = parse_panes(tmux);
+        for p in &mut panes {
+            if let Some(c) = foreground(&procs, p.pid) {
+                p.command = c;
+            }
+        }
+        panes
     } else if String::from_utf8_lossy(&err).contains("no server running") {
         Vec::new()
     } else {
@@ -407,19 +504,45 @@ mod tests {
 
     #[test]
     fn panes_are_sanitised_bounded_and_one_per_session() {
-        let text = b"main\tclaude\t/p/web\nmain\tbash\t/p/web\nwa\tbash\t/p/web/.worktrees/wa\n\
-                     \x1b]52;c;x\x07\tsl\x1b[2Jeep\t/p/\ttab\nshort line\n";
+        let text =
+            b"main\t7\tclaude\t/p/web\nmain\t8\tbash\t/p/web\nwa\t9\tbash\t/p/web/.worktrees/wa\n\
+                     \x1b]52;c;x\x07\tx\tsl\x1b[2Jeep\t/p/\ttab\nshort\tline\n";
         let panes = parse_panes(text);
         assert_eq!(panes.len(), 3, "{panes:?}");
         assert_eq!(panes[0].command, "claude");
+        assert_eq!(panes[0].pid, 7);
+        assert_eq!(panes[2].pid, 0);
         assert_eq!(panes[1].session, "wa");
         assert_eq!(panes[2].session, "^[]52;c;x^G");
         assert_eq!(panes[2].command, "sl^[[2Jeep");
         assert_eq!(panes[2].path, "/p/\ttab");
-        let long = format!("s\t{}\t/\n", "x".repeat(5000));
+        let long = format!("s\t1\t{}\t/\n", "x".repeat(5000));
         assert!(parse_panes(long.as_bytes())[0].command.chars().count() <= FIELD_MAX + 1);
-        let many: Vec<String> = (0..1000).map(|i| format!("s{i}\tbash\t/")).collect();
+        let many: Vec<String> = (0..1000).map(|i| format!("s{i}\t1\tbash\t/")).collect();
         assert_eq!(parse_panes(many.join("\n").as_bytes()).len(), ROWS_MAX);
+    }
+
+    #[test]
+    fn the_foreground_command_is_the_deepest_in_the_foreground_group() {
+        let ps = b"  1     0     1    -1 podman-init\n\
+                   12     4    12    12 agent-session\n\
+                   20    12    12    12 codex\n\
+                   30     4    30    31 bash\n\
+                   31    30    31    31 sleep\n\
+                   32    30    32    31 bg-job\n\
+                   40     4    40    40 bash\n\
+                   garbage line\n\
+                   41    40    40    40 sl\x1b[2Jy with space\n";
+        let procs = parse_procs(ps);
+        assert_eq!(procs.len(), 8);
+        assert_eq!(foreground(&procs, 12).as_deref(), Some("codex"));
+        assert_eq!(foreground(&procs, 30).as_deref(), Some("sleep"));
+        assert_eq!(
+            foreground(&procs, 40).as_deref(),
+            Some("sl^[[2Jy with space")
+        );
+        assert_eq!(foreground(&procs, 99), None);
+        assert_eq!(foreground(&procs, 1), None);
     }
 
     #[test]

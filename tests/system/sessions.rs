@@ -388,3 +388,57 @@ fn sn_worktrees_run_in_parallel_and_are_removed() {
     drop(terms);
     let _ = podman(["ps"]).run();
 }
+
+/// Part 7: Codex runs `agent-event` as its notify program (with the JSON it appends),
+/// and that reaches the notifier as `finished`.
+#[test]
+fn sn_codex_notify_program_reports_finished() {
+    let bus = FakeBus::start();
+    let c = Client::new("sn4");
+    sbx([
+        "enable",
+        &c.name,
+        c.project_str(),
+        "--agent",
+        "codex",
+        "--image",
+        &env().image,
+    ])
+    .run()
+    .success();
+    c.start();
+    let notify = r#"notify=["/usr/local/bin/agent-event","finished"]"#;
+    let args = wait_for(
+        "codex running with its notify program",
+        Duration::from_mins(1),
+        || {
+            // The tmux server forks the `main` pane's program once a tmux client talks
+            // to it: `sessions` is one.
+            let _ = session_row(&c, "main");
+            // `ps`, not `pgrep -a`: pgrep shows this process as `[codex]` only.
+            let out = c.exec(&["ps", "-eo", "args"]);
+            out.stdout
+                .lines()
+                .find(|l| l.contains("codex") && l.contains("notify="))
+                .map(str::to_owned)
+        },
+        || c.diagnostics(),
+    );
+    assert!(args.contains(notify), "{args}");
+    let row = session_row(&c, "main").expect("main listed");
+    assert_eq!(row["command"], "codex", "{row}");
+    assert_eq!(row["activity"], "running", "{row}");
+    // The program as Codex calls it: its JSON appended.
+    let program = "/usr/local/bin/agent-event finished '{\"type\":\"agent-turn-complete\"}'";
+    run_in_tmux(&c, "cx", program, true);
+    let calls = wait_for(
+        "the Notify of codex's turn",
+        Duration::from_secs(30),
+        || {
+            let calls = bus.calls();
+            (!calls.is_empty()).then_some(calls)
+        },
+        || c.diagnostics(),
+    );
+    assert_eq!(calls[0].1, format!("{}: cx finished", c.name));
+}
