@@ -247,19 +247,23 @@ fn sn_notify_once_per_event_from_the_configured_hooks() {
     assert!(log.stdout.contains("hooka"), "{log}");
 }
 
-/// Part 7: `--notify off` mounts no channel and starts no notifier; the hook exits 0
-/// and nothing is notified.
+/// Part 7: switching a running client to `--notify off` stops its event socket; the
+/// restarted sandbox mounts no channel; the hook exits 0 and nothing is notified.
 #[test]
 fn sn_notify_off_gives_nothing() {
     let bus = FakeBus::start();
     let c = Client::new("sn2");
-    c.enable(&["--notify", "off"]);
+    c.enable(&[]);
+    c.start();
+    let socket = format!("sandboxctl-notify@{}.socket", c.name);
+    let active = systemctl(["is-active", &socket]).run();
+    assert_eq!(active.stdout.trim(), "active", "{active}");
+    c.enable(&["--notify", "off", "--now"]);
     let status = sbx(["status", &c.name, "--json"]).run().success();
     assert_eq!(status.json()["notify"], false, "{status}");
     let unit = std::fs::read_to_string(c.unit_file()).expect("unit");
     assert!(!unit.contains("sandbox-events"), "{unit}");
     assert!(!unit.contains("sandboxctl-notify@"), "{unit}");
-    c.start();
     let waiting = hook_command(&c, "Notification");
     let out = c.sh(&format!(
         "test ! -e /run/sandbox-events && tmux new-session -d -s hookb sh -c '{waiting}; echo rc=$? >/tmp/rc; sleep 600'"
@@ -277,9 +281,7 @@ fn sn_notify_off_gives_nothing() {
     assert_eq!(rc, "rc=0");
     std::thread::sleep(Duration::from_secs(3));
     assert!(bus.calls().is_empty(), "{:?}", bus.calls());
-    let active = systemctl(["is-active"])
-        .arg(format!("sandboxctl-notify@{}.socket", c.name))
-        .run();
+    let active = systemctl(["is-active", &socket]).run();
     assert_ne!(active.stdout.trim(), "active", "{active}");
 }
 
