@@ -296,7 +296,10 @@ pub fn handle(
     now: u64,
 ) -> String {
     let Some(line) = read_line(&mut stream, READ_DEADLINE) else {
-        return "dropped a connection: no line of at most 512 bytes within 2 s".to_owned();
+        return format!(
+            "dropped a connection: no complete line of at most {LINE_MAX} bytes within {} s",
+            READ_DEADLINE.as_secs()
+        );
     };
     drop(stream);
     let Some(event) = parse_line(&line) else {
@@ -520,7 +523,7 @@ mod tests {
         let log = send(b"\x1b]52;c;x\x07 main\n", &state, &rec, 12);
         assert!(log.contains("malformed") && log.contains("^[]52"), "{log}");
         let log = send(&[b'a'; 2000], &state, &rec, 12);
-        assert!(log.contains("no line"), "{log}");
+        assert!(log.contains("no complete line"), "{log}");
         send(b"waiting main", &state, &rec, 12);
         assert_eq!(
             rec.0.borrow().as_slice(),
