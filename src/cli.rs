@@ -57,7 +57,23 @@ pub enum Command {
         /// The tmux session to attach to or create.
         #[arg(long, default_value = "main")]
         session: String,
+        /// Work on branch NAME in a git worktree of the client's first project
+        /// (`PROJECT/.worktrees/NAME`, created inside the sandbox if missing), in a tmux
+        /// session of the same name: agents of one client work in parallel.
+        #[arg(long, value_name = "NAME", conflicts_with = "session")]
+        worktree: Option<String>,
     },
+    /// List the tmux sessions of a client's sandbox: what runs in each, whether it waits
+    /// for input, and its worktree.
+    Sessions {
+        client: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Manage the git worktrees `attach --worktree` makes.
+    #[command(subcommand)]
+    Worktree(WorktreeCommand),
     /// Run one command inside a client's running sandbox.
     Exec {
         client: String,
@@ -143,6 +159,16 @@ pub enum Command {
     /// Forward a port of the host's 127.0.0.1 to a server on the sandbox's 127.0.0.1
     /// (works without network in the sandbox); without PORT, list the forwards.
     Port(PortArgs),
+    /// Serve a client's agent event socket and send desktop notifications (started by
+    /// systemd socket activation of `sandboxctl-notify@CLIENT.socket`).
+    #[command(hide = true)]
+    Notify {
+        #[arg(long)]
+        client: String,
+        /// Serve the socket systemd passes in (`LISTEN_FDS`).
+        #[arg(long, required = true)]
+        systemd_socket: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -162,6 +188,19 @@ pub struct PortArgs {
     /// Remove the forward(s) of PORT (only the one of --host-port, if given).
     #[arg(long, requires = "port")]
     pub rm: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WorktreeCommand {
+    /// End a worktree's tmux session and remove the worktree (inside the sandbox); the
+    /// branch stays.
+    Rm {
+        client: String,
+        name: String,
+        /// Remove it even with uncommitted changes (they are lost).
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -259,6 +298,18 @@ pub struct SandboxOptions {
     /// (repeatable; replaces the list) [default: github.com].
     #[arg(long = "git-credential-host", value_name = "HOST[:PORT]")]
     pub git_credential_hosts: Vec<String>,
+    /// Desktop notifications when an agent waits for input or finishes: on or off
+    /// [default: on].
+    #[arg(long, value_name = "on|off", value_parser = parse_on_off)]
+    pub notify: Option<bool>,
+}
+
+fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("use on or off, not {s:?}")),
+    }
 }
 
 #[derive(Debug, Args, Clone)]

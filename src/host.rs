@@ -136,11 +136,18 @@ pub enum TemplateUnits {
 
 /// Where the package puts the template units.
 pub const PACKAGED_UNIT_DIR: &str = "/usr/lib/systemd/user";
+/// Every template unit file of `systemd/`: the package installs them all.
+pub const TEMPLATE_UNIT_FILES: [&str; 4] = [
+    crate::proxy_units::SOCKET_FILE,
+    crate::proxy_units::SERVICE_FILE,
+    crate::notify::units::SOCKET_FILE,
+    crate::notify::units::SERVICE_FILE,
+];
 /// The binary the packaged units run.
 pub const PACKAGED_BINARY: &str = "/usr/bin/sandboxctl";
 
 impl TemplateUnits {
-    /// `Packaged` when `dir` holds the proxy's template units and the service runs
+    /// `Packaged` when `dir` holds every template unit and the proxy's service runs
     /// `binary`, an executable file; else `PerUser`.
     pub fn detect(dir: &Path, binary: &Path) -> Self {
         let service = std::fs::read_to_string(dir.join(crate::proxy_units::SERVICE_FILE));
@@ -153,7 +160,8 @@ impl TemplateUnits {
             use std::os::unix::fs::PermissionsExt;
             m.is_file() && m.permissions().mode() & 0o111 != 0
         });
-        if runs_binary && executable && dir.join(crate::proxy_units::SOCKET_FILE).is_file() {
+        let all_units = TEMPLATE_UNIT_FILES.iter().all(|f| dir.join(f).is_file());
+        if runs_binary && executable && all_units {
             Self::Packaged {
                 dir: dir.to_owned(),
                 binary: binary.to_owned(),
@@ -523,6 +531,11 @@ mod tests {
         assert_eq!(detect(), TemplateUnits::PerUser, "nothing installed");
         std::fs::write(&service, exec(&binary.display().to_string())).expect("service");
         std::fs::write(&socket, "[Socket]\n").expect("socket");
+        std::fs::write(dir.join(crate::notify::units::SERVICE_FILE), "[Service]\n")
+            .expect("notify service");
+        assert_eq!(detect(), TemplateUnits::PerUser, "no notify socket unit");
+        std::fs::write(dir.join(crate::notify::units::SOCKET_FILE), "[Socket]\n")
+            .expect("notify socket");
         assert_eq!(detect(), TemplateUnits::PerUser, "no binary");
         std::fs::write(&binary, "#!/bin/sh\n").expect("binary");
         std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o644)).expect("chmod");

@@ -16,6 +16,7 @@ pub mod image;
 pub mod layout;
 pub mod logs;
 pub mod model;
+pub mod notify;
 pub mod options;
 pub mod package_hosts;
 pub mod plan;

@@ -410,14 +410,22 @@ fn environment(client: &ClientName, s: &Settings) -> Vec<EnvVar> {
 }
 
 fn dependencies(client: &ClientName, s: &Settings) -> Vec<Dependency> {
-    if s.network != NetworkMode::Allowlist {
-        return Vec::new();
+    let mut out = Vec::new();
+    if s.network == NetworkMode::Allowlist {
+        out.push(Dependency {
+            unit: proxy_units::socket_unit(client),
+            why: "allowlist: the client's egress proxy socket is the only way out; without \
+                  it nothing gets out, and stopping it does not stop the sandbox",
+        });
     }
-    vec![Dependency {
-        unit: proxy_units::socket_unit(client),
-        why: "allowlist: the client's egress proxy socket is the only way out; without \
-              it nothing gets out, and stopping it does not stop the sandbox",
-    }]
+    if s.notify {
+        out.push(Dependency {
+            unit: crate::notify::socket_unit(client),
+            why: "notify: the agents' hooks report waiting and finished through the \
+                  client's event socket, whose directory the sandbox mounts",
+        });
+    }
+    out
 }
 
 fn adaptations(client: &ClientName, host: &HostProfile) -> Vec<Adaptation> {
@@ -549,6 +557,16 @@ fn mounts(sandbox: &Sandbox<'_>) -> Result<Vec<Mount>> {
         bind(
             BindSource::Runtime(proxy_units::socket_dir_relative(sandbox.client)),
             proxy_units::CONTAINER_SOCKET_DIR.to_owned(),
+            Access::ReadOnly,
+            Some(Relabel::Private),
+        )?;
+    }
+    if s.notify {
+        // Like the proxy's: created by the socket unit, read-only (connect(2) works),
+        // `Z` for the container's private label.
+        bind(
+            BindSource::Runtime(crate::notify::events_dir_relative(sandbox.client)),
+            crate::notify::CONTAINER_DIR.to_owned(),
             Access::ReadOnly,
             Some(Relabel::Private),
         )?;
@@ -702,6 +720,59 @@ mod tests {
             == BindSource::Runtime("agent-sandbox/proxy/acme".into())
             && b.target == proxy_units::CONTAINER_SOCKET_DIR));
         assert_eq!(spec(NetworkMode::Open, &host).network, Network::Default);
-        assert!(spec(NetworkMode::Open, &host).dependencies.is_empty());
+        assert_eq!(
+            spec(NetworkMode::Open, &host).dependencies[0].unit,
+            "sandboxctl-notify@acme.socket"
+        );
+    }
+
+    #[test]
+    fn notify_mounts_the_event_dir_read_only_or_nothing() {
+        let host = fixed_profile(
+            Version::new(5, 4, 2),
+            Version::new(5, 4, 2),
+            Cgroups::V2,
+            true,
+        );
+        let client = ClientName::parse("acme").expect("name");
+        let layout = Layout::under(Path::new("/home/u"));
+        let build = |notify| {
+            let settings = Settings {
+                network: NetworkMode::None,
+                notify,
+                ..Settings::default()
+            };
+            SandboxSpec::new(&Sandbox {
+                client: &client,
+                settings: &settings,
+                layout: &layout,
+                host: &host,
+            })
+            .expect("spec")
+        };
+        let on = build(true);
+        let event_binds: Vec<&Bind> = on
+            .binds()
+            .filter(|b| b.target == crate::notify::CONTAINER_DIR)
+            .collect();
+        assert_eq!(event_binds.len(), 1);
+        assert_eq!(
+            event_binds[0].source,
+            BindSource::Runtime("agent-sandbox/events/acme".into())
+        );
+        assert_eq!(event_binds[0].access, Access::ReadOnly);
+        assert_eq!(
+            on.dependencies
+                .iter()
+                .map(|d| d.unit.as_str())
+                .collect::<Vec<_>>(),
+            ["sandboxctl-notify@acme.socket"]
+        );
+        let off = build(false);
+        assert!(
+            off.binds()
+                .all(|b| b.target != crate::notify::CONTAINER_DIR)
+        );
+        assert!(off.dependencies.is_empty());
     }
 }

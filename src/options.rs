@@ -113,6 +113,9 @@ pub fn apply(
         o.git_email.as_deref(),
         &o.git_credential_hosts,
     )?;
+    if let Some(notify) = o.notify {
+        s.notify = notify;
+    }
     validate(layout, client, &s, others)?;
     Ok(s)
 }

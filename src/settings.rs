@@ -184,6 +184,19 @@ pub struct Settings {
     /// (`https://host[:port]`, or `http://…` given so): unset means `https://github.com`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub git_credential_hosts: Option<Vec<String>>,
+    /// Desktop notifications when an agent waits for input or finishes (the per-client
+    /// event channel of `notify`); only `notify = false` is written.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub notify: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 #[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
@@ -209,6 +222,7 @@ impl Default for Settings {
             git_name: None,
             git_email: None,
             git_credential_hosts: None,
+            notify: true,
         }
     }
 }
@@ -298,6 +312,7 @@ mod tests {
             git_name: Some("Ada L. \"ada\" 100%".into()),
             git_email: Some("ada@example.com".into()),
             git_credential_hosts: Some(vec!["http://127.0.0.1:8080".into()]),
+            notify: false,
         }
     }
 

@@ -1614,3 +1614,73 @@ fn man_pages_for_every_command_render_without_warnings() {
     let enable = std::fs::read_to_string(dir.join("sandboxctl-enable.1")).expect("page");
     assert!(enable.contains("git\\-writable\\-config"), "{enable}");
 }
+
+#[test]
+fn notify_switch_renders_the_event_channel_or_nothing() {
+    let sb = Sandbox::new();
+    let channel = [
+        "Wants=sandboxctl-notify@acme.socket",
+        "After=sandboxctl-notify@acme.socket",
+        "Volume=%t/agent-sandbox/events/acme:/run/sandbox-events:ro,Z",
+    ];
+    for args in [
+        vec!["render", "acme", "--network", "none"],
+        vec!["render", "acme", "--network", "none", "--notify", "on"],
+    ] {
+        let out = sb.run(&args);
+        let unit = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{unit}");
+        for line in channel {
+            assert!(unit.contains(line), "{line} missing:\n{unit}");
+        }
+        assert_generator_accepts(&unit);
+    }
+    let out = sb.run(&["render", "acme", "--network", "none", "--notify", "off"]);
+    let unit = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{unit}");
+    assert!(
+        !unit.contains("sandbox-events") && !unit.contains("sandboxctl-notify"),
+        "{unit}"
+    );
+    let out = sb.run(&["render", "acme", "--notify", "maybe"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("use on or off"));
+    assert!(sb.files().is_empty(), "{:?}", sb.files());
+}
+
+#[test]
+fn sessions_and_worktree_user_errors() {
+    let sb = Sandbox::new();
+    for cmd in [
+        vec!["sessions", "ghost"],
+        vec!["worktree", "rm", "ghost", "wa"],
+        vec!["attach", "ghost", "--worktree", "wa"],
+    ] {
+        let out = sb.run(&cmd);
+        assert_one_line_error(&out, "unknown client ghost");
+    }
+    for (cmd, want) in [
+        (
+            vec!["attach", "ghost", "--worktree", "a/b"],
+            "invalid session name",
+        ),
+        (
+            vec!["attach", "ghost", "--worktree=-x"],
+            "cannot start with '-'",
+        ),
+        (
+            vec!["worktree", "rm", "ghost", "a b"],
+            "invalid worktree name",
+        ),
+        (
+            vec!["worktree", "rm", "ghost", "--", "-x"],
+            "cannot start with '-'",
+        ),
+    ] {
+        let out = sb.run(&cmd);
+        assert_one_line_error(&out, want);
+    }
+    let out = sb.run(&["attach", "acme", "--worktree", "wa", "--session", "x"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(sb.files().is_empty(), "{:?}", sb.files());
+}

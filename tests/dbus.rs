@@ -1137,6 +1137,9 @@ mod cli {
             methods(&calls),
             [
                 "Subscribe",
+                // The sandbox, its proxy's socket and service, its notifier's.
+                "StopUnit",
+                "StopUnit",
                 "StopUnit",
                 "StopUnit",
                 "StopUnit",

@@ -816,7 +816,9 @@ fn volume_lines_read_the_same_from_both_targets() {
         ),
         "{quadlet:?}"
     );
-    assert_eq!(quadlet.len(), 7, "{quadlet:?}");
+    // Projects, the home, the three agent dirs, the proxy and event sockets, the
+    // extra mount.
+    assert_eq!(quadlet.len(), 8, "{quadlet:?}");
 }
 
 /// The two targets cannot drift: for the same settings, the plain service's `podman

@@ -29,6 +29,8 @@ mod network;
 mod packaging;
 #[path = "system/ports.rs"]
 mod ports;
+#[path = "system/sessions.rs"]
+mod sessions;
 
 use std::collections::BTreeSet;
 use std::os::unix::fs::MetadataExt;

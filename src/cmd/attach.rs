@@ -57,7 +57,17 @@ pub fn exec_args(container: &str, command: &[String], tty: bool) -> Vec<String> 
 }
 
 pub fn attach(layout: &Layout, name: &str, session: &str) -> Result<()> {
+    attach_to(layout, name, session, None)
+}
+
+/// `attach`, or with a worktree: into the session of that name running in the worktree
+/// (created inside the sandbox if needed).
+pub fn attach_to(layout: &Layout, name: &str, session: &str, worktree: Option<&str>) -> Result<()> {
+    let session = worktree.unwrap_or(session);
     check_session(session)?;
+    if worktree.is_some() {
+        super::sessions::check_branch(session)?;
+    }
     let (client, settings) = super::known_client_with_podman(layout, name)?;
     if !std::io::stdin().is_terminal() {
         bail!("attach needs a terminal; use `sandboxctl exec {client} -- COMMAND` from scripts");
@@ -73,7 +83,13 @@ pub fn attach(layout: &Layout, name: &str, session: &str) -> Result<()> {
         super::lifecycle::warn_unpinned(layout, &client, &settings);
         super::lifecycle::run_job(&systemd, &client, &settings, Verb::Start)?;
     }
-    let mut cmd = crate::podman::command(attach_args(&client.container_name(), session));
+    let mut args = attach_args(&client.container_name(), session);
+    if worktree.is_some() {
+        let dir = super::sessions::ensure_worktree(&client, &settings, session)?;
+        // The session starts in the worktree (an existing session is joined as it is).
+        args.extend(["-c".to_owned(), dir]);
+    }
+    let mut cmd = crate::podman::command(args);
     if settings.claude_config.is_none() {
         let err = cmd.exec();
         bail!("cannot run {}: {err}", crate::podman::binary())

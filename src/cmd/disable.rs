@@ -38,6 +38,8 @@ pub fn disable(layout: &Layout, name: &str, purge: bool) -> Result<()> {
         unit.clone(),
         crate::proxy_units::socket_unit(&client),
         crate::proxy_units::service_unit(&client),
+        crate::notify::socket_unit(&client),
+        crate::notify::service_unit(&client),
     ] {
         systemd.stop_if_known(&u)?;
     }
@@ -60,6 +62,21 @@ pub fn disable(layout: &Layout, name: &str, purge: bool) -> Result<()> {
     // The socket directory is runtime state in the small, shared $XDG_RUNTIME_DIR; its
     // socket unit is stopped, so nothing recreates it.
     crate::proxy_units::remove_socket_dir(&client)?;
+    // The event socket's directory and the session states: runtime state as well.
+    for dir in [
+        crate::notify::events_dir(&client),
+        crate::notify::state_dir(&client),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("cannot delete {}", dir.display()));
+            }
+            _ => {}
+        }
+    }
     systemd.reload()?;
     systemd.reset_failed(&unit)?;
     // A container left by an earlier failure must not outlive the client.

@@ -149,18 +149,25 @@ fn effects<'a>(
 ) -> Result<Plan<'a>> {
     let mut plan = Plan::new();
     let allowlist = |p: &&Planned| p.settings.network == NetworkMode::Allowlist;
-    if planned.iter().any(|p| allowlist(&p)) {
+    let notify = |p: &&Planned| p.settings.notify;
+    // The notification service runs the same sandboxctl as the proxy: the package's,
+    // or the private copy.
+    if planned.iter().any(|p| allowlist(&p) || notify(&p)) {
         match &host.template_units {
-            TemplateUnits::PerUser => plan.step("install the proxy units", move || {
-                install_proxy_units(layout, exe, host.journald)
-            }),
+            TemplateUnits::PerUser => {
+                plan.step("install the proxy units", move || {
+                    install_proxy_units(layout, exe, host.journald)
+                });
+                if planned.iter().any(|p| notify(&p)) {
+                    plan.step("install the notification units", move || {
+                        install_notify_units(layout, host.journald)
+                    });
+                }
+            }
             // Per-user copies from before the package would shadow its units (the
             // user's unit directory comes first): they go, with the binary copy.
             TemplateUnits::Packaged { .. } => {
-                for file in [
-                    crate::proxy_units::SOCKET_FILE,
-                    crate::proxy_units::SERVICE_FILE,
-                ] {
+                for file in crate::host::TEMPLATE_UNIT_FILES {
                     plan.remove_file(layout.systemd_user_dir.join(file));
                 }
                 plan.remove_file(crate::proxy_units::binary_path(layout));
@@ -562,6 +569,30 @@ fn install_proxy_units<'a>(layout: &'a Layout, exe: &Path, journald: bool) -> Re
     )
 }
 
+/// Installs the notification template units; the undo puts the previous ones back.
+fn install_notify_units(layout: &Layout, journald: bool) -> Result<Applied<'_>> {
+    let before: Vec<(PathBuf, Option<Vec<u8>>)> = crate::notify::units::files(layout, journald)?
+        .into_iter()
+        .map(|(path, _)| {
+            let old = std::fs::read(&path).ok();
+            (path, old)
+        })
+        .collect();
+    let undo = Undo::new("restore the notification units", move || {
+        for (path, old) in before {
+            match old {
+                Some(bytes) => crate::atomic::write(&path, &bytes, 0o644)?,
+                None => remove_undo(path).run()?,
+            }
+        }
+        Ok(())
+    });
+    if let Err(e) = crate::notify::units::install(layout, journald) {
+        return Err(undo_now(e, undo));
+    }
+    Ok(Applied::undo(undo))
+}
+
 /// After a reload, each unit must have produced a loaded service; if the generator
 /// rejected one, say why using its dry-run output. Returns whether each one runs.
 fn check_generated(
@@ -653,6 +684,16 @@ fn write_clients(layout: &Layout, clients: &[ClientName], req: &Request<'_>) -> 
     };
     effects(layout, &host, &planned, &exe, &reload, &check)?.apply()?;
     let running = running.into_inner();
+    // Notifications off: the client's event socket stops listening (the sandbox stops
+    // mounting it at its next start).
+    for p in planned.iter().filter(|p| !p.settings.notify) {
+        for unit in [
+            crate::notify::socket_unit(&p.client),
+            crate::notify::service_unit(&p.client),
+        ] {
+            systemd.stop_if_known(&unit)?;
+        }
+    }
     Ok(Written {
         systemd,
         planned,

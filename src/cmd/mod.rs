@@ -8,8 +8,10 @@ mod image;
 mod lifecycle;
 mod logs;
 mod network;
+mod notify;
 mod port;
 mod secret;
+mod sessions;
 mod status;
 
 use anyhow::Result;
@@ -46,7 +48,18 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         }
         Command::Status { client, json } => status::status(&layout, client.as_deref(), json),
         Command::List { json } => status::status(&layout, None, json),
-        Command::Attach { client, session } => attach::attach(&layout, &client, &session),
+        Command::Attach {
+            client,
+            session,
+            worktree,
+        } => attach::attach_to(&layout, &client, &session, worktree.as_deref()),
+        Command::Sessions { client, json } => sessions::sessions(&layout, &client, json),
+        Command::Worktree(crate::cli::WorktreeCommand::Rm {
+            client,
+            name,
+            force,
+        }) => sessions::worktree_rm(&layout, &client, &name, force),
+        Command::Notify { client, .. } => notify::serve(&client),
         Command::Exec { client, command } => attach::exec(&layout, &client, &command),
         Command::Logs {
             client,

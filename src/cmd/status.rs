@@ -22,6 +22,8 @@ struct ClientStatus {
     agent: String,
     image: String,
     network: String,
+    /// Desktop notifications when an agent waits or finishes.
+    notify: bool,
     projects: Vec<String>,
     unit_file: String,
     autonomy: String,
@@ -71,6 +73,7 @@ pub fn status(layout: &Layout, name: Option<&str>, json: bool) -> Result<()> {
             agent: s.agent.to_string(),
             image: s.image.clone(),
             network: s.network.to_string(),
+            notify: s.notify,
             projects: s.projects.iter().map(|p| p.display().to_string()).collect(),
             unit_file: crate::render::all_unit_paths(layout, c)
                 .into_iter()
@@ -97,18 +100,19 @@ pub fn status(layout: &Layout, name: Option<&str>, json: bool) -> Result<()> {
         return Ok(());
     }
     println!(
-        "{:<24} {:<10} {:<10} {:<7} {:<9} {:<8} PROJECTS",
-        "CLIENT", "STATE", "SUB", "AGENT", "NETWORK", "AUTONOMY"
+        "{:<24} {:<10} {:<10} {:<7} {:<9} {:<8} {:<6} PROJECTS",
+        "CLIENT", "STATE", "SUB", "AGENT", "NETWORK", "AUTONOMY", "NOTIFY"
     );
     for r in &rows {
         println!(
-            "{:<24} {:<10} {:<10} {:<7} {:<9} {:<8} {}",
+            "{:<24} {:<10} {:<10} {:<7} {:<9} {:<8} {:<6} {}",
             r.client,
             r.active_state,
             r.sub_state,
             r.agent,
             r.network,
             r.autonomy,
+            if r.notify { "on" } else { "off" },
             r.projects.join(", ")
         );
     }

@@ -1,0 +1,124 @@
+//! The notification template units (`systemd/sandboxctl-notify@.socket` and
+//! `.service`), installed beside the proxy's. Like the proxy, the service runs the copy
+//! of sandboxctl in `Layout::libexec_dir` (`proxy_units::install` makes it), never the
+//! binary that ran `enable`.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+
+use crate::layout::Layout;
+
+const SOCKET: &str = include_str!("../../systemd/sandboxctl-notify@.socket");
+const SERVICE: &str = include_str!("../../systemd/sandboxctl-notify@.service");
+
+pub const SOCKET_FILE: &str = "sandboxctl-notify@.socket";
+pub const SERVICE_FILE: &str = "sandboxctl-notify@.service";
+
+/// The service template with `ExecStart=` running `exe`, and its log file where there
+/// is no journald.
+pub fn render_service(exe: &Path, journald: bool) -> Result<String> {
+    let exe = exe
+        .to_str()
+        .with_context(|| format!("the sandboxctl path {} is not UTF-8", exe.display()))?;
+    let exe = crate::escape::word("sandboxctl path", exe)?;
+    let mut out = String::with_capacity(SERVICE.len() + 200);
+    let mut replaced = false;
+    for line in SERVICE.lines() {
+        if let Some((_, args)) = line
+            .strip_prefix("ExecStart=")
+            .and_then(|r| r.split_once(' '))
+        {
+            out.push_str("ExecStart=");
+            out.push_str(&exe);
+            out.push(' ');
+            out.push_str(args);
+            out.push('\n');
+            replaced = true;
+            if !journald {
+                out.push_str(
+                    "# host adaptation: no journald here\n\
+                     StandardError=append:%t/sandboxctl-notify-%i.log\n",
+                );
+            }
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    if !replaced {
+        bail!("the notification service template has no ExecStart line");
+    }
+    Ok(out)
+}
+
+/// The unit files and their texts for this host.
+pub fn files(layout: &Layout, journald: bool) -> Result<Vec<(PathBuf, String)>> {
+    let service = render_service(&crate::proxy_units::binary_path(layout), journald)?;
+    Ok(vec![
+        (layout.systemd_user_dir.join(SOCKET_FILE), SOCKET.to_owned()),
+        (layout.systemd_user_dir.join(SERVICE_FILE), service),
+    ])
+}
+
+/// Writes the template units that differ; returns whether any changed.
+pub fn install(layout: &Layout, journald: bool) -> Result<bool> {
+    fs::create_dir_all(&layout.systemd_user_dir)
+        .with_context(|| format!("cannot create {}", layout.systemd_user_dir.display()))?;
+    let mut changed = false;
+    for (path, text) in files(layout, journald)? {
+        if fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
+            crate::atomic::write(&path, text.as_bytes(), 0o644)?;
+            changed = true;
+        }
+    }
+    Ok(changed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_runs_the_private_copy() {
+        let text = render_service(
+            Path::new("/home/u/.local/libexec/sandboxctl/sandboxctl"),
+            true,
+        )
+        .expect("render");
+        assert!(
+            text.contains(
+                "ExecStart=\"/home/u/.local/libexec/sandboxctl/sandboxctl\" notify --client %i --systemd-socket\n"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("RestrictAddressFamilies=AF_UNIX\n"));
+        assert!(text.contains("RuntimeDirectory=agent-sandbox/session-state/%i\n"));
+        let text = render_service(Path::new("/usr/bin/sandboxctl"), false).expect("render");
+        assert!(text.contains("StandardError=append:%t/sandboxctl-notify-%i.log"));
+    }
+
+    #[test]
+    fn socket_matches_the_model() {
+        let client = crate::client::ClientName::parse("acme").expect("name");
+        let dir = super::super::events_dir_relative(&client).replace("acme", "%i");
+        assert!(
+            SOCKET.contains(&format!(
+                "ListenStream=%t/{dir}/{}\n",
+                super::super::SOCKET_NAME
+            )),
+            "{SOCKET}"
+        );
+        assert!(SOCKET.contains("SocketMode=0600"));
+    }
+
+    #[test]
+    fn install_writes_once() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let layout = Layout::under(tmp.path());
+        assert!(install(&layout, true).expect("install"));
+        assert!(!install(&layout, true).expect("again"));
+        assert!(layout.systemd_user_dir.join(SOCKET_FILE).is_file());
+    }
+}
