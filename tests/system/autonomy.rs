@@ -88,6 +88,9 @@ fn assert_agent_runs_with(c: &Client, agent: &str, want: &[String]) {
     );
 }
 
+/// Codex's notification program (the client's notifications are on by default).
+const CODEX_NOTIFY: &str = r#"notify=["/usr/local/bin/agent-event","finished"]"#;
+
 /// Claude and Codex × ask and auto: the agent process runs with exactly the arguments
 /// the mode and `--agent-arg` give; the unit's description and `status` name the mode.
 #[test]
@@ -105,7 +108,7 @@ fn au_agent_argv_for_each_agent_and_autonomy() {
             "codex",
             "ask",
             codex_args(),
-            &["--sandbox", "danger-full-access"],
+            &["--sandbox", "danger-full-access", "-c", CODEX_NOTIFY],
         ),
         (
             "codex",
@@ -116,6 +119,8 @@ fn au_agent_argv_for_each_agent_and_autonomy() {
                 "danger-full-access",
                 "--ask-for-approval",
                 "never",
+                "-c",
+                CODEX_NOTIFY,
             ],
         ),
     ];
