@@ -129,6 +129,15 @@ image_build_node_base() {
 }
 run "image build on a base with its own Node" image_build_node_base
 
+# --- the test image, current with image/ ------------------------------------------------
+# setup-host.sh built it once; a checkout whose image/ changed since (or a store that lost
+# it) gets it rebuilt and loaded here, so no lane tests an image older than its code.
+# Skipped in seconds when the image's input hash matches.
+if [[ $SANDBOXCTL_TEST_IMAGE == localhost/agent-sandbox:latest ]]; then
+    run "test image current with image/ ($SANDBOXCTL_TEST_IMAGE)" \
+        "$root/tests/system/build-test-image.sh" --load-into "$TEST_USER"
+fi
+
 # --- checks as the test user ----------------------------------------------------------
 if [[ -x $root/tests/system/image-checks.sh ]]; then
     # A copy the test user can read wherever the checkout lives.
