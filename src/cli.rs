@@ -209,6 +209,12 @@ pub struct ExportArgs {
     /// The namespace [default: sandboxctl-CLIENT, created by the output].
     #[arg(long, value_name = "NS")]
     pub namespace: Option<String>,
+    /// The uid the agent and proxy run as [default: yours, as with the local sandbox].
+    #[arg(long, value_name = "UID", value_parser = clap::value_parser!(u32).range(1..))]
+    pub uid: Option<u32>,
+    /// The gid they run as [default: yours].
+    #[arg(long, value_name = "GID")]
+    pub gid: Option<u32>,
     /// Include the client's secret values in a Secret (the file is then a credential).
     #[arg(long)]
     pub include_secrets: bool,

@@ -49,8 +49,12 @@ pub fn export(layout: &Layout, args: &ExportArgs) -> Result<()> {
     let opts = kube::Options {
         flavor: args.flavor,
         namespace: args.namespace.clone(),
-        uid: rustix::process::getuid().as_raw(),
-        gid: rustix::process::getgid().as_raw(),
+        uid: args
+            .uid
+            .unwrap_or_else(|| rustix::process::getuid().as_raw()),
+        gid: args
+            .gid
+            .unwrap_or_else(|| rustix::process::getgid().as_raw()),
         policy,
         secret_values,
         dropped: dropped_settings(&settings),

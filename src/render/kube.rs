@@ -544,7 +544,9 @@ fn secret(
 /// is the allowlist mode's (a proxy is its way out) or `none`'s.
 pub fn render(spec: &SandboxSpec, allowlist: bool, o: &Options) -> Result<Export> {
     if o.uid == 0 {
-        bail!("cannot export a sandbox for uid 0: run sandboxctl as the user the sandbox is for");
+        bail!(
+            "cannot export a sandbox that runs as uid 0: run sandboxctl as the user the sandbox is for, or pass --uid"
+        );
     }
     if let Some(ns) = &o.namespace {
         check_namespace(ns)?;
