@@ -159,6 +159,12 @@ pub enum Command {
     /// Forward a port of the host's 127.0.0.1 to a server on the sandbox's 127.0.0.1
     /// (works without network in the sandbox); without PORT, list the forwards.
     Port(PortArgs),
+    /// Write a client's sandbox as Kubernetes objects: the agent as a Sandbox (or Pod)
+    /// with volume claims, its egress proxy and network policies (multi-document YAML).
+    ///
+    /// What has no Kubernetes counterpart (host mounts, podman arguments, port
+    /// forwards, …) is listed as not exported, at the top of the output and on stderr.
+    Export(ExportArgs),
     /// Serve a client's agent event socket and send desktop notifications (started by
     /// systemd socket activation of `sandboxctl-notify@CLIENT.socket`).
     #[command(hide = true)]
@@ -190,6 +196,40 @@ pub struct PortArgs {
     pub rm: bool,
 }
 
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    pub client: String,
+    /// The target platform.
+    #[arg(long, value_enum, value_name = "TARGET")]
+    pub to: ExportTarget,
+    /// What the agent runs as: sandbox (the agent-sandbox controller's `Sandbox`) or pod
+    /// (a plain `Pod` and `PersistentVolumeClaim`s, e.g. for `podman kube play`).
+    #[arg(long, value_enum, default_value = "sandbox")]
+    pub flavor: crate::render::kube::Flavor,
+    /// The namespace [default: sandboxctl-CLIENT, created by the output].
+    #[arg(long, value_name = "NS")]
+    pub namespace: Option<String>,
+    /// The uid the agent and proxy run as [default: yours, as with the local sandbox].
+    #[arg(long, value_name = "UID", value_parser = clap::value_parser!(u32).range(1..))]
+    pub uid: Option<u32>,
+    /// The gid they run as [default: yours].
+    #[arg(long, value_name = "GID")]
+    pub gid: Option<u32>,
+    /// Include the client's secret values in a Secret (the file is then a credential).
+    #[arg(long)]
+    pub include_secrets: bool,
+    /// Write to FILE (mode 0600) instead of standard output.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+/// Where `export` writes for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportTarget {
+    /// Kubernetes objects.
+    Kube,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum WorktreeCommand {
     /// End a worktree's tmux session and remove the worktree (inside the sandbox); the
@@ -218,7 +258,7 @@ pub struct ProxyArgs {
     /// Listen on a Unix socket.
     #[arg(long, value_name = "PATH", group = "listen")]
     pub listen_unix: Option<PathBuf>,
-    /// Listen on a TCP address (for testing).
+    /// Listen on a TCP address (in a cluster: `0.0.0.0:3128`, the proxy Service's port).
     #[arg(long, value_name = "ADDR", group = "listen")]
     pub listen_tcp: Option<std::net::SocketAddr>,
     /// Most connections open at once (tunnels included); one more is answered 503.

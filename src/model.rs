@@ -95,6 +95,25 @@ pub struct Bind {
     pub target: String,
     pub access: Access,
     pub relabel: Option<Relabel>,
+    /// What the mount is for (targets without host paths, like Kubernetes, map by it).
+    pub role: BindRole,
+}
+
+/// What a bind mount is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BindRole {
+    /// A project directory, at its host path.
+    Project,
+    /// A git dir pinned over a project, protecting git on the host.
+    GitPin,
+    /// One of the client's own state dirs (`home`, `claude`, `codex`, `history`).
+    State(&'static str),
+    /// The directory of the egress proxy's socket.
+    ProxySocket,
+    /// The directory of the agent event socket (notifications).
+    NotifyEvents,
+    /// A mount the user asked for (`--mount`, `--mount-rw`).
+    User,
 }
 
 impl Bind {
@@ -471,6 +490,7 @@ fn skip_network_online(network: NetworkMode, host: &HostProfile) -> Option<&'sta
     }
 }
 
+#[allow(clippy::too_many_lines)] // every mount in one list, in podman's order
 fn mounts(sandbox: &Sandbox<'_>) -> Result<Vec<Mount>> {
     let s = sandbox.settings;
     // Caches are rebuilt at will and grow without bound: a capped tmpfs, not the
@@ -479,12 +499,13 @@ fn mounts(sandbox: &Sandbox<'_>) -> Result<Vec<Mount>> {
         target: format!("{HOME}/.cache"),
         options: format!("rw,exec,nosuid,nodev,size={CACHE_SIZE},mode=1777"),
     })];
-    let mut bind = |source: BindSource, target: String, access, relabel| -> Result<()> {
+    let mut bind = |role, source: BindSource, target: String, access, relabel| -> Result<()> {
         let b = Bind {
             source,
             target,
             access,
             relabel,
+            role,
         };
         escape::volume("volume", b.escape_source(), &b.target, &b.options())?;
         out.push(Mount::Bind(b));
@@ -496,6 +517,7 @@ fn mounts(sandbox: &Sandbox<'_>) -> Result<Vec<Mount>> {
     for project in &s.projects {
         let p = checked_path("project directory", project)?;
         bind(
+            BindRole::Project,
             BindSource::Host(p.clone()),
             p,
             Access::ReadWrite,
@@ -511,7 +533,13 @@ fn mounts(sandbox: &Sandbox<'_>) -> Result<Vec<Mount>> {
                 } else {
                     Access::ReadOnly
                 };
-                bind(BindSource::Host(path.clone()), path, access, None)?;
+                bind(
+                    BindRole::GitPin,
+                    BindSource::Host(path.clone()),
+                    path,
+                    access,
+                    None,
+                )?;
             }
         }
     }
@@ -522,6 +550,7 @@ fn mounts(sandbox: &Sandbox<'_>) -> Result<Vec<Mount>> {
     };
     // The client's persistent home; the dirs below are mounted over it.
     bind(
+        BindRole::State(crate::layout::HOME_SUBDIR),
         own(crate::layout::HOME_SUBDIR)?,
         HOME.to_owned(),
         Access::ReadWrite,
@@ -532,18 +561,21 @@ fn mounts(sandbox: &Sandbox<'_>) -> Result<Vec<Mount>> {
     // since the agent must not write hooks, settings or instructions that Claude Code
     // on the host would run.
     bind(
+        BindRole::State("claude"),
         own("claude")?,
         format!("{HOME}/.claude"),
         Access::ReadWrite,
         Some(Relabel::Private),
     )?;
     bind(
+        BindRole::State("codex"),
         own("codex")?,
         format!("{HOME}/.codex"),
         Access::ReadWrite,
         Some(Relabel::Private),
     )?;
     bind(
+        BindRole::State("history"),
         own("history")?,
         format!("{HOME}/.history"),
         Access::ReadWrite,
@@ -555,6 +587,7 @@ fn mounts(sandbox: &Sandbox<'_>) -> Result<Vec<Mount>> {
         // tmpfs through it. `Z` still gives the directory the container's private
         // label, which connecting needs.
         bind(
+            BindRole::ProxySocket,
             BindSource::Runtime(proxy_units::socket_dir_relative(sandbox.client)),
             proxy_units::CONTAINER_SOCKET_DIR.to_owned(),
             Access::ReadOnly,
@@ -565,6 +598,7 @@ fn mounts(sandbox: &Sandbox<'_>) -> Result<Vec<Mount>> {
         // Like the proxy's: created by the socket unit, read-only (connect(2) works),
         // `Z` for the container's private label.
         bind(
+            BindRole::NotifyEvents,
             BindSource::Runtime(crate::notify::events_dir_relative(sandbox.client)),
             crate::notify::CONTAINER_DIR.to_owned(),
             Access::ReadOnly,
@@ -579,7 +613,7 @@ fn mounts(sandbox: &Sandbox<'_>) -> Result<Vec<Mount>> {
         } else {
             Access::ReadOnly
         };
-        bind(BindSource::Host(h), c, access, None)?;
+        bind(BindRole::User, BindSource::Host(h), c, access, None)?;
     }
     Ok(out)
 }

@@ -3,6 +3,7 @@
 //! unit for the Quadlet generator; `plain` writes a systemd service running podman
 //! where no usable generator exists. The host decides which (`HostProfile::unit_target`).
 
+pub mod kube;
 pub mod plain;
 pub mod quadlet;
 

@@ -1684,3 +1684,143 @@ fn sessions_and_worktree_user_errors() {
     assert_eq!(out.status.code(), Some(2));
     assert!(sb.files().is_empty(), "{:?}", sb.files());
 }
+
+/// `export --to kube`: a private file, one stderr line per setting Kubernetes cannot
+/// express, the policy in a `ConfigMap`, no secret values.
+#[test]
+fn export_kube_writes_a_private_file_and_lists_what_it_drops() {
+    let sb = Sandbox::new();
+    export_client(&sb);
+    let file = sb.dir.path().join("acme.yaml");
+    let out = sb.run(&[
+        "export",
+        "acme",
+        "--to",
+        "kube",
+        "--flavor",
+        "pod",
+        "--uid",
+        "1000",
+        "--gid",
+        "1000",
+        "-o",
+        file.to_str().expect("utf8"),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(
+        stderr,
+        format!(
+            "acme: not exported: podman argument \"--memory=2g\": no Kubernetes counterpart\nacme: wrote {}\n",
+            file.display()
+        )
+    );
+    let mode = std::fs::metadata(&file).expect("file").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let yaml = std::fs::read_to_string(&file).expect("read");
+    assert!(yaml.contains("\nkind: \"Pod\"\n"), "{yaml}");
+    assert!(yaml.contains("\n    runAsUser: 1000\n"), "{yaml}");
+    assert!(
+        yaml.contains("  network.toml: \"allow = [\\\"example.com\\\"]\\n\"\n"),
+        "{yaml}"
+    );
+    assert!(
+        yaml.contains(
+            "# Not exported: podman argument \"--memory=2g\": no Kubernetes counterpart\n"
+        ),
+        "{yaml}"
+    );
+    assert!(
+        yaml.contains("kubectl create secret generic acme-credentials"),
+        "{yaml}"
+    );
+    assert!(!yaml.contains("\nkind: \"Secret\""), "{yaml}");
+}
+
+/// A client `export` has something to say about: allowlist, a podman argument, a secret.
+fn export_client(sb: &Sandbox) {
+    let cfg = sb.client_settings(
+        "acme",
+        "agent = \"claude\"\nimage = \"localhost/agent-sandbox:latest\"\nnetwork = \"allowlist\"\n\
+         podman_args = [\"--memory=2g\"]\nsecrets = [\"GH_TOKEN\"]\nnotify = false\n",
+    );
+    std::fs::write(cfg.join("network.toml"), "allow = [\"example.com\"]\n").expect("policy");
+}
+
+/// `export --include-secrets`: refused in one line where Podman cannot show values; the
+/// value base64 in a `Secret` where it can; the uid is never root.
+#[test]
+fn export_kube_secrets_uid_and_namespace() {
+    let sb = Sandbox::new();
+    export_client(&sb);
+    // A Podman without `secret inspect --showsecret` (4.3): refused, nothing written.
+    let file = sb.dir.path().join("acme.yaml");
+    let old = "case \"$*\" in --version) echo 'podman version 4.3.1' ;; \
+               'secret inspect --help') echo '  -f, --format string   Format' ;; esac";
+    let out = sb.run_with_fakes(
+        &[
+            "export",
+            "acme",
+            "--to",
+            "kube",
+            "--include-secrets",
+            "-o",
+            file.to_str().expect("utf8"),
+        ],
+        &[("podman", old)],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("--include-secrets: this Podman cannot show secret values"),
+        "{stderr}"
+    );
+    assert!(!file.exists());
+
+    // One that can: the value, base64, in a Secret.
+    let new = "case \"$*\" in --version) echo 'podman version 5.4.2' ;; \
+               'secret inspect --help') echo '      --showsecret   Display the secret' ;; \
+               'secret inspect --showsecret --format {{.SecretData}} agent-acme.GH_TOKEN') echo 'ghp_s3cret' ;; esac";
+    let out = sb.run_with_fakes(
+        &[
+            "export",
+            "acme",
+            "--to",
+            "kube",
+            "--include-secrets",
+            "--uid=1000",
+        ],
+        &[("podman", new)],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let yaml = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        yaml.contains("  GH_TOKEN: \"Z2hwX3MzY3JldA==\"\n"),
+        "{yaml}"
+    );
+    assert!(yaml.contains("\nkind: \"Sandbox\"\n"), "{yaml}");
+
+    // Without --uid: the user's own uid, never root.
+    let out = sb.run(&["export", "acme", "--to", "kube"]);
+    let uid = rustix::process::getuid().as_raw();
+    if uid == 0 {
+        assert!(!out.status.success());
+        assert!(
+            String::from_utf8_lossy(&out.stderr)
+                .contains("cannot export a sandbox that runs as uid 0"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    } else {
+        assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("runAsUser: {uid}\n")));
+    }
+    let out = sb.run(&["export", "acme", "--to", "kube", "--namespace", "Bad_NS"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("invalid namespace \"Bad_NS\""), "{stderr}");
+}

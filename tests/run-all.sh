@@ -82,6 +82,8 @@ run "shellcheck" shellcheck_all
 run "cargo fmt --check" as_invoker cargo fmt --all --check
 run "cargo clippy" as_invoker cargo clippy --all-targets --features system-tests -- -D warnings
 run "cargo test" as_invoker cargo test --all-targets
+# The Kubernetes export against pinned schemas (venv under /var/cache, made on first use).
+run "kube export schemas" tests/kube/validate.sh
 
 # --- build the binaries the test user runs --------------------------------------------
 build_system_tests() {

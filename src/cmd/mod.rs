@@ -4,6 +4,7 @@ mod attach;
 mod disable;
 mod doctor;
 mod enable;
+mod export;
 mod image;
 mod lifecycle;
 mod logs;
@@ -75,6 +76,7 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         Command::Deny { client, hosts } => network::deny(&layout, &client, &hosts),
         Command::Policy { client } => network::policy(&layout, &client),
         Command::Proxy(args) => network::proxy(&layout, &args),
+        Command::Export(args) => export::export(&layout, &args),
         Command::Doctor { live, json } => doctor::doctor(&layout, live.as_deref(), json),
         Command::Image(cmd) => {
             require_podman(&layout)?;
