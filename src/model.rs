@@ -65,6 +65,8 @@ pub struct SandboxSpec {
     pub extra_podman_args: Vec<String>,
     /// What the agent does without asking (named in the unit's description).
     pub autonomy: Autonomy,
+    /// Resource limits, checked to be enforceable on this host.
+    pub limits: crate::limits::Limits,
 }
 
 /// The container's user namespace.
@@ -303,6 +305,8 @@ impl SandboxSpec {
             escape::check("podman argument", a)?;
         }
         let mounts = mounts(sandbox)?;
+        crate::limits::check(&s.limits, sandbox.host)
+            .with_context(|| format!("resource limits of client {client}"))?;
         let spec = Self {
             client: client.clone(),
             agent: s.agent,
@@ -340,6 +344,7 @@ impl SandboxSpec {
             adaptations: adaptations(client, sandbox.host),
             extra_podman_args: s.podman_args.clone(),
             autonomy: s.autonomy,
+            limits: s.limits,
         };
         Ok(spec)
     }

@@ -30,6 +30,8 @@ struct ClientStatus {
     agent_args: Vec<String>,
     /// Host ports forwarded into the sandbox (`sandboxctl port`).
     ports: Vec<super::port::PortStatus>,
+    /// Resource limits; an absent one is unlimited.
+    limits: crate::limits::Limits,
 }
 
 pub fn status(layout: &Layout, name: Option<&str>, json: bool) -> Result<()> {
@@ -84,6 +86,7 @@ pub fn status(layout: &Layout, name: Option<&str>, json: bool) -> Result<()> {
             autonomy: s.autonomy.to_string(),
             agent_args: s.agent_args.clone(),
             ports,
+            limits: s.limits,
         })
         .collect();
     if json {
@@ -120,6 +123,7 @@ pub fn status(layout: &Layout, name: Option<&str>, json: bool) -> Result<()> {
         for p in &r.ports {
             println!("{c}: port {}", super::port::describe(c, p));
         }
+        print_limits(c, &r.limits);
         if let Some(f) = &r.failure {
             let words =
                 super::lifecycle::stopped_by_start_limit(c, &r.unit, f).unwrap_or_else(|| {
@@ -132,6 +136,23 @@ pub fn status(layout: &Layout, name: Option<&str>, json: bool) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `CLIENT: limits memory 8g, cpus 2, pids 4096`, when any is set.
+fn print_limits(c: &ClientName, l: &crate::limits::Limits) {
+    let mut parts = Vec::new();
+    if let Some(m) = l.memory {
+        parts.push(format!("memory {m}"));
+    }
+    if let Some(c) = l.cpus {
+        parts.push(format!("cpus {c}"));
+    }
+    if let Some(p) = l.pids {
+        parts.push(format!("pids {p}"));
+    }
+    if !parts.is_empty() {
+        println!("{c}: limits {}", parts.join(", "));
+    }
 }
 
 /// Each client's forwards with their sockets' states (one D-Bus call for all).

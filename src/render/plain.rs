@@ -90,6 +90,15 @@ pub fn run_args(spec: &SandboxSpec) -> Result<Vec<Word>> {
     for s in &spec.secrets {
         a.push(arg(&format!("--secret={}", s.spec()))?);
     }
+    if let Some(p) = spec.limits.pids {
+        a.push(arg(&format!("--pids-limit={p}"))?);
+    }
+    if let Some(m) = spec.limits.memory {
+        a.push(arg(&format!("--memory={m}"))?);
+    }
+    for l in super::limit_args(&spec.limits) {
+        a.push(arg(&l)?);
+    }
     if cgroups_disabled {
         a.push(arg("--cgroups=disabled")?);
     }
