@@ -23,6 +23,8 @@ mod doctor;
 mod homegit;
 #[path = "system/hostexec.rs"]
 mod hostexec;
+#[path = "system/limits.rs"]
+mod limits;
 #[path = "system/network.rs"]
 mod network;
 #[path = "system/packaging.rs"]
