@@ -1117,3 +1117,39 @@ fn limits_are_refused_where_the_host_cannot_enforce_them() {
         &this_host(),
     );
 }
+
+/// `podman auto-update` learns the policy from the unit: `local` for a locally built
+/// image, `registry` for a fully qualified pulled one, none for a short name or a
+/// digest; both targets pass the same label to podman.
+#[test]
+fn auto_update_policy_per_image() {
+    for (image, policy) in [
+        ("localhost/agent-sandbox:latest", Some("local")),
+        ("registry.example.com/team/agent:1", Some("registry")),
+        ("agent:1", None),
+        ("registry.example.com/agent@sha256:0123abcd", None),
+    ] {
+        let s = Settings {
+            image: image.into(),
+            ..settings(Agent::Shell, NetworkMode::None)
+        };
+        let unit = render_for("acme", &s, &modern_host());
+        let argv = exec_start_argv(&generate("acme", &unit));
+        let mut plain = modern_host();
+        plain.quadlet = None;
+        plain.quadlet_disabled = true;
+        let plain_argv = plain_argv(&render_for("acme", &s, &plain));
+        if let Some(p) = policy {
+            assert!(unit.contains(&format!("\nAutoUpdate={p}\n")), "{unit}");
+            let label = format!("io.containers.autoupdate={p}");
+            assert!(has_pair(&argv, "--label", &label), "{argv:?}");
+            assert!(has_pair(&plain_argv, "--label", &label), "{plain_argv:?}");
+        } else {
+            assert!(!unit.contains("AutoUpdate="), "{unit}");
+            assert!(
+                !argv.iter().any(|a| a.contains("io.containers.autoupdate")),
+                "{argv:?}"
+            );
+        }
+    }
+}

@@ -87,6 +87,13 @@ pub fn run_args(spec: &SandboxSpec) -> Result<Vec<Word>> {
     for l in &spec.labels {
         a.push(arg(&format!("--label={}", l.assignment()))?);
     }
+    if let Some(u) = spec.auto_update {
+        a.push(arg(&format!(
+            "--label={}={}",
+            crate::model::AUTO_UPDATE_LABEL,
+            u.as_str()
+        ))?);
+    }
     for s in &spec.secrets {
         a.push(arg(&format!("--secret={}", s.spec()))?);
     }

@@ -36,6 +36,7 @@ struct VersionedKeys {
     secrets: Vec<String>,
     pids_limit: Option<String>,
     memory: Option<String>,
+    auto_update: Option<String>,
 }
 
 /// A key, the Quadlet version that introduced it and the podman flag it stands for.
@@ -46,7 +47,7 @@ struct Fallback {
     take: fn(&mut VersionedKeys) -> Vec<String>,
 }
 
-const FALLBACKS: [Fallback; 7] = [
+const FALLBACKS: [Fallback; 8] = [
     Fallback {
         key: "UserNS",
         since: V4_5,
@@ -88,6 +89,18 @@ const FALLBACKS: [Fallback; 7] = [
         since: V5_5,
         flag: "--memory",
         take: |k| k.memory.take().into_iter().collect(),
+    },
+    Fallback {
+        key: "AutoUpdate",
+        since: V4_6,
+        flag: "--label",
+        take: |k| {
+            k.auto_update
+                .take()
+                .map(|v| format!("{}={v}", crate::model::AUTO_UPDATE_LABEL))
+                .into_iter()
+                .collect()
+        },
     },
 ];
 
@@ -137,6 +150,7 @@ struct Unit {
     secrets: Vec<Raw>,
     pids_limit: Option<Raw>,
     memory: Option<Raw>,
+    auto_update: Option<Raw>,
     network: Option<Raw>,
     environment: Vec<Word>,
     volumes: Vec<Raw>,
@@ -167,6 +181,7 @@ fn unit(spec: &SandboxSpec, quadlet: Version) -> Result<Unit> {
             .collect(),
         pids_limit: spec.limits.pids.map(|p| p.to_string()),
         memory: spec.limits.memory.map(|m| m.to_string()),
+        auto_update: spec.auto_update.map(|a| a.as_str().to_owned()),
     };
     let podman_args = podman_args(spec, downgrade(&mut keys, quadlet))?;
     let log_file = super::log_file(spec)?;
@@ -207,6 +222,7 @@ fn unit(spec: &SandboxSpec, quadlet: Version) -> Result<Unit> {
             .collect::<Result<_>>()?,
         pids_limit: opt_raw("pid limit", keys.pids_limit.as_ref())?,
         memory: opt_raw("memory limit", keys.memory.as_ref())?,
+        auto_update: opt_raw("auto-update policy", keys.auto_update.as_ref())?,
         network: match spec.network {
             Network::Default => None,
             Network::None => Some(escape::raw("network", "none")?),
@@ -285,6 +301,7 @@ mod tests {
             secrets: vec!["s1,type=mount,target=A".into(), "s2".into()],
             pids_limit: Some("4096".into()),
             memory: Some("8g".into()),
+            auto_update: Some("local".into()),
         }
     }
 
@@ -310,6 +327,10 @@ mod tests {
                 ("WorkingDir", "--workdir=/w".to_owned()),
                 ("PidsLimit", "--pids-limit=4096".to_owned()),
                 ("Memory", "--memory=8g".to_owned()),
+                (
+                    "AutoUpdate",
+                    "--label=io.containers.autoupdate=local".to_owned()
+                ),
             ]
         );
         assert_eq!(k.host_name, None);
@@ -330,6 +351,7 @@ mod tests {
                 "--secret=s2",
                 "--pids-limit=4096",
                 "--memory=8g",
+                "--label=io.containers.autoupdate=local",
             ]
         );
         assert_eq!(k, VersionedKeys::default());
