@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use crate::harness::{Client, env, sbx, unit_property, wait_for};
+use crate::harness::{Client, env, podman, sbx, unit_property, wait_for};
 
 /// What this host gives the user's manager: cgroup v2, and the delegated controllers.
 fn delegation() -> (bool, Vec<String>) {
@@ -138,4 +138,82 @@ fn ul2_limits_bound_memory_and_pids_and_spare_the_other_client() {
     let _ = c.sh("pkill sleep");
     assert_eq!(unit_property(&other.unit(), "ActiveState"), "active");
     other.exec(&["true"]).success();
+}
+
+/// `status CLIENT` names the image the sandbox runs (ID, agent versions); once the image
+/// name points to a rebuilt image it says a newer one waits, and a restart runs it.
+/// The rebuild is offline: one `LABEL` layer on top of the test image.
+#[test]
+fn ul3_status_shows_the_running_image_and_a_newer_one() {
+    let mut c = Client::new("ul3");
+    let tag = format!("localhost/sbx-{}:img", c.name);
+    podman(["tag", &env().image, &tag]).run().success();
+    let id = |image: &str| {
+        podman(["image", "inspect", "--format", "{{.Id}}", image])
+            .run()
+            .success()
+            .stdout
+            .trim()
+            .to_owned()
+    };
+    let first = id(&tag);
+    sbx([
+        "enable",
+        &c.name,
+        c.project_str(),
+        "--agent",
+        "shell",
+        "--image",
+        &tag,
+    ])
+    .run()
+    .success();
+    c.start();
+    let state = |c: &Client| {
+        sbx(["status", &c.name, "--json"]).run().success().json()["image_state"].clone()
+    };
+    let s = state(&c);
+    assert_eq!(s["id"], format!("sha256:{first}"), "{s}");
+    assert_eq!(s["newer_image"], false, "{s}");
+    assert_ne!(s["claude_version"], "unknown", "{s}");
+    let old_codex = s["codex_version"].clone();
+
+    let dir = c.scratch_dir("build");
+    std::fs::write(
+        dir.join("Containerfile"),
+        format!("FROM {tag}\nLABEL io.sandboxctl.codex.version=9.9.9-ul3\n"),
+    )
+    .expect("write Containerfile");
+    podman([
+        "build",
+        "--pull=never",
+        "-t",
+        &tag,
+        dir.to_str().expect("UTF-8"),
+    ])
+    .timeout(Duration::from_mins(2))
+    .run()
+    .success();
+    let second = id(&tag);
+    assert_ne!(first, second);
+    let s = state(&c);
+    assert_eq!(s["id"], format!("sha256:{first}"), "still the old one: {s}");
+    assert_eq!(s["newer_image"], true, "{s}");
+    assert_eq!(s["codex_version"], old_codex, "{s}");
+    let text = sbx(["status", &c.name]).run().success();
+    assert!(
+        text.stdout.contains("a newer image has this name"),
+        "{text}"
+    );
+
+    sbx(["restart", &c.name]).run().success();
+    let s = state(&c);
+    assert_eq!(s["id"], format!("sha256:{second}"), "{s}");
+    assert_eq!(s["newer_image"], false, "{s}");
+    assert_eq!(s["codex_version"], "9.9.9-ul3", "{s}");
+
+    let name = c.name.clone();
+    drop(c);
+    let _ = sbx(["disable", &name, "--purge"]).run();
+    let _ = podman(["rmi", &tag, &first]).run();
 }
