@@ -385,6 +385,14 @@ pub enum ImageCommand {
         /// Extra CA certificate (PEM) to trust inside the image (repeatable).
         #[arg(long = "ca-cert", value_name = "FILE")]
         ca_certs: Vec<PathBuf>,
+        /// Claude Code version to install, exact (e.g. 2.1.332) [default: the
+        /// Containerfile's pin].
+        #[arg(long, value_name = "VERSION")]
+        claude_version: Option<String>,
+        /// Codex version to install, exact (e.g. 0.171.0) [default: the Containerfile's
+        /// pin].
+        #[arg(long, value_name = "VERSION")]
+        codex_version: Option<String>,
     },
 }
 

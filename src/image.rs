@@ -369,6 +369,41 @@ fn output_checked(cmd: &mut Command) -> Result<std::process::Output> {
     })
 }
 
+/// An agent version given to `image build`: exact, because the image's labels record
+/// it and `status` shows it (`latest` would say nothing about what was installed).
+pub fn check_version(flag: &str, v: &str) -> Result<()> {
+    let ok = v.len() <= 64
+        && v.starts_with(|c: char| c.is_ascii_digit())
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".+-".contains(c));
+    if !ok {
+        bail!(
+            "{flag} {}: use an exact npm version such as 2.1.332 (the image's labels record it)",
+            crate::escape::display(v)
+        );
+    }
+    Ok(())
+}
+
+/// `Claude Code 2.1.300 → 2.1.332`-style lines for each agent whose version changed
+/// between the image `old` and the build `new`.
+pub fn changes(old: &BuildSummary, new: &BuildSummary) -> Vec<String> {
+    [
+        ("Claude Code", &old.claude_version, &new.claude_version),
+        ("Codex", &old.codex_version, &new.codex_version),
+        ("Node.js", &old.node_version, &new.node_version),
+    ]
+    .into_iter()
+    .map(|(name, a, b)| {
+        if a == b {
+            format!("{name}: {a} (unchanged)")
+        } else {
+            format!("{name}: {a} → {b}")
+        }
+    })
+    .collect()
+}
+
 /// The image a client runs, for `status`: what its container was created from (else
 /// what its image name points to now) and whether the name now points to another image.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -465,6 +500,46 @@ mod tests {
         let path = dir.join(name);
         fs::write(&path, contents).expect("write");
         path
+    }
+
+    #[test]
+    fn exact_versions_only_and_changes_are_named() {
+        for good in ["2.1.332", "0.171.0", "1.0.0-rc.1", "2.0.0+build.7"] {
+            assert!(check_version("--claude-version", good).is_ok(), "{good}");
+        }
+        for bad in [
+            "latest",
+            "",
+            "^2.1",
+            "2.1 && x",
+            "v1",
+            "1/2",
+            &"9".repeat(65),
+        ] {
+            let err = check_version("--codex-version", bad)
+                .expect_err(bad)
+                .to_string();
+            assert!(err.starts_with("--codex-version "), "{err}");
+        }
+        let summary = |claude: &str, codex: &str| BuildSummary {
+            tag: "t".into(),
+            size_bytes: 1,
+            claude_version: claude.into(),
+            codex_version: codex.into(),
+            node_version: "22.23.3".into(),
+            seconds: 0.0,
+        };
+        assert_eq!(
+            changes(
+                &summary("2.1.300", "0.171.0"),
+                &summary("2.1.332", "0.171.0")
+            ),
+            [
+                "Claude Code: 2.1.300 → 2.1.332",
+                "Codex: 0.171.0 (unchanged)",
+                "Node.js: 22.23.3 (unchanged)"
+            ]
+        );
     }
 
     #[test]

@@ -1760,3 +1760,26 @@ fn limits_are_refused_where_cgroups_cannot_enforce_them() {
         );
     }
 }
+
+/// `image build` takes exact agent versions only (the image's labels record them):
+/// anything else is one line naming the flag, before podman runs.
+#[test]
+fn image_build_refuses_inexact_agent_versions() {
+    let sb = Sandbox::new();
+    for (flag, value) in [
+        ("--claude-version", "latest"),
+        ("--codex-version", "^0.171"),
+        ("--codex-version", "1.0;rm -rf /"),
+    ] {
+        let out = sb.run_with_fakes(
+            &["image", "build", flag, value],
+            &[(
+                "podman",
+                "[ \"$1\" = --version ] && echo 'podman version 5.4.2' && exit 0\necho \"$@\" >> \"$HOME/podman-ran\"",
+            )],
+        );
+        assert_one_line_error(&out, &format!("{flag} "));
+        assert_one_line_error(&out, "use an exact npm version");
+        assert!(!sb.home().join("podman-ran").exists(), "podman ran");
+    }
+}
