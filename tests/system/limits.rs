@@ -37,12 +37,12 @@ fn enforceable() -> bool {
 /// to delegate, and leaves no unit and no client behind; `doctor` reports it. A client
 /// without limits still works, and `status --json` says it has none.
 #[test]
-fn ul1_limits_are_refused_where_the_controllers_are_not_delegated() {
+fn ul_refused_where_the_controllers_are_not_delegated() {
     let (v2, controllers) = delegation();
     eprintln!("cgroup v2: {v2}; delegated to the user's manager: {controllers:?}");
     if enforceable() {
-        // Covered by ul2 on such a host.
-        return ul2_limits_bound_memory_and_pids_and_spare_the_other_client();
+        // Covered by ul_limits_bound_… on such a host.
+        return ul_limits_bound_memory_and_pids_and_spare_the_other_client();
     }
     let c = Client::new("ul1");
     let out = sbx([
@@ -92,12 +92,12 @@ fn ul1_limits_are_refused_where_the_controllers_are_not_delegated() {
 /// On a host with the controllers delegated: the limits reach the container's cgroup, a
 /// process that exceeds the memory limit is killed and the sandbox stays up (or systemd
 /// brings it back), a fork bomb stops at the pid limit, and another client keeps
-/// running throughout. Refused (ul1) where they cannot apply.
+/// running throughout. Refused (`ul_refused_…`) where they cannot apply.
 #[test]
-fn ul2_limits_bound_memory_and_pids_and_spare_the_other_client() {
+fn ul_limits_bound_memory_and_pids_and_spare_the_other_client() {
     if !enforceable() {
-        // ul1 proves the refusal on such a host; nothing can be bounded here.
-        return ul1_limits_are_refused_where_the_controllers_are_not_delegated();
+        // ul_refused_… proves the refusal on such a host; nothing can be bounded here.
+        return ul_refused_where_the_controllers_are_not_delegated();
     }
     let other = Client::new("ul2o");
     other.enable(&[]);
@@ -144,7 +144,7 @@ fn ul2_limits_bound_memory_and_pids_and_spare_the_other_client() {
 /// name points to a rebuilt image it says a newer one waits, and a restart runs it.
 /// The rebuild is offline: one `LABEL` layer on top of the test image.
 #[test]
-fn ul3_status_shows_the_running_image_and_a_newer_one() {
+fn ul_status_shows_the_running_image_and_a_newer_one() {
     let mut c = Client::new("ul3");
     let tag = format!("localhost/sbx-{}:img", c.name);
     podman(["tag", &env().image, &tag]).run().success();
