@@ -215,5 +215,13 @@ fn ul_status_shows_the_running_image_and_a_newer_one() {
     let name = c.name.clone();
     drop(c);
     let _ = sbx(["disable", &name, "--purge"]).run();
-    let _ = podman(["rmi", &tag, &first]).run();
+    // By name only: the first image is the shared test image itself (its ID has
+    // `SANDBOXCTL_TEST_IMAGE`'s name too), which must stay. Removing the tag removes
+    // the rebuilt image, which has no other name.
+    podman(["rmi", &tag]).run().success();
+    assert_eq!(
+        id(&env().image),
+        first,
+        "the shared test image must be untouched"
+    );
 }
