@@ -342,6 +342,18 @@ pub struct SandboxOptions {
     /// [default: on].
     #[arg(long, value_name = "on|off", value_parser = parse_on_off)]
     pub notify: Option<bool>,
+    /// Memory limit of the sandbox, e.g. 8g or 512m (no swap beyond it; `none`
+    /// removes it). Needs cgroup v2 with the memory controller delegated to you.
+    #[arg(long, value_name = "SIZE")]
+    pub memory: Option<String>,
+    /// CPU quota of the sandbox in CPUs, e.g. 2 or 0.5 (`none` removes it). Needs
+    /// cgroup v2 with the cpu controller delegated to you.
+    #[arg(long, value_name = "N")]
+    pub cpus: Option<String>,
+    /// Most processes and threads in the sandbox, e.g. 4096 (`none` removes it). Needs
+    /// cgroup v2 with the pids controller delegated to you.
+    #[arg(long, value_name = "N")]
+    pub pids: Option<String>,
 }
 
 fn parse_on_off(s: &str) -> Result<bool, String> {
@@ -413,6 +425,14 @@ pub enum ImageCommand {
         /// Extra CA certificate (PEM) to trust inside the image (repeatable).
         #[arg(long = "ca-cert", value_name = "FILE")]
         ca_certs: Vec<PathBuf>,
+        /// Claude Code version to install, exact (e.g. 2.1.332) [default: the
+        /// Containerfile's pin].
+        #[arg(long, value_name = "VERSION")]
+        claude_version: Option<String>,
+        /// Codex version to install, exact (e.g. 0.171.0) [default: the Containerfile's
+        /// pin].
+        #[arg(long, value_name = "VERSION")]
+        codex_version: Option<String>,
     },
 }
 

@@ -205,7 +205,7 @@ pub fn host_static(host: &HostProfile, user: &User, etc: &Path, systemd_root: &P
             ),
         },
     }
-    cgroups(&mut c, host.cgroups, user, systemd_root);
+    cgroups(&mut c, host);
     let linger = systemd_root.join("var/lib/systemd/linger").join(&user.name);
     if linger.exists() {
         c.ok("linger", "on: sandboxes start at boot, without a login");
@@ -260,32 +260,45 @@ fn subordinate_ids(c: &mut Checks, user: &User, etc: &Path) {
     }
 }
 
-fn cgroups(c: &mut Checks, cgroups: Cgroups, user: &User, systemd_root: &Path) {
-    match cgroups {
+/// Whether `--memory`, `--cpus` and `--pids` can apply here (see `limits`).
+fn cgroups(c: &mut Checks, host: &HostProfile) {
+    match host.cgroups {
         Cgroups::V2 => {
-            let file = systemd_root.join(format!(
-                "sys/fs/cgroup/user.slice/user-{uid}.slice/user@{uid}.service/cgroup.controllers",
-                uid = user.uid
-            ));
-            let controllers = std::fs::read_to_string(&file).unwrap_or_default();
+            let delegated = host.delegated_controllers.as_deref().unwrap_or_default();
             let missing: Vec<&str> = ["memory", "pids", "cpu"]
                 .into_iter()
-                .filter(|want| !controllers.split_whitespace().any(|h| h == *want))
+                .filter(|want| !delegated.iter().any(|h| h == want))
                 .collect();
             if missing.is_empty() {
-                c.ok("cgroups", "v2, memory, pids and cpu delegated to the user");
+                c.ok(
+                    "cgroups",
+                    "v2, memory, pids and cpu delegated to the user: --memory, --cpus and --pids apply",
+                );
             } else {
                 c.warn(
                     "cgroups",
-                    format!("v2, not delegated to the user: {}", missing.join(", ")),
-                    "delegate them: a drop-in for user@.service with `[Service]` `Delegate=cpu cpuset io memory pids`, then `systemctl daemon-reload` and log in again",
+                    format!(
+                        "v2, not delegated to the user: {}; enable refuses the limits that need them",
+                        missing.join(", ")
+                    ),
+                    format!(
+                        "delegate them: a drop-in {} with `[Service]` `{}`, then `sudo systemctl daemon-reload` and log in again",
+                        crate::limits::DELEGATE_DROP_IN,
+                        crate::limits::DELEGATE_LINE
+                    ),
                 );
             }
         }
         other => c.warn(
             "cgroups",
-            format!("{other}: rootless Podman cannot apply memory or pids limits"),
-            "boot with cgroup v2 (`systemd.unified_cgroup_hierarchy=1`) for resource limits",
+            format!(
+                "{other}: rootless Podman cannot apply memory, cpu or pids limits; enable refuses --memory, --cpus and --pids"
+            ),
+            format!(
+                "boot with cgroup v2 (`systemd.unified_cgroup_hierarchy=1`) and delegate the controllers ({} with `[Service]` `{}`) for resource limits",
+                crate::limits::DELEGATE_DROP_IN,
+                crate::limits::DELEGATE_LINE
+            ),
         ),
     }
 }
@@ -924,6 +937,36 @@ mod tests {
             .and_then(|x| x.fix.clone())
             .expect("fix");
         assert!(fix.contains("usermod --add-subgids"), "{fix}");
+    }
+
+    /// The limits' verdict comes from the host profile: v1 and an undelegated v2 warn
+    /// with the drop-in to write, a delegated v2 passes.
+    #[test]
+    fn cgroups_check_says_whether_limits_apply() {
+        let found = |host: &HostProfile| {
+            let mut c = Checks::new("host");
+            cgroups(&mut c, host);
+            let check = c.list.remove(0);
+            (check.outcome, check.found, check.fix.unwrap_or_default())
+        };
+        let mut host = fixed_profile(
+            Version::new(5, 4, 2),
+            Version::new(5, 4, 2),
+            Cgroups::Hybrid,
+            true,
+        );
+        let (o, f, fix) = found(&host);
+        assert_eq!(o, Outcome::Warn);
+        assert!(f.contains("enable refuses --memory"), "{f}");
+        assert!(fix.contains(crate::limits::DELEGATE_LINE), "{fix}");
+        host.cgroups = Cgroups::V2;
+        host.delegated_controllers = Some(vec!["memory".into(), "pids".into(), "cpu".into()]);
+        assert_eq!(found(&host).0, Outcome::Ok);
+        host.delegated_controllers = Some(vec!["memory".into(), "pids".into()]);
+        let (o, f, fix) = found(&host);
+        assert_eq!(o, Outcome::Warn);
+        assert!(f.contains("not delegated to the user: cpu"), "{f}");
+        assert!(fix.contains("user@.service.d/delegate.conf"), "{fix}");
     }
 
     #[test]

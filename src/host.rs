@@ -119,6 +119,10 @@ pub struct HostProfile {
     pub journald: bool,
     /// Where sandboxctl's template units (the proxy's, …) come from.
     pub template_units: TemplateUnits,
+    /// On cgroup v2, the controllers systemd delegated to the user's manager (the
+    /// `cgroup.controllers` of `user@UID.service`); `None` elsewhere or unreadable.
+    /// Resource limits apply only through these.
+    pub delegated_controllers: Option<Vec<String>>,
 }
 
 /// Where sandboxctl's template units (`systemd/` of the source tree) come from: decided
@@ -229,13 +233,17 @@ impl HostProfile {
         } else {
             None
         };
+        let cgroups = detect_cgroups();
         Self {
             podman,
             podman_path: podman_path.map(|p| std::fs::canonicalize(&p).unwrap_or(p)),
             quadlet,
             quadlet_disabled,
             quadlet_broken,
-            cgroups: detect_cgroups(),
+            cgroups,
+            delegated_controllers: (cgroups == Cgroups::V2)
+                .then(|| delegated_controllers(Path::new("/"), rustix::process::getuid().as_raw()))
+                .flatten(),
             rootless: !rustix::process::getuid().is_root(),
             systemd_booted: Path::new("/run/systemd/system").is_dir()
                 && std::fs::read_to_string("/proc/1/comm").is_ok_and(|c| c.trim() == "systemd"),
@@ -414,6 +422,15 @@ fn detect_cgroups() -> Cgroups {
     }
 }
 
+/// The controllers delegated to `uid`'s user manager, below `root` (`/` but in tests).
+pub fn delegated_controllers(root: &Path, uid: u32) -> Option<Vec<String>> {
+    let file = root.join(format!(
+        "sys/fs/cgroup/user.slice/user-{uid}.slice/user@{uid}.service/cgroup.controllers"
+    ));
+    let text = std::fs::read_to_string(file).ok()?;
+    Some(text.split_whitespace().map(str::to_owned).collect())
+}
+
 /// A fixed profile for tests and snapshots.
 #[doc(hidden)]
 pub fn fixed_profile(
@@ -436,6 +453,11 @@ pub fn fixed_profile(
         systemd_booted: booted,
         journald: booted,
         template_units: TemplateUnits::PerUser,
+        delegated_controllers: (cgroups == Cgroups::V2).then(|| {
+            ["cpuset", "cpu", "io", "memory", "pids"]
+                .map(str::to_owned)
+                .to_vec()
+        }),
     }
 }
 

@@ -369,6 +369,126 @@ fn output_checked(cmd: &mut Command) -> Result<std::process::Output> {
     })
 }
 
+/// An agent version given to `image build`: exact, because the image's labels record
+/// it and `status` shows it (`latest` would say nothing about what was installed).
+pub fn check_version(flag: &str, v: &str) -> Result<()> {
+    let ok = v.len() <= 64
+        && v.starts_with(|c: char| c.is_ascii_digit())
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".+-".contains(c));
+    if !ok {
+        bail!(
+            "{flag} {}: use an exact npm version such as 2.1.332 (the image's labels record it)",
+            crate::escape::display(v)
+        );
+    }
+    Ok(())
+}
+
+/// `Claude Code 2.1.300 → 2.1.332`-style lines for each agent whose version changed
+/// between the image `old` and the build `new`.
+pub fn changes(old: &BuildSummary, new: &BuildSummary) -> Vec<String> {
+    [
+        ("Claude Code", &old.claude_version, &new.claude_version),
+        ("Codex", &old.codex_version, &new.codex_version),
+        ("Node.js", &old.node_version, &new.node_version),
+    ]
+    .into_iter()
+    .map(|(name, a, b)| {
+        if a == b {
+            format!("{name}: {a} (unchanged)")
+        } else {
+            format!("{name}: {a} → {b}")
+        }
+    })
+    .collect()
+}
+
+/// The image a client runs, for `status`: what its container was created from (else
+/// what its image name points to now) and whether the name now points to another image.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ImageState {
+    /// The image ID, `sha256:` and 64 hex digits.
+    pub id: String,
+    /// The manifest digest the image was pulled or built with, if Podman knows one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    pub claude_version: String,
+    pub codex_version: String,
+    /// The image name now points to another image than the container runs: a
+    /// restart (or `podman auto-update`) would run the newer one.
+    pub newer_image: bool,
+}
+
+/// `image`'s state for the container `container`, if Podman knows the image.
+pub fn state(image: &str, container: &str) -> Option<ImageState> {
+    let tagged = inspect_image(image)?;
+    let running = output_checked(&mut crate::podman::command([
+        "container",
+        "inspect",
+        "--format",
+        "{{.Image}}",
+        container,
+    ]))
+    .ok()
+    .filter(|o| o.status.success())
+    .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    .filter(|id| !id.is_empty());
+    match running {
+        Some(id) if normalise_id(&id) != tagged.id => {
+            let mut s = inspect_image(&id)?;
+            s.newer_image = true;
+            Some(s)
+        }
+        _ => Some(tagged),
+    }
+}
+
+fn normalise_id(id: &str) -> String {
+    if id.starts_with("sha256:") {
+        id.to_owned()
+    } else {
+        format!("sha256:{id}")
+    }
+}
+
+fn inspect_image(image: &str) -> Option<ImageState> {
+    let out = output_checked(&mut crate::podman::command(["image", "inspect", image])).ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    parse_image_state(&out.stdout)
+}
+
+/// The first object of `podman image inspect`'s JSON. Labels are the image's own (an
+/// image from a registry chose them): shown on one line, controls made visible.
+fn parse_image_state(json: &[u8]) -> Option<ImageState> {
+    let v: serde_json::Value = serde_json::from_slice(json).ok()?;
+    let first = v.as_array()?.first()?;
+    let id = normalise_id(first.get("Id")?.as_str()?);
+    let label = |key: &str| {
+        first
+            .get("Labels")
+            .and_then(|l| l.get(key))
+            .and_then(serde_json::Value::as_str)
+            .map_or_else(
+                || "unknown".to_owned(),
+                |v| crate::terminal::one_line(v.as_bytes()),
+            )
+    };
+    Some(ImageState {
+        id,
+        digest: first
+            .get("Digest")
+            .and_then(serde_json::Value::as_str)
+            .filter(|d| !d.is_empty())
+            .map(|d| crate::terminal::one_line(d.as_bytes())),
+        claude_version: label(LABEL_CLAUDE),
+        codex_version: label(LABEL_CODEX),
+        newer_image: false,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -380,6 +500,64 @@ mod tests {
         let path = dir.join(name);
         fs::write(&path, contents).expect("write");
         path
+    }
+
+    #[test]
+    fn exact_versions_only_and_changes_are_named() {
+        for good in ["2.1.332", "0.171.0", "1.0.0-rc.1", "2.0.0+build.7"] {
+            assert!(check_version("--claude-version", good).is_ok(), "{good}");
+        }
+        for bad in [
+            "latest",
+            "",
+            "^2.1",
+            "2.1 && x",
+            "v1",
+            "1/2",
+            &"9".repeat(65),
+        ] {
+            let err = check_version("--codex-version", bad)
+                .expect_err(bad)
+                .to_string();
+            assert!(err.starts_with("--codex-version "), "{err}");
+        }
+        let summary = |claude: &str, codex: &str| BuildSummary {
+            tag: "t".into(),
+            size_bytes: 1,
+            claude_version: claude.into(),
+            codex_version: codex.into(),
+            node_version: "22.23.3".into(),
+            seconds: 0.0,
+        };
+        assert_eq!(
+            changes(
+                &summary("2.1.300", "0.171.0"),
+                &summary("2.1.332", "0.171.0")
+            ),
+            [
+                "Claude Code: 2.1.300 → 2.1.332",
+                "Codex: 0.171.0 (unchanged)",
+                "Node.js: 22.23.3 (unchanged)"
+            ]
+        );
+    }
+
+    #[test]
+    fn image_state_from_inspect_json() {
+        let json = br#"[{"Id":"0123abcd","Digest":"sha256:feed","Labels":{
+            "io.sandboxctl.claude-code.version":"2.1.332",
+            "io.sandboxctl.codex.version":"0.1\u001b]0;x\u0007"}}]"#;
+        let s = parse_image_state(json).expect("parses");
+        assert_eq!(s.id, "sha256:0123abcd");
+        assert_eq!(s.digest.as_deref(), Some("sha256:feed"));
+        assert_eq!(s.claude_version, "2.1.332");
+        assert!(!s.codex_version.contains('\u{1b}'), "{}", s.codex_version);
+        assert!(!s.newer_image);
+        let bare = parse_image_state(br#"[{"Id":"sha256:99","Labels":null}]"#).expect("parses");
+        assert_eq!(bare.claude_version, "unknown");
+        assert_eq!(bare.digest, None);
+        assert!(parse_image_state(b"[]").is_none());
+        assert!(parse_image_state(b"not json").is_none());
     }
 
     #[test]

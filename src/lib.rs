@@ -14,6 +14,7 @@ pub mod git_identity;
 pub mod host;
 pub mod image;
 pub mod layout;
+pub mod limits;
 pub mod logs;
 pub mod model;
 pub mod notify;

@@ -65,6 +65,48 @@ pub struct SandboxSpec {
     pub extra_podman_args: Vec<String>,
     /// What the agent does without asking (named in the unit's description).
     pub autonomy: Autonomy,
+    /// Resource limits, checked to be enforceable on this host.
+    pub limits: crate::limits::Limits,
+    /// Podman's auto-update policy for the image, if it can have one.
+    pub auto_update: Option<AutoUpdate>,
+}
+
+/// The label `podman auto-update` reads (Quadlet's `AutoUpdate=` sets it).
+pub const AUTO_UPDATE_LABEL: &str = "io.containers.autoupdate";
+
+/// How `podman auto-update` (and `sandboxctl update`) finds a newer image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AutoUpdate {
+    /// The image in local storage under the same name was rebuilt (`image build`).
+    Local,
+    /// The registry has a newer image under the same reference.
+    Registry,
+}
+
+impl AutoUpdate {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Local => "local",
+            Self::Registry => "registry",
+        }
+    }
+
+    /// `local` for an image only in local storage (`localhost/…`, what `image build`
+    /// makes), `registry` for a fully qualified reference; none for a short name
+    /// (Podman refuses `registry` there) or a digest (nothing can be newer).
+    pub fn for_image(image: &str) -> Option<Self> {
+        if image.contains('@') {
+            return None;
+        }
+        let (domain, _) = image.split_once('/')?;
+        if domain == "localhost" {
+            Some(Self::Local)
+        } else if domain.contains('.') || domain.contains(':') {
+            Some(Self::Registry)
+        } else {
+            None
+        }
+    }
 }
 
 /// The container's user namespace.
@@ -322,7 +364,10 @@ impl SandboxSpec {
             escape::check("podman argument", a)?;
         }
         let mounts = mounts(sandbox)?;
+        crate::limits::check(&s.limits, sandbox.host)
+            .with_context(|| format!("resource limits of client {client}"))?;
         let spec = Self {
+            auto_update: AutoUpdate::for_image(&image),
             client: client.clone(),
             agent: s.agent,
             host_summary: sandbox.host.summary(),
@@ -359,6 +404,7 @@ impl SandboxSpec {
             adaptations: adaptations(client, sandbox.host),
             extra_podman_args: s.podman_args.clone(),
             autonomy: s.autonomy,
+            limits: s.limits,
         };
         Ok(spec)
     }
@@ -667,6 +713,20 @@ mod tests {
             host,
         })
         .expect("spec")
+    }
+
+    #[test]
+    fn auto_update_policy_follows_the_image_reference() {
+        let p = |i: &str| AutoUpdate::for_image(i);
+        assert_eq!(p("localhost/agent-sandbox:latest"), Some(AutoUpdate::Local));
+        assert_eq!(
+            p("registry.example.com/team/agent:1"),
+            Some(AutoUpdate::Registry)
+        );
+        assert_eq!(p("registry:5000/agent"), Some(AutoUpdate::Registry));
+        assert_eq!(p("agent-sandbox:latest"), None);
+        assert_eq!(p("team/agent:1"), None);
+        assert_eq!(p("registry.example.com/agent@sha256:abcd"), None);
     }
 
     #[test]

@@ -116,8 +116,35 @@ pub fn apply(
     if let Some(notify) = o.notify {
         s.notify = notify;
     }
+    apply_limits(&mut s.limits, o)?;
     validate(layout, client, &s, others)?;
     Ok(s)
+}
+
+/// `--memory`, `--cpus`, `--pids`: each replaces its limit, `none` removes it.
+fn apply_limits(l: &mut crate::limits::Limits, o: &SandboxOptions) -> Result<()> {
+    use crate::limits::{parse_option, parse_pids};
+    let one_line = |flag: &str, e: String| anyhow::anyhow!("--{flag}: {e}");
+    if let Some(v) = &o.memory {
+        l.memory = parse_option(v).map_err(|e| one_line("memory", e))?;
+    }
+    if let Some(v) = &o.cpus {
+        l.cpus = parse_option(v).map_err(|e| one_line("cpus", e))?;
+        if let Some(c) = l.cpus {
+            let have = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+            if u64::from(c.millis()) > 1000 * have as u64 {
+                bail!("--cpus: {c} is more CPUs than this host has ({have}); use at most {have}");
+            }
+        }
+    }
+    if let Some(v) = &o.pids {
+        l.pids = if v == "none" {
+            None
+        } else {
+            Some(parse_pids(v).map_err(|e| one_line("pids", e))?)
+        };
+    }
+    Ok(())
 }
 
 /// Checks settings that may also have been edited by hand.
@@ -590,6 +617,69 @@ mod tests {
             options,
             network: None,
             reset: false,
+        }
+    }
+
+    /// Each limit option replaces its limit and keeps the others, `none` removes one,
+    /// and a malformed value is one line naming the option.
+    #[test]
+    fn limits_merge_and_none_removes_one() {
+        let (_tmp, layout) = setup();
+        let client = ClientName::parse("acme").expect("name");
+        let opts = SandboxOptions {
+            memory: Some("2g".into()),
+            pids: Some("512".into()),
+            ..Default::default()
+        };
+        let first = apply(&layout, &client, &[], &req(&[], &opts)).expect("apply");
+        assert_eq!(
+            first.limits.memory.map(|m| m.to_string()).as_deref(),
+            Some("2g")
+        );
+        assert_eq!(first.limits.pids, Some(512));
+        assert_eq!(first.limits.cpus, None);
+        let others = [(client.clone(), first.clone())];
+        let opts = SandboxOptions {
+            memory: Some("none".into()),
+            cpus: Some("1".into()),
+            ..Default::default()
+        };
+        let second = apply(&layout, &client, &others, &req(&[], &opts)).expect("apply");
+        assert_eq!(second.limits.memory, None);
+        assert_eq!(second.limits.pids, Some(512), "kept");
+        assert_eq!(
+            second.limits.cpus.map(crate::limits::Cpus::millis),
+            Some(1000)
+        );
+        for (opts, flag) in [
+            (
+                SandboxOptions {
+                    memory: Some("lots".into()),
+                    ..Default::default()
+                },
+                "--memory: invalid memory size",
+            ),
+            (
+                SandboxOptions {
+                    cpus: Some("100000".into()),
+                    ..Default::default()
+                },
+                "--cpus: 100000 is more CPUs than this host has",
+            ),
+            (
+                SandboxOptions {
+                    pids: Some("3".into()),
+                    ..Default::default()
+                },
+                "--pids: pid limit 3 is out of range",
+            ),
+        ] {
+            let err = format!(
+                "{:#}",
+                apply(&layout, &client, &[], &req(&[], &opts)).expect_err(flag)
+            );
+            assert!(err.starts_with(flag), "{err}");
+            assert!(!err.contains('\n'), "{err}");
         }
     }
 

@@ -158,6 +158,20 @@ fn log_file(spec: &SandboxSpec) -> Result<Option<LogFile>> {
         .transpose()
 }
 
+/// The podman arguments of `limits` that no Quadlet key expresses: swap capped at the
+/// memory limit (so a runaway process is killed rather than thrashing the host) and the
+/// CPU quota.
+fn limit_args(limits: &crate::limits::Limits) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(m) = limits.memory {
+        out.push(format!("--memory-swap={m}"));
+    }
+    if let Some(c) = limits.cpus {
+        out.push(format!("--cpus={c}"));
+    }
+    out
+}
+
 /// Renders one of the unit templates: strict undefined values, trailing newline kept.
 fn render_template(name: &str, source: &str, ctx: &impl Serialize) -> Result<String> {
     let mut env = Environment::new();

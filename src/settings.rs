@@ -188,6 +188,9 @@ pub struct Settings {
     /// event channel of `notify`); only `notify = false` is written.
     #[serde(default = "yes", skip_serializing_if = "is_true")]
     pub notify: bool,
+    /// Resource limits (`--memory`, `--cpus`, `--pids`); absent means unlimited.
+    #[serde(default, skip_serializing_if = "crate::limits::Limits::is_empty")]
+    pub limits: crate::limits::Limits,
 }
 
 fn yes() -> bool {
@@ -223,6 +226,7 @@ impl Default for Settings {
             git_email: None,
             git_credential_hosts: None,
             notify: true,
+            limits: crate::limits::Limits::default(),
         }
     }
 }
@@ -313,6 +317,11 @@ mod tests {
             git_email: Some("ada@example.com".into()),
             git_credential_hosts: Some(vec!["http://127.0.0.1:8080".into()]),
             notify: false,
+            limits: crate::limits::Limits {
+                memory: Some("8g".parse().expect("memory")),
+                cpus: Some("1.5".parse().expect("cpus")),
+                pids: Some(4096),
+            },
         }
     }
 

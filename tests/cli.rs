@@ -1824,3 +1824,102 @@ fn export_kube_secrets_uid_and_namespace() {
     assert!(!out.status.success());
     assert!(stderr.contains("invalid namespace \"Bad_NS\""), "{stderr}");
 }
+
+/// Whether this machine's cgroups could enforce the limits (cgroup v2 with memory, pids
+/// and cpu delegated to the user); the test host is hybrid cgroup v1, where they cannot.
+fn host_enforces_limits() -> bool {
+    let uid = rustix::process::getuid().as_raw();
+    let v2 = rustix::fs::statfs("/sys/fs/cgroup").is_ok_and(|s| {
+        #[allow(clippy::unnecessary_cast, clippy::cast_lossless)]
+        let kind = s.f_type as i64;
+        kind == 0x6367_7270
+    });
+    let controllers = std::fs::read_to_string(format!(
+        "/sys/fs/cgroup/user.slice/user-{uid}.slice/user@{uid}.service/cgroup.controllers"
+    ))
+    .unwrap_or_default();
+    v2 && ["memory", "pids", "cpu"]
+        .iter()
+        .all(|c| controllers.split_whitespace().any(|h| h == *c))
+}
+
+/// `--memory`, `--cpus` and `--pids` are refused where the host cannot enforce them
+/// (here: cgroup v1), with why and the drop-in that delegates the controllers, and
+/// nothing written; where it can, they reach the unit. Malformed values are refused
+/// everywhere.
+#[test]
+fn limits_are_refused_where_cgroups_cannot_enforce_them() {
+    let sb = Sandbox::new();
+    let home = sb.home();
+    let proj = s(&sb.project());
+    let limits = ["--memory", "8g", "--cpus", "1", "--pids", "4096"].map(str::to_owned);
+    let mut args = vec![proj.clone()];
+    args.extend(limits.iter().cloned());
+    if host_enforces_limits() {
+        let out = sb
+            .command(
+                &[
+                    &["render", "acme"],
+                    &args.iter().map(String::as_str).collect::<Vec<_>>()[..],
+                ]
+                .concat(),
+            )
+            .env("SANDBOXCTL_PODMAN", sb.fake_podman())
+            .output()
+            .expect("render");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains("--cpus=1"), "{stdout}");
+    } else {
+        assert_refused(
+            &sb,
+            &home,
+            &args,
+            &[
+                "cannot apply --memory, --cpus, --pids",
+                "Delegate=cpu cpuset io memory pids",
+                "user@.service.d/delegate.conf",
+                "(--memory none)",
+            ],
+        );
+    }
+    for (flag, value, want) in [
+        ("--memory", "8 gigs", "--memory: invalid memory size"),
+        ("--cpus", "two", "--cpus: invalid CPU count"),
+        ("--pids", "-1", "--pids: invalid pid limit"),
+    ] {
+        assert_refused(
+            &sb,
+            &home,
+            &[proj.clone(), format!("{flag}={value}")],
+            &[want],
+        );
+    }
+}
+
+/// `image build` takes exact agent versions only (the image's labels record them):
+/// anything else is one line naming the flag, before podman runs.
+#[test]
+fn image_build_refuses_inexact_agent_versions() {
+    let sb = Sandbox::new();
+    for (flag, value) in [
+        ("--claude-version", "latest"),
+        ("--codex-version", "^0.171"),
+        ("--codex-version", "1.0;rm -rf /"),
+    ] {
+        let out = sb.run_with_fakes(
+            &["image", "build", flag, value],
+            &[(
+                "podman",
+                "[ \"$1\" = --version ] && echo 'podman version 5.4.2' && exit 0\necho \"$@\" >> \"$HOME/podman-ran\"",
+            )],
+        );
+        assert_one_line_error(&out, &format!("{flag} "));
+        assert_one_line_error(&out, "use an exact npm version");
+        assert!(!sb.home().join("podman-ran").exists(), "podman ran");
+    }
+}

@@ -986,3 +986,170 @@ fn port_forward_units_pass_systemd_verify() {
         "systemd-analyze verify rejected the units:\n{stderr}\n--- socket ---\n{socket}\n--- service ---\n{service}"
     );
 }
+
+fn limited(s: Settings) -> Settings {
+    Settings {
+        limits: sandboxctl::limits::Limits {
+            memory: Some("8g".parse().expect("memory")),
+            cpus: Some("1.5".parse().expect("cpus")),
+            pids: Some(4096),
+        },
+        ..s
+    }
+}
+
+/// Limits become Quadlet keys where the generator has them (`PidsLimit=` from 4.7,
+/// `Memory=` from 5.5) and `PodmanArgs=` otherwise; the CPU quota and the swap cap
+/// have no key. The real generator (5.4.2) passes each form to podman; the plain
+/// service runs the same options.
+#[test]
+fn limits_render_as_keys_or_podman_args_per_quadlet_version() {
+    let s = limited(settings(Agent::Shell, NetworkMode::Allowlist));
+    let mut table = String::new();
+    for quadlet in [
+        Version::new(4, 4, 0),
+        Version::new(4, 7, 0),
+        Version::new(5, 4, 2),
+        Version::new(5, 5, 0),
+    ] {
+        let host = fixed_profile(Version::new(5, 4, 2), quadlet, Cgroups::V2, true);
+        let unit = render_for("acme", &s, &host);
+        let lines: Vec<&str> = unit
+            .lines()
+            .filter(|l| {
+                [
+                    "Memory",
+                    "PidsLimit",
+                    "PodmanArgs=\"--memory",
+                    "PodmanArgs=\"--pids",
+                    "PodmanArgs=\"--cpus",
+                ]
+                .iter()
+                .any(|k| l.starts_with(k))
+            })
+            .collect();
+        writeln!(table, "Quadlet {quadlet}: {}", lines.join(" | ")).expect("write");
+        assert_eq!(
+            unit.contains("\nPidsLimit=4096\n"),
+            quadlet >= Version::new(4, 7, 0),
+            "{unit}"
+        );
+        assert_eq!(
+            unit.contains("\nMemory=8g\n"),
+            quadlet >= Version::new(5, 5, 0),
+            "{unit}"
+        );
+        assert!(unit.contains("\nPodmanArgs=\"--cpus=1.5\"\n"), "{unit}");
+        assert!(
+            unit.contains("\nPodmanArgs=\"--memory-swap=8g\"\n"),
+            "{unit}"
+        );
+        // The generator here is 5.4.2: it rejects `Memory=`, a key from 5.5.
+        if quadlet < Version::new(5, 5, 0) {
+            let argv = exec_start_argv(&generate("acme", &unit));
+            assert!(has_pair(&argv, "--memory", "8g"), "{argv:?}");
+            assert!(has_pair(&argv, "--memory-swap", "8g"), "{argv:?}");
+            assert!(has_pair(&argv, "--pids-limit", "4096"), "{argv:?}");
+            assert!(has_pair(&argv, "--cpus", "1.5"), "{argv:?}");
+            assert!(!argv.contains(&"--cgroups=disabled".to_owned()), "{argv:?}");
+        }
+    }
+    insta::assert_snapshot!("limits_per_quadlet_version", table);
+
+    let mut plain = modern_host();
+    plain.quadlet = None;
+    plain.quadlet_disabled = true;
+    let service = render_for("acme", &s, &plain);
+    systemd_verify("acme", &service);
+    let argv = plain_argv(&service);
+    for (flag, value) in [
+        ("--memory", "8g"),
+        ("--memory-swap", "8g"),
+        ("--pids-limit", "4096"),
+        ("--cpus", "1.5"),
+    ] {
+        assert!(has_pair(&argv, flag, value), "{flag}: {argv:?}");
+    }
+    let unit = render_for("acme", &s, &modern_host());
+    let quadlet_argv = exec_start_argv(&generate("acme", &unit));
+    // Quadlet may write `--pids-limit 4096` and `--memory 8g` as two words.
+    let joined = |argv: &[String]| -> Vec<String> {
+        let mut out = Vec::new();
+        let mut words = argv.iter();
+        while let Some(w) = words.next() {
+            if w == "--pids-limit" || w == "--memory" {
+                out.push(format!("{w}={}", words.next().expect("value")));
+            } else {
+                out.push(w.clone());
+            }
+        }
+        run_options(&out)
+    };
+    assert_eq!(joined(&quadlet_argv), joined(&argv), "{service}");
+}
+
+/// On a host where the limits cannot apply (this machine: cgroup v1; or v2 without
+/// the controllers delegated) rendering refuses them, naming why and how to delegate;
+/// a client without limits renders as before.
+#[test]
+fn limits_are_refused_where_the_host_cannot_enforce_them() {
+    let s = limited(settings(Agent::Shell, NetworkMode::None));
+    let client = ClientName::parse("acme").expect("name");
+    let try_render = |host: &HostProfile| {
+        render(&Sandbox {
+            client: &client,
+            settings: &s,
+            layout: &layout(),
+            host,
+        })
+    };
+    let err = format!("{:#}", try_render(&this_host()).expect_err("cgroup v1"));
+    assert!(err.contains("cgroups are v1 (hybrid)"), "{err}");
+    assert!(err.contains("Delegate=cpu cpuset io memory pids"), "{err}");
+    assert!(!err.contains('\n'), "{err}");
+    let mut undelegated = modern_host();
+    undelegated.delegated_controllers = Some(vec!["memory".into(), "pids".into()]);
+    let err = format!("{:#}", try_render(&undelegated).expect_err("no cpu"));
+    assert!(err.contains("the cpu controller is not delegated"), "{err}");
+    render_for(
+        "acme",
+        &settings(Agent::Shell, NetworkMode::None),
+        &this_host(),
+    );
+}
+
+/// `podman auto-update` learns the policy from the unit: `local` for a locally built
+/// image, `registry` for a fully qualified pulled one, none for a short name or a
+/// digest; both targets pass the same label to podman.
+#[test]
+fn auto_update_policy_per_image() {
+    for (image, policy) in [
+        ("localhost/agent-sandbox:latest", Some("local")),
+        ("registry.example.com/team/agent:1", Some("registry")),
+        ("agent:1", None),
+        ("registry.example.com/agent@sha256:0123abcd", None),
+    ] {
+        let s = Settings {
+            image: image.into(),
+            ..settings(Agent::Shell, NetworkMode::None)
+        };
+        let unit = render_for("acme", &s, &modern_host());
+        let argv = exec_start_argv(&generate("acme", &unit));
+        let mut plain = modern_host();
+        plain.quadlet = None;
+        plain.quadlet_disabled = true;
+        let plain_argv = plain_argv(&render_for("acme", &s, &plain));
+        if let Some(p) = policy {
+            assert!(unit.contains(&format!("\nAutoUpdate={p}\n")), "{unit}");
+            let label = format!("io.containers.autoupdate={p}");
+            assert!(has_pair(&argv, "--label", &label), "{argv:?}");
+            assert!(has_pair(&plain_argv, "--label", &label), "{plain_argv:?}");
+        } else {
+            assert!(!unit.contains("AutoUpdate="), "{unit}");
+            assert!(
+                !argv.iter().any(|a| a.contains("io.containers.autoupdate")),
+                "{argv:?}"
+            );
+        }
+    }
+}

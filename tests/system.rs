@@ -25,6 +25,8 @@ mod homegit;
 mod hostexec;
 #[path = "system/kube.rs"]
 mod kube;
+#[path = "system/limits.rs"]
+mod limits;
 #[path = "system/network.rs"]
 mod network;
 #[path = "system/packaging.rs"]

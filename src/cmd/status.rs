@@ -30,8 +30,14 @@ struct ClientStatus {
     agent_args: Vec<String>,
     /// Host ports forwarded into the sandbox (`sandboxctl port`).
     ports: Vec<super::port::PortStatus>,
+    /// Resource limits; an absent one is unlimited.
+    limits: crate::limits::Limits,
+    /// The image the sandbox runs (ID, digest, agent versions), if Podman knows it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    image_state: Option<crate::image::ImageState>,
 }
 
+#[allow(clippy::too_many_lines)] // one field per line of the status table
 pub fn status(layout: &Layout, name: Option<&str>, json: bool) -> Result<()> {
     let clients: Vec<(ClientName, Settings)> = match name {
         Some(n) => vec![super::known_client(layout, n)?],
@@ -84,6 +90,9 @@ pub fn status(layout: &Layout, name: Option<&str>, json: bool) -> Result<()> {
             autonomy: s.autonomy.to_string(),
             agent_args: s.agent_args.clone(),
             ports,
+            limits: s.limits,
+            // Two or three podman calls: for `status CLIENT` only, `list` stays fast.
+            image_state: name.and_then(|_| crate::image::state(&s.image, &c.container_name())),
         })
         .collect();
     if json {
@@ -120,6 +129,8 @@ pub fn status(layout: &Layout, name: Option<&str>, json: bool) -> Result<()> {
         for p in &r.ports {
             println!("{c}: port {}", super::port::describe(c, p));
         }
+        print_limits(c, &r.limits);
+        print_image(c, r.image_state.as_ref());
         if let Some(f) = &r.failure {
             let words =
                 super::lifecycle::stopped_by_start_limit(c, &r.unit, f).unwrap_or_else(|| {
@@ -132,6 +143,40 @@ pub fn status(layout: &Layout, name: Option<&str>, json: bool) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `CLIENT: image sha256:0123456789ab, Claude Code 2.1.332, Codex 0.171.0`, and
+/// whether a newer image waits under the same name.
+fn print_image(c: &ClientName, state: Option<&crate::image::ImageState>) {
+    let Some(i) = state else { return };
+    let short = i.id.get(..19).unwrap_or(&i.id);
+    println!(
+        "{c}: image {short}, Claude Code {}, Codex {}{}",
+        i.claude_version,
+        i.codex_version,
+        if i.newer_image {
+            format!("; a newer image has this name: `sandboxctl restart {c}` runs it")
+        } else {
+            String::new()
+        }
+    );
+}
+
+/// `CLIENT: limits memory 8g, cpus 2, pids 4096`, when any is set.
+fn print_limits(c: &ClientName, l: &crate::limits::Limits) {
+    let mut parts = Vec::new();
+    if let Some(m) = l.memory {
+        parts.push(format!("memory {m}"));
+    }
+    if let Some(c) = l.cpus {
+        parts.push(format!("cpus {c}"));
+    }
+    if let Some(p) = l.pids {
+        parts.push(format!("pids {p}"));
+    }
+    if !parts.is_empty() {
+        println!("{c}: limits {}", parts.join(", "));
+    }
 }
 
 /// Each client's forwards with their sockets' states (one D-Bus call for all).

@@ -87,8 +87,24 @@ pub fn run_args(spec: &SandboxSpec) -> Result<Vec<Word>> {
     for l in &spec.labels {
         a.push(arg(&format!("--label={}", l.assignment()))?);
     }
+    if let Some(u) = spec.auto_update {
+        a.push(arg(&format!(
+            "--label={}={}",
+            crate::model::AUTO_UPDATE_LABEL,
+            u.as_str()
+        ))?);
+    }
     for s in &spec.secrets {
         a.push(arg(&format!("--secret={}", s.spec()))?);
+    }
+    if let Some(p) = spec.limits.pids {
+        a.push(arg(&format!("--pids-limit={p}"))?);
+    }
+    if let Some(m) = spec.limits.memory {
+        a.push(arg(&format!("--memory={m}"))?);
+    }
+    for l in super::limit_args(&spec.limits) {
+        a.push(arg(&l)?);
     }
     if cgroups_disabled {
         a.push(arg("--cgroups=disabled")?);

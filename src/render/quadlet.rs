@@ -18,6 +18,8 @@ pub const OLDEST: Version = Version::new(4, 4, 0);
 const V4_5: Version = Version::new(4, 5, 0);
 const V4_6: Version = Version::new(4, 6, 0);
 const V5_3: Version = Version::new(5, 3, 0);
+const V4_7: Version = Version::new(4, 7, 0);
+const V5_5: Version = Version::new(5, 5, 0);
 
 /// The Quadlet version units are written for on this host.
 pub fn target_version(host: &HostProfile) -> Version {
@@ -32,6 +34,9 @@ struct VersionedKeys {
     host_name: Option<String>,
     working_dir: Option<String>,
     secrets: Vec<String>,
+    pids_limit: Option<String>,
+    memory: Option<String>,
+    auto_update: Option<String>,
 }
 
 /// A key, the Quadlet version that introduced it and the podman flag it stands for.
@@ -42,7 +47,7 @@ struct Fallback {
     take: fn(&mut VersionedKeys) -> Vec<String>,
 }
 
-const FALLBACKS: [Fallback; 5] = [
+const FALLBACKS: [Fallback; 8] = [
     Fallback {
         key: "UserNS",
         since: V4_5,
@@ -73,9 +78,34 @@ const FALLBACKS: [Fallback; 5] = [
         flag: "--secret",
         take: |k| std::mem::take(&mut k.secrets),
     },
+    Fallback {
+        key: "PidsLimit",
+        since: V4_7,
+        flag: "--pids-limit",
+        take: |k| k.pids_limit.take().into_iter().collect(),
+    },
+    Fallback {
+        key: "Memory",
+        since: V5_5,
+        flag: "--memory",
+        take: |k| k.memory.take().into_iter().collect(),
+    },
+    Fallback {
+        key: "AutoUpdate",
+        since: V4_6,
+        flag: "--label",
+        take: |k| {
+            k.auto_update
+                .take()
+                .map(|v| format!("{}={v}", crate::model::AUTO_UPDATE_LABEL))
+                .into_iter()
+                .collect()
+        },
+    },
 ];
 
 const FALLBACK_WHY: &str = "this Quadlet version has no key for this option";
+const LIMIT_WHY: &str = "resource limit: Quadlet has no key for this option";
 
 /// Moves the keys `quadlet` does not know out of `keys`, as podman arguments in table
 /// order (like podlet's `Downgrade`).
@@ -118,6 +148,9 @@ struct Unit {
     host_name: Option<Raw>,
     working_dir: Option<Raw>,
     secrets: Vec<Raw>,
+    pids_limit: Option<Raw>,
+    memory: Option<Raw>,
+    auto_update: Option<Raw>,
     network: Option<Raw>,
     environment: Vec<Word>,
     volumes: Vec<Raw>,
@@ -146,6 +179,9 @@ fn unit(spec: &SandboxSpec, quadlet: Version) -> Result<Unit> {
             .iter()
             .map(crate::model::SecretMount::spec)
             .collect(),
+        pids_limit: spec.limits.pids.map(|p| p.to_string()),
+        memory: spec.limits.memory.map(|m| m.to_string()),
+        auto_update: spec.auto_update.map(|a| a.as_str().to_owned()),
     };
     let podman_args = podman_args(spec, downgrade(&mut keys, quadlet))?;
     let log_file = super::log_file(spec)?;
@@ -184,6 +220,9 @@ fn unit(spec: &SandboxSpec, quadlet: Version) -> Result<Unit> {
             .iter()
             .map(|s| escape::raw("secret", s))
             .collect::<Result<_>>()?,
+        pids_limit: opt_raw("pid limit", keys.pids_limit.as_ref())?,
+        memory: opt_raw("memory limit", keys.memory.as_ref())?,
+        auto_update: opt_raw("auto-update policy", keys.auto_update.as_ref())?,
         network: match spec.network {
             Network::Default => None,
             Network::None => Some(escape::raw("network", "none")?),
@@ -223,6 +262,12 @@ fn podman_args(
             why: Some(FALLBACK_WHY),
         });
     }
+    for arg in super::limit_args(&spec.limits) {
+        podman_args.push(PodmanArg {
+            value: escape::word("podman argument", &arg)?,
+            why: Some(LIMIT_WHY),
+        });
+    }
     if let Some(a) = spec.adaptation(|k| *k == AdaptationKind::CgroupsDisabled) {
         podman_args.push(PodmanArg {
             value: escape::word("podman argument", "--cgroups=disabled")?,
@@ -254,14 +299,24 @@ mod tests {
             host_name: Some("acme".into()),
             working_dir: Some("/w".into()),
             secrets: vec!["s1,type=mount,target=A".into(), "s2".into()],
+            pids_limit: Some("4096".into()),
+            memory: Some("8g".into()),
+            auto_update: Some("local".into()),
         }
     }
 
     #[test]
     fn downgrade_moves_exactly_the_keys_a_version_lacks() {
         let mut k = keys();
-        assert!(downgrade(&mut k, Version::new(5, 4, 2)).is_empty());
+        assert!(downgrade(&mut k, Version::new(5, 5, 0)).is_empty());
         assert_eq!(k, keys());
+
+        let mut k = keys();
+        assert_eq!(
+            downgrade(&mut k, Version::new(5, 4, 2)),
+            vec![("Memory", "--memory=8g".to_owned())]
+        );
+        assert_eq!(k.pids_limit.as_deref(), Some("4096"));
 
         let mut k = keys();
         let args = downgrade(&mut k, Version::new(4, 5, 0));
@@ -270,6 +325,12 @@ mod tests {
             vec![
                 ("HostName", "--hostname=acme".to_owned()),
                 ("WorkingDir", "--workdir=/w".to_owned()),
+                ("PidsLimit", "--pids-limit=4096".to_owned()),
+                ("Memory", "--memory=8g".to_owned()),
+                (
+                    "AutoUpdate",
+                    "--label=io.containers.autoupdate=local".to_owned()
+                ),
             ]
         );
         assert_eq!(k.host_name, None);
@@ -288,6 +349,9 @@ mod tests {
                 "--workdir=/w",
                 "--secret=s1,type=mount,target=A",
                 "--secret=s2",
+                "--pids-limit=4096",
+                "--memory=8g",
+                "--label=io.containers.autoupdate=local",
             ]
         );
         assert_eq!(k, VersionedKeys::default());
