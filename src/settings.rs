@@ -188,6 +188,10 @@ pub struct Settings {
     /// event channel of `notify`); only `notify = false` is written.
     #[serde(default = "yes", skip_serializing_if = "is_true")]
     pub notify: bool,
+    /// The agent's API key is mounted and exported inside (`--key-in-sandbox on`)
+    /// instead of being added by the egress proxy.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub key_in_sandbox: bool,
 }
 
 fn yes() -> bool {
@@ -223,11 +227,27 @@ impl Default for Settings {
             git_email: None,
             git_credential_hosts: None,
             notify: true,
+            key_in_sandbox: false,
         }
     }
 }
 
 impl Settings {
+    /// The provider whose key the egress proxy adds for this client, if it does: an
+    /// agent with an API-key provider whose key is stored, in allowlist mode (the only
+    /// mode with a proxy), without `--key-in-sandbox on`.
+    pub fn proxy_held_key(&self) -> Option<&'static crate::proxy::keyed::Provider> {
+        if self.key_in_sandbox || self.network != NetworkMode::Allowlist {
+            return None;
+        }
+        let var = crate::secrets::agent_key(self.agent)?;
+        // Without a stored key the agent logs in itself (subscription): nothing to hold.
+        if !self.secrets.iter().any(|s| s == var) {
+            return None;
+        }
+        crate::proxy::keyed::Provider::for_key_var(var)
+    }
+
     /// Reads the settings file at `path`; a malformed file is a one-line error naming it.
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
@@ -313,6 +333,7 @@ mod tests {
             git_email: Some("ada@example.com".into()),
             git_credential_hosts: Some(vec!["http://127.0.0.1:8080".into()]),
             notify: false,
+            key_in_sandbox: true,
         }
     }
 

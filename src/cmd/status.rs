@@ -30,6 +30,27 @@ struct ClientStatus {
     agent_args: Vec<String>,
     /// Host ports forwarded into the sandbox (`sandboxctl port`).
     ports: Vec<super::port::PortStatus>,
+    /// Where the agent's API key is: "key held by the proxy" or "key in the sandbox";
+    /// absent for an agent without one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    api_key: Option<String>,
+}
+
+/// Where a client's API key is, for `status`.
+fn api_key_place(layout: &Layout, c: &ClientName, s: &Settings) -> Option<String> {
+    let var = crate::secrets::agent_key(s.agent)?;
+    if s.proxy_held_key().is_none() {
+        return Some("key in the sandbox".to_owned());
+    }
+    let file = layout
+        .client_subdir(c, "config")
+        .join(crate::proxy::keyed::KEY_DIR)
+        .join(var);
+    Some(if file.is_file() {
+        "key held by the proxy".to_owned()
+    } else {
+        format!("key held by the proxy (none stored: `sandboxctl secret set {c} {var}`)")
+    })
 }
 
 pub fn status(layout: &Layout, name: Option<&str>, json: bool) -> Result<()> {
@@ -84,6 +105,7 @@ pub fn status(layout: &Layout, name: Option<&str>, json: bool) -> Result<()> {
             autonomy: s.autonomy.to_string(),
             agent_args: s.agent_args.clone(),
             ports,
+            api_key: api_key_place(layout, c, s),
         })
         .collect();
     if json {
@@ -120,6 +142,7 @@ pub fn status(layout: &Layout, name: Option<&str>, json: bool) -> Result<()> {
         for p in &r.ports {
             println!("{c}: port {}", super::port::describe(c, p));
         }
+        r.api_key.iter().for_each(|k| println!("{c}: API key: {k}"));
         if let Some(f) = &r.failure {
             let words =
                 super::lifecycle::stopped_by_start_limit(c, &r.unit, f).unwrap_or_else(|| {
