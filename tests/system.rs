@@ -23,6 +23,8 @@ mod doctor;
 mod homegit;
 #[path = "system/hostexec.rs"]
 mod hostexec;
+#[path = "system/keyproxy.rs"]
+mod keyproxy;
 #[path = "system/network.rs"]
 mod network;
 #[path = "system/packaging.rs"]
