@@ -600,10 +600,14 @@ async fn keyed<R: Resolver>(
         return refuse(
             client,
             pending,
-            Refusal::forbidden(format!(
-                "key path /{}/ names no provider of this client's agent; no key is added",
-                name.chars().take(100).collect::<String>()
-            )),
+            Refusal {
+                status: StatusCode::FORBIDDEN,
+                reason: format!(
+                    "key path /{}/ names no provider of this client's agent; no key is added",
+                    name.chars().take(100).collect::<String>()
+                ),
+                public: "not a provider of this sandbox's agent",
+            },
         );
     };
     pending.rec.host = Some(p.host.to_owned());
