@@ -69,7 +69,7 @@ impl Drop for ProxyOverride {
 }
 
 #[test]
-fn kp1_key_is_added_by_the_proxy_and_is_nowhere_inside() {
+fn kp_key_is_added_by_the_proxy_and_is_nowhere_inside() {
     let (k1, k2) = (
         "sk-ant-kp-".to_owned(),
         format!("{}-held-outside", std::process::id()),
@@ -78,7 +78,7 @@ fn kp1_key_is_added_by_the_proxy_and_is_nowhere_inside() {
     let ca = TestCa::new();
     let ca_pem = ca.ca_pem.clone();
     let (addr, seen) = start_upstream(ca);
-    let c = Client::new("kp1");
+    let c = Client::new("kp");
     let out = sbx([
         "enable",
         &c.name,
