@@ -1118,7 +1118,8 @@ fn keyed_proxy(
     }
     let mut keys = Keys::new(providers, dir.path().join(keyed::KEY_DIR), Some(&ca)).unwrap();
     keys.connect_to = Some(upstream);
-    let proxy = Proxy::start_with("", &[], |cfg| cfg.keys = Some(keys));
+    let policy = "allow = [\"api.anthropic.com\", \"api.openai.com\"]";
+    let proxy = Proxy::start_with(policy, &[], |cfg| cfg.keys = Some(keys));
     (proxy, dir)
 }
 
@@ -1257,4 +1258,20 @@ async fn server_sent_events_stream_through_chunk_by_chunk() {
     up.release();
     let rest = read_to_eof(&mut s).await;
     assert!(rest.contains("event: two"), "{rest}");
+}
+
+#[tokio::test]
+async fn the_policy_still_decides_whether_the_provider_may_be_reached() {
+    let ca = TestCa::new();
+    let up = TlsUpstream::start(&ca).await;
+    let (proxy, _dir) = keyed_proxy(vec![&keyed::ANTHROPIC], &ca.ca_pem, up.addr, Some(KEY));
+    std::fs::write(&proxy.policy, "deny = [\"api.anthropic.com\"]").unwrap();
+    let resp = proxy
+        .raw(b"GET /anthropic/v1/models HTTP/1.1\r\nHost: 127.0.0.1:3128\r\n\r\n")
+        .await;
+    assert_eq!(status(&resp), "403", "{resp}");
+    assert!(up.seen().is_empty(), "the upstream was reached");
+    let d = &proxy.decisions(1).await[0];
+    assert_eq!(d["decision"], "denied");
+    assert_eq!(d["host"], "api.anthropic.com");
 }

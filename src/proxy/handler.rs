@@ -612,6 +612,20 @@ async fn keyed<R: Resolver>(
     };
     pending.rec.host = Some(p.host.to_owned());
     pending.rec.port = Some(443);
+    // The policy still decides whether the provider's host may be reached at all.
+    let verdict = match (shared.store.current().as_ref(), Target::parse(p.host)) {
+        (Ok(policy), Ok(target)) => policy.decide(&target, 443),
+        (Err(e), _) => {
+            let r = Refusal::policy_unavailable(format!(
+                "network policy unusable, denying everything: {e}"
+            ));
+            return refuse(client, pending, r);
+        }
+        (_, Err(e)) => return refuse(client, pending, Refusal::bad(e.to_string())),
+    };
+    if let Decision::Deny { reason } = verdict {
+        return refuse(client, pending, Refusal::forbidden(reason));
+    }
     pending.rec.rule = Some(format!("proxy-held key ({})", p.name));
     let key = match keys.key(p) {
         Ok(k) => k,
