@@ -61,7 +61,7 @@ fn main() {
     let client_tls = keys.tls.clone();
     let (tx, rx) = std::sync::mpsc::channel();
     let policy = dir.path().join("network.toml");
-    std::fs::write(&policy, "").unwrap();
+    std::fs::write(&policy, "allow = [\"api.anthropic.com\"]").unwrap();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
