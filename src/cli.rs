@@ -354,6 +354,10 @@ pub struct SandboxOptions {
     /// cgroup v2 with the pids controller delegated to you.
     #[arg(long, value_name = "N")]
     pub pids: Option<String>,
+    /// Give the agent its API key (mounted and exported) instead of letting the egress
+    /// proxy add it on the way out: on or off [default: off, the proxy holds the key].
+    #[arg(long, value_name = "on|off", value_parser = parse_on_off)]
+    pub key_in_sandbox: Option<bool>,
 }
 
 fn parse_on_off(s: &str) -> Result<bool, String> {

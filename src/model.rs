@@ -349,8 +349,13 @@ impl SandboxSpec {
         };
         escape::raw("working directory", &working_dir)?;
         let mut secrets = Vec::new();
+        let held = s.proxy_held_key().map(|p| p.key_var);
         for name in &s.secrets {
             crate::secrets::check_name(name)?;
+            if held == Some(name.as_str()) {
+                // The egress proxy adds this key on the way out; the agent never has it.
+                continue;
+            }
             secrets.push(SecretMount {
                 podman_name: crate::secrets::podman_name(client, name),
                 target: name.clone(),
@@ -457,6 +462,13 @@ fn environment(client: &ClientName, s: &Settings) -> Vec<EnvVar> {
         }
         env.push(EnvVar::new("NO_PROXY", "localhost,127.0.0.1"));
         env.push(EnvVar::new("no_proxy", "localhost,127.0.0.1"));
+    }
+    if let Some(p) = s.proxy_held_key() {
+        env.push(EnvVar::new(
+            p.base_url_var,
+            p.base_url(proxy_units::FORWARDER_PORT),
+        ));
+        env.push(EnvVar::new(p.key_var, crate::proxy::keyed::PLACEHOLDER));
     }
     // Autonomy and agent arguments for `agent-session`, one variable per argument so
     // nothing is ever split into words or re-parsed on the way.
@@ -868,5 +880,77 @@ mod tests {
                 .all(|b| b.target != crate::notify::CONTAINER_DIR)
         );
         assert!(off.dependencies.is_empty());
+    }
+
+    #[test]
+    fn a_stored_api_key_is_held_by_the_proxy_unless_it_goes_inside() {
+        let client = ClientName::parse("acme").expect("name");
+        let layout = Layout::under(Path::new("/home/u"));
+        let host = fixed_profile(
+            Version::new(5, 0, 0),
+            Version::new(5, 4, 2),
+            Cgroups::V2,
+            true,
+        );
+        let build = |agent, network, secrets: &[&str], key_in_sandbox| {
+            let settings = Settings {
+                agent,
+                network,
+                secrets: secrets.iter().map(|s| (*s).to_owned()).collect(),
+                key_in_sandbox,
+                ..Settings::default()
+            };
+            SandboxSpec::new(&Sandbox {
+                client: &client,
+                settings: &settings,
+                layout: &layout,
+                host: &host,
+            })
+            .expect("spec")
+        };
+        let env = |s: &SandboxSpec, name: &str| {
+            s.environment
+                .iter()
+                .find(|e| e.name == name)
+                .map(|e| e.value.clone())
+        };
+        let mounted = |s: &SandboxSpec| -> Vec<String> {
+            s.secrets.iter().map(|m| m.target.clone()).collect()
+        };
+        let keys = ["ANTHROPIC_API_KEY", "GH_TOKEN"];
+        let held = build(Agent::Claude, NetworkMode::Allowlist, &keys, false);
+        assert_eq!(mounted(&held), ["GH_TOKEN"]);
+        assert_eq!(
+            env(&held, "ANTHROPIC_BASE_URL").as_deref(),
+            Some("http://127.0.0.1:3128/anthropic")
+        );
+        assert_eq!(
+            env(&held, "ANTHROPIC_API_KEY").as_deref(),
+            Some(crate::proxy::keyed::PLACEHOLDER)
+        );
+        let codex = build(
+            Agent::Codex,
+            NetworkMode::Allowlist,
+            &["OPENAI_API_KEY"],
+            false,
+        );
+        assert!(mounted(&codex).is_empty());
+        assert_eq!(
+            env(&codex, "OPENAI_BASE_URL").as_deref(),
+            Some("http://127.0.0.1:3128/openai/v1")
+        );
+        // The key inside (asked for, or no proxy to hold it), or no key at all
+        // (subscription login): no base URL, no placeholder.
+        for s in [
+            build(Agent::Claude, NetworkMode::Allowlist, &keys, true),
+            build(Agent::Claude, NetworkMode::Open, &keys, false),
+        ] {
+            assert_eq!(mounted(&s), keys);
+            assert_eq!(env(&s, "ANTHROPIC_BASE_URL"), None);
+            assert_eq!(env(&s, "ANTHROPIC_API_KEY"), None);
+        }
+        let login = build(Agent::Claude, NetworkMode::Allowlist, &["GH_TOKEN"], false);
+        assert_eq!(env(&login, "ANTHROPIC_BASE_URL"), None);
+        assert_eq!(env(&login, "ANTHROPIC_API_KEY"), None);
     }
 }

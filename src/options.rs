@@ -117,6 +117,14 @@ pub fn apply(
         s.notify = notify;
     }
     apply_limits(&mut s.limits, o)?;
+    if let Some(k) = o.key_in_sandbox {
+        s.key_in_sandbox = k;
+        if k {
+            eprintln!(
+                "warning: {client}'s agent gets its API key itself (--key-in-sandbox on): an agent tricked into it can read the key and send it to any allowed host; `--key-in-sandbox off` lets the egress proxy hold it"
+            );
+        }
+    }
     validate(layout, client, &s, others)?;
     Ok(s)
 }

@@ -113,6 +113,32 @@ pub fn store(client: &ClientName, name: &str, value: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Keeps a copy of an API key for the egress proxy (a 0600 file in the client's
+/// `config/proxy-keys/`, never mounted) when `name` is a provider's key; the proxy adds
+/// it to the agent's requests unless the client has `--key-in-sandbox on`.
+pub fn store_for_proxy(
+    layout: &crate::layout::Layout,
+    client: &ClientName,
+    name: &str,
+    value: &[u8],
+) -> Result<()> {
+    if crate::proxy::keyed::Provider::for_key_var(name).is_none() {
+        return Ok(());
+    }
+    let value = clean_value(name, value)?;
+    crate::proxy::keyed::store(&layout.client_subdir(client, "config"), name, &value)
+        .with_context(|| format!("cannot store {name} for {client}'s egress proxy"))
+}
+
+/// Removes the proxy's copy of a key (see [`store_for_proxy`]), if any.
+pub fn remove_for_proxy(
+    layout: &crate::layout::Layout,
+    client: &ClientName,
+    name: &str,
+) -> Result<()> {
+    crate::proxy::keyed::remove(&layout.client_subdir(client, "config"), name)
+}
+
 /// The names of a client's secrets that Podman holds.
 pub fn list(client: &ClientName) -> Result<Vec<String>> {
     let out = crate::podman::command(["secret", "ls", "--format", "{{.Name}}"])

@@ -191,6 +191,10 @@ pub struct Settings {
     /// Resource limits (`--memory`, `--cpus`, `--pids`); absent means unlimited.
     #[serde(default, skip_serializing_if = "crate::limits::Limits::is_empty")]
     pub limits: crate::limits::Limits,
+    /// The agent's API key is mounted and exported inside (`--key-in-sandbox on`)
+    /// instead of being added by the egress proxy.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub key_in_sandbox: bool,
 }
 
 fn yes() -> bool {
@@ -227,11 +231,27 @@ impl Default for Settings {
             git_credential_hosts: None,
             notify: true,
             limits: crate::limits::Limits::default(),
+            key_in_sandbox: false,
         }
     }
 }
 
 impl Settings {
+    /// The provider whose key the egress proxy adds for this client, if it does: an
+    /// agent with an API-key provider whose key is stored, in allowlist mode (the only
+    /// mode with a proxy), without `--key-in-sandbox on`.
+    pub fn proxy_held_key(&self) -> Option<&'static crate::proxy::keyed::Provider> {
+        if self.key_in_sandbox || self.network != NetworkMode::Allowlist {
+            return None;
+        }
+        let var = crate::secrets::agent_key(self.agent)?;
+        // Without a stored key the agent logs in itself (subscription): nothing to hold.
+        if !self.secrets.iter().any(|s| s == var) {
+            return None;
+        }
+        crate::proxy::keyed::Provider::for_key_var(var)
+    }
+
     /// Reads the settings file at `path`; a malformed file is a one-line error naming it.
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
@@ -322,6 +342,7 @@ mod tests {
                 cpus: Some("1.5".parse().expect("cpus")),
                 pids: Some(4096),
             },
+            key_in_sandbox: true,
         }
     }
 

@@ -1923,3 +1923,48 @@ fn image_build_refuses_inexact_agent_versions() {
         assert!(!sb.home().join("podman-ran").exists(), "podman ran");
     }
 }
+
+/// A stored API key in allowlist mode is held by the proxy: not mounted, the base URL
+/// and a placeholder instead; `--key-in-sandbox on` mounts it again, with a warning.
+#[test]
+fn an_api_key_is_held_by_the_proxy_unless_asked_into_the_sandbox() {
+    let sb = Sandbox::new();
+    let key = "sk-ant-cli-test-value";
+    let out = sb
+        .command(&["render", "acme"])
+        .env("ANTHROPIC_API_KEY", key)
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{out:?}");
+    let unit = String::from_utf8_lossy(&out.stdout);
+    assert!(!unit.contains("Secret="), "{unit}");
+    assert!(!unit.contains(key), "{unit}");
+    for line in [
+        "Environment=\"ANTHROPIC_BASE_URL=http://127.0.0.1:3128/anthropic\"",
+        "Environment=\"ANTHROPIC_API_KEY=sandboxctl-proxy-held-key\"",
+    ] {
+        assert!(unit.contains(line), "{line} missing:\n{unit}");
+    }
+    let out = sb
+        .command(&["render", "acme", "--key-in-sandbox", "on"])
+        .env("ANTHROPIC_API_KEY", key)
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{out:?}");
+    let unit = String::from_utf8_lossy(&out.stdout);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        unit.contains("Secret=agent-acme.ANTHROPIC_API_KEY,type=mount,target=ANTHROPIC_API_KEY"),
+        "{unit}"
+    );
+    assert!(!unit.contains("ANTHROPIC_BASE_URL"), "{unit}");
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("warning: acme's agent gets its API key itself")),
+        "{err}"
+    );
+    assert!(!err.contains(key), "{err}");
+    let out = sb.run(&["render", "acme", "--key-in-sandbox", "maybe"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("use on or off"));
+}

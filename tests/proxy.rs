@@ -1087,3 +1087,191 @@ fn shutdown_future_stops_the_proxy() {
         assert_eq!(stopped, Stopped::Shutdown);
     });
 }
+
+// Proxy-held API keys: the agent asks the forwarder for `/<provider>/…` with a
+// placeholder; the proxy adds the key and talks TLS to a local stand-in for the
+// provider's host (certificate from a test CA).
+
+#[path = "support/tls_upstream.rs"]
+mod tls_upstream;
+
+use sandboxctl::proxy::keyed::{self, Keys};
+use tls_upstream::{TestCa, TlsUpstream};
+
+const KEY: &str = "sk-ant-api03-REAL-KEY-never-inside";
+
+/// A proxy that adds keys for `providers`, trusting `ca` and reaching the providers at
+/// `upstream`; `key` is stored for each provider when given.
+fn keyed_proxy(
+    providers: Vec<&'static keyed::Provider>,
+    ca_pem: &str,
+    upstream: SocketAddr,
+    key: Option<&str>,
+) -> (Proxy, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, ca_pem).unwrap();
+    if let Some(k) = key {
+        for p in &providers {
+            keyed::store(dir.path(), p.key_var, k.as_bytes()).unwrap();
+        }
+    }
+    let mut keys = Keys::new(providers, dir.path().join(keyed::KEY_DIR), Some(&ca)).unwrap();
+    keys.connect_to = Some(upstream);
+    let policy = "allow = [\"api.anthropic.com\", \"api.openai.com\"]";
+    let proxy = Proxy::start_with(policy, &[], |cfg| cfg.keys = Some(keys));
+    (proxy, dir)
+}
+
+#[tokio::test]
+async fn the_proxy_adds_the_key_upstream_and_the_agent_never_sees_it() {
+    let ca = TestCa::new();
+    let up = TlsUpstream::start(&ca).await;
+    let (proxy, _dir) = keyed_proxy(vec![&keyed::ANTHROPIC], &ca.ca_pem, up.addr, Some(KEY));
+    let resp = proxy
+        .raw(
+            format!(
+                "POST /anthropic/v1/messages?beta=true HTTP/1.1\r\nHost: 127.0.0.1:3128\r\n\
+                 x-api-key: {}\r\nAuthorization: Bearer also-not-the-key\r\n\
+                 Content-Length: 2\r\n\r\n{{}}",
+                keyed::PLACEHOLDER
+            )
+            .as_bytes(),
+        )
+        .await;
+    assert_eq!(status(&resp), "200", "{resp}");
+    assert!(resp.contains("\r\nok /v1/messages?beta=true\r\n"), "{resp}");
+    assert!(
+        !resp.contains(KEY),
+        "the key came back to the agent: {resp}"
+    );
+    let seen = up.seen();
+    assert_eq!(seen.len(), 1);
+    let h = &seen[0].headers;
+    assert_eq!(h.get_all("x-api-key").iter().collect::<Vec<_>>(), [KEY]);
+    assert!(h.get("authorization").is_none(), "{h:?}");
+    assert_eq!(h.get("host").unwrap(), "api.anthropic.com");
+    assert_eq!(seen[0].body, b"{}");
+    let d = &proxy.decisions(1).await[0];
+    assert_eq!(d["decision"], "allowed");
+    assert_eq!(d["host"], "api.anthropic.com");
+    assert_eq!(d["port"], 443);
+    assert_eq!(d["rule"], "proxy-held key (anthropic)");
+    let c = &proxy.closes(1).await[0];
+    assert_eq!(c["bytes_up"], 2);
+    assert_eq!(c["status"], 200);
+    assert!(c["bytes_down"].as_u64().unwrap() > 0);
+    for line in proxy.logs.lock().unwrap().iter() {
+        assert!(!line.contains(KEY), "the key is in the log: {line}");
+    }
+}
+
+#[tokio::test]
+async fn openai_gets_a_bearer_token_from_an_absolute_form_request() {
+    let ca = TestCa::new();
+    let up = TlsUpstream::start(&ca).await;
+    let (proxy, _dir) = keyed_proxy(vec![&keyed::OPENAI], &ca.ca_pem, up.addr, Some("sk-o"));
+    let resp = proxy
+        .raw(
+            b"GET http://127.0.0.1:3128/openai/v1/models HTTP/1.1\r\nHost: 127.0.0.1:3128\r\n\
+              Authorization: Bearer sandboxctl-proxy-held-key\r\n\r\n",
+        )
+        .await;
+    assert_eq!(status(&resp), "200", "{resp}");
+    assert!(resp.contains("\r\nok /v1/models\r\n"), "{resp}");
+    let seen = up.seen();
+    let auth: Vec<_> = seen[0].headers.get_all("authorization").iter().collect();
+    assert_eq!(auth, ["Bearer sk-o"]);
+    assert_eq!(seen[0].headers.get("host").unwrap(), "api.openai.com");
+}
+
+#[tokio::test]
+async fn other_providers_and_hosts_on_the_key_path_are_refused_and_logged() {
+    let ca = TestCa::new();
+    let up = TlsUpstream::start(&ca).await;
+    let (proxy, _dir) = keyed_proxy(vec![&keyed::ANTHROPIC], &ca.ca_pem, up.addr, Some(KEY));
+    for path in [
+        "/openai/v1/models",
+        "/evil.example/steal",
+        "/api.anthropic.com@evil.example/x",
+        "/",
+    ] {
+        let resp = proxy
+            .raw(format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:3128\r\n\r\n").as_bytes())
+            .await;
+        assert_eq!(status(&resp), "403", "{path}: {resp}");
+        assert!(!resp.contains(KEY));
+    }
+    assert!(up.seen().is_empty(), "the upstream was reached");
+    let ds = proxy.decisions(4).await;
+    assert!(ds.iter().all(|d| d["decision"] == "denied"), "{ds:?}");
+    assert_eq!(ds[0]["host"], "openai");
+    assert!(
+        ds[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no provider of this client's agent"),
+        "{ds:?}"
+    );
+    assert_eq!(ds[1]["host"], "evil.example");
+}
+
+#[tokio::test]
+async fn no_stored_key_or_an_untrusted_host_gets_no_key() {
+    let ca = TestCa::new();
+    let up = TlsUpstream::start(&ca).await;
+    // No key stored: refused before any connection.
+    let (proxy, _dir) = keyed_proxy(vec![&keyed::ANTHROPIC], &ca.ca_pem, up.addr, None);
+    let resp = proxy
+        .raw(b"GET /anthropic/v1/models HTTP/1.1\r\nHost: 127.0.0.1:3128\r\n\r\n")
+        .await;
+    assert_eq!(status(&resp), "403", "{resp}");
+    assert!(resp.contains("no API key is held"), "{resp}");
+    // A server whose certificate the proxy does not trust never gets the key.
+    let other = TestCa::new();
+    let (proxy, _dir2) = keyed_proxy(vec![&keyed::ANTHROPIC], &other.ca_pem, up.addr, Some(KEY));
+    let resp = proxy
+        .raw(b"GET /anthropic/v1/models HTTP/1.1\r\nHost: 127.0.0.1:3128\r\n\r\n")
+        .await;
+    assert_eq!(status(&resp), "502", "{resp}");
+    assert!(
+        up.seen().is_empty(),
+        "a request reached an untrusted server"
+    );
+    let d = &proxy.decisions(1).await[0];
+    assert!(d["reason"].as_str().unwrap().contains("TLS"), "{d}");
+}
+
+#[tokio::test]
+async fn server_sent_events_stream_through_chunk_by_chunk() {
+    let ca = TestCa::new();
+    let up = TlsUpstream::start(&ca).await;
+    let (proxy, _dir) = keyed_proxy(vec![&keyed::ANTHROPIC], &ca.ca_pem, up.addr, Some(KEY));
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    s.write_all(b"GET /anthropic/stream HTTP/1.1\r\nHost: 127.0.0.1:3128\r\n\r\n")
+        .await
+        .unwrap();
+    // The first event arrives while the upstream holds back the second.
+    let first = read_until(&mut s, "event: one").await;
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    assert!(!first.contains("event: two"));
+    up.release();
+    let rest = read_to_eof(&mut s).await;
+    assert!(rest.contains("event: two"), "{rest}");
+}
+
+#[tokio::test]
+async fn the_policy_still_decides_whether_the_provider_may_be_reached() {
+    let ca = TestCa::new();
+    let up = TlsUpstream::start(&ca).await;
+    let (proxy, _dir) = keyed_proxy(vec![&keyed::ANTHROPIC], &ca.ca_pem, up.addr, Some(KEY));
+    std::fs::write(&proxy.policy, "deny = [\"api.anthropic.com\"]").unwrap();
+    let resp = proxy
+        .raw(b"GET /anthropic/v1/models HTTP/1.1\r\nHost: 127.0.0.1:3128\r\n\r\n")
+        .await;
+    assert_eq!(status(&resp), "403", "{resp}");
+    assert!(up.seen().is_empty(), "the upstream was reached");
+    let d = &proxy.decisions(1).await[0];
+    assert_eq!(d["decision"], "denied");
+    assert_eq!(d["host"], "api.anthropic.com");
+}

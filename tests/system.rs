@@ -23,6 +23,8 @@ mod doctor;
 mod homegit;
 #[path = "system/hostexec.rs"]
 mod hostexec;
+#[path = "system/keyproxy.rs"]
+mod keyproxy;
 #[path = "system/kube.rs"]
 mod kube;
 #[path = "system/limits.rs"]

@@ -407,6 +407,7 @@ fn client_agent<'a>(plan: &mut Plan<'a>, layout: &'a Layout, p: &'a Planned) {
         plan.step(format!("store {name} of {client}"), move || {
             let existed = secrets::list(client)?.iter().any(|s| s == name);
             secrets::store(client, name, value)?;
+            secrets::store_for_proxy(layout, client, name, value)?;
             let secret = secrets::podman_name(client, name);
             println!(
                 "stored {name} from the environment as Podman secret {secret} (not in any file sandboxctl writes)"
@@ -419,6 +420,7 @@ fn client_agent<'a>(plan: &mut Plan<'a>, layout: &'a Layout, p: &'a Planned) {
                             "it replaced an earlier value, which Podman cannot give back; `sandboxctl secret set {client} {name}` sets it again"
                         );
                     }
+                    secrets::remove_for_proxy(layout, client, name)?;
                     secrets::remove(client, name)
                 },
             )))

@@ -84,7 +84,39 @@ pub fn proxy(layout: &Layout, args: &ProxyArgs) -> Result<()> {
     let mut opts = ProxyOptions::new(client.as_str(), policy_path, listen);
     opts.max_connections = args.max_connections as usize;
     opts.idle_timeout = std::time::Duration::from_secs(args.idle_timeout);
+    opts.keys = proxy_keys(layout, &client);
     proxy::run(opts)
+}
+
+/// The key-adding configuration of a client's proxy: its agent's provider unless the
+/// key is in the sandbox. Unreadable settings or no usable trust store mean no key is
+/// added (requests on the key path are refused), never a proxy that does not start.
+fn proxy_keys(layout: &Layout, client: &ClientName) -> Option<crate::proxy::keyed::Keys> {
+    use crate::proxy::keyed::{CONNECT_TO_ENV, EXTRA_CA_ENV, KEY_DIR, Keys};
+    let settings = match Settings::load(&layout.settings_path(client)) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("sandboxctl proxy: no API key is added: {e:#}");
+            return None;
+        }
+    };
+    let provider = settings.proxy_held_key()?;
+    // Test-only overrides (documented in README "Credentials"): a CA file to trust and
+    // the address to reach the provider at.
+    let extra_ca = std::env::var_os(EXTRA_CA_ENV).map(std::path::PathBuf::from);
+    let key_dir = layout.client_subdir(client, "config").join(KEY_DIR);
+    match Keys::new(vec![provider], key_dir, extra_ca.as_deref()) {
+        Ok(mut k) => {
+            k.connect_to = std::env::var(CONNECT_TO_ENV)
+                .ok()
+                .and_then(|a| a.parse().ok());
+            Some(k)
+        }
+        Err(e) => {
+            eprintln!("sandboxctl proxy: no API key is added: {e:#}");
+            None
+        }
+    }
 }
 
 /// The policy a new allowlist client starts with: its agent's bundle.

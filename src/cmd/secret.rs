@@ -27,6 +27,7 @@ pub fn secret(layout: &Layout, cmd: SecretCommand) -> Result<()> {
             }
             let value = secrets::clean_value(&name, &raw)?;
             secrets::store(&client, &name, &value)?;
+            secrets::store_for_proxy(layout, &client, &name, &value)?;
             if !settings.secrets.contains(&name) {
                 settings.secrets.push(name.clone());
                 settings.save(&layout.settings_path(&client), &client)?;
@@ -48,6 +49,7 @@ pub fn secret(layout: &Layout, cmd: SecretCommand) -> Result<()> {
             secrets::check_name(&name)?;
             let (client, mut settings) = super::known_client_with_podman(layout, &client)?;
             secrets::remove(&client, &name)?;
+            secrets::remove_for_proxy(layout, &client, &name)?;
             settings.secrets.retain(|s| s != &name);
             settings.save(&layout.settings_path(&client), &client)?;
             println!("removed {name} from {client}");

@@ -35,6 +35,27 @@ struct ClientStatus {
     /// The image the sandbox runs (ID, digest, agent versions), if Podman knows it.
     #[serde(skip_serializing_if = "Option::is_none")]
     image_state: Option<crate::image::ImageState>,
+    /// Where the agent's API key is: "key held by the proxy" or "key in the sandbox";
+    /// absent for an agent without one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    api_key: Option<String>,
+}
+
+/// Where a client's API key is, for `status`.
+fn api_key_place(layout: &Layout, c: &ClientName, s: &Settings) -> Option<String> {
+    let var = crate::secrets::agent_key(s.agent)?;
+    if s.proxy_held_key().is_none() {
+        return Some("key in the sandbox".to_owned());
+    }
+    let file = layout
+        .client_subdir(c, "config")
+        .join(crate::proxy::keyed::KEY_DIR)
+        .join(var);
+    Some(if file.is_file() {
+        "key held by the proxy".to_owned()
+    } else {
+        format!("key held by the proxy (none stored: `sandboxctl secret set {c} {var}`)")
+    })
 }
 
 #[allow(clippy::too_many_lines)] // one field per line of the status table
@@ -93,6 +114,7 @@ pub fn status(layout: &Layout, name: Option<&str>, json: bool) -> Result<()> {
             limits: s.limits,
             // Two or three podman calls: for `status CLIENT` only, `list` stays fast.
             image_state: name.and_then(|_| crate::image::state(&s.image, &c.container_name())),
+            api_key: api_key_place(layout, c, s),
         })
         .collect();
     if json {
@@ -131,6 +153,7 @@ pub fn status(layout: &Layout, name: Option<&str>, json: bool) -> Result<()> {
         }
         print_limits(c, &r.limits);
         print_image(c, r.image_state.as_ref());
+        r.api_key.iter().for_each(|k| println!("{c}: API key: {k}"));
         if let Some(f) = &r.failure {
             let words =
                 super::lifecycle::stopped_by_start_limit(c, &r.unit, f).unwrap_or_else(|| {

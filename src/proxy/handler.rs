@@ -179,6 +179,11 @@ pub(crate) async fn handle<R: Resolver>(
         logged: false,
         timed_out: ctx.timed_out.clone(),
     };
+    if let Some(keys) = &shared.cfg.keys
+        && let Some((name, path)) = super::keyed::addressed(&req)
+    {
+        return Ok(keyed(&shared, &ctx, keys, &name, &path, req, pending).await);
+    }
     let result = async {
         let route = decide_and_route(&shared, &ctx.head, &req, &mut pending.rec)?;
         let tcp = resolve_and_connect(&shared, &route, &mut pending.rec).await?;
@@ -451,7 +456,7 @@ async fn forward(
     req: Request<Incoming>,
     tcp: TcpStream,
     route: &Route,
-    mut pending: Pending,
+    pending: Pending,
 ) -> Response<Body> {
     let (parts, body) = req.into_parts();
     let mut headers = parts.headers;
@@ -473,16 +478,7 @@ async fn forward(
         .path_and_query()
         .map_or("/", |p| p.as_str())
         .to_owned();
-    let up = pending.up.clone();
-    let body = body
-        .map_frame(move |f| {
-            if let Some(d) = f.data_ref() {
-                up.fetch_add(d.len() as u64, Ordering::Relaxed);
-            }
-            f
-        })
-        .boxed();
-    let mut out = Request::new(body);
+    let mut out = Request::new(counted(body, &pending.up));
     *out.method_mut() = parts.method;
     *out.version_mut() = Version::HTTP_11;
     *out.headers_mut() = headers;
@@ -490,7 +486,66 @@ async fn forward(
         Ok(u) => *out.uri_mut() = u,
         Err(_) => return refuse("", pending, Refusal::bad("invalid path")),
     }
-    let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await {
+    exchange(out, tcp, pending).await
+}
+
+/// TCP (to the test override or the provider's checked addresses), then TLS with the
+/// provider's name checked against the trust store.
+async fn keyed_connect<R: Resolver>(
+    shared: &Shared<R>,
+    keys: &super::keyed::Keys,
+    p: &super::keyed::Provider,
+    rec: &mut DecisionRecord,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, Refusal> {
+    let tcp = if let Some(addr) = keys.connect_to {
+        match tokio::time::timeout(shared.cfg.connect_timeout, TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => {
+                let _ = s.set_nodelay(true);
+                rec.addr = Some(addr.to_string());
+                s
+            }
+            Ok(Err(e)) => return Err(Refusal::bad_gateway(format!("{addr}: {e}"))),
+            Err(_) => return Err(Refusal::bad_gateway(format!("{addr}: timed out"))),
+        }
+    } else {
+        let route = Route {
+            host: p.host.to_owned(),
+            port: 443,
+            private: false,
+            literal: false,
+            authority: Authority::from_static(p.host),
+        };
+        resolve_and_connect(shared, &route, rec).await?
+    };
+    let name =
+        pki_types::ServerName::try_from(p.host).map_err(|e| Refusal::bad_gateway(e.to_string()))?;
+    let connector = tokio_rustls::TlsConnector::from(keys.tls.clone());
+    match tokio::time::timeout(shared.cfg.connect_timeout, connector.connect(name, tcp)).await {
+        Ok(Ok(s)) => Ok(s),
+        Ok(Err(e)) => Err(Refusal::bad_gateway(format!("TLS: {e}"))),
+        Err(_) => Err(Refusal::bad_gateway("TLS handshake timed out")),
+    }
+}
+
+/// The request body, counting its bytes as they go up.
+fn counted(body: Incoming, up: &Arc<AtomicU64>) -> Body {
+    let up = up.clone();
+    body.map_frame(move |f| {
+        if let Some(d) = f.data_ref() {
+            up.fetch_add(d.len() as u64, Ordering::Relaxed);
+        }
+        f
+    })
+    .boxed()
+}
+
+/// Sends `out` on `io` (TCP or TLS) and streams the answer back frame by frame; the
+/// request's close line is written once the answer is through.
+async fn exchange<S>(out: Request<Body>, io: S, mut pending: Pending) -> Response<Body>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(io)).await {
         Ok(x) => x,
         Err(e) => return upstream_failed(pending, &e),
     };
@@ -518,6 +573,94 @@ async fn forward(
         })
         .boxed();
     Response::from_parts(parts, body)
+}
+
+/// A request on the key-adding path (`/<provider>/…` to the forwarder): only the
+/// client's providers, TLS to the provider's host, the agent's credential headers
+/// replaced by the real key.
+async fn keyed<R: Resolver>(
+    shared: &Shared<R>,
+    ctx: &ConnCtx,
+    keys: &super::keyed::Keys,
+    name: &str,
+    path: &str,
+    req: Request<Incoming>,
+    mut pending: Pending,
+) -> Response<Body> {
+    let client = shared.cfg.client.as_str();
+    if let Some(why) = ctx.head.smuggling() {
+        return refuse(
+            client,
+            pending,
+            Refusal::bad(format!("request smuggling attempt: {why}")),
+        );
+    }
+    let Some(p) = keys.provider(name) else {
+        pending.rec.host = Some(name.chars().take(100).collect());
+        return refuse(
+            client,
+            pending,
+            Refusal {
+                status: StatusCode::FORBIDDEN,
+                reason: format!(
+                    "key path /{}/ names no provider of this client's agent; no key is added",
+                    name.chars().take(100).collect::<String>()
+                ),
+                public: "not a provider of this sandbox's agent",
+            },
+        );
+    };
+    pending.rec.host = Some(p.host.to_owned());
+    pending.rec.port = Some(443);
+    // The policy still decides whether the provider's host may be reached at all.
+    let verdict = match (shared.store.current().as_ref(), Target::parse(p.host)) {
+        (Ok(policy), Ok(target)) => policy.decide(&target, 443),
+        (Err(e), _) => {
+            let r = Refusal::policy_unavailable(format!(
+                "network policy unusable, denying everything: {e}"
+            ));
+            return refuse(client, pending, r);
+        }
+        (_, Err(e)) => return refuse(client, pending, Refusal::bad(e.to_string())),
+    };
+    if let Decision::Deny { reason } = verdict {
+        return refuse(client, pending, Refusal::forbidden(reason));
+    }
+    pending.rec.rule = Some(format!("proxy-held key ({})", p.name));
+    let key = match keys.key(p) {
+        Ok(k) => k,
+        Err(e) => {
+            return refuse(
+                client,
+                pending,
+                Refusal {
+                    status: StatusCode::FORBIDDEN,
+                    reason: format!("no key held for {}: {e:#}", p.key_var),
+                    public: "no API key is held for this client",
+                },
+            );
+        }
+    };
+    let tls = match keyed_connect(shared, keys, p, &mut pending.rec).await {
+        Ok(s) => s,
+        Err(r) => return refuse(client, pending, r),
+    };
+    pending.decided();
+    let (parts, body) = req.into_parts();
+    let mut headers = parts.headers;
+    strip_hop_by_hop(&mut headers);
+    if let Err(e) = super::keyed::upstream_headers(&mut headers, p, &key) {
+        return refuse(client, pending, Refusal::bad_gateway(format!("{e:#}")));
+    }
+    let mut out = Request::new(counted(body, &pending.up));
+    *out.method_mut() = parts.method;
+    *out.version_mut() = Version::HTTP_11;
+    *out.headers_mut() = headers;
+    match path.parse::<Uri>() {
+        Ok(u) => *out.uri_mut() = u,
+        Err(_) => return refuse(client, pending, Refusal::bad("invalid path")),
+    }
+    exchange(out, tls, pending).await
 }
 
 fn upstream_failed(mut pending: Pending, e: &hyper::Error) -> Response<Body> {

@@ -13,6 +13,7 @@
 mod addr;
 mod handler;
 mod idle;
+pub mod keyed;
 mod listen;
 pub mod log;
 pub mod policy;
@@ -51,6 +52,8 @@ pub struct ProxyOptions {
     pub max_connections: usize,
     /// See [`Config::idle_timeout`].
     pub idle_timeout: Duration,
+    /// See [`Config::keys`].
+    pub keys: Option<keyed::Keys>,
 }
 
 impl ProxyOptions {
@@ -65,6 +68,7 @@ impl ProxyOptions {
             idle_exit,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            keys: None,
         }
     }
 }
@@ -81,6 +85,7 @@ pub fn run(opts: ProxyOptions) -> anyhow::Result<()> {
         cfg.idle_exit = opts.idle_exit;
         cfg.max_connections = opts.max_connections;
         cfg.idle_timeout = opts.idle_timeout;
+        cfg.keys = opts.keys;
         let shutdown = shutdown_signal()?;
         serve(listener, cfg, SystemResolver, shutdown).await;
         Ok(())

@@ -48,6 +48,8 @@ pub struct Config {
     /// closed (abandoned tunnels, stalled request bodies, silent upstreams).
     pub idle_timeout: Duration,
     pub log: LogSink,
+    /// Proxy-held API keys: the providers whose key this proxy adds (none if `None`).
+    pub keys: Option<super::keyed::Keys>,
 }
 
 /// Default of [`Config::max_connections`].
@@ -73,6 +75,7 @@ impl Config {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             log: LogSink::Stderr,
+            keys: None,
         }
     }
 }

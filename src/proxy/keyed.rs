@@ -1,0 +1,331 @@
+//! Proxy-held API keys: the agent talks plain HTTP to `http://127.0.0.1:3128/<provider>/…`
+//! (its provider's base URL points there) with a placeholder key; the proxy maps the
+//! provider name to the provider's API host, opens TLS to it itself (rustls with the
+//! host's trust store), replaces whatever credential header the agent sent with the
+//! client's real key, and streams the answer back. The key is read from a host-only
+//! file (`config/proxy-keys/<VAR>`, mode 0600, never mounted into the sandbox) on every
+//! request, so `sandboxctl secret set` takes effect at once.
+//!
+//! Only the providers of the client's agent are served; any other name on this path is
+//! refused and logged. The key never appears in a log line or a reply to the agent.
+
+use std::fmt;
+use std::io::Read as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result, bail};
+use hyper::header::{HeaderName, HeaderValue};
+use hyper::{HeaderMap, Method, Request, header};
+
+/// A provider whose key the proxy can add.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Provider {
+    /// The first path segment inside the sandbox: `/anthropic/…`.
+    pub name: &'static str,
+    /// The API host the proxy connects to (port 443, TLS).
+    pub host: &'static str,
+    /// The secret (and environment variable) that holds the key.
+    pub key_var: &'static str,
+    /// The agent's base-URL variable and its value's path after the prefix.
+    pub base_url_var: &'static str,
+    pub base_url_suffix: &'static str,
+    bearer: bool,
+}
+
+pub const ANTHROPIC: Provider = Provider {
+    name: "anthropic",
+    host: "api.anthropic.com",
+    key_var: "ANTHROPIC_API_KEY",
+    base_url_var: "ANTHROPIC_BASE_URL",
+    base_url_suffix: "",
+    bearer: false,
+};
+
+pub const OPENAI: Provider = Provider {
+    name: "openai",
+    host: "api.openai.com",
+    key_var: "OPENAI_API_KEY",
+    base_url_var: "OPENAI_BASE_URL",
+    base_url_suffix: "/v1",
+    bearer: true,
+};
+
+/// Every provider the proxy knows.
+pub const PROVIDERS: [&Provider; 2] = [&ANTHROPIC, &OPENAI];
+
+/// What the agent holds instead of the key (its tools insist on some value).
+pub const PLACEHOLDER: &str = "sandboxctl-proxy-held-key";
+
+/// The directory of a client's proxy-held keys, under its (never mounted) `config/`.
+pub const KEY_DIR: &str = "proxy-keys";
+
+/// Test-only: a PEM file of extra trust anchors for the provider connections.
+pub const EXTRA_CA_ENV: &str = "SANDBOXCTL_PROXY_TEST_CA";
+/// Test-only: connect to this address instead of the provider's (name checks unchanged).
+pub const CONNECT_TO_ENV: &str = "SANDBOXCTL_PROXY_TEST_PROVIDER_ADDR";
+
+/// Largest key file read.
+const MAX_KEY: u64 = 64 * 1024;
+
+impl Provider {
+    /// The provider of a key variable.
+    pub fn for_key_var(var: &str) -> Option<&'static Provider> {
+        PROVIDERS.into_iter().find(|p| p.key_var == var)
+    }
+
+    /// The base URL the agent gets, through the in-sandbox forwarder on `port`.
+    pub fn base_url(&self, port: u16) -> String {
+        format!(
+            "http://127.0.0.1:{port}/{}{}",
+            self.name, self.base_url_suffix
+        )
+    }
+
+    /// Sets the real key, after removing every credential header the agent sent.
+    fn set_key(&self, headers: &mut HeaderMap, key: &str) -> Result<()> {
+        headers.remove(header::AUTHORIZATION);
+        headers.remove(HeaderName::from_static("x-api-key"));
+        let (name, value) = if self.bearer {
+            (header::AUTHORIZATION, format!("Bearer {key}"))
+        } else {
+            (HeaderName::from_static("x-api-key"), key.to_owned())
+        };
+        let mut value = HeaderValue::from_str(&value).context("the key is not a valid header")?;
+        value.set_sensitive(true);
+        headers.insert(name, value);
+        Ok(())
+    }
+}
+
+/// The key-adding part of a proxy's configuration.
+#[derive(Clone)]
+pub struct Keys {
+    /// The providers of the client's agent.
+    pub providers: Vec<&'static Provider>,
+    /// Where the keys are (`<KEY_DIR>/<key_var>`).
+    pub key_dir: PathBuf,
+    pub tls: Arc<rustls::ClientConfig>,
+    /// Test-only override of the provider's address.
+    pub connect_to: Option<SocketAddr>,
+}
+
+impl fmt::Debug for Keys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Keys")
+            .field("providers", &self.providers)
+            .field("key_dir", &self.key_dir)
+            .field("connect_to", &self.connect_to)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Keys {
+    /// Trusts the host's certificates plus those in `extra_ca` (a PEM file, for tests).
+    pub fn new(
+        providers: Vec<&'static Provider>,
+        key_dir: PathBuf,
+        extra_ca: Option<&Path>,
+    ) -> Result<Self> {
+        let mut roots = rustls::RootCertStore::empty();
+        let native = rustls_native_certs::load_native_certs();
+        let (added, _ignored) = roots.add_parsable_certificates(native.certs);
+        if let Some(path) = extra_ca {
+            use pki_types::pem::PemObject as _;
+            let certs = pki_types::CertificateDer::pem_file_iter(path)
+                .with_context(|| format!("cannot read the CA file {}", path.display()))?;
+            for c in certs {
+                let c = c.with_context(|| format!("invalid CA file {}", path.display()))?;
+                roots
+                    .add(c)
+                    .with_context(|| format!("invalid CA in {}", path.display()))?;
+            }
+        } else if added == 0 {
+            bail!("no trusted certificate authorities found on the host (install ca-certificates)");
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .context("cannot set up TLS")?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(Self {
+            providers,
+            key_dir,
+            tls: Arc::new(tls),
+            connect_to: None,
+        })
+    }
+
+    /// The client's provider called `name`.
+    pub fn provider(&self, name: &str) -> Option<&'static Provider> {
+        self.providers.iter().copied().find(|p| p.name == name)
+    }
+
+    /// Reads the key for `p`: a regular file (no symlink), at most 64 KiB, one line.
+    pub fn key(&self, p: &Provider) -> Result<String> {
+        read_key(&self.key_dir.join(p.key_var))
+    }
+}
+
+fn read_key(path: &Path) -> Result<String> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits().cast_signed())
+        .open(path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        bail!("{} is not a regular file", path.display());
+    }
+    let mut raw = String::new();
+    file.take(MAX_KEY)
+        .read_to_string(&mut raw)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let key = raw.trim();
+    if key.is_empty() || key.contains(['\n', '\r', '\0']) {
+        bail!("{} holds no usable key", path.display());
+    }
+    Ok(key.to_owned())
+}
+
+/// Writes a proxy-held key (0600, in a 0700 directory), replacing any earlier one.
+pub fn store(config_dir: &Path, var: &str, value: &[u8]) -> Result<()> {
+    let dir = config_dir.join(KEY_DIR);
+    crate::layout::create_private_dir(&dir)?;
+    crate::atomic::write(&dir.join(var), value, 0o600)
+}
+
+/// Removes a proxy-held key if there is one.
+pub fn remove(config_dir: &Path, var: &str) -> Result<()> {
+    let path = config_dir.join(KEY_DIR).join(var);
+    match std::fs::remove_file(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("cannot remove {}", path.display()))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A request for the key-adding path: not `CONNECT`, addressed to the forwarder itself
+/// (a loopback name, origin-form with such a `Host` or absolute-form). Returns the
+/// provider segment and the rest of the path (with its query), starting with `/`.
+pub(crate) fn addressed<B>(req: &Request<B>) -> Option<(String, String)> {
+    if req.method() == Method::CONNECT {
+        return None;
+    }
+    let uri = req.uri();
+    let host = match (uri.scheme_str(), uri.authority()) {
+        (Some("http"), Some(a)) => a.host().to_owned(),
+        (None, None) => {
+            let h = req.headers().get(header::HOST)?.to_str().ok()?;
+            h.parse::<hyper::http::uri::Authority>()
+                .ok()?
+                .host()
+                .to_owned()
+        }
+        _ => return None,
+    };
+    if !matches!(host.as_str(), "127.0.0.1" | "localhost" | "[::1]") {
+        return None;
+    }
+    let pq = uri.path_and_query().map_or("/", |p| p.as_str());
+    let rest = pq.strip_prefix('/')?;
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (name, tail) = rest.split_at(end);
+    let tail = if tail.starts_with('/') {
+        tail.to_owned()
+    } else {
+        format!("/{tail}")
+    };
+    Some((name.to_owned(), tail))
+}
+
+/// Prepares the upstream request's headers: hop-by-hop ones are already gone; the
+/// agent's credentials are replaced by the key and `Host` is the provider's.
+pub(crate) fn upstream_headers(headers: &mut HeaderMap, p: &Provider, key: &str) -> Result<()> {
+    p.set_key(headers, key)?;
+    headers.insert(header::HOST, HeaderValue::from_static(p.host));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(uri: &str, host: Option<&str>) -> Request<()> {
+        let mut b = Request::builder().uri(uri);
+        if let Some(h) = host {
+            b = b.header("host", h);
+        }
+        b.body(()).expect("request")
+    }
+
+    #[test]
+    fn the_forwarder_path_is_recognised() {
+        let r = req("/anthropic/v1/messages?beta=1", Some("127.0.0.1:3128"));
+        assert_eq!(
+            addressed(&r),
+            Some(("anthropic".into(), "/v1/messages?beta=1".into()))
+        );
+        let r = req("http://localhost:3128/openai/v1/responses", None);
+        assert_eq!(
+            addressed(&r),
+            Some(("openai".into(), "/v1/responses".into()))
+        );
+        let r = req("/anthropic", Some("127.0.0.1"));
+        assert_eq!(addressed(&r), Some(("anthropic".into(), "/".into())));
+        // Anything addressed elsewhere is an ordinary proxied request.
+        assert_eq!(addressed(&req("/v1/messages", Some("example.com"))), None);
+        assert_eq!(addressed(&req("http://example.com/anthropic/", None)), None);
+        let c = Request::builder()
+            .method(Method::CONNECT)
+            .uri("127.0.0.1:3128")
+            .body(())
+            .expect("request");
+        assert_eq!(addressed(&c), None);
+    }
+
+    #[test]
+    fn the_agents_credentials_are_replaced() {
+        let mut h = HeaderMap::new();
+        h.insert("x-api-key", HeaderValue::from_static(PLACEHOLDER));
+        h.insert("authorization", HeaderValue::from_static("Bearer stolen?"));
+        upstream_headers(&mut h, &ANTHROPIC, "sk-real").expect("headers");
+        assert_eq!(h.get("x-api-key").expect("key"), "sk-real");
+        assert!(h.get("authorization").is_none());
+        assert_eq!(h.get("host").expect("host"), "api.anthropic.com");
+        let mut h = HeaderMap::new();
+        h.insert("authorization", HeaderValue::from_static("Bearer x"));
+        upstream_headers(&mut h, &OPENAI, "sk-o").expect("headers");
+        assert_eq!(h.get("authorization").expect("auth"), "Bearer sk-o");
+        assert!(h.get("x-api-key").is_none());
+        assert!(upstream_headers(&mut h, &OPENAI, "bad\u{7f}key").is_err());
+    }
+
+    #[test]
+    fn keys_are_regular_files_of_one_line() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let tmp = tempfile::tempdir().expect("tmp");
+        store(tmp.path(), "ANTHROPIC_API_KEY", b"sk-abc").expect("store");
+        let path = tmp.path().join(KEY_DIR).join("ANTHROPIC_API_KEY");
+        let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(read_key(&path).expect("key"), "sk-abc");
+        let link = tmp.path().join("link");
+        std::os::unix::fs::symlink(&path, &link).expect("symlink");
+        assert!(read_key(&link).is_err());
+        remove(tmp.path(), "ANTHROPIC_API_KEY").expect("rm");
+        remove(tmp.path(), "ANTHROPIC_API_KEY").expect("rm twice");
+        assert!(read_key(&path).is_err());
+    }
+
+    #[test]
+    fn base_urls() {
+        assert_eq!(ANTHROPIC.base_url(3128), "http://127.0.0.1:3128/anthropic");
+        assert_eq!(OPENAI.base_url(3128), "http://127.0.0.1:3128/openai/v1");
+        assert_eq!(Provider::for_key_var("OPENAI_API_KEY"), Some(&OPENAI));
+    }
+}

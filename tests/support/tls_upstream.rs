@@ -1,0 +1,187 @@
+//! A local HTTPS server standing in for a provider's API host (api.anthropic.com,
+//! api.openai.com), with a certificate from a test CA made on the spot. Shared by the
+//! proxy tests and the system tests (included with `#[path]`).
+
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body_util::BodyExt as _;
+use hyper::body::{Frame, Incoming};
+use hyper::{HeaderMap, Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, mpsc};
+
+/// A test CA and a server certificate for the provider hosts.
+pub struct TestCa {
+    /// The CA certificate, PEM (what the proxy is told to trust).
+    pub ca_pem: String,
+    cert_der: Vec<u8>,
+    key_der: Vec<u8>,
+}
+
+impl TestCa {
+    pub fn new() -> Self {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(DnType::CommonName, "sandboxctl test CA");
+        let ca = rcgen::CertifiedIssuer::self_signed(ca, ca_key).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let leaf = CertificateParams::new(vec![
+            "api.anthropic.com".to_owned(),
+            "api.openai.com".to_owned(),
+        ])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+        Self {
+            ca_pem: ca.pem(),
+            cert_der: leaf.der().to_vec(),
+            key_der: key.serialize_der(),
+        }
+    }
+}
+
+/// What the upstream got: path with query, headers, body.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub path: String,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+}
+
+/// The HTTPS upstream. `/stream` answers with two events, the second one only after
+/// [`TlsUpstream::release`]; `/big/N` with N bytes; anything else with `ok <path>`.
+pub struct TlsUpstream {
+    pub addr: SocketAddr,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+    release: Arc<Notify>,
+}
+
+struct ChanBody(mpsc::Receiver<Bytes>);
+
+impl hyper::body::Body for ChanBody {
+    type Data = Bytes;
+    type Error = Infallible;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.0.poll_recv(cx).map(|o| o.map(|b| Ok(Frame::data(b))))
+    }
+}
+
+impl TlsUpstream {
+    pub async fn start(ca: &TestCa) -> Self {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let cfg = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![pki_types::CertificateDer::from(ca.cert_der.clone())],
+                pki_types::PrivateKeyDer::Pkcs8(ca.key_der.clone().into()),
+            )
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+        let release = Arc::new(Notify::new());
+        let (seen2, release2) = (seen.clone(), release.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let _ = tcp.set_nodelay(true);
+                let acceptor = acceptor.clone();
+                let (seen, release) = (seen2.clone(), release2.clone());
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                        let (seen, release) = (seen.clone(), release.clone());
+                        async move { Ok::<_, Infallible>(answer(req, &seen, release).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tls), svc)
+                        .await;
+                });
+            }
+        });
+        Self {
+            addr,
+            seen,
+            release,
+        }
+    }
+
+    /// Lets `/stream` send its second event.
+    pub fn release(&self) {
+        self.release.notify_one();
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+async fn answer(
+    req: Request<Incoming>,
+    seen: &Mutex<Vec<Seen>>,
+    release: Arc<Notify>,
+) -> Response<ChanBody> {
+    let path = req
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
+    let headers = req.headers().clone();
+    let body = req.into_body().collect().await.unwrap().to_bytes().to_vec();
+    seen.lock().unwrap().push(Seen {
+        path: path.clone(),
+        headers,
+        body,
+    });
+    let (tx, rx) = mpsc::channel(4);
+    if path == "/stream" {
+        tokio::spawn(async move {
+            let _ = tx.send(Bytes::from_static(b"event: one\n\n")).await;
+            release.notified().await;
+            let _ = tx.send(Bytes::from_static(b"event: two\n\n")).await;
+        });
+        let mut r = Response::new(ChanBody(rx));
+        r.headers_mut()
+            .insert("content-type", "text/event-stream".parse().unwrap());
+        return r;
+    }
+    if let Some(n) = path.strip_prefix("/big/") {
+        let mut left: usize = n.parse().unwrap();
+        tokio::spawn(async move {
+            let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
+            while left > 0 {
+                let n = left.min(chunk.len());
+                if tx.send(chunk.slice(..n)).await.is_err() {
+                    return;
+                }
+                left -= n;
+            }
+        });
+        return Response::new(ChanBody(rx));
+    }
+    tokio::spawn(async move {
+        let _ = tx.send(Bytes::from(format!("ok {path}"))).await;
+    });
+    Response::new(ChanBody(rx))
+}

@@ -1,0 +1,176 @@
+//! Proxy-held API keys (issue 16): in a running allowlist sandbox the client's key is
+//! in no environment variable, file or process argument, while a request through the
+//! provider's base URL reaches the provider (here a local TLS stand-in, trusted
+//! through the proxy's test-only CA and address overrides) with the key added.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::harness::{Client, env, sbx, systemctl, wait_for};
+
+#[path = "../support/tls_upstream.rs"]
+mod tls_upstream;
+
+use tls_upstream::{Seen, TestCa, TlsUpstream};
+
+/// Starts the stand-in on its own thread (it lives as long as the test process).
+fn start_upstream(ca: TestCa) -> (SocketAddr, Arc<Mutex<Vec<Seen>>>) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let up = TlsUpstream::start(&ca).await;
+            tx.send((up.addr, up.seen.clone())).expect("send");
+            std::future::pending::<()>().await;
+        });
+    });
+    rx.recv_timeout(Duration::from_secs(10))
+        .expect("the TLS stand-in started")
+}
+
+/// The test-only overrides in a drop-in of the client's proxy service; removed on drop.
+struct ProxyOverride(std::path::PathBuf);
+
+impl ProxyOverride {
+    fn install(c: &Client, ca_pem: &str, addr: SocketAddr) -> Self {
+        // The proxy's unit has a private /tmp and a read-only home: the CA goes into
+        // the client's (never mounted) config directory.
+        let ca = c.data_dir().join("config/kp-test-ca.pem");
+        std::fs::write(&ca, ca_pem).expect("write the test CA");
+        let dir = env()
+            .home
+            .join(".config/systemd/user")
+            .join(format!("sandboxctl-proxy@{}.service.d", c.name));
+        std::fs::create_dir_all(&dir).expect("drop-in dir");
+        let file = dir.join("zz-kp-test.conf");
+        std::fs::write(
+            &file,
+            format!(
+                "[Service]\nEnvironment=SANDBOXCTL_PROXY_TEST_CA={}\nEnvironment=SANDBOXCTL_PROXY_TEST_PROVIDER_ADDR={addr}\n",
+                ca.display()
+            ),
+        )
+        .expect("write the drop-in");
+        systemctl(["daemon-reload"]).run().success();
+        let _ = systemctl(["stop", &format!("sandboxctl-proxy@{}.service", c.name)]).run();
+        Self(file)
+    }
+}
+
+impl Drop for ProxyOverride {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+        let _ = systemctl(["daemon-reload"]).run();
+    }
+}
+
+#[test]
+fn kp_key_is_added_by_the_proxy_and_is_nowhere_inside() {
+    let (k1, k2) = (
+        "sk-ant-kp-".to_owned(),
+        format!("{}-held-outside", std::process::id()),
+    );
+    let key = format!("{k1}{k2}");
+    let ca = TestCa::new();
+    let ca_pem = ca.ca_pem.clone();
+    let (addr, seen) = start_upstream(ca);
+    let c = Client::new("kp");
+    let out = sbx([
+        "enable",
+        &c.name,
+        c.project_str(),
+        "--agent",
+        "claude",
+        "--image",
+        &env().image,
+    ])
+    .env("ANTHROPIC_API_KEY", &key)
+    .run()
+    .success();
+    assert!(out.stdout.contains("ANTHROPIC_API_KEY"), "{out}");
+    let _override = ProxyOverride::install(&c, &ca_pem, addr);
+    c.start();
+    let status = sbx(["status", &c.name]).run().success();
+    assert!(
+        status.stdout.contains("API key: key held by the proxy"),
+        "{status}"
+    );
+
+    // The agent's session has the base URL and a placeholder, not the key.
+    let agent_env = wait_for(
+        "the agent session's environment",
+        Duration::from_secs(30),
+        || {
+            let out = c.sh(
+                "pid=$(tmux display -p -t main '#{pane_pid}') && tr '\\0' '\\n' < /proc/$pid/environ",
+            );
+            (out.status.success() && out.stdout.contains("ANTHROPIC_BASE_URL=")).then_some(out)
+        },
+        || c.diagnostics(),
+    );
+    assert!(
+        agent_env
+            .stdout
+            .contains("ANTHROPIC_BASE_URL=http://127.0.0.1:3128/anthropic"),
+        "{agent_env}"
+    );
+    assert!(
+        agent_env
+            .stdout
+            .contains("ANTHROPIC_API_KEY=sandboxctl-proxy-held-key"),
+        "{agent_env}"
+    );
+
+    // No process environment or argument, no secret file, nothing in the home holds it.
+    // The key is given in two halves so that no command line here contains it.
+    let search = c.sh(&format!(
+        "k1='{k1}'; k2='{k2}';         printf '%s%s\\n' \"$k1\" \"$k2\" | grep -rlsF -f - /proc/[0-9]*/environ /proc/[0-9]*/cmdline /run/secrets \"$HOME\"; \
+         ls /run/secrets 2>/dev/null; echo searched"
+    ));
+    assert!(search.stdout.contains("searched"), "{search}");
+    let found: Vec<&str> = search
+        .stdout
+        .lines()
+        .filter(|l| *l != "searched" && !l.is_empty())
+        .collect();
+    assert!(
+        found.is_empty(),
+        "the key (or a mounted key file) is inside the sandbox: {found:?}\n{search}"
+    );
+
+    // A request through the base URL reaches the provider with the key.
+    let reply = c.sh(
+        "curl -sS --max-time 20 -H 'x-api-key: sandboxctl-proxy-held-key' \
+         -H 'content-type: application/json' -d '{}' \"$ANTHROPIC_BASE_URL/v1/messages\"",
+    );
+    assert_eq!(
+        reply.stdout.trim(),
+        "ok /v1/messages",
+        "{reply}\n{}",
+        c.diagnostics()
+    );
+    let seen = seen.lock().expect("seen").clone();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(
+        seen[0]
+            .headers
+            .get("x-api-key")
+            .map(|v| v.to_str().unwrap_or("")),
+        Some(key.as_str())
+    );
+    assert_eq!(
+        seen[0]
+            .headers
+            .get("host")
+            .map(hyper::http::HeaderValue::as_bytes),
+        Some(&b"api.anthropic.com"[..])
+    );
+    // Another name on the key path is refused.
+    let refused =
+        c.sh("curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:3128/openai/v1/models");
+    assert_eq!(refused.stdout.trim(), "403", "{refused}");
+}
