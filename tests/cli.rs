@@ -1691,8 +1691,8 @@ fn sessions_and_worktree_user_errors() {
 // `sandboxctl: …` line naming the value, and leave the whole home (settings, policy,
 // units, data) byte-for-byte as it was.
 
-/// Every path under `root` with its kind, mode and content (or link target): two equal
-/// trees give equal maps.
+/// Every path under `root` with its kind, mode and content (or link target; for files
+/// over 1 MiB size, inode and modification time): two equal trees give equal maps.
 fn tree_state(root: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
     use std::os::unix::fs::MetadataExt as _;
     fn walk(root: &Path, dir: &Path, out: &mut std::collections::BTreeMap<PathBuf, Vec<u8>>) {
@@ -1715,6 +1715,10 @@ fn tree_state(root: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
                         .as_os_str()
                         .as_encoded_bytes(),
                 );
+            } else if meta.is_file() && meta.len() > 1 << 20 {
+                // Large files (the installed binary): any write changes these.
+                let stamp = format!("{} {} {}", meta.len(), meta.ino(), meta.mtime_nsec());
+                state.extend(format!("{stamp} {}", meta.mtime()).into_bytes());
             } else if meta.is_file() {
                 state.extend(std::fs::read(&p).unwrap_or_default());
             } else if meta.is_dir() {
@@ -1997,4 +2001,117 @@ fn hostile_input_corpus_is_refused_cleanly() {
         failures.len(),
         failures.join("\n")
     );
+}
+
+/// Corrupted state: a broken settings or policy file, a unit edited by hand, a unit
+/// directory that is a file. Each is refused with one line naming the file, and the
+/// home is left as it was (the corruption included).
+#[test]
+#[allow(clippy::too_many_lines)] // one table of cases, then one loop
+fn corrupted_state_is_named_and_left_alone() {
+    let home = support::sandbox::Home::new();
+    let project = home.mkdir("projects/acme");
+    home.sandboxctl(["enable", "acme", "--agent", "shell"])
+        .arg(&project)
+        .run()
+        .success();
+    let config = home.client_dir("acme").join("config");
+    let settings = config.join("sandbox.toml");
+    let policy = config.join("network.toml");
+    let unit = home.unit_file("acme");
+    let unit_dir = home.unit_dir();
+    let cases: Vec<(&Path, &str, Vec<&str>, &str)> = vec![
+        (
+            &settings,
+            "agent = [",
+            vec!["render", "acme"],
+            "sandbox.toml",
+        ),
+        (
+            &settings,
+            "agent = [",
+            vec!["enable", "acme"],
+            "sandbox.toml",
+        ),
+        (
+            &settings,
+            "agent = [",
+            vec!["status", "acme"],
+            "sandbox.toml",
+        ),
+        (
+            &settings,
+            "agent = \"bogus\"\n",
+            vec!["enable", "acme"],
+            "sandbox.toml",
+        ),
+        (
+            &settings,
+            "\0\u{1b}]0;x\u{7}",
+            vec!["render", "acme"],
+            "sandbox.toml",
+        ),
+        (
+            &policy,
+            "allow = [",
+            vec!["allow", "acme", "example.com"],
+            "network.toml",
+        ),
+        // (`policy` shows an invalid policy as its answer, with exit status 0.)
+        (
+            &policy,
+            "allow = [",
+            vec!["deny", "acme", "a.com"],
+            "network.toml",
+        ),
+        (
+            &policy,
+            "allow = [\"http://x\"]\n",
+            vec!["deny", "acme", "a.com"],
+            "network.toml",
+        ),
+        (
+            &policy,
+            "nope = 1\n",
+            vec!["allow", "acme", "example.com"],
+            "network.toml",
+        ),
+        (
+            &unit,
+            "[Container]\nImage=mine\n",
+            vec!["enable", "acme"],
+            "agent-acme.container",
+        ),
+    ];
+    let mut failures = Vec::new();
+    let run_case = |args: &[&str], want: &str, failures: &mut Vec<String>| {
+        let before = tree_state(home.path());
+        let out = home.sandboxctl(args).run();
+        let one_line = out.stderr.lines().count() == 1 && out.stderr.starts_with("sandboxctl: ");
+        if out.code != Some(1) || !one_line || !out.stderr.contains(want) {
+            failures.push(format!("{args:?}: {:?} {}", out.code, out.stderr));
+        } else if tree_state(home.path()) != before {
+            failures.push(format!("{args:?}: the home changed"));
+        }
+    };
+    for (file, text, args, want) in &cases {
+        let good = std::fs::read(file).expect("read state file");
+        std::fs::write(file, text).expect("corrupt");
+        run_case(args, want, &mut failures);
+        std::fs::write(file, good).expect("restore");
+    }
+    // The unit directory is a file: nothing can be written there.
+    std::fs::rename(&unit_dir, home.path().join("units-aside")).expect("move aside");
+    std::fs::write(&unit_dir, "").expect("a file in its place");
+    run_case(
+        &["enable", "acme", "--agent", "codex"],
+        "systemd",
+        &mut failures,
+    );
+    println!(
+        "corrupted state: {} tried, {} refused cleanly",
+        cases.len() + 1,
+        cases.len() + 1 - failures.len()
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
