@@ -794,21 +794,24 @@ fn fuzz_proxy_request_heads_reach_only_the_decided_target() {
             let before_connects = rec.connects.lock().unwrap().len();
             let mut s = TcpStream::connect(addr).await.unwrap();
             let _ = s.write_all(&head).await;
+            // Half-close: the proxy answers what it read and then sees the end, instead
+            // of waiting on a kept-alive connection.
+            let _ = s.shutdown().await;
             let mut buf = Vec::new();
             let read = tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut buf)).await;
             drop(s);
             if matches!(read, Ok(Ok(_))) && buf.starts_with(b"HTTP/1.1 ") {
                 answered += 1;
             }
-            // The connection's lines come out when its task ends; wait a little for them.
+            let new_connects: Vec<SocketAddr> =
+                rec.connects.lock().unwrap()[before_connects..].to_vec();
+            // A connected request's lines come out when its task ends; wait a little.
             for _ in 0..50 {
-                if decisions(&logs).len() > before_logs {
+                if new_connects.is_empty() || decisions(&logs).len() > before_logs {
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
-            let new_connects: Vec<SocketAddr> =
-                rec.connects.lock().unwrap()[before_connects..].to_vec();
             let new_lines: Vec<serde_json::Value> = decisions(&logs)[before_logs..].to_vec();
             let shown = String::from_utf8_lossy(&head).into_owned();
             assert!(new_connects.len() <= 1, "case {i}: {shown:?} connected twice");
