@@ -211,8 +211,11 @@ impl HostProfile {
             (c.podman, c.quadlet)
         } else {
             let podman = podman_path.as_deref().and_then(program_version);
-            let quadlet = quadlet_path
-                .and_then(|path| program_version(&path).map(|version| Quadlet { path, version }));
+            let quadlet = quadlet_path.and_then(|path| {
+                program_version(&path)
+                    .filter(|_| generates_units(&path))
+                    .map(|version| Quadlet { path, version })
+            });
             let entry = VersionCache {
                 key,
                 podman,
@@ -282,7 +285,7 @@ impl HostProfile {
         }
         if let Some(p) = &self.quadlet_broken {
             bail!(
-                "SANDBOXCTL_QUADLET={} does not run as a Quadlet generator (`-version` failed); point it at the generator, or set it to `{QUADLET_NONE}` for plain systemd services",
+                "SANDBOXCTL_QUADLET={} does not run as a Quadlet generator (`-version` or a `-dryrun` of a probe unit failed); point it at the generator, or set it to `{QUADLET_NONE}` for plain systemd services",
                 p.display()
             );
         }
@@ -400,6 +403,33 @@ fn program_version(path: &Path) -> Option<Version> {
     let out = Command::new(path).arg(flag).output().ok()?;
     Version::find_in(&String::from_utf8_lossy(&out.stdout))
         .or_else(|| Version::find_in(&String::from_utf8_lossy(&out.stderr)))
+}
+
+/// Whether `path` really is a Quadlet generator: it turns a probe `.container` unit
+/// into a service that runs `podman run` with the probe's image. A program that only
+/// prints a version (a wrapped `true`, a stale script) is not taken for one.
+fn generates_units(path: &Path) -> bool {
+    const PROBE: &str = "sandboxctl-probe";
+    let Ok(dir) = tempfile::tempdir() else {
+        return false;
+    };
+    let unit = format!("[Container]\nImage=localhost/{PROBE}\n");
+    if std::fs::write(dir.path().join(format!("{PROBE}.container")), unit).is_err() {
+        return false;
+    }
+    Command::new(path)
+        .args(["-dryrun", "-user"])
+        .env("QUADLET_UNIT_DIRS", dir.path())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .is_ok_and(|o| {
+            let out = String::from_utf8_lossy(&o.stdout);
+            o.status.success()
+                && out.contains(&format!("---{PROBE}.service---"))
+                && out.lines().any(|l| {
+                    l.starts_with("ExecStart=") && l.contains(&format!("localhost/{PROBE}"))
+                })
+        })
 }
 
 const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;

@@ -132,7 +132,7 @@ impl Sandbox {
                 "DBUS_SESSION_BUS_ADDRESS",
                 format!("unix:path={}/no-bus", self.dir.path().display()),
             )
-            .env("SANDBOXCTL_QUADLET", quadlet_or_true());
+            .env("SANDBOXCTL_QUADLET", real_quadlet());
         cmd
     }
 
@@ -155,9 +155,10 @@ impl Sandbox {
     }
 }
 
-/// Validation must not depend on the generator; any executable will do here.
-fn quadlet_or_true() -> String {
-    std::env::var("SANDBOXCTL_QUADLET").unwrap_or_else(|_| "/bin/true".into())
+/// The real generator: host detection accepts only a program that generates a unit
+/// from a probe, so a stand-in such as `/bin/true` no longer passes for one.
+fn real_quadlet() -> String {
+    support::quadlet().display().to_string()
 }
 
 /// Asserts a failed run with exactly one line on stderr containing `want`.
@@ -1967,4 +1968,435 @@ fn an_api_key_is_held_by_the_proxy_unless_asked_into_the_sandbox() {
     let out = sb.run(&["render", "acme", "--key-in-sandbox", "maybe"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("use on or off"));
+}
+
+// A hostile-input corpus: every value a user (or a prompt-injected agent writing a
+// script for them) could hand the CLI that must be refused, through the real binary in
+// a home with an enabled client. Each case must fail with exit status 1 and one
+// `sandboxctl: …` line naming the value, and leave the whole home (settings, policy,
+// units, data) byte-for-byte as it was.
+
+/// Every path under `root` with its kind, mode and content (or link target; for files
+/// over 1 MiB size, inode and modification time): two equal trees give equal maps.
+fn tree_state(root: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+    use std::os::unix::fs::MetadataExt as _;
+    fn walk(root: &Path, dir: &Path, out: &mut std::collections::BTreeMap<PathBuf, Vec<u8>>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            let rel = p.strip_prefix(root).expect("under root").to_path_buf();
+            // Not client state: the host-detection cache, the fake podman's call log.
+            if rel.starts_with(".cache") || rel.ends_with("podman.log") {
+                continue;
+            }
+            let meta = std::fs::symlink_metadata(&p).expect("metadata");
+            let mut state = format!("{:o} ", meta.mode()).into_bytes();
+            if meta.file_type().is_symlink() {
+                state.extend(
+                    std::fs::read_link(&p)
+                        .expect("link")
+                        .as_os_str()
+                        .as_encoded_bytes(),
+                );
+            } else if meta.is_file() && meta.len() > 1 << 20 {
+                // Large files (the installed binary): any write changes these.
+                let stamp = format!("{} {} {}", meta.len(), meta.ino(), meta.mtime_nsec());
+                state.extend(format!("{stamp} {}", meta.mtime()).into_bytes());
+            } else if meta.is_file() {
+                state.extend(std::fs::read(&p).unwrap_or_default());
+            } else if meta.is_dir() {
+                walk(root, &p, out);
+            }
+            out.insert(rel, state);
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    walk(root, root, &mut out);
+    out
+}
+
+/// One hostile input: the arguments after `sandboxctl`, optional stdin, and the text
+/// the error line must contain (the value as shown, or the thing named).
+struct Hostile {
+    args: Vec<std::ffi::OsString>,
+    stdin: Option<Vec<u8>>,
+    want: String,
+}
+
+fn hostile(args: &[&str], want: &str) -> Hostile {
+    Hostile {
+        args: args.iter().map(std::ffi::OsString::from).collect(),
+        stdin: None,
+        want: want.to_owned(),
+    }
+}
+
+/// Paths under `home` that exist but cannot be used as a project or mount (each
+/// with the text its error names), created here.
+fn hostile_paths(home: &Path) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let dir = |name: &str| {
+        let p = home.join(name);
+        std::fs::create_dir_all(&p).expect("create hostile dir");
+        p.display().to_string()
+    };
+    for (name, want) in [
+        ("new\nline", "new\\nline"),
+        ("car\rret", "car\\rret"),
+        ("tab\there", "tab\\there"),
+        ("esc\u{1b}]0;x\u{7}", "esc\\u{1b}"),
+        ("del\u{7f}", "del\\u{7f}"),
+        ("nel\u{85}", "nel\\u{85}"),
+        ("colon:x", "colon:x"),
+        ("quote\"x", "quote\\\"x"),
+        ("apos'x", "apos'x"),
+        ("back\\x", "back\\\\x"),
+        ("trail\u{3000}", "trail\\u{3000}"),
+        ("trail\u{a0}", "trail\\u{a0}"),
+        ("trail ", "trail "),
+    ] {
+        out.push((dir(name), want.to_owned()));
+    }
+    // Paths that do not lead to a usable directory.
+    let loop_a = home.join("loop-a");
+    std::os::unix::fs::symlink(home.join("loop-b"), &loop_a).expect("symlink");
+    std::os::unix::fs::symlink(&loop_a, home.join("loop-b")).expect("symlink");
+    out.push((loop_a.display().to_string(), "loop-a".into()));
+    let dangling = home.join("dangling");
+    std::os::unix::fs::symlink(home.join("nowhere"), &dangling).expect("symlink");
+    out.push((dangling.display().to_string(), "dangling".into()));
+    let fifo = home.join("fifo");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .expect("mkfifo")
+            .success()
+    );
+    out.push((fifo.display().to_string(), "fifo".into()));
+    let file = home.join("plain-file");
+    std::fs::write(&file, "x").expect("write");
+    out.push((file.display().to_string(), "plain-file".into()));
+    let long = format!("{}/{}", home.display(), "l".repeat(4096));
+    out.push((long, "llllllll".into()));
+    for name in [
+        "missing%h",
+        "missing$HOME",
+        "missing;rm -rf ~",
+        "miss`id`",
+        "missing\u{2028}x",
+    ] {
+        let shown = format!("{name:?}");
+        out.push((
+            format!("{}/{name}", home.display()),
+            shown[1..shown.len() - 1].to_owned(),
+        ));
+    }
+    out
+}
+
+#[test]
+#[allow(clippy::too_many_lines)] // one table of cases, then one loop
+fn hostile_input_corpus_is_refused_cleanly() {
+    let home = support::sandbox::Home::new();
+    let project = home.mkdir("projects/acme");
+    home.sandboxctl(["enable", "acme", "--agent", "shell"])
+        .arg(&project)
+        .run()
+        .success();
+    let root = home.path().to_path_buf();
+    let mut cases: Vec<Hostile> = Vec::new();
+
+    // Project and mount paths.
+    for (path, want) in hostile_paths(&home.mkdir("hostile")) {
+        cases.push(hostile(&["enable", "acme", &path], &want));
+        cases.push(hostile(&["render", "acme", &path], &want));
+        // A single file may be mounted on purpose; a project must be a directory.
+        if want == "fifo" || want == "plain-file" {
+            continue;
+        }
+        cases.push(hostile(
+            &["enable", "acme", "--mount", &format!("{path}:/mnt/x")],
+            &want,
+        ));
+        cases.push(hostile(
+            &["enable", "acme", "--mount-rw", &format!("{path}:/mnt/x")],
+            &want,
+        ));
+    }
+    // Container sides of mounts.
+    let p = project.display().to_string();
+    for (target, want) in [
+        ("/mnt/a\nb", "/mnt/a\\nb"),
+        ("relative", "relative"),
+        ("/mnt/a:b", "/mnt/a:b"),
+        ("/mnt/q\"x", "q\\\"x"),
+        ("/mnt/b\\x", "b\\\\x"),
+        ("/mnt/w\u{3000}", "w\\u{3000}"),
+        ("", "must be absolute"),
+    ] {
+        cases.push(hostile(
+            &["enable", "acme", "--mount", &format!("{p}:{target}")],
+            want,
+        ));
+    }
+    cases.push(hostile(
+        &["enable", "acme", "--mount", "no-colon"],
+        "no-colon",
+    ));
+    // Podman and agent arguments, git identity, image.
+    for (value, want) in [
+        ("--env=A\nB", "A\\nB"),
+        ("--label=x\ry", "x\\ry"),
+        ("--env=E\u{1b}[2J", "E\\u{1b}[2J"),
+        ("--env=D\u{7f}", "D\\u{7f}"),
+        ("--env=N\u{85}", "N\\u{85}"),
+    ] {
+        for flag in ["--podman-arg", "--agent-arg", "--git-name", "--git-email"] {
+            cases.push(hostile(
+                &["enable", "acme", &format!("{flag}={value}")],
+                want,
+            ));
+        }
+    }
+    for image in ["bad image", "img\nx", "-rf", "img\u{1b}x", "img;id"] {
+        let shown = format!("{image:?}");
+        cases.push(hostile(
+            &["enable", "acme", &format!("--image={image}")],
+            &shown[1..shown.len() - 1],
+        ));
+    }
+    // Client names, on several commands.
+    for name in [
+        "Acme",
+        "a_b",
+        "../x",
+        "a\nb",
+        "",
+        "a%b",
+        "a$b",
+        "a:b",
+        "a b",
+        "é",
+        "x.y",
+        &"a".repeat(64),
+    ] {
+        for cmd in ["enable", "status", "disable", "allow"] {
+            let mut args = vec![cmd, name];
+            if cmd == "allow" {
+                args.push("example.com");
+            }
+            cases.push(hostile(&args, "invalid client name"));
+        }
+    }
+    // Secrets: names and values (read from stdin).
+    for name in [
+        "bad name",
+        "A=B",
+        "1ABC",
+        "a\nb",
+        "",
+        "A-B",
+        "X$Y",
+        &"A".repeat(129),
+    ] {
+        let mut c = hostile(&["secret", "set", "acme", name], "invalid secret name");
+        c.stdin = Some(b"value\n".to_vec());
+        cases.push(c);
+    }
+    for (value, want) in [
+        (&b""[..], "is empty"),
+        (b"\n", "is empty"),
+        (b"a\0b", "NUL byte"),
+        (b"a\nb", "line break"),
+        (b"a\rb\n", "line break"),
+    ] {
+        let mut c = hostile(&["secret", "set", "acme", "API_TOKEN"], want);
+        c.stdin = Some(value.to_vec());
+        cases.push(c);
+    }
+    // Policy entries.
+    for entry in [
+        "http://example.com",
+        "example.com/path",
+        "user@example.com",
+        "a b.com",
+        "a\nb.com",
+        "*.com",
+        "*",
+        "example.com:99999",
+        "example.com:0",
+        "[::1",
+        "ex_ample..com",
+        "@nope",
+        "",
+    ] {
+        let shown = format!("{entry:?}");
+        let want = if entry.starts_with('@') {
+            "nope"
+        } else {
+            &shown[1..shown.len() - 1]
+        };
+        cases.push(hostile(&["allow", "acme", entry], want));
+        cases.push(hostile(&["deny", "acme", entry], want));
+    }
+
+    let total = cases.len();
+    let mut failures = Vec::new();
+    let mut slowest = (std::time::Duration::ZERO, Vec::new());
+    for case in &cases {
+        let before = tree_state(&root);
+        let started = std::time::Instant::now();
+        let mut cmd = home.sandboxctl(&case.args);
+        if let Some(stdin) = &case.stdin {
+            cmd = cmd.stdin_bytes(stdin);
+        }
+        let out = cmd.run();
+        if started.elapsed() > slowest.0 {
+            slowest = (started.elapsed(), case.args.clone());
+        }
+        let one_line = out.stderr.lines().count() == 1 && out.stderr.starts_with("sandboxctl: ");
+        let problem = if out.code != Some(1) {
+            Some(format!("exit {:?}", out.code))
+        } else if !one_line {
+            Some("not one `sandboxctl:` line".to_owned())
+        } else if !out.stderr.contains(&case.want) {
+            Some(format!("error does not name {:?}", case.want))
+        } else if tree_state(&root) != before {
+            Some("the home changed".to_owned())
+        } else {
+            None
+        };
+        if let Some(p) = problem {
+            failures.push(format!("{:?}: {p}\n{}", case.args, out.stderr));
+        }
+    }
+    let refused = total - failures.len();
+    println!(
+        "hostile inputs: {total} tried, {refused} refused cleanly ({}.{} %); slowest: {slowest:?}",
+        refused * 100 / total,
+        refused * 1000 / total % 10
+    );
+    assert!(total >= 100, "only {total} cases");
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+/// Corrupted state: a broken settings or policy file, a unit edited by hand, a unit
+/// directory that is a file. Each is refused with one line naming the file, and the
+/// home is left as it was (the corruption included).
+#[test]
+#[allow(clippy::too_many_lines)] // one table of cases, then one loop
+fn corrupted_state_is_named_and_left_alone() {
+    let home = support::sandbox::Home::new();
+    let project = home.mkdir("projects/acme");
+    home.sandboxctl(["enable", "acme", "--agent", "shell"])
+        .arg(&project)
+        .run()
+        .success();
+    let config = home.client_dir("acme").join("config");
+    let settings = config.join("sandbox.toml");
+    let policy = config.join("network.toml");
+    let unit = home.unit_file("acme");
+    let unit_dir = home.unit_dir();
+    let cases: Vec<(&Path, &str, Vec<&str>, &str)> = vec![
+        (
+            &settings,
+            "agent = [",
+            vec!["render", "acme"],
+            "sandbox.toml",
+        ),
+        (
+            &settings,
+            "agent = [",
+            vec!["enable", "acme"],
+            "sandbox.toml",
+        ),
+        (
+            &settings,
+            "agent = [",
+            vec!["status", "acme"],
+            "sandbox.toml",
+        ),
+        (
+            &settings,
+            "agent = \"bogus\"\n",
+            vec!["enable", "acme"],
+            "sandbox.toml",
+        ),
+        (
+            &settings,
+            "\0\u{1b}]0;x\u{7}",
+            vec!["render", "acme"],
+            "sandbox.toml",
+        ),
+        (
+            &policy,
+            "allow = [",
+            vec!["allow", "acme", "example.com"],
+            "network.toml",
+        ),
+        // (`policy` shows an invalid policy as its answer, with exit status 0.)
+        (
+            &policy,
+            "allow = [",
+            vec!["deny", "acme", "a.com"],
+            "network.toml",
+        ),
+        (
+            &policy,
+            "allow = [\"http://x\"]\n",
+            vec!["deny", "acme", "a.com"],
+            "network.toml",
+        ),
+        (
+            &policy,
+            "nope = 1\n",
+            vec!["allow", "acme", "example.com"],
+            "network.toml",
+        ),
+        (
+            &unit,
+            "[Container]\nImage=mine\n",
+            vec!["enable", "acme"],
+            "agent-acme.container",
+        ),
+    ];
+    let mut failures = Vec::new();
+    let run_case = |args: &[&str], want: &str, failures: &mut Vec<String>| {
+        let before = tree_state(home.path());
+        let out = home.sandboxctl(args).run();
+        let one_line = out.stderr.lines().count() == 1 && out.stderr.starts_with("sandboxctl: ");
+        if out.code != Some(1) || !one_line || !out.stderr.contains(want) {
+            failures.push(format!("{args:?}: {:?} {}", out.code, out.stderr));
+        } else if tree_state(home.path()) != before {
+            failures.push(format!("{args:?}: the home changed"));
+        }
+    };
+    for (file, text, args, want) in &cases {
+        let good = std::fs::read(file).expect("read state file");
+        std::fs::write(file, text).expect("corrupt");
+        run_case(args, want, &mut failures);
+        std::fs::write(file, good).expect("restore");
+    }
+    // The unit directory is a file: nothing can be written there.
+    std::fs::rename(&unit_dir, home.path().join("units-aside")).expect("move aside");
+    std::fs::write(&unit_dir, "").expect("a file in its place");
+    run_case(
+        &["enable", "acme", "--agent", "codex"],
+        "systemd",
+        &mut failures,
+    );
+    println!(
+        "corrupted state: {} tried, {} refused cleanly",
+        cases.len() + 1,
+        cases.len() + 1 - failures.len()
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

@@ -650,6 +650,22 @@ mod cli {
         assert_eq!(home.fake.calls(), [], "no D-Bus call");
     }
 
+    /// A program that prints a version but generates nothing (here a `quadlet` script
+    /// around `true`) is not taken for the generator.
+    #[test]
+    fn enable_refuses_a_quadlet_override_that_only_prints_a_version() {
+        let home = Home::new();
+        let fake = home.mkdir("fake-quadlet").join("quadlet");
+        std::fs::write(&fake, "#!/bin/sh\necho 5.4.2\nexec true\n").expect("write");
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        home.sandboxctl(["enable", "acme", "--agent", "shell"])
+            .env("SANDBOXCTL_QUADLET", &fake)
+            .run()
+            .failure(&["does not run as a Quadlet generator", "set it to `none`"]);
+        assert!(!home.client_dir("acme").exists(), "nothing written");
+        assert_eq!(home.fake.calls(), [], "no D-Bus call");
+    }
+
     #[test]
     fn render_says_which_unit_and_why() {
         let home = Home::new();

@@ -324,6 +324,10 @@ async fn allowed_name_reaches_the_upstream_over_http_and_connect() {
         assert!(close.get("error").is_none(), "{close}");
     }
     assert_ne!(lines[0]["id"], lines[1]["id"]);
+    // The tunnel took the zero-copy path (splice between the two sockets); a plain
+    // request has no tunnel and says nothing about it.
+    assert_eq!(closes[1]["copy"], "splice", "{}", closes[1]);
+    assert!(closes[0].get("copy").is_none(), "{}", closes[0]);
     // The tunnel carried the GET one way and the response the other.
     assert!(
         closes[1]["bytes_up"].as_u64().unwrap() > 40,

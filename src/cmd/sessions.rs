@@ -214,7 +214,9 @@ fn parse_procs(text: &[u8]) -> Vec<Proc> {
 
 /// The command in the foreground of a pane: the deepest descendant of the pane's
 /// process in its terminal's foreground process group (a script's child, such as the
-/// agent `agent-session` runs, shares its group).
+/// agent `agent-session` runs, shares its group). A tmux client there is a helper of
+/// what runs (the booted Debian 13 lane saw one under Codex), never the
+/// session's command.
 fn foreground(procs: &[Proc], pane_pid: u32) -> Option<String> {
     let tpgid = procs.iter().find(|p| p.pid == pane_pid)?.tpgid;
     if tpgid <= 0 {
@@ -232,7 +234,7 @@ fn foreground(procs: &[Proc], pane_pid: u32) -> Option<String> {
     };
     procs
         .iter()
-        .filter(|p| p.pgid == tpgid)
+        .filter(|p| p.pgid == tpgid && !p.comm.starts_with("tmux"))
         .filter_map(|p| depth(p).map(|d| (d, p)))
         .max_by_key(|(d, _)| *d)
         .map(|(_, p)| p.comm.clone())
@@ -527,6 +529,7 @@ mod tests {
         let ps = b"  1     0     1    -1 podman-init\n\
                    12     4    12    12 agent-session\n\
                    20    12    12    12 codex\n\
+                   21    20    12    12 tmux: client\n\
                    30     4    30    31 bash\n\
                    31    30    31    31 sleep\n\
                    32    30    32    31 bg-job\n\
@@ -534,7 +537,7 @@ mod tests {
                    garbage line\n\
                    41    40    40    40 sl\x1b[2Jy with space\n";
         let procs = parse_procs(ps);
-        assert_eq!(procs.len(), 8);
+        assert_eq!(procs.len(), 9);
         assert_eq!(foreground(&procs, 12).as_deref(), Some("codex"));
         assert_eq!(foreground(&procs, 30).as_deref(), Some("sleep"));
         assert_eq!(

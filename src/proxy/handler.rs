@@ -387,12 +387,18 @@ async fn tunnel(
 ) {
     let (up, down) = (pending.up.clone(), pending.down.clone());
     let progress = || up.load(Ordering::Relaxed) + down.load(Ordering::Relaxed);
+    let zero_copy = AtomicBool::new(false);
     tokio::select! {
-        r = carry(on_upgrade, tcp, &pending.up, &pending.down) => {
+        r = carry(on_upgrade, tcp, &pending.up, &pending.down, &zero_copy) => {
             pending.rec.error = r.err();
         }
         () = stalled(idle, progress) => pending.rec.error = Some(IDLE.to_owned()),
     }
+    pending.rec.copy = Some(if zero_copy.load(Ordering::Relaxed) {
+        "splice"
+    } else {
+        "copy"
+    });
 }
 
 async fn carry(
@@ -400,6 +406,7 @@ async fn carry(
     tcp: TcpStream,
     up: &Arc<AtomicU64>,
     down: &Arc<AtomicU64>,
+    zero_copy: &AtomicBool,
 ) -> Result<(), String> {
     let upgraded = on_upgrade
         .await
@@ -408,6 +415,7 @@ async fn carry(
     let upgraded = match upgraded.downcast::<TokioIo<Recorder<tokio::net::UnixStream>>>() {
         Ok(parts) => {
             let client = parts.io.into_inner().into_inner();
+            zero_copy.store(true, Ordering::Relaxed);
             return spliced(&client, tcp, &parts.read_buf, up, down).await;
         }
         Err(u) => u,
@@ -415,6 +423,7 @@ async fn carry(
     let upgraded = match upgraded.downcast::<TokioIo<Recorder<TcpStream>>>() {
         Ok(parts) => {
             let client = parts.io.into_inner().into_inner();
+            zero_copy.store(true, Ordering::Relaxed);
             return spliced(&client, tcp, &parts.read_buf, up, down).await;
         }
         Err(u) => u,

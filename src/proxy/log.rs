@@ -56,6 +56,9 @@ pub struct DecisionRecord {
     /// Upstream to client.
     pub bytes_down: u64,
     pub duration_ms: u64,
+    /// How a tunnel moved its bytes: `splice` (zero-copy, in the kernel) or `copy`
+    /// (through the proxy's buffers).
+    pub copy: Option<&'static str>,
 }
 
 impl DecisionRecord {
@@ -77,6 +80,7 @@ impl DecisionRecord {
             bytes_up: 0,
             bytes_down: 0,
             duration_ms: 0,
+            copy: None,
         }
     }
 }
@@ -113,6 +117,8 @@ struct CloseLine<'a> {
     bytes_up: u64,
     bytes_down: u64,
     duration_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    copy: Option<&'static str>,
 }
 
 /// Lets one line through per interval and counts the rest, so a condition that
@@ -191,6 +197,7 @@ impl LogSink {
                 bytes_up: r.bytes_up,
                 bytes_down: r.bytes_down,
                 duration_ms: r.duration_ms,
+                copy: r.copy,
             },
         );
     }

@@ -126,13 +126,15 @@ impl Home {
             .env("SANDBOXCTL_PODMAN", self.path().join("fake-bin/podman"))
             .current_dir(self.path())
             .stdin(Stdio::null());
-        Cmd { cmd }
+        Cmd { cmd, input: None }
     }
 }
 
 /// A command to run, in the style of casey/just's test builder.
 pub struct Cmd {
     cmd: Command,
+    /// Written to the child's stdin, then closed.
+    input: Option<Vec<u8>>,
 }
 
 impl Cmd {
@@ -154,9 +156,33 @@ impl Cmd {
         self
     }
 
+    /// Feeds `bytes` to the command's stdin (used by tests/cli.rs).
+    #[allow(dead_code)]
+    pub fn stdin_bytes(mut self, bytes: &[u8]) -> Self {
+        self.input = Some(bytes.to_vec());
+        self
+    }
+
     pub fn run(mut self) -> Output {
         let line = format!("{:?}", self.cmd);
-        let out = self.cmd.output().expect("run sandboxctl");
+        let out = match self.input.take() {
+            None => self.cmd.output().expect("run sandboxctl"),
+            Some(bytes) => {
+                use std::io::Write as _;
+                let mut child = self
+                    .cmd
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .expect("run sandboxctl");
+                let mut stdin = child.stdin.take().expect("stdin");
+                // A command that refuses before reading closes its end: ignore EPIPE.
+                let _ = stdin.write_all(&bytes);
+                drop(stdin);
+                child.wait_with_output().expect("wait for sandboxctl")
+            }
+        };
         Output {
             line,
             code: out.status.code(),

@@ -18,7 +18,7 @@ struct Played {
 
 impl Played {
     fn play(&self) -> Output {
-        podman(["kube", "play"])
+        play_command()
             .arg(&self.file)
             .timeout(Duration::from_mins(2))
             .run()
@@ -41,6 +41,13 @@ impl Drop for Played {
             let _ = podman(["volume", "rm", "--force", v]).run();
         }
     }
+}
+
+/// `podman kube play` for a client without network (the test's client is `--network
+/// none`): without `--network none` rootless Podman puts the pod on its default bridge,
+/// which a host with a read-only `/proc/sys` (the booted nspawn lane) cannot set up.
+fn play_command() -> crate::harness::Cmd {
+    podman(["kube", "play", "--network", "none"])
 }
 
 fn wait_running(container: &str) {
@@ -102,7 +109,7 @@ fn k8_pod_flavor_plays_confined_and_keeps_state() {
     assert!(without_claims.len() < text.split("\n---\n").count());
     let again = played.file.with_file_name("pod-only.yaml");
     std::fs::write(&again, without_claims.join("\n---\n")).expect("write");
-    podman(["kube", "play"])
+    play_command()
         .arg(&again)
         .timeout(Duration::from_mins(2))
         .run()
