@@ -47,29 +47,41 @@ pub fn socket_dir_relative(client: &ClientName) -> String {
 /// The service template with `ExecStart=` pointing at `exe`, and its log file where
 /// there is no journald.
 pub fn render_service(exe: &Path, journald: bool) -> Result<String> {
+    let log = (!journald).then_some(
+        "# host adaptation: no journald here; `sandboxctl logs CLIENT --network` reads this file\n\
+         StandardError=append:%t/sandboxctl-proxy-%i.log\n",
+    );
+    rewrite_exec_start(SERVICE, "proxy", exe, log)
+}
+
+/// A service template (`what` names it in errors) with its `ExecStart=` program
+/// replaced by `exe`, escaped, and `log_lines` after it where there is no journald.
+/// The one place template units get the binary they run.
+pub fn rewrite_exec_start(
+    template: &str,
+    what: &str,
+    exe: &Path,
+    log_lines: Option<&str>,
+) -> Result<String> {
     let exe = exe
         .to_str()
         .with_context(|| format!("the sandboxctl path {} is not UTF-8", exe.display()))?;
     let exe = crate::escape::word("sandboxctl path", exe)?;
-    let mut out = String::with_capacity(SERVICE.len() + 200);
+    let mut out = String::with_capacity(template.len() + 200);
     let mut replaced = false;
-    for line in SERVICE.lines() {
+    for line in template.lines() {
         if let Some(rest) = line.strip_prefix("ExecStart=") {
-            let args = rest
-                .split_once(' ')
-                .map(|(_, a)| a)
-                .context("the proxy service template's ExecStart has no arguments")?;
+            let args = rest.split_once(' ').map(|(_, a)| a).with_context(|| {
+                format!("the {what} service template's ExecStart has no arguments")
+            })?;
             out.push_str("ExecStart=");
             out.push_str(&exe);
             out.push(' ');
             out.push_str(args);
             out.push('\n');
             replaced = true;
-            if !journald {
-                out.push_str(
-                    "# host adaptation: no journald here; `sandboxctl logs CLIENT --network` reads this file\n\
-                     StandardError=append:%t/sandboxctl-proxy-%i.log\n",
-                );
+            if let Some(log) = log_lines {
+                out.push_str(log);
             }
         } else {
             out.push_str(line);
@@ -77,7 +89,7 @@ pub fn render_service(exe: &Path, journald: bool) -> Result<String> {
         }
     }
     if !replaced {
-        bail!("the proxy service template has no ExecStart line");
+        bail!("the {what} service template has no ExecStart line");
     }
     Ok(out)
 }

@@ -6,7 +6,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 
 use crate::layout::Layout;
 
@@ -19,38 +19,11 @@ pub const SERVICE_FILE: &str = "sandboxctl-notify@.service";
 /// The service template with `ExecStart=` running `exe`, and its log file where there
 /// is no journald.
 pub fn render_service(exe: &Path, journald: bool) -> Result<String> {
-    let exe = exe
-        .to_str()
-        .with_context(|| format!("the sandboxctl path {} is not UTF-8", exe.display()))?;
-    let exe = crate::escape::word("sandboxctl path", exe)?;
-    let mut out = String::with_capacity(SERVICE.len() + 200);
-    let mut replaced = false;
-    for line in SERVICE.lines() {
-        if let Some((_, args)) = line
-            .strip_prefix("ExecStart=")
-            .and_then(|r| r.split_once(' '))
-        {
-            out.push_str("ExecStart=");
-            out.push_str(&exe);
-            out.push(' ');
-            out.push_str(args);
-            out.push('\n');
-            replaced = true;
-            if !journald {
-                out.push_str(
-                    "# host adaptation: no journald here\n\
-                     StandardError=append:%t/sandboxctl-notify-%i.log\n",
-                );
-            }
-        } else {
-            out.push_str(line);
-            out.push('\n');
-        }
-    }
-    if !replaced {
-        bail!("the notification service template has no ExecStart line");
-    }
-    Ok(out)
+    let log = (!journald).then_some(
+        "# host adaptation: no journald here\n\
+         StandardError=append:%t/sandboxctl-notify-%i.log\n",
+    );
+    crate::proxy_units::rewrite_exec_start(SERVICE, "notification", exe, log)
 }
 
 /// The unit files and their texts for this host.
