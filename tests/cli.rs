@@ -1748,6 +1748,38 @@ fn export_client(sb: &Sandbox) {
     std::fs::write(cfg.join("network.toml"), "allow = [\"example.com\"]\n").expect("policy");
 }
 
+/// A client whose API key the egress proxy holds cannot be exported yet (the cluster
+/// proxy cannot add the key): one line saying how, nothing written; with the key in the
+/// sandbox it exports.
+#[test]
+fn export_kube_refuses_a_key_held_by_the_proxy() {
+    let sb = Sandbox::new();
+    let body = "agent = \"claude\"\nimage = \"localhost/agent-sandbox:latest\"\nnetwork = \"allowlist\"\n\
+                secrets = [\"ANTHROPIC_API_KEY\"]\nnotify = false\n";
+    let cfg = sb.client_settings("acme", body);
+    std::fs::write(cfg.join("network.toml"), "allow = [\"example.com\"]\n").expect("policy");
+    let file = sb.dir.path().join("acme.yaml");
+    let args = [
+        "export",
+        "acme",
+        "--to",
+        "kube",
+        "--uid=1000",
+        "--gid=1000",
+        "-o",
+        file.to_str().expect("utf8"),
+    ];
+    let out = sb.run(&args);
+    assert_eq!(out.status.code(), Some(1));
+    assert_one_line_error(&out, "held by the egress proxy");
+    assert_one_line_error(&out, "`sandboxctl enable acme --key-in-sandbox on`");
+    assert!(!file.exists());
+    sb.client_settings("acme", &format!("{body}key_in_sandbox = true\n"));
+    let out = sb.run(&args);
+    assert!(out.status.success(), "{out:?}");
+    assert!(file.exists());
+}
+
 /// `export --include-secrets`: refused in one line where Podman cannot show values; the
 /// value base64 in a `Secret` where it can; the uid is never root.
 #[test]

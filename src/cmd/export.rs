@@ -19,6 +19,13 @@ pub fn export(layout: &Layout, args: &ExportArgs) -> Result<()> {
     if let Some(ns) = &args.namespace {
         kube::check_namespace(ns)?;
     }
+    if settings.proxy_held_key().is_some() {
+        // The exported proxy Deployment cannot add the key yet, and the agent's base URL
+        // points at the local forwarder: refused rather than exported broken.
+        bail!(
+            "{client}'s API key is held by the egress proxy, which the Kubernetes export cannot carry yet; export it with the key in the sandbox: `sandboxctl enable {client} --key-in-sandbox on`, then export again"
+        );
+    }
     let host = HostProfile::detect(&layout.cache_dir, false);
     let spec = SandboxSpec::new(&Sandbox {
         client: &client,
