@@ -548,7 +548,6 @@ fn skip_network_online(network: NetworkMode, host: &HostProfile) -> Option<&'sta
     }
 }
 
-#[allow(clippy::too_many_lines)] // every mount in one list, in podman's order
 fn mounts(sandbox: &Sandbox<'_>) -> Result<Vec<Mount>> {
     let s = sandbox.settings;
     // Caches are rebuilt at will and grow without bound: a capped tmpfs, not the
@@ -606,39 +605,25 @@ fn mounts(sandbox: &Sandbox<'_>) -> Result<Vec<Mount>> {
         let host = sandbox.layout.client_subdir(sandbox.client, sub);
         Ok(BindSource::Host(checked_path("data directory", &host)?))
     };
-    // The client's persistent home; the dirs below are mounted over it.
-    bind(
-        BindRole::State(crate::layout::HOME_SUBDIR),
-        own(crate::layout::HOME_SUBDIR)?,
-        HOME.to_owned(),
-        Access::ReadWrite,
-        Some(Relabel::Private),
-    )?;
-    // A shared `--claude-config` is not mounted: the client keeps its own Claude dir
-    // and only the login is copied both ways by the CLI (`claude_login::sync_shared`),
-    // since the agent must not write hooks, settings or instructions that Claude Code
-    // on the host would run.
-    bind(
-        BindRole::State("claude"),
-        own("claude")?,
-        format!("{HOME}/.claude"),
-        Access::ReadWrite,
-        Some(Relabel::Private),
-    )?;
-    bind(
-        BindRole::State("codex"),
-        own("codex")?,
-        format!("{HOME}/.codex"),
-        Access::ReadWrite,
-        Some(Relabel::Private),
-    )?;
-    bind(
-        BindRole::State("history"),
-        own("history")?,
-        format!("{HOME}/.history"),
-        Access::ReadWrite,
-        Some(Relabel::Private),
-    )?;
+    // The client's persistent home, then its agent dirs mounted over it. A shared
+    // `--claude-config` is not mounted: the client keeps its own Claude dir and only the
+    // login is copied both ways by the CLI (`claude_login::sync_shared`), since the
+    // agent must not write hooks, settings or instructions that Claude Code on the host
+    // would run.
+    for (sub, target) in [
+        (crate::layout::HOME_SUBDIR, HOME.to_owned()),
+        ("claude", format!("{HOME}/.claude")),
+        ("codex", format!("{HOME}/.codex")),
+        ("history", format!("{HOME}/.history")),
+    ] {
+        bind(
+            BindRole::State(sub),
+            own(sub)?,
+            target,
+            Access::ReadWrite,
+            Some(Relabel::Private),
+        )?;
+    }
     if s.network == NetworkMode::Allowlist {
         // The directory is created by the socket unit. Read-only: connect(2) works on a
         // socket in a read-only mount, and the agent cannot fill the shared runtime
