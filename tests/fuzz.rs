@@ -29,14 +29,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sandboxctl::client::ClientName;
-use sandboxctl::host::{Cgroups, Version, fixed_profile};
-use sandboxctl::layout::Layout;
 use sandboxctl::proxy::policy::{self, HostMatch, Pattern, Policy, Target};
 use sandboxctl::proxy::{Config, Listen, Listener, LogSink, Resolver, serve};
 use sandboxctl::render::{Sandbox, render};
 use sandboxctl::settings::{Agent, ExtraMount, Settings};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
+
+#[path = "support/fixture.rs"]
+mod fixture;
+use fixture::{layout, this_host};
 
 fn cases(default: u64) -> u64 {
     std::env::var("FUZZ_CASES")
@@ -71,18 +73,6 @@ fn string(rng: &mut fastrand::Rng, max: usize) -> String {
 
 // ---------------------------------------------------------------------------------
 // (a) rendering
-
-fn layout() -> Layout {
-    Layout {
-        data_dir: "/home/user/.local/share/agent-sandbox".into(),
-        unit_dir: "/home/user/.config/containers/systemd".into(),
-        cache_dir: "/home/user/.cache/sandboxctl".into(),
-        systemd_user_dir: "/home/user/.config/systemd/user".into(),
-        libexec_dir: "/home/user/.local/libexec/sandboxctl".into(),
-        home_dir: "/home/user".into(),
-        runtime_dir: Some("/run/user/1000".into()),
-    }
-}
 
 /// One `[Section]` `Key=value` of a parsed unit.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -253,12 +243,7 @@ fn settings_of(d: &Drawn) -> Settings {
 
 fn render_settings(settings: &Settings) -> anyhow::Result<String> {
     let client = ClientName::parse("fuzz").unwrap();
-    let host = fixed_profile(
-        Version::new(4, 3, 1),
-        Version::new(5, 4, 2),
-        Cgroups::Hybrid,
-        false,
-    );
+    let host = this_host();
     render(&Sandbox {
         client: &client,
         settings,

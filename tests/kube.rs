@@ -7,35 +7,16 @@ use std::io::Write as _;
 use std::process::{Command, Stdio};
 
 use sandboxctl::client::ClientName;
-use sandboxctl::host::{Cgroups, HostProfile, Version, fixed_profile};
-use sandboxctl::layout::Layout;
 use sandboxctl::model::{Sandbox, SandboxSpec};
 use sandboxctl::render::kube::{self, Export, Flavor, Options, restricted_violations};
 use sandboxctl::settings::{Agent, ExtraMount, NetworkMode, Settings};
+
+#[path = "support/fixture.rs"]
+mod fixture;
+use fixture::{layout, this_host};
 use serde_json::{Value, json};
 
 const POLICY: &str = "# the client's policy\nbundles = [\"claude\"]\nallow = [\"example.com\"]\n";
-
-fn host() -> HostProfile {
-    fixed_profile(
-        Version::new(4, 3, 1),
-        Version::new(5, 4, 2),
-        Cgroups::Hybrid,
-        false,
-    )
-}
-
-fn layout() -> Layout {
-    Layout {
-        data_dir: "/home/user/.local/share/agent-sandbox".into(),
-        unit_dir: "/home/user/.config/containers/systemd".into(),
-        cache_dir: "/home/user/.cache/sandboxctl".into(),
-        systemd_user_dir: "/home/user/.config/systemd/user".into(),
-        libexec_dir: "/home/user/.local/libexec/sandboxctl".into(),
-        home_dir: "/home/user".into(),
-        runtime_dir: Some("/run/user/1000".into()),
-    }
-}
 
 fn settings(agent: Agent, network: NetworkMode) -> Settings {
     Settings {
@@ -62,7 +43,7 @@ fn export_with(s: &Settings, o: &Options) -> anyhow::Result<Export> {
         client: &client,
         settings: s,
         layout: &layout(),
-        host: &host(),
+        host: &this_host(),
     })?;
     kube::render(&spec, s.network == NetworkMode::Allowlist, o)
 }

@@ -7,35 +7,15 @@ use std::process::Command;
 
 use sandboxctl::client::ClientName;
 use sandboxctl::host::{Cgroups, HostProfile, Version, fixed_profile};
-use sandboxctl::layout::Layout;
 use sandboxctl::render::{Sandbox, render, volume_lines};
 use sandboxctl::settings::{Agent, Autonomy, ExtraMount, NetworkMode, Settings};
 
 #[path = "support/quadlet.rs"]
 mod quadlet_path;
 use quadlet_path::quadlet;
-
-fn layout() -> Layout {
-    Layout {
-        data_dir: "/home/user/.local/share/agent-sandbox".into(),
-        unit_dir: "/home/user/.config/containers/systemd".into(),
-        cache_dir: "/home/user/.cache/sandboxctl".into(),
-        systemd_user_dir: "/home/user/.config/systemd/user".into(),
-        libexec_dir: "/home/user/.local/libexec/sandboxctl".into(),
-        home_dir: "/home/user".into(),
-        runtime_dir: Some("/run/user/1000".into()),
-    }
-}
-
-/// This test machine: new generator, old podman, hybrid cgroups, no systemd as PID 1.
-fn this_host() -> HostProfile {
-    fixed_profile(
-        Version::new(4, 3, 1),
-        Version::new(5, 4, 2),
-        Cgroups::Hybrid,
-        false,
-    )
-}
+#[path = "support/fixture.rs"]
+mod fixture;
+use fixture::{layout, this_host};
 
 /// A typical distribution with systemd, cgroup v2 and a matching Quadlet.
 fn modern_host() -> HostProfile {
