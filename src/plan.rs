@@ -6,7 +6,10 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, bail};
+
+use crate::journal::Journal;
+pub use crate::journal::Touch;
 
 type Action<'a> = Box<dyn FnOnce() -> Result<()> + 'a>;
 
@@ -71,6 +74,8 @@ impl<'a> Applied<'a> {
 
 struct Step<'a> {
     what: String,
+    /// What the step may change, written to the journal before it runs.
+    touches: Vec<Touch>,
     apply: Box<dyn FnOnce() -> Result<Applied<'a>> + 'a>,
 }
 
@@ -80,6 +85,11 @@ pub struct Plan<'a> {
     steps: Vec<Step<'a>>,
     /// Test hook: fail instead of applying the step with this index.
     fail_at: Option<usize>,
+    /// The undo log on disk, for a command that dies half-way.
+    journal: Option<Journal>,
+    /// Test hook: stop dead before the step with this index, as a killed command
+    /// does (no undo, the log left on disk).
+    die_at: Option<usize>,
 }
 
 impl<'a> Plan<'a> {
@@ -87,14 +97,35 @@ impl<'a> Plan<'a> {
         Self::default()
     }
 
-    /// Adds an effect: `apply` does it and says how to undo it.
+    /// Records each step's [`Touch`]es in `journal` before the step runs, so that a
+    /// command killed half-way is undone by the next one (see `journal`).
+    #[must_use]
+    pub fn journaled(mut self, journal: Journal) -> Self {
+        self.journal = Some(journal);
+        self
+    }
+
+    /// Adds an effect that changes nothing on disk: `apply` does it and says how to
+    /// undo it.
     pub fn step(
         &mut self,
         what: impl Into<String>,
         apply: impl FnOnce() -> Result<Applied<'a>> + 'a,
     ) {
+        self.step_touching(what, Vec::new(), apply);
+    }
+
+    /// Adds an effect that may change `touches`: `apply` does it and says how to undo
+    /// it.
+    pub fn step_touching(
+        &mut self,
+        what: impl Into<String>,
+        touches: Vec<Touch>,
+        apply: impl FnOnce() -> Result<Applied<'a>> + 'a,
+    ) {
         self.steps.push(Step {
             what: what.into(),
+            touches,
             apply: Box::new(apply),
         });
     }
@@ -102,7 +133,9 @@ impl<'a> Plan<'a> {
     /// Writes `contents` to `path` atomically (creating its directory); the undo puts
     /// back what was there, or removes the file if there was none.
     pub fn write_file(&mut self, path: PathBuf, contents: Vec<u8>, mode: u32) {
-        self.step(format!("write {}", path.display()), move || {
+        let mut touches = vec![Touch::Path(path.clone())];
+        touches.extend(path.parent().map(|d| Touch::Dir(d.to_path_buf())));
+        self.step_touching(format!("write {}", path.display()), touches, move || {
             let before = read_if_exists(&path)?;
             if before.as_ref().map(|(b, _)| b.as_slice()) == Some(contents.as_slice()) {
                 return Ok(Applied::nothing());
@@ -124,7 +157,8 @@ impl<'a> Plan<'a> {
 
     /// Removes `path` if it exists; the undo writes it back.
     pub fn remove_file(&mut self, path: PathBuf) {
-        self.step(format!("remove {}", path.display()), move || {
+        let touches = vec![Touch::Path(path.clone())];
+        self.step_touching(format!("remove {}", path.display()), touches, move || {
             let Some(before) = read_if_exists(&path)? else {
                 return Ok(Applied::nothing());
             };
@@ -154,24 +188,56 @@ impl<'a> Plan<'a> {
         self.fail_at = Some(n);
     }
 
+    /// Test hook: the plan stops dead before the step with index `n` (`n` = the
+    /// number of steps: after the last), leaving what a SIGKILL leaves.
+    #[doc(hidden)]
+    pub fn die_at(&mut self, n: usize) {
+        self.die_at = Some(n);
+    }
+
     /// Applies every effect; on the first failure, undoes the applied ones (last
     /// first) and returns the failure, with any undo that failed named in it.
     pub fn apply(self) -> Result<()> {
         let mut undos: Vec<Undo<'a>> = Vec::new();
         let mut commits: Vec<Action<'a>> = Vec::new();
+        let journal = self.journal;
         for (i, step) in self.steps.into_iter().enumerate() {
+            let recorded = match &journal {
+                Some(j) => j.record(&step.touches),
+                None => Ok(()),
+            };
+            crate::fault::checkpoint();
+            if self.die_at == Some(i) {
+                recorded?;
+                bail!("died before: {}", step.what);
+            }
             let result = if self.fail_at == Some(i) {
                 Err(anyhow!("injected failure before: {}", step.what))
             } else {
-                (step.apply)()
+                recorded.and_then(|()| (step.apply)())
             };
             match result {
                 Ok(applied) => {
                     undos.extend(applied.undo);
                     commits.extend(applied.commit);
                 }
-                Err(e) => return Err(rollback(e, undos)),
+                Err(e) => {
+                    let e = rollback(e, undos);
+                    return match journal.map(Journal::finish) {
+                        Some(Err(j)) => Err(e.context(format!("{j:#}"))),
+                        _ => Err(e),
+                    };
+                }
             }
+        }
+        // Killed here, every step is applied but the log is still there: the next
+        // command undoes the whole plan, as if it had never run.
+        crate::fault::checkpoint();
+        if self.die_at.is_some() {
+            bail!("died after the last step");
+        }
+        if let Some(j) = journal {
+            j.finish()?;
         }
         for commit in commits {
             // The plan is applied; a failed clean-up is worth a warning, not an error.

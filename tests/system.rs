@@ -15,6 +15,8 @@ mod autonomy;
 mod booted;
 #[path = "system/boundary.rs"]
 mod boundary;
+#[path = "system/crash.rs"]
+mod crash;
 #[path = "system/credentials.rs"]
 mod credentials;
 #[path = "system/doctor.rs"]

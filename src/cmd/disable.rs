@@ -9,6 +9,9 @@ use crate::systemd::Systemd;
 
 pub fn disable(layout: &Layout, name: &str, purge: bool) -> Result<()> {
     let client = ClientName::parse(name)?;
+    // Each step below can be repeated: a `disable` killed half-way is finished by
+    // running it again (the checkpoints let a test kill it at each one).
+    let _lock = crate::lock::ChangeLock::take(layout)?;
     let client_dir = layout.client_dir(&client);
     // The Quadlet unit or the plain service, whichever sandboxctl wrote (both, if a
     // switch between them was interrupted).
@@ -43,8 +46,10 @@ pub fn disable(layout: &Layout, name: &str, purge: bool) -> Result<()> {
     ] {
         systemd.stop_if_known(&u)?;
     }
+    crate::fault::checkpoint();
     for path in &units {
         std::fs::remove_file(path).with_context(|| format!("cannot remove {}", path.display()))?;
+        crate::fault::checkpoint();
     }
     // The link that started the plain service at login, if enable made it.
     let link = crate::render::plain_wants_link(layout, &client);
@@ -54,30 +59,20 @@ pub fn disable(layout: &Layout, name: &str, purge: bool) -> Result<()> {
     // The client's port forwards: nothing may listen for a sandbox that is gone.
     let settings = Settings::load(&layout.settings_path(&client)).ok();
     let forwards = super::port::remove_all(layout, &systemd, &client, settings.as_ref())?;
+    crate::fault::checkpoint();
     if let Some(mut s) = settings.filter(|s| !s.ports.is_empty() && !purge) {
         s.ports.clear();
         s.save(&layout.settings_path(&client), &client)?;
     }
     crate::proxy_units::remove_client(layout, &client)?;
+    crate::fault::checkpoint();
     // The socket directory is runtime state in the small, shared $XDG_RUNTIME_DIR; its
     // socket unit is stopped, so nothing recreates it.
     crate::proxy_units::remove_socket_dir(&client)?;
     // The event socket's directory and the session states: runtime state as well.
-    for dir in [
-        crate::notify::events_dir(&client),
-        crate::notify::state_dir(&client),
-    ]
-    .into_iter()
-    .flatten()
-    {
-        match std::fs::remove_dir_all(&dir) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(e).with_context(|| format!("cannot delete {}", dir.display()));
-            }
-            _ => {}
-        }
-    }
+    remove_runtime_dirs(&client)?;
     systemd.reload()?;
+    crate::fault::checkpoint();
     systemd.reset_failed(&unit)?;
     // A container left by an earlier failure must not outlive the client.
     let _ = crate::podman::command(["rm", "-f", "-i", &client.container_name()])
@@ -99,6 +94,7 @@ pub fn disable(layout: &Layout, name: &str, purge: bool) -> Result<()> {
     }
     if purge {
         let removed = crate::secrets::remove_all(&client)?;
+        crate::fault::checkpoint();
         if !removed.is_empty() {
             println!("purged {client}'s secrets: {}", removed.join(", "));
         }
@@ -114,6 +110,25 @@ pub fn disable(layout: &Layout, name: &str, purge: bool) -> Result<()> {
             "kept {client}'s data in {}; `sandboxctl disable {client} --purge` deletes it",
             client_dir.display()
         );
+    }
+    Ok(())
+}
+
+/// The client's event socket directory and session states.
+fn remove_runtime_dirs(client: &ClientName) -> Result<()> {
+    for dir in [
+        crate::notify::events_dir(client),
+        crate::notify::state_dir(client),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("cannot delete {}", dir.display()));
+            }
+            _ => {}
+        }
     }
     Ok(())
 }

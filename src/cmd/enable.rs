@@ -11,7 +11,7 @@ use crate::client::ClientName;
 use crate::host::{HostProfile, TemplateUnits, UnitTarget};
 use crate::layout::Layout;
 use crate::options::{self, Request};
-use crate::plan::{Applied, Plan, Undo, keep_files, missing_dirs, remove_dirs};
+use crate::plan::{Applied, Plan, Touch, Undo, keep_files, missing_dirs, remove_dirs};
 use crate::render::{self, Sandbox};
 use crate::settings::{Agent, NetworkMode, Settings};
 use crate::systemd::{Systemd, UnitState, Verb};
@@ -155,11 +155,28 @@ fn effects<'a>(
     if planned.iter().any(|p| allowlist(&p) || notify(&p)) {
         match &host.template_units {
             TemplateUnits::PerUser => {
-                plan.step("install the proxy units", move || {
+                let binary = crate::proxy_units::binary_path(layout);
+                let mut touches = vec![
+                    Touch::Dir(layout.systemd_user_dir.clone()),
+                    Touch::Dir(layout.libexec_dir.clone()),
+                    Touch::Path(binary.with_file_name(BINARY_BACKUP)),
+                    Touch::Path(binary),
+                ];
+                for f in [
+                    crate::proxy_units::SOCKET_FILE,
+                    crate::proxy_units::SERVICE_FILE,
+                ] {
+                    touches.push(Touch::Path(layout.systemd_user_dir.join(f)));
+                }
+                plan.step_touching("install the proxy units", touches, move || {
                     install_proxy_units(layout, exe, host.journald)
                 });
                 if planned.iter().any(|p| notify(&p)) {
-                    plan.step("install the notification units", move || {
+                    let touches = crate::notify::units::files(layout, host.journald)?
+                        .into_iter()
+                        .map(|(path, _)| Touch::Path(path))
+                        .collect();
+                    plan.step_touching("install the notification units", touches, move || {
                         install_notify_units(layout, host.journald)
                     });
                 }
@@ -178,13 +195,17 @@ fn effects<'a>(
         client_files(&mut plan, layout, host, p)?;
         client_agent(&mut plan, layout, p);
     }
-    plan.step("reload the systemd user manager", move || {
-        reload()?;
-        Ok(Applied::undo(Undo::last(
-            "reload the systemd user manager after undoing",
-            reload,
-        )))
-    });
+    plan.step_touching(
+        "reload the systemd user manager",
+        vec![Touch::Reload],
+        move || {
+            reload()?;
+            Ok(Applied::undo(Undo::last(
+                "reload the systemd user manager after undoing",
+                reload,
+            )))
+        },
+    );
     plan.step("check that systemd loaded every unit", move || {
         check()?;
         Ok(Applied::nothing())
@@ -204,8 +225,14 @@ fn client_files<'a>(
     if allowlist {
         // The client's proxy enforces the policy file this CLI edits, wherever
         // AGENT_SANDBOX_DATA put it.
-        plan.step(
+        let dropin = crate::proxy_units::dropin_path(layout, client);
+        let touches = vec![
+            Touch::Dir(dropin.parent().map(Path::to_path_buf).unwrap_or_default()),
+            Touch::Path(dropin),
+        ];
+        plan.step_touching(
             format!("install the proxy drop-in of {client}"),
+            touches,
             move || {
                 let before = crate::proxy_units::existing_dropin(layout, client)?;
                 if !crate::proxy_units::install_client(layout, host, client)? {
@@ -225,8 +252,16 @@ fn client_files<'a>(
             },
         );
     }
-    plan.step(
+    let mut touches = vec![
+        Touch::Dir(layout.clients_dir()),
+        Touch::Tree(layout.client_dir(client)),
+    ];
+    for sub in crate::layout::CLIENT_SUBDIRS {
+        touches.push(Touch::Dir(layout.client_subdir(client, sub)));
+    }
+    plan.step_touching(
         format!("create the data directories of {client}"),
+        touches,
         move || {
             let dir = layout.client_dir(client);
             let mut new = missing_dirs(&dir);
@@ -252,7 +287,8 @@ fn client_files<'a>(
     );
     unit_effects(plan, layout, p)?;
     if allowlist {
-        plan.step(format!("create the network policy of {client}"), move || {
+        let touches = vec![Touch::Path(layout.policy_path(client))];
+        plan.step_touching(format!("create the network policy of {client}"), touches, move || {
             let policy = layout.policy_path(client);
             if policy.exists() {
                 return Ok(Applied::nothing());
@@ -269,8 +305,9 @@ fn client_files<'a>(
         });
     }
     if !p.settings.git_writable_config {
-        plan.step(
+        plan.step_touching(
             format!("pin the git dirs of {client}'s projects"),
+            git_pin_touches(&p.settings.projects),
             move || pin_git_dirs(&p.settings.projects),
         );
     }
@@ -288,15 +325,20 @@ fn unit_effects<'a>(plan: &mut Plan<'a>, layout: &'a Layout, p: &'a Planned) -> 
         .path
         .parent()
         .context("a unit path has a directory")?;
-    plan.step(format!("create {}", unit_dir.display()), move || {
-        let new = missing_dirs(unit_dir);
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(unit_dir)
-            .with_context(|| format!("cannot create {}", unit_dir.display()))?;
-        Ok(Applied::undo(remove_dirs(new)))
-    });
+    let touches = vec![Touch::Dir(unit_dir.to_path_buf())];
+    plan.step_touching(
+        format!("create {}", unit_dir.display()),
+        touches,
+        move || {
+            let new = missing_dirs(unit_dir);
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(unit_dir)
+                .with_context(|| format!("cannot create {}", unit_dir.display()))?;
+            Ok(Applied::undo(remove_dirs(new)))
+        },
+    );
     plan.write_file(
         p.unit.path.clone(),
         p.unit.text.clone().into_bytes(),
@@ -316,11 +358,16 @@ fn unit_effects<'a>(plan: &mut Plan<'a>, layout: &'a Layout, p: &'a Planned) -> 
     let link = render::plain_wants_link(layout, &p.client);
     let service = render::plain_unit_path(layout, &p.client);
     if matches!(p.unit.target, UnitTarget::Plain { .. }) {
-        plan.step(format!("link {}", link.display()), move || {
+        let touches = vec![
+            Touch::Dir(link.parent().map(Path::to_path_buf).unwrap_or_default()),
+            Touch::Path(link.clone()),
+        ];
+        plan.step_touching(format!("link {}", link.display()), touches, move || {
             link_plain_service(link, &service)
         });
     } else {
-        plan.step(format!("remove {}", link.display()), move || {
+        let touches = vec![Touch::Path(link.clone())];
+        plan.step_touching(format!("remove {}", link.display()), touches, move || {
             if std::fs::read_link(&link).ok().as_deref() != Some(service.as_path()) {
                 return Ok(Applied::nothing());
             }
@@ -370,41 +417,54 @@ fn link_plain_service<'a>(link: PathBuf, service: &Path) -> Result<Applied<'a>> 
 fn client_agent<'a>(plan: &mut Plan<'a>, layout: &'a Layout, p: &'a Planned) {
     let client = &p.client;
     if p.settings.claude_config.is_some() || p.settings.agent == Agent::Claude {
-        plan.step(format!("prepare the Claude state of {client}"), move || {
-            let dir = layout.client_subdir(client, "claude");
-            let mut touched = vec![dir.join(".credentials.json"), dir.join(".claude.json")];
-            if let Some(shared) = &p.settings.claude_config {
-                // The login is copied both ways: the shared one may be written too.
-                touched.push(shared.join(".credentials.json"));
-            }
-            let undo = keep_files(format!("restore the Claude state of {client}"), touched)?;
-            let lines = if let Some(shared) = &p.settings.claude_config {
-                let lines = claude_login::sync_shared(&dir, shared);
-                lines.and_then(|l| claude_login::mark_onboarded(&dir).map(|()| l))
-            } else {
-                let has_key = p.settings.secrets.iter().any(|s| s == "ANTHROPIC_API_KEY");
-                let host_dir = claude_login::host_config_dir();
-                claude_login::prepare(&dir, host_dir.as_deref(), has_key)
-            };
-            let lines = match lines {
-                Ok(lines) => lines,
-                // Half-done is undone here: the plan undoes only completed effects.
-                Err(e) => return Err(undo_now(e, undo)),
-            };
-            for line in lines {
-                if line.starts_with("warning:") {
-                    eprintln!("{line}");
+        let dir = layout.client_subdir(client, "claude");
+        let mut touched = vec![dir.join(".credentials.json"), dir.join(".claude.json")];
+        if let Some(shared) = &p.settings.claude_config {
+            // The login is copied both ways: the shared one may be written too.
+            touched.push(shared.join(".credentials.json"));
+        }
+        let journaled = touched.iter().cloned().map(Touch::Path).collect();
+        plan.step_touching(
+            format!("prepare the Claude state of {client}"),
+            journaled,
+            move || {
+                let undo = keep_files(format!("restore the Claude state of {client}"), touched)?;
+                let lines = if let Some(shared) = &p.settings.claude_config {
+                    let lines = claude_login::sync_shared(&dir, shared);
+                    lines.and_then(|l| claude_login::mark_onboarded(&dir).map(|()| l))
                 } else {
-                    println!("{line}");
+                    let has_key = p.settings.secrets.iter().any(|s| s == "ANTHROPIC_API_KEY");
+                    let host_dir = claude_login::host_config_dir();
+                    claude_login::prepare(&dir, host_dir.as_deref(), has_key)
+                };
+                let lines = match lines {
+                    Ok(lines) => lines,
+                    // Half-done is undone here: the plan undoes only completed effects.
+                    Err(e) => return Err(undo_now(e, undo)),
+                };
+                for line in lines {
+                    if line.starts_with("warning:") {
+                        eprintln!("{line}");
+                    } else {
+                        println!("{line}");
+                    }
                 }
-            }
-            Ok(Applied::undo(undo))
-        });
+                Ok(Applied::undo(undo))
+            },
+        );
     }
     if let Some((name, value)) = &p.api_key {
         // Last of the client's effects: an earlier value cannot be read back, so
         // a replaced key is the one change that cannot be undone.
-        plan.step(format!("store {name} of {client}"), move || {
+        let key_dir = layout
+            .client_subdir(client, "config")
+            .join(crate::proxy::keyed::KEY_DIR);
+        let touches = vec![
+            Touch::Secret(client.clone(), (*name).to_owned()),
+            Touch::Dir(key_dir.clone()),
+            Touch::Path(key_dir.join(name)),
+        ];
+        plan.step_touching(format!("store {name} of {client}"), touches, move || {
             let existed = secrets::list(client)?.iter().any(|s| s == name);
             secrets::store(client, name, value)?;
             secrets::store_for_proxy(layout, client, name, value)?;
@@ -434,6 +494,30 @@ fn undo_now(e: anyhow::Error, undo: Undo<'_>) -> anyhow::Error {
         Ok(()) => e,
         Err(u) => e.context(format!("and undoing it failed too: {u:#}")),
     }
+}
+
+/// The previous private binary, kept (as a hard link) until the plan is applied.
+const BINARY_BACKUP: &str = ".sandboxctl.before-enable";
+
+/// What pinning the git dirs of `projects` may create. A project whose pins cannot be
+/// planned has none: its step fails before creating anything.
+fn git_pin_touches(projects: &[PathBuf]) -> Vec<Touch> {
+    let mut touches = Vec::new();
+    for project in projects {
+        let Ok(plan) = crate::git_guard::plan(project) else {
+            continue;
+        };
+        for c in &plan.create {
+            match c {
+                crate::git_guard::Create::File(f, _) => {
+                    touches.extend(f.parent().map(|d| Touch::Dir(d.to_path_buf())));
+                    touches.push(Touch::Path(f.clone()));
+                }
+                crate::git_guard::Create::Dir(d) => touches.push(Touch::Dir(d.clone())),
+            }
+        }
+    }
+    touches
 }
 
 /// Creates what the git pins of `projects` need (a `commondir`, an empty `config` or
@@ -523,7 +607,7 @@ fn install_proxy_units<'a>(layout: &'a Layout, exe: &Path, journald: bool) -> Re
         .flat_map(|d| missing_dirs(d))
         .collect();
     let binary = binary_path(layout);
-    let backup = binary.with_file_name(".sandboxctl.before-enable");
+    let backup = binary.with_file_name(BINARY_BACKUP);
     let _ = std::fs::remove_file(&backup);
     let had_binary = binary.exists();
     if had_binary {
@@ -674,6 +758,8 @@ struct Written {
 fn write_clients(layout: &Layout, clients: &[ClientName], req: &Request<'_>) -> Result<Written> {
     let host = HostProfile::detect(&layout.cache_dir, true);
     host.require_podman()?;
+    // From reading the clients' settings to the last file written: one change at a time.
+    let _lock = crate::lock::ChangeLock::take(layout)?;
     let planned = plan(layout, &host, clients, req)?;
     // Reach systemd before writing, so a missing user manager leaves nothing behind.
     let systemd = Systemd::connect_user()?;
@@ -684,7 +770,9 @@ fn write_clients(layout: &Layout, clients: &[ClientName], req: &Request<'_>) -> 
         *running.borrow_mut() = check_generated(&systemd, &host, layout, &planned)?;
         Ok(())
     };
-    effects(layout, &host, &planned, &exe, &reload, &check)?.apply()?;
+    effects(layout, &host, &planned, &exe, &reload, &check)?
+        .journaled(crate::journal::Journal::begin(layout)?)
+        .apply()?;
     let running = running.into_inner();
     // Notifications off: the client's event socket stops listening (the sandbox stops
     // mounting it at its next start).
@@ -1194,6 +1282,79 @@ mod tests {
                 !after.iter().any(|(p, _, _)| p.contains("before-enable")),
                 "the binary's backup is gone once applied: {after:?}"
             );
+        }
+    }
+
+    /// A command killed before any step, or after the last, leaves an undo log on
+    /// disk; the next command's recovery puts every file back as it was, and enabling
+    /// again then applies the whole plan.
+    #[test]
+    fn a_kill_at_any_step_is_undone_by_the_next_command() {
+        for existing in [false, true] {
+            let tmp = tempfile::tempdir().expect("tempdir");
+            let root = tmp.path().join("home");
+            let layout = Layout::under(&root);
+            // The change lock creates the data directory before anything else.
+            std::fs::create_dir_all(&layout.data_dir).expect("data dir");
+            let exe = tmp.path().join("sandboxctl-v2");
+            std::fs::write(&exe, "new binary").expect("exe");
+            let ok = || Ok(());
+            if existing {
+                let old_exe = tmp.path().join("sandboxctl-v1");
+                std::fs::write(&old_exe, "old binary").expect("exe");
+                let old_host = host(false);
+                let old = [planned(
+                    &layout,
+                    &old_host,
+                    settings(NetworkMode::Allowlist, "localhost/old:1"),
+                )];
+                effects(&layout, &old_host, &old, &old_exe, &ok, &ok)
+                    .expect("plan")
+                    .apply()
+                    .expect("first enable");
+            }
+            let new_host = host(true);
+            let new = [planned(
+                &layout,
+                &new_host,
+                settings(NetworkMode::Allowlist, "localhost/new:2"),
+            )];
+            let before = tree(&root);
+            let reloads = Cell::new(0);
+            let reload = || {
+                reloads.set(reloads.get() + 1);
+                Ok(())
+            };
+            let plan = effects(&layout, &new_host, &new, &exe, &ok, &ok).expect("plan");
+            let count = plan.len();
+            let reload_at = plan
+                .describe()
+                .iter()
+                .position(|s| s.starts_with("reload"))
+                .expect("a reload step");
+            drop(plan);
+            for n in 0..=count {
+                let mut plan = effects(&layout, &new_host, &new, &exe, &ok, &ok)
+                    .expect("plan")
+                    .journaled(crate::journal::Journal::begin(&layout).expect("journal"));
+                plan.die_at(n);
+                plan.apply().expect_err("died");
+                assert!(crate::journal::pending(&layout), "step {n}");
+                reloads.set(0);
+                crate::journal::recover_with(&layout, &reload).expect("recover");
+                assert_eq!(tree(&root), before, "step {n} of {count} is not undone");
+                assert!(!crate::journal::pending(&layout));
+                // The reload step's entry is there once the plan reached it.
+                assert_eq!(reloads.get() > 0, n >= reload_at, "step {n} of {count}");
+            }
+            effects(&layout, &new_host, &new, &exe, &ok, &ok)
+                .expect("plan")
+                .journaled(crate::journal::Journal::begin(&layout).expect("journal"))
+                .apply()
+                .expect("enable again");
+            assert_ne!(tree(&root), before);
+            assert!(new[0].unit.path.exists());
+            assert!(!crate::journal::pending(&layout));
         }
     }
 

@@ -11,6 +11,7 @@ use crate::proxy::{self, Listen, ProxyOptions};
 use crate::settings::{NetworkMode, Settings};
 
 pub fn allow(layout: &Layout, name: &str, hosts: &[String], private: bool) -> Result<()> {
+    let _lock = crate::lock::ChangeLock::take(layout)?;
     let (client, settings) = super::known_client(layout, name)?;
     let path = layout.policy_path(&client);
     if hosts.iter().any(|h| h == "@packages") {
@@ -44,6 +45,7 @@ pub fn allow(layout: &Layout, name: &str, hosts: &[String], private: bool) -> Re
 }
 
 pub fn deny(layout: &Layout, name: &str, hosts: &[String]) -> Result<()> {
+    let _lock = crate::lock::ChangeLock::take(layout)?;
     let (client, settings) = super::known_client(layout, name)?;
     let report = policy::add_deny(&layout.policy_path(&client), hosts)?;
     print_report(&client, "denied", &report);

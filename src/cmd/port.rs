@@ -40,6 +40,9 @@ pub fn port(layout: &Layout, args: &PortArgs) -> Result<()> {
     let Some(port) = args.port else {
         return list(&client, &settings);
     };
+    let _lock = crate::lock::ChangeLock::take(layout)?;
+    // Read again under the lock: another command may have just changed them.
+    let (client, settings) = super::known_client(layout, &args.client)?;
     if args.rm {
         remove(layout, &client, &settings, port, args.host_port)
     } else {

@@ -16,7 +16,8 @@ pub fn secret(layout: &Layout, cmd: SecretCommand) -> Result<()> {
     match cmd {
         SecretCommand::Set { client, name } => {
             secrets::check_name(&name)?;
-            let (client, mut settings) = super::known_client_with_podman(layout, &client)?;
+            // Named wrong, the command fails before the user types a value.
+            super::known_client_with_podman(layout, &client)?;
             let mut raw = Vec::new();
             std::io::stdin()
                 .take(MAX_VALUE + 1)
@@ -26,6 +27,8 @@ pub fn secret(layout: &Layout, cmd: SecretCommand) -> Result<()> {
                 bail!("the value for {name} is larger than 64 KiB; nothing was stored");
             }
             let value = secrets::clean_value(&name, &raw)?;
+            let _lock = crate::lock::ChangeLock::take(layout)?;
+            let (client, mut settings) = super::known_client(layout, &client)?;
             secrets::store(&client, &name, &value)?;
             secrets::store_for_proxy(layout, &client, &name, &value)?;
             if !settings.secrets.contains(&name) {
@@ -47,6 +50,7 @@ pub fn secret(layout: &Layout, cmd: SecretCommand) -> Result<()> {
         }
         SecretCommand::Rm { client, name } => {
             secrets::check_name(&name)?;
+            let _lock = crate::lock::ChangeLock::take(layout)?;
             let (client, mut settings) = super::known_client_with_podman(layout, &client)?;
             secrets::remove(&client, &name)?;
             secrets::remove_for_proxy(layout, &client, &name)?;

@@ -60,6 +60,7 @@ fn api_key_place(layout: &Layout, c: &ClientName, s: &Settings) -> Option<String
 
 #[allow(clippy::too_many_lines)] // one field per line of the status table
 pub fn status(layout: &Layout, name: Option<&str>, json: bool) -> Result<()> {
+    crate::lock::recover_if_idle(layout)?;
     let clients: Vec<(ClientName, Settings)> = match name {
         Some(n) => vec![super::known_client(layout, n)?],
         None => layout

@@ -1,0 +1,432 @@
+//! The undo log on disk. A plan's in-memory undo covers a step that fails, but not a
+//! command that dies (SIGKILL, OOM, power cut): then only what is on disk is left. So
+//! before each step runs, the plan writes here what that step may change, as it is
+//! now — a file's bytes and mode, a link's target, that a directory or a secret did not
+//! exist — and removes the log once every step is applied. The next command that takes
+//! the change lock (`lock::ChangeLock`) and finds a log puts each of those back, in
+//! reverse order, and reloads the user manager: the interrupted command's clients are
+//! then exactly as they were before it, and running it again applies it whole.
+//!
+//! Layout: `DATA/.journal/NNNN.json` (one entry each, written atomically after its
+//! saved bytes `NNNN.data`), so a log cut short by the kill is still a valid log.
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::client::ClientName;
+use crate::layout::Layout;
+
+/// Files larger than this are kept by a hard link, not a copy (the private sandboxctl
+/// binary): every file a plan replaces is replaced by a rename, so the old inode the
+/// link holds is never written to.
+const LINK_ABOVE: u64 = 1 << 20;
+
+/// What a step may change.
+#[derive(Debug, Clone)]
+pub enum Touch {
+    /// A file or symbolic link that may be written, replaced or removed.
+    Path(PathBuf),
+    /// A directory that may be created with its missing parents; recovery removes
+    /// the ones that were missing if they are empty again.
+    Dir(PathBuf),
+    /// A directory that may be created and filled (a client's data directory);
+    /// recovery deletes it whole if it was missing.
+    Tree(PathBuf),
+    /// A Podman secret of a client that may be created.
+    Secret(ClientName, String),
+    /// The user manager is reloaded: recovery reloads it after restoring the files.
+    Reload,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+enum Before {
+    Absent,
+    File {
+        data: String,
+        mode: u32,
+    },
+    Link {
+        target: PathBuf,
+    },
+    /// A directory or a special file where a file is expected: left alone.
+    Other,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+enum Entry {
+    Path {
+        path: PathBuf,
+        before: Before,
+    },
+    /// Directories that did not exist, outermost first.
+    Dirs {
+        missing: Vec<PathBuf>,
+    },
+    Tree {
+        path: PathBuf,
+    },
+    Secret {
+        client: String,
+        name: String,
+    },
+    Reload,
+}
+
+/// The log of one plan being applied.
+pub struct Journal {
+    dir: PathBuf,
+    next: std::cell::Cell<usize>,
+    /// The directories the log's own directory needed (a first `enable`).
+    made: Vec<PathBuf>,
+}
+
+fn journal_dir(layout: &Layout) -> PathBuf {
+    layout.data_dir.join(".journal")
+}
+
+impl Journal {
+    /// Starts a log; call with the change lock held (so no other log exists).
+    pub fn begin(layout: &Layout) -> Result<Self> {
+        let dir = journal_dir(layout);
+        let made = crate::plan::missing_dirs(&layout.data_dir);
+        crate::layout::create_private_dir(&dir)?;
+        Ok(Self {
+            dir,
+            next: std::cell::Cell::new(0),
+            made,
+        })
+    }
+
+    /// Writes down, before a step runs, the present state of what it may change.
+    pub fn record(&self, touches: &[Touch]) -> Result<()> {
+        for t in touches {
+            let n = self.next.get();
+            let entry = match t {
+                Touch::Path(path) => Entry::Path {
+                    path: path.clone(),
+                    before: self.save(path, n)?,
+                },
+                Touch::Dir(dir) => Entry::Dirs {
+                    missing: crate::plan::missing_dirs(dir),
+                },
+                Touch::Tree(dir) => {
+                    if fs::symlink_metadata(dir).is_ok() {
+                        continue;
+                    }
+                    Entry::Tree { path: dir.clone() }
+                }
+                Touch::Secret(client, name) => {
+                    if crate::secrets::list(client)?.iter().any(|s| s == name) {
+                        // An existing value cannot be read back: not undoable.
+                        continue;
+                    }
+                    Entry::Secret {
+                        client: client.to_string(),
+                        name: name.clone(),
+                    }
+                }
+                Touch::Reload => Entry::Reload,
+            };
+            let text = serde_json::to_vec(&entry).context("cannot encode a journal entry")?;
+            crate::atomic::write(&self.dir.join(format!("{n:04}.json")), &text, 0o600)?;
+            self.next.set(n + 1);
+        }
+        Ok(())
+    }
+
+    /// Keeps a copy of `path` as entry `n`'s data.
+    fn save(&self, path: &Path, n: usize) -> Result<Before> {
+        let meta = match fs::symlink_metadata(path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Before::Absent),
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+        };
+        if meta.file_type().is_symlink() {
+            let target =
+                fs::read_link(path).with_context(|| format!("cannot read {}", path.display()))?;
+            return Ok(Before::Link { target });
+        }
+        if !meta.is_file() {
+            return Ok(Before::Other);
+        }
+        let name = format!("{n:04}.data");
+        let data = self.dir.join(&name);
+        let linked = meta.size() > LINK_ABOVE && fs::hard_link(path, &data).is_ok();
+        if !linked {
+            let bytes =
+                fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+            crate::atomic::write(&data, &bytes, 0o600)?;
+        }
+        Ok(Before::File {
+            data: name,
+            mode: meta.permissions().mode() & 0o7777,
+        })
+    }
+
+    /// The plan is applied (or undone in memory): the log is not needed any more.
+    pub fn finish(self) -> Result<()> {
+        fs::remove_dir_all(&self.dir)
+            .with_context(|| format!("cannot remove {}", self.dir.display()))?;
+        // Left empty by a plan that was undone: as if the command never ran.
+        for d in self.made.iter().rev() {
+            if fs::remove_dir(d).is_err() {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether an undo log is there (an interrupted command's, or a running one's).
+pub fn pending(layout: &Layout) -> bool {
+    journal_dir(layout).exists()
+}
+
+/// Undoes what an interrupted command left (if it left a log); call with the change
+/// lock held. Says on stderr what it did.
+pub fn recover(layout: &Layout) -> Result<()> {
+    recover_with(layout, &|| {
+        crate::systemd::Systemd::connect_user()?.reload()
+    })
+}
+
+/// [`recover`], with the reload of the user manager given.
+pub fn recover_with(layout: &Layout, reload: &dyn Fn() -> Result<()>) -> Result<()> {
+    let dir = journal_dir(layout);
+    let entries = match read_entries(&dir) {
+        Ok(Some(entries)) => entries,
+        Ok(None) => return Ok(()),
+        Err(e) => return Err(e.context(recover_hint(&dir))),
+    };
+    let count = entries.len();
+    let mut reloaded = false;
+    for entry in entries.into_iter().rev() {
+        match entry {
+            Entry::Reload => reloaded = true,
+            entry => undo(&dir, entry).with_context(|| recover_hint(&dir))?,
+        }
+    }
+    if reloaded {
+        reload().with_context(|| recover_hint(&dir))?;
+    }
+    fs::remove_dir_all(&dir).with_context(|| format!("cannot remove {}", dir.display()))?;
+    eprintln!(
+        "sandboxctl: an earlier command was interrupted; undid its {count} recorded change(s), so its clients are as they were before it (run it again to apply it)"
+    );
+    Ok(())
+}
+
+fn recover_hint(dir: &Path) -> String {
+    format!(
+        "cannot undo the interrupted change recorded in {}; fix what the error names and run the command again",
+        dir.display()
+    )
+}
+
+/// The log's entries in order; `None` if there is no log. An entry whose JSON is not
+/// there yet was never started: the log ends before it.
+fn read_entries(dir: &Path) -> Result<Option<Vec<Entry>>> {
+    let list = match fs::read_dir(dir) {
+        Ok(l) => l,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", dir.display())),
+    };
+    let mut names: Vec<String> = list
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| {
+            n.strip_suffix(".json")
+                .is_some_and(|stem| !stem.is_empty() && stem.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .collect();
+    names.sort();
+    let mut entries = Vec::new();
+    for name in names {
+        let path = dir.join(&name);
+        let bytes = fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let entry = serde_json::from_slice(&bytes)
+            .with_context(|| format!("{} is not a journal entry", path.display()))?;
+        entries.push(entry);
+    }
+    Ok(Some(entries))
+}
+
+fn undo(dir: &Path, entry: Entry) -> Result<()> {
+    match entry {
+        Entry::Path { path, before } => {
+            restore_path(dir, &path, before)?;
+            if let Some(parent) = path.parent() {
+                remove_temporaries(parent);
+            }
+            Ok(())
+        }
+        Entry::Dirs { missing } => {
+            for d in missing.iter().rev() {
+                match fs::remove_dir(d) {
+                    Err(e)
+                        if e.kind() != std::io::ErrorKind::NotFound
+                            && e.kind() != std::io::ErrorKind::DirectoryNotEmpty =>
+                    {
+                        return Err(e).with_context(|| format!("cannot remove {}", d.display()));
+                    }
+                    _ => {}
+                }
+            }
+            Ok(())
+        }
+        Entry::Tree { path } => {
+            if fs::symlink_metadata(&path).is_ok() {
+                crate::layout::remove_client_tree(&path)?;
+            }
+            Ok(())
+        }
+        Entry::Secret { client, name } => {
+            let client = ClientName::parse(&client)?;
+            if crate::secrets::list(&client)?.contains(&name) {
+                crate::secrets::remove(&client, &name)?;
+            }
+            Ok(())
+        }
+        Entry::Reload => Ok(()),
+    }
+}
+
+fn restore_path(dir: &Path, path: &Path, before: Before) -> Result<()> {
+    let remove = || match fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("cannot remove {}", path.display()))
+        }
+        _ => Ok(()),
+    };
+    match before {
+        Before::Absent => remove(),
+        Before::Other => Ok(()),
+        Before::Link { target } => {
+            if fs::read_link(path).ok().as_ref() == Some(&target) {
+                return Ok(());
+            }
+            remove()?;
+            std::os::unix::fs::symlink(&target, path)
+                .with_context(|| format!("cannot create {}", path.display()))
+        }
+        Before::File { data, mode } => {
+            let saved = dir.join(data);
+            let bytes =
+                fs::read(&saved).with_context(|| format!("cannot read {}", saved.display()))?;
+            if let Some(parent) = path.parent() {
+                fs::create_dir_all(parent)
+                    .with_context(|| format!("cannot create {}", parent.display()))?;
+            }
+            crate::atomic::write(path, &bytes, mode)
+        }
+    }
+}
+
+/// Removes the temporary files an atomic write killed half-way leaves in `dir`.
+fn remove_temporaries(dir: &Path) {
+    let Ok(list) = fs::read_dir(dir) else {
+        return;
+    };
+    for e in list.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(".sandboxctl-") && name.ends_with(".tmp") {
+            let _ = fs::remove_file(e.path());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tree(root: &Path) -> Vec<(String, u32, Option<Vec<u8>>)> {
+        let mut out = Vec::new();
+        let mut stack = vec![root.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in fs::read_dir(&d).expect("read_dir").flatten() {
+                let p = e.path();
+                let m = fs::symlink_metadata(&p).expect("meta");
+                let rel = p.strip_prefix(root).expect("prefix").display().to_string();
+                if m.is_dir() {
+                    out.push((rel, m.permissions().mode(), None));
+                    stack.push(p);
+                } else if m.file_type().is_symlink() {
+                    let t = fs::read_link(&p).expect("link");
+                    out.push((rel, 0, Some(t.display().to_string().into_bytes())));
+                } else {
+                    out.push((
+                        rel,
+                        m.permissions().mode(),
+                        Some(fs::read(&p).expect("read")),
+                    ));
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn recovery_puts_back_files_links_and_directories() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let layout = Layout::under(tmp.path());
+        let work = tmp.path().join("work");
+        fs::create_dir_all(work.join("old")).expect("mkdir");
+        fs::write(work.join("kept"), "old bytes").expect("write");
+        fs::set_permissions(work.join("kept"), fs::Permissions::from_mode(0o640)).expect("chmod");
+        fs::write(work.join("gone"), "will be removed").expect("write");
+        std::os::unix::fs::symlink("old", work.join("link")).expect("symlink");
+        let before = tree(&work);
+
+        let j = Journal::begin(&layout).expect("begin");
+        j.record(&[
+            Touch::Path(work.join("kept")),
+            Touch::Path(work.join("new")),
+            Touch::Path(work.join("gone")),
+            Touch::Path(work.join("link")),
+            Touch::Dir(work.join("a/b")),
+            Touch::Tree(work.join("client")),
+        ])
+        .expect("record");
+        // The "command" changes all of it, then dies (the log stays).
+        crate::atomic::write(&work.join("kept"), b"new bytes", 0o600).expect("write");
+        fs::write(work.join("new"), "created").expect("write");
+        fs::remove_file(work.join("gone")).expect("rm");
+        fs::remove_file(work.join("link")).expect("rm");
+        std::os::unix::fs::symlink("elsewhere", work.join("link")).expect("symlink");
+        fs::create_dir_all(work.join("a/b")).expect("mkdir");
+        fs::create_dir_all(work.join("client/home/x")).expect("mkdir");
+        fs::write(work.join("client/home/x/f"), "agent data").expect("write");
+        fs::write(work.join(".sandboxctl-abc.tmp"), "half").expect("write");
+        std::mem::forget(j);
+        assert_ne!(tree(&work), before);
+
+        recover(&layout).expect("recover");
+        assert_eq!(tree(&work), before);
+        assert!(!layout.data_dir.join(".journal").exists());
+        // Nothing to do the second time.
+        recover(&layout).expect("recover again");
+    }
+
+    #[test]
+    fn a_finished_plan_leaves_no_log_and_a_torn_entry_is_not_one() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let layout = Layout::under(tmp.path());
+        let j = Journal::begin(&layout).expect("begin");
+        j.record(&[Touch::Path(tmp.path().join("f"))])
+            .expect("record");
+        j.finish().expect("finish");
+        assert!(!layout.data_dir.join(".journal").exists());
+
+        // A kill inside an atomic write leaves only a temporary file: no entry.
+        let j = Journal::begin(&layout).expect("begin");
+        fs::write(j.dir.join(".sandboxctl-x.tmp"), "{\"Pa").expect("write");
+        std::mem::forget(j);
+        recover(&layout).expect("recover");
+        assert!(!layout.data_dir.join(".journal").exists());
+    }
+}
