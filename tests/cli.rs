@@ -5,43 +5,17 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// The fake user manager and home of the D-Bus tests, for `run`'s tests.
-#[allow(dead_code)]
-#[path = "support/mod.rs"]
-mod support;
+use crate::support;
 
 /// Feeds a unit `render` printed to the real Quadlet generator, which must accept it.
 fn assert_generator_accepts(unit: &str) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("agent-acme.container"), unit).expect("write");
-    let out = Command::new(support::quadlet())
-        .args(["-dryrun", "-user"])
-        .env("QUADLET_UNIT_DIRS", dir.path())
-        .output()
-        .expect("run the generator");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains("---agent-acme.service---"),
-        "the generator rejected the rendered unit: {}\n{unit}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    generated_service(unit);
 }
 
 /// The service the real Quadlet generator makes of `unit`.
 fn generated_service(unit: &str) -> String {
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("agent-acme.container"), unit).expect("write");
-    let out = Command::new(support::quadlet())
-        .args(["-dryrun", "-user"])
-        .env("QUADLET_UNIT_DIRS", dir.path())
-        .output()
-        .expect("run the generator");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf8")
+    support::quadlet::generate("agent-acme.container", unit)
+        .unwrap_or_else(|e| panic!("the generator rejected the rendered unit: {e}\n{unit}"))
 }
 
 /// A scratch home for one test, with the environment set on the child only.

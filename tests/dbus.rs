@@ -3,8 +3,6 @@
 //! run as the real binary (module `cli`). The real user manager is exercised by the
 //! system tests (`tests/system.rs`).
 
-mod support;
-
 mod client {
     use sandboxctl::systemd::{ServiceOutcome, Systemd, SystemdError, UnitState, Verb};
 

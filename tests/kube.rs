@@ -11,9 +11,7 @@ use sandboxctl::model::{Sandbox, SandboxSpec};
 use sandboxctl::render::kube::{self, Export, Flavor, Options, restricted_violations};
 use sandboxctl::settings::{Agent, ExtraMount, NetworkMode, Settings};
 
-#[path = "support/fixture.rs"]
-mod fixture;
-use fixture::{layout, this_host};
+use crate::support::fixture::{layout, this_host};
 use serde_json::{Value, json};
 
 const POLICY: &str = "# the client's policy\nbundles = [\"claude\"]\nallow = [\"example.com\"]\n";

@@ -1096,8 +1096,7 @@ fn shutdown_future_stops_the_proxy() {
 // placeholder; the proxy adds the key and talks TLS to a local stand-in for the
 // provider's host (certificate from a test CA).
 
-#[path = "support/tls_upstream.rs"]
-mod tls_upstream;
+use crate::support::tls_upstream;
 
 use sandboxctl::proxy::keyed::{self, Keys};
 use tls_upstream::{TestCa, TlsUpstream};

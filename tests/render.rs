@@ -10,12 +10,7 @@ use sandboxctl::host::{Cgroups, HostProfile, Version, fixed_profile};
 use sandboxctl::render::{Sandbox, render, volume_lines};
 use sandboxctl::settings::{Agent, Autonomy, ExtraMount, NetworkMode, Settings};
 
-#[path = "support/quadlet.rs"]
-mod quadlet_path;
-use quadlet_path::quadlet;
-#[path = "support/fixture.rs"]
-mod fixture;
-use fixture::{layout, this_host};
+use crate::support::fixture::{layout, this_host};
 
 /// A typical distribution with systemd, cgroup v2 and a matching Quadlet.
 fn modern_host() -> HostProfile {
@@ -50,24 +45,8 @@ fn render_for(client: &str, settings: &Settings, host: &HostProfile) -> String {
 
 /// Runs the generator on one unit; returns the generated service text.
 fn generate(client: &str, unit: &str) -> String {
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join(format!("agent-{client}.container")), unit).expect("write unit");
-    let out = Command::new(quadlet())
-        .args(["-dryrun", "-user"])
-        .env("QUADLET_UNIT_DIRS", dir.path())
-        .output()
-        .expect("run the Quadlet generator");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "Quadlet rejected the unit:\n{stderr}\n--- unit ---\n{unit}"
-    );
-    assert!(
-        stdout.contains(&format!("---agent-{client}.service---")),
-        "Quadlet produced no agent-{client}.service:\n{stdout}\n{stderr}"
-    );
-    stdout
+    crate::support::quadlet::generate(&format!("agent-{client}.container"), unit)
+        .unwrap_or_else(|e| panic!("Quadlet rejected the unit:\n{e}\n--- unit ---\n{unit}"))
 }
 
 /// Splits an `ExecStart=` command line the way systemd does: `%%` → `%`, `$$` → `$`,

@@ -379,12 +379,7 @@ fn unit_path(unit: &str) -> OwnedObjectPath {
 /// The services the generator would write for `unit_dir` (`---name.service---` headers
 /// in its dry-run output).
 fn generated_services(g: &Generator) -> Vec<String> {
-    let out = Command::new(&g.quadlet)
-        .args(["-dryrun", "-user"])
-        .env("QUADLET_UNIT_DIRS", &g.unit_dir)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", g.quadlet.display()));
+    let out = super::quadlet::dry_run_with(&g.quadlet, &g.unit_dir);
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| l.strip_prefix("---")?.strip_suffix("---"))

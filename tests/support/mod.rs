@@ -2,8 +2,9 @@
 //! manager on it, and a small builder that runs the `sandboxctl` binary in its own home.
 
 pub mod fake_systemd;
+pub mod fixture;
+pub mod quadlet;
 pub mod sandbox;
+pub mod tls_upstream;
 
-#[path = "quadlet.rs"]
-mod quadlet_path;
-pub use quadlet_path::quadlet;
+pub use quadlet::quadlet;

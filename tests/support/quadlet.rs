@@ -1,6 +1,7 @@
 //! The real Quadlet generator for the tests that feed it units.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
 use sandboxctl::host::QUADLET_CANDIDATES;
 
@@ -25,4 +26,31 @@ pub fn quadlet() -> PathBuf {
                 "no Quadlet generator: set SANDBOXCTL_QUADLET to one (Podman >= 4.4 ships it; on Debian 12 run tests/system/setup-host.sh, which extracts Debian 13's into /opt/sandboxctl-test)"
             )
         })
+}
+
+/// `quadlet -dryrun -user` over `unit_dir`, with the generator `quadlet`: the one
+/// place the tests run the generator.
+pub fn dry_run_with(quadlet: &Path, unit_dir: &Path) -> std::process::Output {
+    Command::new(quadlet)
+        .args(["-dryrun", "-user"])
+        .env("QUADLET_UNIT_DIRS", unit_dir)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", quadlet.display()))
+}
+
+/// The service the real generator makes of `unit` written as `file`
+/// (`agent-acme.container`), or what it said when it made none.
+pub fn generate(file: &str, unit: &str) -> Result<String, String> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join(file), unit).expect("write the unit");
+    let out = dry_run_with(&quadlet(), dir.path());
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let service = format!("---{}.service---", file.trim_end_matches(".container"));
+    if out.status.success() && stdout.contains(&service) {
+        Ok(stdout)
+    } else {
+        Err(format!("{stderr}\n{stdout}"))
+    }
 }
