@@ -94,18 +94,13 @@ impl Sandbox {
     }
 
     fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sandboxctl"));
+        // Nothing listens on this bus: a command that got past validation would fail
+        // to reach systemd, still before writing anything.
+        let bus = format!("unix:path={}/no-bus", self.dir.path().display());
+        let mut cmd =
+            support::sandbox::sandboxctl_in(&self.home(), &self.dir.path().join("run"), &bus);
         cmd.args(args)
-            .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", self.home())
-            .env("XDG_RUNTIME_DIR", self.dir.path().join("run"))
-            // Nothing listens here: a command that got past validation would fail
-            // to reach systemd, still before writing anything.
-            .env(
-                "DBUS_SESSION_BUS_ADDRESS",
-                format!("unix:path={}/no-bus", self.dir.path().display()),
-            )
             .env("SANDBOXCTL_QUADLET", real_quadlet());
         cmd
     }

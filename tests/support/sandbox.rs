@@ -29,6 +29,18 @@ esac
 exit 0
 "#;
 
+/// The `sandboxctl` binary under test with an empty environment but for its home, its
+/// runtime directory and its session bus: the one command builder of the library
+/// tests (`Home::sandboxctl` and the CLI tests' `Sandbox` add what they fake).
+pub fn sandboxctl_in(home: &Path, runtime_dir: &Path, bus: &str) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sandboxctl"));
+    cmd.env_clear()
+        .env("HOME", home)
+        .env("XDG_RUNTIME_DIR", runtime_dir)
+        .env("DBUS_SESSION_BUS_ADDRESS", bus);
+    cmd
+}
+
 /// A user's home with sandboxctl's world around it.
 pub struct Home {
     pub fake: FakeSystemd,
@@ -114,14 +126,10 @@ impl Home {
         I: IntoIterator<Item = S>,
         S: AsRef<std::ffi::OsStr>,
     {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sandboxctl"));
+        let mut cmd = sandboxctl_in(self.path(), &self.runtime_dir(), self.fake.address());
         cmd.args(args)
-            .env_clear()
             .env("PATH", "/usr/local/bin:/usr/bin:/bin")
             .env("LANG", "C.UTF-8")
-            .env("HOME", self.path())
-            .env("XDG_RUNTIME_DIR", self.runtime_dir())
-            .env("DBUS_SESSION_BUS_ADDRESS", self.fake.address())
             .env("SANDBOXCTL_QUADLET", &self.quadlet)
             .env("SANDBOXCTL_PODMAN", self.path().join("fake-bin/podman"))
             .current_dir(self.path())
