@@ -20,10 +20,14 @@ use serde::{Deserialize, Serialize};
 use crate::client::ClientName;
 use crate::layout::Layout;
 
-/// Files larger than this are kept by a hard link, not a copy (the private sandboxctl
-/// binary): every file a plan replaces is replaced by a rename, so the old inode the
-/// link holds is never written to.
+/// Files larger than this are kept by a hard link next to them, not by a copy in the
+/// log (the private sandboxctl binary; the log may be on another file system): every
+/// file a plan replaces is replaced by a rename, so the old inode the link holds is
+/// never written to.
 const LINK_ABOVE: u64 = 1 << 20;
+
+/// The prefix of those links' names.
+const LINK_PREFIX: &str = ".sandboxctl-journal-";
 
 /// What a step may change.
 #[derive(Debug, Clone)]
@@ -45,8 +49,10 @@ pub enum Touch {
 #[derive(Debug, Serialize, Deserialize)]
 enum Before {
     Absent,
+    /// `data`: a file in the log's directory, or (for a large file) the absolute path
+    /// of a hard link next to the file.
     File {
-        data: String,
+        data: PathBuf,
         mode: u32,
     },
     Link {
@@ -80,6 +86,8 @@ enum Entry {
 pub struct Journal {
     dir: PathBuf,
     next: std::cell::Cell<usize>,
+    /// The hard links made next to large files, removed with the log.
+    links: std::cell::RefCell<Vec<PathBuf>>,
     /// The directories the log's own directory needed (a first `enable`).
     made: Vec<PathBuf>,
 }
@@ -97,6 +105,7 @@ impl Journal {
         Ok(Self {
             dir,
             next: std::cell::Cell::new(0),
+            links: std::cell::RefCell::new(Vec::new()),
             made,
         })
     }
@@ -153,22 +162,28 @@ impl Journal {
         if !meta.is_file() {
             return Ok(Before::Other);
         }
-        let name = format!("{n:04}.data");
-        let data = self.dir.join(&name);
-        let linked = meta.size() > LINK_ABOVE && fs::hard_link(path, &data).is_ok();
-        if !linked {
-            let bytes =
-                fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-            crate::atomic::write(&data, &bytes, 0o600)?;
+        let mode = meta.permissions().mode() & 0o7777;
+        if meta.size() > LINK_ABOVE
+            && let Some(dir) = path.parent()
+        {
+            let link = dir.join(format!("{LINK_PREFIX}{n:04}"));
+            let _ = fs::remove_file(&link);
+            if fs::hard_link(path, &link).is_ok() {
+                self.links.borrow_mut().push(link.clone());
+                return Ok(Before::File { data: link, mode });
+            }
         }
-        Ok(Before::File {
-            data: name,
-            mode: meta.permissions().mode() & 0o7777,
-        })
+        let name = PathBuf::from(format!("{n:04}.data"));
+        let bytes = fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        crate::atomic::write(&self.dir.join(&name), &bytes, 0o600)?;
+        Ok(Before::File { data: name, mode })
     }
 
     /// The plan is applied (or undone in memory): the log is not needed any more.
     pub fn finish(self) -> Result<()> {
+        for link in self.links.borrow().iter() {
+            let _ = fs::remove_file(link);
+        }
         fs::remove_dir_all(&self.dir)
             .with_context(|| format!("cannot remove {}", self.dir.display()))?;
         // Left empty by a plan that was undone: as if the command never ran.
@@ -314,13 +329,23 @@ fn restore_path(dir: &Path, path: &Path, before: Before) -> Result<()> {
         }
         Before::File { data, mode } => {
             let saved = dir.join(data);
-            let bytes =
-                fs::read(&saved).with_context(|| format!("cannot read {}", saved.display()))?;
-            if let Some(parent) = path.parent() {
-                fs::create_dir_all(parent)
-                    .with_context(|| format!("cannot create {}", parent.display()))?;
+            if saved.starts_with(dir) {
+                let bytes =
+                    fs::read(&saved).with_context(|| format!("cannot read {}", saved.display()))?;
+                if let Some(parent) = path.parent() {
+                    fs::create_dir_all(parent)
+                        .with_context(|| format!("cannot create {}", parent.display()))?;
+                }
+                return crate::atomic::write(path, &bytes, mode);
             }
-            crate::atomic::write(path, &bytes, mode)
+            // A link next to the file: it becomes the file again. Gone already means
+            // an earlier recovery did this and was stopped before removing the log.
+            if fs::symlink_metadata(&saved).is_ok() {
+                fs::rename(&saved, path).with_context(|| {
+                    format!("cannot put {} back as {}", saved.display(), path.display())
+                })?;
+            }
+            Ok(())
         }
     }
 }
@@ -333,7 +358,9 @@ fn remove_temporaries(dir: &Path) {
     for e in list.flatten() {
         let name = e.file_name();
         let name = name.to_string_lossy();
-        if name.starts_with(".sandboxctl-") && name.ends_with(".tmp") {
+        if (name.starts_with(".sandboxctl-") && name.ends_with(".tmp"))
+            || name.starts_with(LINK_PREFIX)
+        {
             let _ = fs::remove_file(e.path());
         }
     }
@@ -380,6 +407,9 @@ mod tests {
         fs::set_permissions(work.join("kept"), fs::Permissions::from_mode(0o640)).expect("chmod");
         fs::write(work.join("gone"), "will be removed").expect("write");
         std::os::unix::fs::symlink("old", work.join("link")).expect("symlink");
+        // Large enough to be kept by a hard link next to it, not a copy.
+        let big = vec![7u8; usize::try_from(LINK_ABOVE + 1).expect("size")];
+        fs::write(work.join("big"), &big).expect("write");
         let before = tree(&work);
 
         let j = Journal::begin(&layout).expect("begin");
@@ -388,6 +418,7 @@ mod tests {
             Touch::Path(work.join("new")),
             Touch::Path(work.join("gone")),
             Touch::Path(work.join("link")),
+            Touch::Path(work.join("big")),
             Touch::Dir(work.join("a/b")),
             Touch::Tree(work.join("client")),
         ])
@@ -402,6 +433,14 @@ mod tests {
         fs::create_dir_all(work.join("client/home/x")).expect("mkdir");
         fs::write(work.join("client/home/x/f"), "agent data").expect("write");
         fs::write(work.join(".sandboxctl-abc.tmp"), "half").expect("write");
+        crate::atomic::write(&work.join("big"), b"replaced", 0o644).expect("write");
+        assert!(
+            fs::read_dir(&work)
+                .expect("list")
+                .flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with(LINK_PREFIX)),
+            "a large file is kept by a link next to it"
+        );
         std::mem::forget(j);
         assert_ne!(tree(&work), before);
 

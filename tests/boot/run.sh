@@ -106,6 +106,7 @@ as_user() {
         --property=WorkingDirectory=~ \
         --setenv=SANDBOXCTL_BIN=/opt/sbx/sandboxctl --setenv=RUST_BACKTRACE=1 \
         --setenv=SANDBOXCTL_TEST_IMAGE="$image" \
+        --setenv=SANDBOXCTL_TEST_SMALL_FS=/run/sbx-small \
         --setenv=PODMAN_IGNORE_CGROUPSV1_WARNING=1 \
         "$@" </dev/null
 }
@@ -222,6 +223,8 @@ reboot_check() {
 main() {
     boot_machine
     uid=$(in_machine id -u "$SBX_BOOT_USER")
+    step "a 1 MiB file system of $SBX_BOOT_USER's for the full-disk tests" in_machine sh -c \
+        "mkdir -p /run/sbx-small && mount -t tmpfs -o size=1m,mode=0700,uid=$uid,gid=\$(id -g $SBX_BOOT_USER) sbx-small /run/sbx-small"
     step "loginctl enable-linger $SBX_BOOT_USER" in_machine loginctl enable-linger "$SBX_BOOT_USER"
     step "user manager of $SBX_BOOT_USER running (linger)" wait_user_manager || die "no user manager"
     versions=$(in_machine systemctl --version)

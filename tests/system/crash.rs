@@ -317,3 +317,85 @@ fn cr4_concurrent_changes_of_one_client_serialize() {
             .success();
     }
 }
+
+/// The client's files under `data` and the unit dirs, for "nothing changed" checks.
+fn tree_with(data: &Path, unit: &str) -> State {
+    let mut lines = Vec::new();
+    walk(data, data, &mut lines);
+    lines.extend(state(unit).0);
+    State(lines)
+}
+
+/// A full disk under the data directory: `enable` fails with one line naming the
+/// file it could not write, and leaves everything as it was; once there is room
+/// again, `enable` works.
+#[test]
+fn cr5_a_full_disk_changes_nothing() {
+    let small = std::env::var_os("SANDBOXCTL_TEST_SMALL_FS").map(PathBuf::from);
+    let small = small
+        .filter(|p| p.is_dir())
+        .expect("SANDBOXCTL_TEST_SMALL_FS names no directory: run tests/system/setup-host.sh");
+    let c = Client::new("cr5");
+    let data = small.join(&c.name);
+    std::fs::create_dir(&data).expect("data dir");
+    // Fill the file system to the last byte.
+    let filler = small.join(format!("{}-filler", c.name));
+    {
+        use std::io::Write as _;
+        let mut f = std::fs::File::create(&filler).expect("filler");
+        let chunk = vec![0u8; 4096];
+        while f.write_all(&chunk).is_ok() {}
+        let _ = f.write_all(&[0]);
+    }
+    let enable = || enable_cmd(&c, &["--network", "allowlist"]).env("AGENT_SANDBOX_DATA", &data);
+    let before = tree_with(&data, &c.unit());
+    let out = enable().run().failure();
+    assert_eq!(out.status.code(), Some(1), "{out}");
+    assert_eq!(out.stderr.lines().count(), 1, "not one line:\n{out}");
+    assert!(
+        out.stderr.starts_with("sandboxctl: nothing was changed: ")
+            && out.stderr.contains("No space left on device"),
+        "{out}"
+    );
+    assert!(out.stderr.contains(data.to_str().expect("UTF-8")), "{out}");
+    assert_same(
+        &tree_with(&data, &c.unit()),
+        &before,
+        "a full disk changed files",
+    );
+    std::fs::remove_file(&filler).expect("remove the filler");
+    enable().run().success();
+    sbx(["disable", &c.name, "--purge"])
+        .env("AGENT_SANDBOX_DATA", &data)
+        .run()
+        .success();
+    let _ = std::fs::remove_dir_all(&data);
+}
+
+/// A unit directory the user made read-only: `enable` says which directory it cannot
+/// write and changes nothing.
+#[test]
+fn cr6_a_unit_directory_that_is_not_writable_changes_nothing() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let c = Client::new("cr6");
+    // The directory the unit goes to on this lane (created by an earlier enable).
+    let dir = c.unit_file().parent().expect("unit dir").to_path_buf();
+    std::fs::create_dir_all(&dir).expect("unit dir");
+    let mode = std::fs::metadata(&dir).expect("meta").permissions().mode();
+    let before = state(&c.unit());
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o500)).expect("chmod");
+    let out = enable_cmd(&c, &["--network", "none"]).run();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode)).expect("chmod back");
+    let out = out.failure();
+    assert_eq!(out.stderr.lines().count(), 1, "not one line:\n{out}");
+    assert!(
+        out.stderr.contains("Permission denied")
+            && out.stderr.contains(dir.to_str().expect("UTF-8")),
+        "{out}"
+    );
+    assert_same(
+        &state(&c.unit()),
+        &before,
+        "a read-only unit dir changed files",
+    );
+}

@@ -52,6 +52,10 @@ if uid=$(id -u "$SBX_TEST_USER" 2>/dev/null); then
     log "removed the test user $SBX_TEST_USER (uid $uid) and its home, runtime dir and ids"
 fi
 
+if mountpoint -q "$SBX_SMALL_FS" 2>/dev/null; then
+    umount "$SBX_SMALL_FS"
+fi
+rm -rf "$SBX_SMALL_FS"
 rm -rf "$SBX_STATE_DIR" /var/tmp/sandboxctl-test /var/tmp/sandboxctl-boot "$SBX_OPT_DIR" /var/cache/sandboxctl-test
 rm -f /usr/local/lib/systemd/user-generators/podman-user-generator
 

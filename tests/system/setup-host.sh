@@ -189,6 +189,12 @@ runtime_dir=/run/user/$test_uid
 install -d -m 0755 /run/user
 install -d -o "$SBX_TEST_USER" -g "$test_gid" -m 0700 "$runtime_dir"
 install -d -m 0755 "$SBX_STATE_DIR"
+# A small file system the test user owns, for the full-disk tests (the user cannot
+# mount one).
+install -d -m 0755 "$SBX_SMALL_FS"
+if ! mountpoint -q "$SBX_SMALL_FS"; then
+    mount -t tmpfs -o "size=1m,mode=0700,uid=$test_uid,gid=$test_gid" sbx-small "$SBX_SMALL_FS"
+fi
 
 # --- the test user's systemd user manager ---------------------------------------------
 
@@ -275,6 +281,7 @@ TEST_RUNTIME_DIR=$runtime_dir
 TEST_BUS_ADDRESS=unix:path=$runtime_dir/bus
 SANDBOXCTL_QUADLET=$quadlet
 SANDBOXCTL_TEST_IMAGE=$image
+SANDBOXCTL_TEST_SMALL_FS=$SBX_SMALL_FS
 USER_MANAGER_PID=$(cat "$pid_file")
 ENV
 chmod 0644 "$SBX_ENV_FILE.new"

@@ -5,6 +5,9 @@ SBX_STATE_DIR=/run/sandboxctl-test
 SBX_ENV_FILE=$SBX_STATE_DIR/env
 # shellcheck disable=SC2034 # used by the scripts that source this file
 SBX_OPT_DIR=/opt/sandboxctl-test
+# A 1 MiB tmpfs of the test user's, for the full-disk tests.
+# shellcheck disable=SC2034 # used by the scripts that source this file
+SBX_SMALL_FS=/run/sandboxctl-test-small
 SBX_TEST_USER=${SBX_TEST_USER:-sbxtest}
 
 _sbx_t0=$(date +%s%N)
