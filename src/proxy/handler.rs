@@ -505,7 +505,7 @@ async fn keyed_connect<R: Resolver>(
     keys: &super::keyed::Keys,
     p: &super::keyed::Provider,
     rec: &mut DecisionRecord,
-) -> Result<tokio_rustls::client::TlsStream<TcpStream>, Refusal> {
+) -> Result<super::keyed::UpstreamTls, Refusal> {
     let tcp = if let Some(addr) = keys.connect_to {
         match tokio::time::timeout(shared.cfg.connect_timeout, TcpStream::connect(addr)).await {
             Ok(Ok(s)) => {
@@ -526,10 +526,8 @@ async fn keyed_connect<R: Resolver>(
         };
         resolve_and_connect(shared, &route, rec).await?
     };
-    let name =
-        pki_types::ServerName::try_from(p.host).map_err(|e| Refusal::bad_gateway(e.to_string()))?;
-    let connector = tokio_rustls::TlsConnector::from(keys.tls.clone());
-    match tokio::time::timeout(shared.cfg.connect_timeout, connector.connect(name, tcp)).await {
+    let tls = super::keyed::tls_connect(keys.tls.clone(), p.host, tcp);
+    match tokio::time::timeout(shared.cfg.connect_timeout, tls).await {
         Ok(Ok(s)) => Ok(s),
         Ok(Err(e)) => Err(Refusal::bad_gateway(format!("TLS: {e}"))),
         Err(_) => Err(Refusal::bad_gateway("TLS handshake timed out")),
