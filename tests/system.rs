@@ -19,6 +19,8 @@ mod boundary;
 mod credentials;
 #[path = "system/doctor.rs"]
 mod doctor;
+#[path = "system/faults.rs"]
+mod faults;
 #[path = "system/homegit.rs"]
 mod homegit;
 #[path = "system/hostexec.rs"]
