@@ -484,8 +484,9 @@ fn lf4_user_manager_restart_2_after() {
         || (unit_property(&c.unit(), "ActiveState") == "active").then_some(()),
         || c.diagnostics(),
     );
-    let before = std::fs::read_to_string(env().home.join("sbx-system-tests/lf4-container-id"))
-        .expect("the container id from before");
+    let id_file = env().home.join("sbx-system-tests/lf4-container-id");
+    let before = std::fs::read_to_string(&id_file).expect("the container id from before");
+    let _ = std::fs::remove_file(&id_file);
     assert_ne!(
         c.container_id().as_deref(),
         Some(before.trim()),
