@@ -26,7 +26,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sandboxctl::client::ClientName;
 use sandboxctl::proxy::policy::{self, HostMatch, Pattern, Policy, Target};
@@ -730,13 +730,60 @@ fn request_head(rng: &mut fastrand::Rng) -> Vec<u8> {
     bytes
 }
 
-fn decisions(logs: &Mutex<Vec<String>>) -> Vec<serde_json::Value> {
+/// The proxy's decision lines, each parsed once as it arrives. (Parsing the whole log
+/// again in every case made a run quadratic: 10,000 cases took hours and looked hung.)
+struct Decisions {
+    logs: Arc<Mutex<Vec<String>>>,
+    read: usize,
+    parsed: Vec<serde_json::Value>,
+    /// Lines parsed so far (each must be parsed once).
+    parses: usize,
+}
+
+impl Decisions {
+    fn new(logs: Arc<Mutex<Vec<String>>>) -> Self {
+        Self {
+            logs,
+            read: 0,
+            parsed: Vec::new(),
+            parses: 0,
+        }
+    }
+
+    /// Takes in the lines logged since the last call; returns how many decisions there are.
+    fn update(&mut self) -> usize {
+        let logs = self.logs.lock().unwrap();
+        self.parsed.extend(
+            logs[self.read..]
+                .iter()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .filter(|v| v["event"] == "decision"),
+        );
+        self.parses += logs.len() - self.read;
+        self.read = logs.len();
+        self.parsed.len()
+    }
+}
+
+/// The harness's own cost per case must not grow with the run: a log line is parsed
+/// once, however often the decisions are looked at.
+#[test]
+fn fuzz_proxy_harness_parses_each_log_line_once() {
+    let line = |id: &str| format!(r#"{{"event":"decision","id":"{id}","decision":"denied"}}"#);
+    let logs = Arc::new(Mutex::new(vec![line("1"), "not JSON".to_owned()]));
+    let mut d = Decisions::new(logs.clone());
+    assert_eq!(d.update(), 1);
+    for _ in 0..10 {
+        assert_eq!(d.update(), 1);
+    }
+    logs.lock().unwrap().push(line("2"));
     logs.lock()
         .unwrap()
-        .iter()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["event"] == "decision")
-        .collect()
+        .push(r#"{"event":"close","id":"2"}"#.to_owned());
+    assert_eq!(d.update(), 2);
+    assert_eq!(d.update(), 2);
+    assert_eq!(d.parsed[1]["id"], "2");
+    assert_eq!(d.parses, 4, "a line was parsed more than once");
 }
 
 /// Whether the policy (by the reference matcher) allows a looked-up name at all.
@@ -747,6 +794,30 @@ fn name_allowed(name: &str) -> bool {
             .iter()
             .any(|&port| reference_allows(&policy, &t, port))
     })
+}
+
+/// Sends one request head to the proxy and reads what comes back until it closes (or
+/// 3 s pass: `None`). A case that blocks (a connect the proxy never accepts, a write it
+/// never reads) fails here, naming itself, rather than stalling the run.
+async fn exchange(addr: SocketAddr, head: &[u8], case: u64) -> Option<Vec<u8>> {
+    let mut buf = Vec::new();
+    let exchange = async {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let _ = s.write_all(head).await;
+        // Half-close: the proxy answers what it read and then sees the end, instead
+        // of waiting on a kept-alive connection.
+        let _ = s.shutdown().await;
+        tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut buf)).await
+    };
+    let read = tokio::time::timeout(Duration::from_secs(10), exchange)
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "case {case}: {:?}: no answer and no close in 10 s",
+                String::from_utf8_lossy(head)
+            )
+        });
+    matches!(read, Ok(Ok(_))).then_some(buf)
 }
 
 #[test]
@@ -785,32 +856,35 @@ fn fuzz_proxy_request_heads_reach_only_the_decided_target() {
         let mut answered = 0u64;
         let mut connected = 0u64;
         let mut hosts_seen: HashMap<String, usize> = HashMap::new();
+        let mut decisions = Decisions::new(logs.clone());
+        let started = Instant::now();
+        let mut slowest = (Duration::ZERO, 0);
         for i in 0..n {
+            if i > 0 && i % 1000 == 0 {
+                eprintln!("fuzz_proxy: {i} cases in {:.1} s", started.elapsed().as_secs_f64());
+            }
+            let case_started = Instant::now();
             let head = request_head(&mut rng);
-            let before_logs = decisions(&logs).len();
+            let before_logs = decisions.update();
             let before_connects = rec.connects.lock().unwrap().len();
-            let mut s = TcpStream::connect(addr).await.unwrap();
-            let _ = s.write_all(&head).await;
-            // Half-close: the proxy answers what it read and then sees the end, instead
-            // of waiting on a kept-alive connection.
-            let _ = s.shutdown().await;
-            let mut buf = Vec::new();
-            let read = tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut buf)).await;
-            drop(s);
-            if matches!(read, Ok(Ok(_))) && buf.starts_with(b"HTTP/1.1 ") {
+            let shown = String::from_utf8_lossy(&head).into_owned();
+            if exchange(addr, &head, i)
+                .await
+                .is_some_and(|b| b.starts_with(b"HTTP/1.1 "))
+            {
                 answered += 1;
             }
             let new_connects: Vec<SocketAddr> =
                 rec.connects.lock().unwrap()[before_connects..].to_vec();
             // A connected request's lines come out when its task ends; wait a little.
             for _ in 0..50 {
-                if new_connects.is_empty() || decisions(&logs).len() > before_logs {
+                if new_connects.is_empty() || decisions.update() > before_logs {
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
-            let new_lines: Vec<serde_json::Value> = decisions(&logs)[before_logs..].to_vec();
-            let shown = String::from_utf8_lossy(&head).into_owned();
+            decisions.update();
+            let new_lines: Vec<serde_json::Value> = decisions.parsed[before_logs..].to_vec();
             assert!(new_connects.len() <= 1, "case {i}: {shown:?} connected twice");
             if let Some(c) = new_connects.first() {
                 connected += 1;
@@ -834,6 +908,7 @@ fn fuzz_proxy_request_heads_reach_only_the_decided_target() {
                 assert_eq!(c.ip(), IpAddr::from(ALLOWED_IP), "case {i}: {shown:?}");
                 *hosts_seen.entry(host.to_owned()).or_default() += 1;
             }
+            slowest = slowest.max((case_started.elapsed(), i));
         }
         let lookups: BTreeSet<String> = rec.lookups.lock().unwrap().iter().cloned().collect();
         for name in &lookups {
@@ -841,7 +916,10 @@ fn fuzz_proxy_request_heads_reach_only_the_decided_target() {
         }
         assert_eq!(PANICS.load(Ordering::SeqCst), 0, "a connection task panicked");
         eprintln!(
-            "fuzz_proxy: {n} request heads, {answered} answered with a status, {connected} connected ({hosts_seen:?}), names resolved: {lookups:?}"
+            "fuzz_proxy: {n} request heads in {:.1} s (slowest: case {}, {} ms), {answered} answered with a status, {connected} connected ({hosts_seen:?}), names resolved: {lookups:?}",
+            started.elapsed().as_secs_f64(),
+            slowest.1,
+            slowest.0.as_millis()
         );
         assert!(connected > 0, "no case was allowed: the generator is too narrow");
     });

@@ -21,6 +21,8 @@ mod crash;
 mod credentials;
 #[path = "system/doctor.rs"]
 mod doctor;
+#[path = "system/faults.rs"]
+mod faults;
 #[path = "system/homegit.rs"]
 mod homegit;
 #[path = "system/hostexec.rs"]

@@ -39,6 +39,9 @@ struct ClientStatus {
     /// absent for an agent without one.
     #[serde(skip_serializing_if = "Option::is_none")]
     api_key: Option<String>,
+    /// Whether the image is missing from Podman's store (`status CLIENT` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    image_missing: Option<bool>,
 }
 
 /// Where a client's API key is, for `status`.
@@ -83,7 +86,7 @@ pub fn status(layout: &Layout, name: Option<&str>, json: bool) -> Result<()> {
         None => Vec::new(),
     };
     let ports = port_statuses(systemd.as_ref(), &clients)?;
-    let rows: Vec<ClientStatus> = clients
+    let mut rows: Vec<ClientStatus> = clients
         .iter()
         .zip(states)
         .zip(ports)
@@ -116,8 +119,16 @@ pub fn status(layout: &Layout, name: Option<&str>, json: bool) -> Result<()> {
             // Two or three podman calls: for `status CLIENT` only, `list` stays fast.
             image_state: name.and_then(|_| crate::image::state(&s.image, &c.container_name())),
             api_key: api_key_place(layout, c, s),
+            image_missing: None,
         })
         .collect();
+    if name.is_some() {
+        // One more podman call, only when the image could not be inspected.
+        for (r, (_, s)) in rows.iter_mut().zip(&clients) {
+            r.image_missing =
+                Some(r.image_state.is_none() && crate::image::exists(&s.image).ok() == Some(false));
+        }
+    }
     if json {
         let text = if name.is_some() {
             serde_json::to_string_pretty(&rows[0])?
@@ -154,6 +165,13 @@ pub fn status(layout: &Layout, name: Option<&str>, json: bool) -> Result<()> {
         }
         print_limits(c, &r.limits);
         print_image(c, r.image_state.as_ref());
+        if r.image_missing == Some(true) {
+            println!(
+                "{c}: image {} is not in Podman's store, so the sandbox cannot start: build it \
+                 (`sandboxctl image build --tag {0}`) or pull it (`podman pull {0}`)",
+                r.image
+            );
+        }
         r.api_key.iter().for_each(|k| println!("{c}: API key: {k}"));
         if let Some(f) = &r.failure {
             let words =

@@ -193,7 +193,9 @@ lane_step() {
 booted_test() {
     local names=()
     for n in "$@"; do
-        names+=("booted::$n")
+        # A bare name is one of tests/system/booted.rs; others carry their module.
+        [[ $n == *::* ]] || n=booted::$n
+        names+=("$n")
     done
     as_user /opt/sbx/system-tests --test-threads=1 --ignored --exact --show-output "${names[@]}"
 }
@@ -205,6 +207,18 @@ no_network() {
     booted_test b5_sandbox_without_network_starts_at_once || rc=$?
     in_machine systemctl start network-online.target || rc=1
     return "$rc"
+}
+
+# The user manager restarted (as root, as an administrator or an upgrade would) under a
+# running sandbox: it must run again afterwards with its data.
+user_manager_restart() {
+    booted_test faults::lf4_user_manager_restart_1_before || return 1
+    local t0
+    t0=$(date +%s%N)
+    in_machine systemctl restart "user@$uid.service" || return 1
+    wait_user_manager || return 1
+    log "user manager restarted in $(ms_since "$t0") ms"
+    booted_test faults::lf4_user_manager_restart_2_after
 }
 
 # Start at boot: a running client, a reboot of the same root file system, nobody logs in.
@@ -236,6 +250,7 @@ main() {
         b1_logs_and_failed_starts_read_the_journal b2_enable_reports_linger \
         b3_units_carry_only_the_adaptations_this_host_needs b4_p9_start_to_tmux_ready
     lane_step "start without network-online.target" no_network
+    lane_step "user manager restarted under a sandbox" user_manager_restart
     lane_step "start at boot (reboot)" reboot_check
 
     printf '\n==> booted lane summary\n' >&2

@@ -12,7 +12,7 @@ use crate::network::{Upstream, client_allowing, curl};
 
 /// Panics unless this is the booted lane's host: systemd is PID 1 and journald runs.
 #[track_caller]
-fn booted_host() {
+pub(crate) fn booted_host() {
     let init = std::fs::read_to_string("/proc/1/comm").unwrap_or_default();
     assert_eq!(
         init.trim(),
