@@ -127,9 +127,14 @@ fi
 # Node images, company bases): it builds, and the agents get our Node 22. Only the final
 # stage is built; the fetch stages come from the layer cache. Removes what it made.
 image_build_node_base() {
-    "$root/tests/system/image-node-base.sh"
+    SANDBOXCTL_BIN="$bin_dir/sandboxctl" "$root/tests/system/image-node-base.sh"
 }
-run "image build on a base with its own Node" image_build_node_base
+if [[ $built -eq 0 ]]; then
+    run "image build on a base with its own Node" image_build_node_base
+else
+    results+=("FAIL  image build on a base with its own Node (no sandboxctl built)")
+    failed=$((failed + 1))
+fi
 
 # --- the test image, current with image/ ------------------------------------------------
 # setup-host.sh built it once; a checkout whose image/ changed since (or a store that lost
@@ -137,7 +142,7 @@ run "image build on a base with its own Node" image_build_node_base
 # Skipped in seconds when the image's input hash matches.
 if [[ $SANDBOXCTL_TEST_IMAGE == localhost/agent-sandbox:latest ]]; then
     run "test image current with image/ ($SANDBOXCTL_TEST_IMAGE)" \
-        "$root/tests/system/build-test-image.sh" --load-into "$TEST_USER"
+        "$root/tests/system/build-test-image.sh" --binary "$bin_dir/sandboxctl" --load-into "$TEST_USER"
 fi
 
 # --- checks as the test user ----------------------------------------------------------
