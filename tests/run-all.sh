@@ -84,6 +84,8 @@ run "cargo clippy" as_invoker cargo clippy --all-targets --features system-tests
 run "cargo test" as_invoker cargo test --all-targets
 # The Kubernetes export against pinned schemas (venv under /var/cache, made on first use).
 run "kube export schemas" tests/kube/validate.sh
+# The same exports through kubectl's client dry run, against a discovery-only stub API.
+run "kube export: kubectl apply --dry-run=client" tests/kube/kubectl-dry-run.sh
 
 # --- build the binaries the test user runs --------------------------------------------
 build_system_tests() {
