@@ -120,6 +120,15 @@ image_build() {
     grep -Eq '^  Codex        [0-9]' <<<"$out" || { echo "no Codex version in the summary" >&2; return 1; }
     podman run --rm --network=none --cap-drop=all --read-only "$tag" \
         sh -c 'claude --version && codex --version' || return 1
+    # The image carries the very sandboxctl that built it, root's and 0755, and it runs
+    # there (the exported proxy's binary).
+    local want got
+    want="$(sha256sum <target/debug/sandboxctl | cut -d' ' -f1) 0 755 sandboxctl"
+    got=$(podman run --rm --network=none --cap-drop=all --read-only --user 65534:65534 "$tag" \
+        sh -c 'printf "%s %s %s\n" "$(sha256sum </usr/local/bin/sandboxctl | cut -d" " -f1)" \
+            "$(stat -c "%u %a" /usr/local/bin/sandboxctl)" "$(sandboxctl --version | cut -d" " -f1)"') || return 1
+    [[ $got == "$want" ]] || { echo "the image's /usr/local/bin/sandboxctl: $got, want $want" >&2; return 1; }
+    echo "the image carries this sandboxctl: $got"
 }
 if [[ $built -eq 0 ]]; then
     run "sandboxctl image build (offline base, host CAs)" image_build
