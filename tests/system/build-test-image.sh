@@ -85,9 +85,12 @@ prepare_binary() {
     if [ -z "$BINARY" ]; then
         log "no --binary: cargo build --bin sandboxctl in $ROOT"
         if [ -n "${SUDO_UID:-}" ] && [ "${SUDO_UID:-0}" != 0 ]; then
+            # sudo's PATH lacks the invoker's cargo: add where rustup puts it.
+            invoker_home=$(getent passwd "$SUDO_UID" | cut -d: -f6)
             BINARY=$(cd "$ROOT" && setpriv --reuid="$SUDO_UID" --regid="${SUDO_GID:?}" --init-groups \
-                env HOME="$(getent passwd "$SUDO_UID" | cut -d: -f6)" PATH="$PATH" \
-                cargo build --bin sandboxctl --message-format=json) || exit 1
+                env HOME="$invoker_home" PATH="$PATH:$invoker_home/.cargo/bin" \
+                cargo build --bin sandboxctl --message-format=json) ||
+                { echo "build-test-image: cannot build sandboxctl as uid $SUDO_UID: pass --binary PATH" >&2; exit 1; }
         else
             command -v cargo >/dev/null ||
                 { echo "build-test-image: no sandboxctl binary: pass --binary PATH (or put cargo on PATH)" >&2; exit 1; }

@@ -390,8 +390,17 @@ fn play_proxy_and_agent(
         .timeout(Duration::from_mins(2))
         .run()
         .success();
-    // Podman names a Deployment's pod `<name>-pod-0`, its container `<pod>-<container>`.
-    let proxy_ctr = format!("{service}-pod-0-proxy");
+    // Podman names a Deployment's pod `<name>-pod-0` (4.3; `<name>-pod` later), its
+    // container `<pod>-<container>`.
+    let pods = podman(["pod", "ps", "--format", "{{.Name}}"])
+        .run()
+        .success();
+    let pod = pods
+        .stdout
+        .lines()
+        .find(|p| *p == format!("{service}-pod-0") || *p == format!("{service}-pod"))
+        .unwrap_or_else(|| panic!("no pod of the proxy Deployment {service}:\n{pods}"));
+    let proxy_ctr = format!("{pod}-proxy");
     let agent_ctr = format!("{client}-agent-agent");
     wait_running(&proxy_ctr);
     wait_running(&agent_ctr);
