@@ -17,6 +17,7 @@ appends one line per request ("METHOD PATH") to REQUEST_LOG. Runs until killed.
 
 import http.server
 import json
+import os
 import sys
 
 
@@ -109,7 +110,6 @@ def main():
     server.request_log = request_log
     with open(port_file + ".tmp", "w") as f:
         f.write(str(server.server_port))
-    import os
     os.rename(port_file + ".tmp", port_file)
     server.serve_forever()
 
