@@ -3,8 +3,9 @@
 //!
 //! The build context (the `image/` directory of the source tree) is embedded in the
 //! binary, so an installed `sandboxctl` builds without a checkout: each build writes it
-//! to a temporary directory, adds the extra CA certificates under `certs/`, and runs
-//! `podman build` there with its progress shown on stderr.
+//! to a temporary directory, adds the extra CA certificates under `certs/` and the running
+//! `sandboxctl` executable itself (the proxy of a client exported to Kubernetes runs it
+//! from the image), and runs `podman build` there with its progress shown on stderr.
 
 use std::fmt;
 use std::fs;
@@ -18,6 +19,10 @@ use anyhow::{Context, Result, bail};
 
 /// The image every sandbox runs unless its settings name another.
 pub const DEFAULT_IMAGE: &str = "localhost/agent-sandbox:latest";
+
+/// The file of the build context that the Containerfile copies to
+/// `render::kube::PROXY_BINARY`: the running executable, added by each build.
+pub const CONTEXT_BINARY: &str = "sandboxctl";
 
 /// Labels the Containerfile sets from its version arguments.
 const LABEL_CLAUDE: &str = "io.sandboxctl.claude-code.version";
@@ -114,7 +119,11 @@ pub fn build(opts: &BuildOptions) -> Result<BuildSummary> {
         .prefix("sandboxctl-image-")
         .tempdir()
         .context("creating a temporary build context")?;
-    write_context(context.path(), &opts.ca_certs)?;
+    // Read once, from the running process: the image carries the very bytes this host
+    // runs, even if the file on disk was replaced since (an upgrade).
+    let binary = fs::read("/proc/self/exe")
+        .context("cannot read the running sandboxctl (/proc/self/exe) to copy it into the image")?;
+    write_context(context.path(), &opts.ca_certs, &binary)?;
 
     let mut cmd = crate::podman::command(build_args(opts, context.path()));
     cmd.stdin(Stdio::null()).stdout(io::stderr());
@@ -186,8 +195,13 @@ fn build_args(opts: &BuildOptions, context: &Path) -> Vec<String> {
 }
 
 /// Writes the embedded context into `dir`, plus each CA certificate of `ca_certs` as
-/// `certs/NN-<name>.crt` (one certificate per file, as update-ca-certificates wants).
-fn write_context(dir: &Path, ca_certs: &[PathBuf]) -> Result<()> {
+/// `certs/NN-<name>.crt` (one certificate per file, as update-ca-certificates wants) and
+/// `binary` as `CONTEXT_BINARY` (mode 0755; the image's copy is root's).
+fn write_context(dir: &Path, ca_certs: &[PathBuf], binary: &[u8]) -> Result<()> {
+    let exe = dir.join(CONTEXT_BINARY);
+    fs::write(&exe, binary).with_context(|| format!("writing {}", exe.display()))?;
+    fs::set_permissions(&exe, fs::Permissions::from_mode(0o755))
+        .with_context(|| format!("setting the mode of {}", exe.display()))?;
     for file in CONTEXT {
         let path = dir.join(file.path);
         if let Some(parent) = path.parent() {
@@ -572,7 +586,11 @@ mod tests {
                     dirs.push(path);
                 } else {
                     let rel = path.strip_prefix(&root).expect("prefix");
-                    on_disk.push(rel.to_string_lossy().into_owned());
+                    // A copy for a plain `podman build image/` (ignored by git); each
+                    // build adds the running one instead.
+                    if rel != Path::new(CONTEXT_BINARY) {
+                        on_disk.push(rel.to_string_lossy().into_owned());
+                    }
                 }
             }
         }
@@ -584,7 +602,7 @@ mod tests {
     #[test]
     fn context_is_written_with_modes_and_no_certificates_by_default() {
         let dir = tempfile::tempdir().expect("tempdir");
-        write_context(dir.path(), &[]).expect("context");
+        write_context(dir.path(), &[], b"\x7fELF sandboxctl").expect("context");
         let containerfile = fs::read_to_string(dir.path().join("Containerfile")).expect("read");
         assert!(containerfile.contains("ARG BASE_IMAGE="));
         let mode = |p: &str| {
@@ -599,6 +617,11 @@ mod tests {
         assert_eq!(mode("agent-package-hosts"), 0o755);
         assert_eq!(mode("git-credential-sandbox"), 0o755);
         assert_eq!(mode("tmux.conf"), 0o644);
+        assert_eq!(mode(CONTEXT_BINARY), 0o755);
+        assert_eq!(
+            fs::read(dir.path().join(CONTEXT_BINARY)).expect("read"),
+            b"\x7fELF sandboxctl"
+        );
         let mut certs: Vec<String> = fs::read_dir(dir.path().join("certs"))
             .expect("certs")
             .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
@@ -617,7 +640,7 @@ mod tests {
             format!("subject=CN = a\n{PEM}\n# second\n{PEM}").as_bytes(),
         );
         let dir = tempfile::tempdir().expect("tempdir");
-        write_context(dir.path(), &[single, bundle]).expect("context");
+        write_context(dir.path(), &[single, bundle], b"").expect("context");
         let certs = dir.path().join("certs");
         assert_eq!(
             fs::read_to_string(certs.join("01-corp_proxy.crt")).expect("read"),
@@ -671,7 +694,7 @@ mod tests {
     #[test]
     fn an_unreadable_certificate_fails_the_context() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let err = write_context(dir.path(), &[PathBuf::from("/nonexistent/ca.crt")])
+        let err = write_context(dir.path(), &[PathBuf::from("/nonexistent/ca.crt")], b"")
             .expect_err("missing cert");
         assert!(format!("{err:#}").contains("/nonexistent/ca.crt"));
     }
@@ -707,6 +730,49 @@ mod tests {
         for label in [LABEL_CLAUDE, LABEL_CODEX, LABEL_NODE] {
             assert!(containerfile.contains(label), "{label}");
         }
+    }
+
+    /// The exported proxy runs `PROXY_BINARY` from the image: the Containerfile copies the
+    /// context's binary there in its last layer (only a check runs after it), so a
+    /// rebuilt binary rebuilds nothing else.
+    #[test]
+    fn the_binary_is_the_last_layer_at_the_proxy_path() {
+        let containerfile = include_str!("../image/Containerfile");
+        let mut instructions = Vec::new();
+        let mut current = String::new();
+        for line in containerfile.lines() {
+            if line.trim_start().starts_with('#') && current.is_empty() {
+                continue;
+            }
+            current.push_str(line.trim_end_matches('\\'));
+            if !line.ends_with('\\') {
+                if !current.trim().is_empty() {
+                    instructions.push(std::mem::take(&mut current));
+                }
+                current.clear();
+            }
+        }
+        let layers: Vec<&String> = instructions
+            .iter()
+            .filter(|i| ["COPY ", "ADD ", "RUN "].iter().any(|k| i.starts_with(k)))
+            .collect();
+        let [.., copy, check] = layers.as_slice() else {
+            panic!("no layers")
+        };
+        assert_eq!(
+            copy.as_str(),
+            format!(
+                "COPY {CONTEXT_BINARY} {}",
+                crate::render::kube::PROXY_BINARY
+            )
+        );
+        assert!(
+            check.starts_with(&format!(
+                "RUN {} --version",
+                crate::render::kube::PROXY_BINARY
+            )),
+            "{check}"
+        );
     }
 
     #[test]

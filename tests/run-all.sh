@@ -84,6 +84,8 @@ run "cargo clippy" as_invoker cargo clippy --all-targets --features system-tests
 run "cargo test" as_invoker cargo test --all-targets
 # The Kubernetes export against pinned schemas (venv under /var/cache, made on first use).
 run "kube export schemas" tests/kube/validate.sh
+# The same exports through kubectl's client dry run, against a discovery-only stub API.
+run "kube export: kubectl apply --dry-run=client" tests/kube/kubectl-dry-run.sh
 
 # --- build the binaries the test user runs --------------------------------------------
 build_system_tests() {
@@ -118,6 +120,15 @@ image_build() {
     grep -Eq '^  Codex        [0-9]' <<<"$out" || { echo "no Codex version in the summary" >&2; return 1; }
     podman run --rm --network=none --cap-drop=all --read-only "$tag" \
         sh -c 'claude --version && codex --version' || return 1
+    # The image carries the very sandboxctl that built it, root's and 0755, and it runs
+    # there (the exported proxy's binary).
+    local want got
+    want="$(sha256sum <target/debug/sandboxctl | cut -d' ' -f1) 0 755 sandboxctl"
+    got=$(podman run --rm --network=none --cap-drop=all --read-only --user 65534:65534 "$tag" \
+        sh -c 'printf "%s %s %s\n" "$(sha256sum </usr/local/bin/sandboxctl | cut -d" " -f1)" \
+            "$(stat -c "%u %a" /usr/local/bin/sandboxctl)" "$(sandboxctl --version | cut -d" " -f1)"') || return 1
+    [[ $got == "$want" ]] || { echo "the image's /usr/local/bin/sandboxctl: $got, want $want" >&2; return 1; }
+    echo "the image carries this sandboxctl: $got"
 }
 if [[ $built -eq 0 ]]; then
     run "sandboxctl image build (offline base, host CAs)" image_build
@@ -127,9 +138,14 @@ fi
 # Node images, company bases): it builds, and the agents get our Node 22. Only the final
 # stage is built; the fetch stages come from the layer cache. Removes what it made.
 image_build_node_base() {
-    "$root/tests/system/image-node-base.sh"
+    SANDBOXCTL_BIN="$bin_dir/sandboxctl" "$root/tests/system/image-node-base.sh"
 }
-run "image build on a base with its own Node" image_build_node_base
+if [[ $built -eq 0 ]]; then
+    run "image build on a base with its own Node" image_build_node_base
+else
+    results+=("FAIL  image build on a base with its own Node (no sandboxctl built)")
+    failed=$((failed + 1))
+fi
 
 # --- the test image, current with image/ ------------------------------------------------
 # setup-host.sh built it once; a checkout whose image/ changed since (or a store that lost
@@ -137,7 +153,7 @@ run "image build on a base with its own Node" image_build_node_base
 # Skipped in seconds when the image's input hash matches.
 if [[ $SANDBOXCTL_TEST_IMAGE == localhost/agent-sandbox:latest ]]; then
     run "test image current with image/ ($SANDBOXCTL_TEST_IMAGE)" \
-        "$root/tests/system/build-test-image.sh" --load-into "$TEST_USER"
+        "$root/tests/system/build-test-image.sh" --binary "$bin_dir/sandboxctl" --load-into "$TEST_USER"
 fi
 
 # --- checks as the test user ----------------------------------------------------------

@@ -245,7 +245,11 @@ main() {
     log "inside: ${versions%%$'\n'*}; $(as_user podman --version)"
     step "loaded $image into $SBX_BOOT_USER's store" as_user podman load --quiet --input /var/tmp/agent-image.tar >/dev/null
 
-    lane_step "system tests" as_user /opt/sbx/system-tests --test-threads=1 "$@"
+    # Not here: the played export's proxy needs a bridge network, which this nspawn host
+    # (read-only /proc/sys, no aardvark-dns) cannot set up. Listed, never counted as passed.
+    lane_step "system tests" as_user /opt/sbx/system-tests --test-threads=1 \
+        --skip kube::k8_proxy_pod_allows_and_denies "$@"
+    results+=("NOT RUN  kube::k8_proxy_pod_allows_and_denies (a bridge network needs a writable /proc/sys and aardvark-dns)")
     lane_step "journal, linger, rendered units, P9" booted_test \
         b1_logs_and_failed_starts_read_the_journal b2_enable_reports_linger \
         b3_units_carry_only_the_adaptations_this_host_needs b4_p9_start_to_tmux_ready

@@ -4,7 +4,7 @@
 # `kubernetes-validate` package, which carries them offline; strict: unknown fields
 # fail), and every `Sandbox` against the `v1beta1` openAPIV3Schema of the agent-sandbox
 # CRD in ../shared/research/k8s/ (strict too: a field the API server would prune fails). It checks the export snapshots (tests/snapshots/
-# kube__*.snap: each agent × network mode and the pod flavor), which the `kube` tests
+# kube__*.snap: both flavors, each agent × network mode), which the `kube` tests
 # prove are exactly what the renderer writes, plus any files given as arguments.
 #
 #   tests/kube/validate.sh [FILE.yaml…]

@@ -3,7 +3,7 @@
 # (as official Node images and many company bases do) and checks that the build works
 # and that the image's node, npm and agents are ours (Node 22 from /opt/node).
 #
-#   tests/system/image-node-base.sh
+#   SANDBOXCTL_BIN=PATH tests/system/image-node-base.sh
 #
 # Run as root, in root's store, where tests/system/build-test-image.sh left the offline
 # base localhost/debian:bookworm. The base with Node is made offline: that base plus stub
@@ -11,7 +11,8 @@
 # Code, Codex) run in localhost/debian:bookworm (FETCH_BASE_IMAGE) with the host's extra
 # CAs named as build-test-image.sh names them, so they come from the layer cache its
 # build left. Both images made here get new tags and are removed at the end; the shared
-# localhost/debian:bookworm and localhost/agent-sandbox:latest are never touched.
+# localhost/debian:bookworm and localhost/agent-sandbox:latest are never touched. The
+# image's last layer is the sandboxctl at $SANDBOXCTL_BIN (debug sections stripped).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -21,6 +22,8 @@ TAG=localhost/sbx-check-agent-on-node-base:$$
 EXTRA_CA_DIR=/usr/local/share/ca-certificates
 
 [[ $(id -u) -eq 0 ]] || { echo "image-node-base: run as root" >&2; exit 1; }
+[[ -x ${SANDBOXCTL_BIN:-} ]] ||
+    { echo "image-node-base: set SANDBOXCTL_BIN to the sandboxctl binary the image carries" >&2; exit 1; }
 podman image exists "$DEBIAN" ||
     { echo "image-node-base: $DEBIAN is missing: run tests/system/build-test-image.sh" >&2; exit 1; }
 
@@ -51,6 +54,7 @@ podman build -q -t "$BASE" "$work/base" >/dev/null
 
 # The agent image on it, from a copy of image/ with the host's CAs.
 cp -a "$ROOT/image" "$work/ctx"
+strip --strip-debug -o "$work/ctx/sandboxctl" "$SANDBOXCTL_BIN"
 for crt in "$EXTRA_CA_DIR"/*.crt; do
     [[ -e $crt ]] && cp "$crt" "$work/ctx/certs/"
 done

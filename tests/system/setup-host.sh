@@ -28,11 +28,14 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 # systemd-container (systemd-nspawn) and debootstrap: the booted Debian 13 lane (tests/boot).
 # dpkg-dev and lintian build and check the Debian package (packaging/build-deb.sh); man-db,
-# zsh and fish run the man page and completion tests (tests/cli.rs).
+# zsh and fish run the man page and completion tests (tests/cli.rs). binutils: `strip`
+# for the sandboxctl the test image carries; the dnsname CNI plugin: names on user-defined
+# networks, by which the played export's agent pod finds its proxy (tests/system/kube.rs).
 packages=(podman crun uidmap slirp4netns fuse-overlayfs passt catatonit debootstrap socat
     dbus dbus-user-session systemd tmux jq iproute2 curl procps util-linux bsdutils
     systemd-container git shellcheck
-    lintian dpkg-dev man-db zsh fish)
+    lintian dpkg-dev man-db zsh fish
+    binutils golang-github-containernetworking-plugin-dnsname)
 trixie_dir=$SBX_OPT_DIR/podman-trixie
 quadlet=$trixie_dir/usr/libexec/podman/quadlet
 generator_link=/usr/local/lib/systemd/user-generators/podman-user-generator
@@ -119,6 +122,16 @@ install_sshd() {
 if ! dpkg-query -W -f='${Status}\n' openssh-server 2>/dev/null | grep -q '^install ok installed$'; then
     $need_update || step "apt-get update" apt-get update -qq
     step "apt-get install openssh-server (never started as a system service)" install_sshd
+fi
+
+# kubectl: `kubectl apply --dry-run=client` of the export (tests/kube/kubectl-dry-run.sh).
+# Any kubectl will do; where there is none, Debian 13's (a static Go program; the trixie
+# suite above is pinned low, so it is asked for by name).
+if ! command -v kubectl >/dev/null; then
+    $need_update || step "apt-get update" apt-get update -qq
+    step "apt-get install kubectl/trixie" \
+        apt-get install -y -qq --no-install-recommends kubectl/trixie >/dev/null
+    command -v kubectl >/dev/null || die "kubectl is still missing after installing Debian 13's package"
 fi
 
 # --- Quadlet generator from Debian 13's podman package --------------------------------
