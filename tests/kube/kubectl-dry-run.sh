@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `kubectl apply --dry-run=client` of what `sandboxctl export --to kube` writes: every
-# export snapshot (tests/snapshots/kube__*.snap: both flavors, each agent × network mode),
+# export snapshot (tests/snapshots/suite__kube__*.snap: both flavors, each agent × network mode),
 # plus any files given as arguments. No cluster is reachable here, and even a client dry
 # run needs API discovery, so kubectl talks to apiserver-stub.py (discovery only, every
 # object "not found", every write refused). kubectl must accept each export and report
@@ -45,7 +45,7 @@ apply() {
         --server "$server" --cache-dir "$work/cache" -f "$1"
 }
 
-files=("$root"/tests/snapshots/kube__*.snap "$@")
+files=("$root"/tests/snapshots/suite__kube__*.snap "$@")
 [[ -e ${files[0]} ]] || die "no export snapshots under tests/snapshots"
 
 exports=0 objects=0 failed=0

@@ -4,7 +4,7 @@
 # `kubernetes-validate` package, which carries them offline; strict: unknown fields
 # fail), and every `Sandbox` against the `v1beta1` openAPIV3Schema of the agent-sandbox
 # CRD in ../shared/research/k8s/ (strict too: a field the API server would prune fails). It checks the export snapshots (tests/snapshots/
-# kube__*.snap: both flavors, each agent × network mode), which the `kube` tests
+# suite__kube__*.snap: both flavors, each agent × network mode), which the `kube` tests
 # prove are exactly what the renderer writes, plus any files given as arguments.
 #
 #   tests/kube/validate.sh [FILE.yaml…]
@@ -28,7 +28,7 @@ if ! "$venv/bin/python" -c 'import kubernetes_validate, jsonschema, yaml' 2>/dev
         die "cannot install kubernetes-validate into $venv"
 fi
 
-files=("$root"/tests/snapshots/kube__*.snap "$@")
+files=("$root"/tests/snapshots/suite__kube__*.snap "$@")
 [[ -e ${files[0]} ]] || die "no export snapshots under tests/snapshots"
 
 "$venv/bin/python" - "$k8s_version" "$crd" "${files[@]}" <<'PY'
