@@ -113,6 +113,23 @@ pub enum Command {
     /// Build and manage the agent image.
     #[command(subcommand)]
     Image(ImageCommand),
+    /// Restart the clients whose image name now points to another image than they run
+    /// (after `image build` or `podman pull`); a client whose new image does not come
+    /// up is rolled back to its previous image.
+    ///
+    /// A client with a busy tmux session (an agent running, working or waiting for
+    /// input; a command other than a shell at its prompt) is skipped unless --force.
+    Update {
+        /// Clients to update [default: every client].
+        #[arg(value_name = "CLIENT")]
+        clients: Vec<String>,
+        /// List what would be restarted (old → new image, agent versions); change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Restart busy clients too (their running sessions end).
+        #[arg(long)]
+        force: bool,
+    },
     /// Manage a client's credentials: Podman secrets the agent sees as environment
     /// variables, never written into unit files.
     #[command(subcommand)]
