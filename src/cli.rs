@@ -454,7 +454,22 @@ pub enum ImageCommand {
         /// pin].
         #[arg(long, value_name = "VERSION")]
         codex_version: Option<String>,
+        /// Which agent versions to install: pinned (the Containerfile's) or latest (the
+        /// newest Claude Code and Codex, looked up with `npm view` on this host)
+        /// [default: pinned].
+        #[arg(long, value_enum, value_name = "WHICH",
+              conflicts_with_all = ["claude_version", "codex_version"])]
+        agents: Option<AgentVersions>,
     },
+}
+
+/// `image build --agents`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AgentVersions {
+    /// The versions the Containerfile pins.
+    Pinned,
+    /// The newest versions on the npm registry, resolved before the build.
+    Latest,
 }
 
 #[cfg(test)]

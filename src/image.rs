@@ -24,6 +24,10 @@ const LABEL_CLAUDE: &str = "io.sandboxctl.claude-code.version";
 const LABEL_CODEX: &str = "io.sandboxctl.codex.version";
 const LABEL_NODE: &str = "io.sandboxctl.node.version";
 
+/// The npm packages of the agents, as the Containerfile installs them.
+pub const CLAUDE_PACKAGE: &str = "@anthropic-ai/claude-code";
+pub const CODEX_PACKAGE: &str = "@openai/codex";
+
 /// A file of the build context: path inside the context, contents, mode.
 struct ContextFile {
     path: &'static str,
@@ -383,6 +387,44 @@ pub fn check_version(flag: &str, v: &str) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The newest version of the npm package `package`, from `npm view` on this host (its
+/// registry and proxy settings apply). What npm prints must be an exact version.
+pub fn latest_version(package: &str) -> Result<String> {
+    let mut cmd = Command::new("npm");
+    cmd.args([
+        "view",
+        package,
+        "version",
+        "--fetch-timeout=30000",
+        "--fetch-retries=1",
+    ])
+    .stdin(Stdio::null());
+    for var in crate::podman::CREDENTIAL_VARS {
+        cmd.env_remove(var);
+    }
+    let out = cmd.output().map_err(|e| {
+        if e.kind() == io::ErrorKind::NotFound {
+            anyhow::anyhow!(
+                "--agents latest looks the versions up with npm, which is not installed: install it (e.g. `sudo apt install npm`) or give --claude-version and --codex-version"
+            )
+        } else {
+            anyhow::Error::new(e).context("running npm")
+        }
+    })?;
+    if !out.status.success() {
+        bail!(
+            "`npm view {package} version` failed ({}): {}",
+            out.status,
+            crate::terminal::one_line(&out.stderr)
+        );
+    }
+    let version = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    check_version("--agents latest", &version).with_context(|| {
+        format!("`npm view {package} version` printed something that is not one version")
+    })?;
+    Ok(version)
 }
 
 /// `Claude Code 2.1.300 → 2.1.332`-style lines for each agent whose version changed
@@ -779,6 +821,12 @@ mod tests {
         let containerfile = include_str!("../image/Containerfile");
         for label in [LABEL_CLAUDE, LABEL_CODEX, LABEL_NODE] {
             assert!(containerfile.contains(label), "{label}");
+        }
+        for package in [CLAUDE_PACKAGE, CODEX_PACKAGE] {
+            assert!(
+                containerfile.contains(&format!("\"{package}@")),
+                "{package}"
+            );
         }
     }
 
