@@ -1957,6 +1957,78 @@ fn image_build_refuses_inexact_agent_versions() {
     }
 }
 
+/// `[defaults]` in `~/.config/sandboxctl/config.toml` fill in the options a new client
+/// is not given; a given option beats them, a client that exists keeps its settings,
+/// and a bad file is one line naming it and the key.
+#[test]
+fn user_defaults_apply_to_new_clients_only() {
+    let sb = Sandbox::new();
+    let config = sb.home().join(".config/sandboxctl");
+    std::fs::create_dir_all(&config).expect("mkdir");
+    std::fs::write(
+        config.join("config.toml"),
+        "[defaults]\nagent = \"shell\"\nautonomy = \"auto\"\nnetwork = \"none\"\n",
+    )
+    .expect("write");
+    let proj = s(&sb.project());
+    let render = |args: &[&str]| {
+        let out = sb
+            .command(&[&["render"], args].concat())
+            .env("SANDBOXCTL_PODMAN", sb.fake_podman())
+            .output()
+            .expect("render");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let unit = render(&["acme", &proj]);
+    assert!(
+        unit.contains("for client acme (shell, autonomy auto)"),
+        "{unit}"
+    );
+    assert!(
+        !unit.contains("sandbox-proxy"),
+        "network none has no proxy:\n{unit}"
+    );
+    let unit = render(&["acme", &proj, "--agent", "codex"]);
+    assert!(
+        unit.contains("for client acme (codex, autonomy auto)"),
+        "{unit}"
+    );
+
+    // A client that exists keeps its own settings (claude, ask).
+    sb.client_settings(
+        "old",
+        "agent = \"claude\"\nimage = \"localhost/agent-sandbox:latest\"\nnetwork = \"allowlist\"\n",
+    );
+    let unit = render(&["old", &proj]);
+    assert!(
+        unit.contains("for client old (claude, autonomy ask)"),
+        "{unit}"
+    );
+    // ... unless it starts again from the defaults.
+    let unit = render(&["old", &proj, "--reset"]);
+    assert!(
+        unit.contains("for client old (shell, autonomy auto)"),
+        "{unit}"
+    );
+
+    std::fs::write(config.join("config.toml"), "[defaults]\nmemroy = \"8g\"\n").expect("write");
+    let out = sb.run(&["enable", "new", &proj]);
+    assert_one_line_error(
+        &out,
+        &format!(
+            "{}: [defaults] memroy: unknown key",
+            config.join("config.toml").display()
+        ),
+    );
+    assert!(
+        !sb.home()
+            .join(".local/share/agent-sandbox/clients/new")
+            .exists(),
+        "a client was written"
+    );
+}
+
 /// A podman for `image build`: `image inspect` answers with the old agent versions
 /// until a build ran, then with the versions of its build arguments; what ran is
 /// logged in `$HOME/podman-ran`.
