@@ -1957,6 +1957,25 @@ fn image_build_refuses_inexact_agent_versions() {
     }
 }
 
+/// `update` of a client that does not exist is one line naming it, before anything
+/// runs; with no clients it says so.
+#[test]
+fn update_names_an_unknown_client_and_handles_none() {
+    let sb = Sandbox::new();
+    let out = sb.run(&["update", "--dry-run", "nosuch"]);
+    assert_one_line_error(&out, "nosuch");
+    let out = sb
+        .command(&["update"])
+        .env("SANDBOXCTL_PODMAN", sb.fake_podman())
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("no clients"),
+        "{out:?}"
+    );
+}
+
 /// `[defaults]` in `~/.config/sandboxctl/config.toml` fill in the options a new client
 /// is not given; a given option beats them, a client that exists keeps its settings,
 /// and a bad file is one line naming it and the key.

@@ -217,12 +217,12 @@ fn restart_and_watch(
         let outcome = systemd.service_outcome(&unit).ok().flatten();
         if let Some(o) = outcome.filter(|o| o.restarts > 0) {
             return Err(format!(
-                "it failed and systemd restarted it {} times (a crash loop)",
+                "it failed and systemd restarted it {} times: a crash loop",
                 o.restarts
             ));
         }
         if let Some(s) = state.first().filter(|s| !s.is_active()) {
-            return Err(format!("it stopped ({} {})", s.active_state, s.sub_state));
+            return Err(format!("it is {} ({})", s.active_state, s.sub_state));
         }
     }
     match image::container_image(&client.container_name()) {
