@@ -141,6 +141,10 @@ fn update_one(
         Err(why) => why,
     };
     // Roll back: the client's name points at the old image again.
+    println!(
+        "{client}: the new image did not come up; rolling back to {}",
+        image::short_id(&old_id)
+    );
     image::tag(old_ref, &settings.image)?;
     let failed_image = format!("{} ({})", image::short_id(&new.id), settings.image);
     if let Err(again) = restart_and_watch(layout, systemd, client, settings, &old_id) {
@@ -217,8 +221,9 @@ fn restart_and_watch(
         let outcome = systemd.service_outcome(&unit).ok().flatten();
         if let Some(o) = outcome.filter(|o| o.restarts > 0) {
             return Err(format!(
-                "it failed and systemd restarted it {} times: a crash loop",
-                o.restarts
+                "it failed: systemd had to restart it {} time{}",
+                o.restarts,
+                if o.restarts == 1 { "" } else { "s" }
             ));
         }
         if let Some(s) = state.first().filter(|s| !s.is_active()) {

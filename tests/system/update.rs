@@ -142,6 +142,7 @@ fn up_update_rolls_forward_and_back() {
         .timeout(Duration::from_mins(3))
         .run()
         .success();
+    eprintln!("{out}");
     assert!(
         out.stdout.contains("restarting anyway (--force)")
             && out
@@ -169,6 +170,7 @@ fn up_update_rolls_forward_and_back() {
         .timeout(Duration::from_mins(3))
         .run()
         .failure();
+    eprintln!("{out}");
     let line = format!(
         "sandboxctl: {}: the new image {} ({tag}) did not come up",
         c.name,
