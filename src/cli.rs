@@ -113,6 +113,23 @@ pub enum Command {
     /// Build and manage the agent image.
     #[command(subcommand)]
     Image(ImageCommand),
+    /// Restart the clients whose image name now points to another image than they run
+    /// (after `image build` or `podman pull`); a client whose new image does not come
+    /// up is rolled back to its previous image.
+    ///
+    /// A client with a busy tmux session (an agent running, working or waiting for
+    /// input; a command other than a shell at its prompt) is skipped unless --force.
+    Update {
+        /// Clients to update [default: every client].
+        #[arg(value_name = "CLIENT")]
+        clients: Vec<String>,
+        /// List what would be restarted (old → new image, agent versions); change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Restart busy clients too (their running sessions end).
+        #[arg(long)]
+        force: bool,
+    },
     /// Manage a client's credentials: Podman secrets the agent sees as environment
     /// variables, never written into unit files.
     #[command(subcommand)]
@@ -437,7 +454,22 @@ pub enum ImageCommand {
         /// pin].
         #[arg(long, value_name = "VERSION")]
         codex_version: Option<String>,
+        /// Which agent versions to install: pinned (the Containerfile's) or latest (the
+        /// newest Claude Code and Codex, looked up with `npm view` on this host)
+        /// [default: pinned].
+        #[arg(long, value_enum, value_name = "WHICH",
+              conflicts_with_all = ["claude_version", "codex_version"])]
+        agents: Option<AgentVersions>,
     },
+}
+
+/// `image build --agents`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AgentVersions {
+    /// The versions the Containerfile pins.
+    Pinned,
+    /// The newest versions on the npm registry, resolved before the build.
+    Latest,
 }
 
 #[cfg(test)]

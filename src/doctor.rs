@@ -1013,6 +1013,7 @@ mod tests {
             libexec_dir: "/l".into(),
             home_dir: "/home/u".into(),
             runtime_dir: None,
+            user_config: "/home/u/.config/sandboxctl/config.toml".into(),
         };
         let me = ClientName::parse("acme").expect("name");
         let other = ClientName::parse("other").expect("name");

@@ -29,6 +29,10 @@ const LABEL_CLAUDE: &str = "io.sandboxctl.claude-code.version";
 const LABEL_CODEX: &str = "io.sandboxctl.codex.version";
 const LABEL_NODE: &str = "io.sandboxctl.node.version";
 
+/// The npm packages of the agents, as the Containerfile installs them.
+pub const CLAUDE_PACKAGE: &str = "@anthropic-ai/claude-code";
+pub const CODEX_PACKAGE: &str = "@openai/codex";
+
 /// A file of the build context: path inside the context, contents, mode.
 struct ContextFile {
     path: &'static str,
@@ -399,6 +403,44 @@ pub fn check_version(flag: &str, v: &str) -> Result<()> {
     Ok(())
 }
 
+/// The newest version of the npm package `package`, from `npm view` on this host (its
+/// registry and proxy settings apply). What npm prints must be an exact version.
+pub fn latest_version(package: &str) -> Result<String> {
+    let mut cmd = Command::new("npm");
+    cmd.args([
+        "view",
+        package,
+        "version",
+        "--fetch-timeout=30000",
+        "--fetch-retries=1",
+    ])
+    .stdin(Stdio::null());
+    for var in crate::podman::CREDENTIAL_VARS {
+        cmd.env_remove(var);
+    }
+    let out = cmd.output().map_err(|e| {
+        if e.kind() == io::ErrorKind::NotFound {
+            anyhow::anyhow!(
+                "--agents latest looks the versions up with npm, which is not installed: install it (e.g. `sudo apt install npm`) or give --claude-version and --codex-version"
+            )
+        } else {
+            anyhow::Error::new(e).context("running npm")
+        }
+    })?;
+    if !out.status.success() {
+        bail!(
+            "`npm view {package} version` failed ({}): {}",
+            out.status,
+            crate::terminal::one_line(&out.stderr)
+        );
+    }
+    let version = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    check_version("--agents latest", &version).with_context(|| {
+        format!("`npm view {package} version` printed something that is not one version")
+    })?;
+    Ok(version)
+}
+
 /// `Claude Code 2.1.300 → 2.1.332`-style lines for each agent whose version changed
 /// between the image `old` and the build `new`.
 pub fn changes(old: &BuildSummary, new: &BuildSummary) -> Vec<String> {
@@ -437,7 +479,20 @@ pub struct ImageState {
 /// `image`'s state for the container `container`, if Podman knows the image.
 pub fn state(image: &str, container: &str) -> Option<ImageState> {
     let tagged = inspect_image(image)?;
-    let running = output_checked(&mut crate::podman::command([
+    match container_image(container) {
+        Some(id) if normalise_id(&id) != tagged.id => {
+            let mut s = inspect_image(&id)?;
+            s.newer_image = true;
+            Some(s)
+        }
+        _ => Some(tagged),
+    }
+}
+
+/// The ID of the image the container `container` was created from (`sha256:…`), if
+/// the container exists.
+pub fn container_image(container: &str) -> Option<String> {
+    output_checked(&mut crate::podman::command([
         "container",
         "inspect",
         "--format",
@@ -447,15 +502,44 @@ pub fn state(image: &str, container: &str) -> Option<ImageState> {
     .ok()
     .filter(|o| o.status.success())
     .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-    .filter(|id| !id.is_empty());
-    match running {
-        Some(id) if normalise_id(&id) != tagged.id => {
-            let mut s = inspect_image(&id)?;
-            s.newer_image = true;
-            Some(s)
-        }
-        _ => Some(tagged),
+    .filter(|id| !id.is_empty())
+    .map(|id| normalise_id(&id))
+}
+
+/// Points the name `target` at the image `source` (a name or ID): `podman tag`.
+pub fn tag(source: &str, target: &str) -> Result<()> {
+    let out = output_checked(&mut crate::podman::command(["tag", source, target]))?;
+    if !out.status.success() {
+        bail!(
+            "podman tag {source} {target} failed: {}",
+            crate::podman::stderr_line(&out)
+        );
     }
+    Ok(())
+}
+
+/// The name `update` keeps an image under before it moves a client off it:
+/// `REPO:TAG-previous` (`REPO:latest-previous` for an untagged name), so that two
+/// tags of one repository keep one previous image each. `None` for a name pinned by
+/// digest (it never points to another image) or one whose tag would grow too long.
+pub fn previous_name(image: &str) -> Option<String> {
+    if image.contains('@') {
+        return None;
+    }
+    let last_slash = image.rfind('/').map_or(0, |i| i + 1);
+    let (repo, tag) = match image[last_slash..].rfind(':') {
+        Some(i) => (&image[..last_slash + i], &image[last_slash + i + 1..]),
+        None => (image, "latest"),
+    };
+    let tag = format!("{tag}-previous");
+    // The longest tag the OCI distribution spec allows.
+    (!repo.is_empty() && tag.len() <= 128).then(|| format!("{repo}:{tag}"))
+}
+
+/// `sha256:0123456789abcdef…` → `0123456789ab`, as podman shows IDs.
+pub fn short_id(id: &str) -> &str {
+    let hex = id.strip_prefix("sha256:").unwrap_or(id);
+    hex.get(..12).unwrap_or(hex)
 }
 
 fn normalise_id(id: &str) -> String {
@@ -466,7 +550,8 @@ fn normalise_id(id: &str) -> String {
     }
 }
 
-fn inspect_image(image: &str) -> Option<ImageState> {
+/// The state of the image `image` (a name or ID), if Podman has it.
+pub fn inspect_image(image: &str) -> Option<ImageState> {
     let out = output_checked(&mut crate::podman::command(["image", "inspect", image])).ok()?;
     if !out.status.success() {
         return None;
@@ -572,6 +657,36 @@ mod tests {
         assert_eq!(bare.digest, None);
         assert!(parse_image_state(b"[]").is_none());
         assert!(parse_image_state(b"not json").is_none());
+    }
+
+    #[test]
+    fn previous_names_and_short_ids() {
+        for (image, previous) in [
+            (
+                "localhost/agent-sandbox:latest",
+                Some("localhost/agent-sandbox:latest-previous"),
+            ),
+            (
+                "localhost/agent-sandbox:upd-a",
+                Some("localhost/agent-sandbox:upd-a-previous"),
+            ),
+            ("localhost:5000/x", Some("localhost:5000/x:latest-previous")),
+            (
+                "registry.example/a/b:1.2",
+                Some("registry.example/a/b:1.2-previous"),
+            ),
+            ("agent-sandbox", Some("agent-sandbox:latest-previous")),
+            ("localhost/x@sha256:00ff", None),
+            ("localhost/x:t@sha256:00ff", None),
+        ] {
+            assert_eq!(previous_name(image).as_deref(), previous, "{image}");
+        }
+        assert_eq!(previous_name(&format!("x:{}", "t".repeat(120))), None);
+        assert_eq!(
+            short_id(&format!("sha256:{}", "ab".repeat(32))),
+            "abababababab"
+        );
+        assert_eq!(short_id("sha256:12"), "12");
     }
 
     #[test]
@@ -729,6 +844,12 @@ mod tests {
         let containerfile = include_str!("../image/Containerfile");
         for label in [LABEL_CLAUDE, LABEL_CODEX, LABEL_NODE] {
             assert!(containerfile.contains(label), "{label}");
+        }
+        for package in [CLAUDE_PACKAGE, CODEX_PACKAGE] {
+            assert!(
+                containerfile.contains(&format!("\"{package}@")),
+                "{package}"
+            );
         }
     }
 

@@ -38,6 +38,8 @@ pub struct Layout {
     pub home_dir: PathBuf,
     /// `$XDG_RUNTIME_DIR`, if set: the user manager's, Podman's and the proxies' sockets.
     pub runtime_dir: Option<PathBuf>,
+    /// `$XDG_CONFIG_HOME/sandboxctl/config.toml`: the user's defaults for new clients.
+    pub user_config: PathBuf,
 }
 
 impl Layout {
@@ -62,6 +64,7 @@ impl Layout {
             .context("cannot find the config directory: set HOME or XDG_CONFIG_HOME")?;
         let unit_dir = config_dir.join("containers/systemd");
         let systemd_user_dir = config_dir.join("systemd/user");
+        let user_config = config_dir.join("sandboxctl/config.toml");
         let cache_dir = dirs::cache_dir()
             .context("cannot find the cache directory: set HOME or XDG_CACHE_HOME")?
             .join("sandboxctl");
@@ -75,6 +78,7 @@ impl Layout {
             libexec_dir,
             home_dir,
             runtime_dir: dirs::runtime_dir(),
+            user_config,
         })
     }
 
@@ -89,6 +93,7 @@ impl Layout {
             libexec_dir: root.join("libexec"),
             home_dir: root.join("home"),
             runtime_dir: Some(root.join("run")),
+            user_config: root.join("config.toml"),
         }
     }
 

@@ -33,6 +33,7 @@ pub mod secrets;
 pub mod settings;
 pub mod systemd;
 pub mod terminal;
+pub mod user_config;
 
 use std::ffi::OsString;
 use std::process::ExitCode;

@@ -63,6 +63,15 @@ pub fn apply(
         .as_ref()
         .map(|c| c.ports.clone())
         .unwrap_or_default();
+    // A new client (or one reset) starts from the user's defaults where no option is
+    // given; a client that exists keeps its settings.
+    let fresh = req.reset || current.is_none();
+    let defaults = if fresh {
+        crate::user_config::Defaults::load(&layout.user_config)?
+    } else {
+        crate::user_config::Defaults::default()
+    };
+    let with_defaults = defaults.under(req.options);
     let mut s = if req.reset {
         Settings::default()
     } else {
@@ -70,14 +79,14 @@ pub fn apply(
     };
     // Forwards are installed units, not options: `--reset` keeps them, `port --rm` ends them.
     s.ports = ports;
-    let o = req.options;
+    let o = &with_defaults;
     if let Some(agent) = o.agent {
         s.agent = agent;
     }
     if let Some(image) = &o.image {
         s.image.clone_from(image);
     }
-    if let Some(network) = req.network {
+    if let Some(network) = req.network.or(defaults.network) {
         s.network = network;
     }
     if !req.projects.is_empty() {
@@ -952,6 +961,7 @@ mod tests {
             cache_dir: home.join(".cache/sandboxctl"),
             systemd_user_dir: home.join(".config/systemd/user"),
             libexec_dir: home.join(".local/libexec/sandboxctl"),
+            user_config: home.join(".config/sandboxctl/config.toml"),
             home_dir: home,
             runtime_dir: Some(root.join("run")),
         };

@@ -1926,6 +1926,183 @@ fn image_build_refuses_inexact_agent_versions() {
     }
 }
 
+/// `update` of a client that does not exist is one line naming it, before anything
+/// runs; with no clients it says so.
+#[test]
+fn update_names_an_unknown_client_and_handles_none() {
+    let sb = Sandbox::new();
+    let out = sb.run(&["update", "--dry-run", "nosuch"]);
+    assert_one_line_error(&out, "nosuch");
+    let out = sb
+        .command(&["update"])
+        .env("SANDBOXCTL_PODMAN", sb.fake_podman())
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("no clients"),
+        "{out:?}"
+    );
+}
+
+/// `[defaults]` in `~/.config/sandboxctl/config.toml` fill in the options a new client
+/// is not given; a given option beats them, a client that exists keeps its settings,
+/// and a bad file is one line naming it and the key.
+#[test]
+fn user_defaults_apply_to_new_clients_only() {
+    let sb = Sandbox::new();
+    let config = sb.home().join(".config/sandboxctl");
+    std::fs::create_dir_all(&config).expect("mkdir");
+    std::fs::write(
+        config.join("config.toml"),
+        "[defaults]\nagent = \"shell\"\nautonomy = \"auto\"\nnetwork = \"none\"\n",
+    )
+    .expect("write");
+    let proj = s(&sb.project());
+    let render = |args: &[&str]| {
+        let out = sb
+            .command(&[&["render"], args].concat())
+            .env("SANDBOXCTL_PODMAN", sb.fake_podman())
+            .output()
+            .expect("render");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let unit = render(&["acme", &proj]);
+    assert!(
+        unit.contains("for client acme (shell, autonomy auto)"),
+        "{unit}"
+    );
+    assert!(
+        !unit.contains("sandbox-proxy"),
+        "network none has no proxy:\n{unit}"
+    );
+    let unit = render(&["acme", &proj, "--agent", "codex"]);
+    assert!(
+        unit.contains("for client acme (codex, autonomy auto)"),
+        "{unit}"
+    );
+
+    // A client that exists keeps its own settings (claude, ask).
+    sb.client_settings(
+        "old",
+        "agent = \"claude\"\nimage = \"localhost/agent-sandbox:latest\"\nnetwork = \"allowlist\"\n",
+    );
+    let unit = render(&["old", &proj]);
+    assert!(
+        unit.contains("for client old (claude, autonomy ask)"),
+        "{unit}"
+    );
+    // ... unless it starts again from the defaults.
+    let unit = render(&["old", &proj, "--reset"]);
+    assert!(
+        unit.contains("for client old (shell, autonomy auto)"),
+        "{unit}"
+    );
+
+    std::fs::write(config.join("config.toml"), "[defaults]\nmemroy = \"8g\"\n").expect("write");
+    let out = sb.run(&["enable", "new", &proj]);
+    assert_one_line_error(
+        &out,
+        &format!(
+            "{}: [defaults] memroy: unknown key",
+            config.join("config.toml").display()
+        ),
+    );
+    assert!(
+        !sb.home()
+            .join(".local/share/agent-sandbox/clients/new")
+            .exists(),
+        "a client was written"
+    );
+}
+
+/// A podman for `image build`: `image inspect` answers with the old agent versions
+/// until a build ran, then with the versions of its build arguments; what ran is
+/// logged in `$HOME/podman-ran`.
+const BUILDING_PODMAN: &str = r#"[ "$1" = --version ] && echo 'podman version 5.4.2' && exit 0
+echo "$@" >> "$HOME/podman-ran"
+if [ "$1" = build ]; then
+    for a in "$@"; do echo "$a"; done | sed -n 's/^CLAUDE_CODE_VERSION=//p' > "$HOME/built-claude"
+    for a in "$@"; do echo "$a"; done | sed -n 's/^CODEX_VERSION=//p' > "$HOME/built-codex"
+    exit 0
+fi
+if [ "$1" = image ] && [ "$2" = inspect ]; then
+    if [ -f "$HOME/built-claude" ]; then
+        printf '1000\t%s\t%s\t22.23.3\n' "$(cat "$HOME/built-claude")" "$(cat "$HOME/built-codex")"
+    else
+        printf '1000\t2.1.300\t0.170.0\t22.23.3\n'
+    fi
+fi
+exit 0"#;
+
+/// `image build --agents latest` asks npm for the newest versions, builds with them as
+/// exact pins and prints old → new; it refuses an explicit version beside it, and
+/// npm's answer must be a version.
+#[test]
+fn image_build_agents_latest_resolves_with_npm_and_prints_the_change() {
+    let sb = Sandbox::new();
+    let npm = r#"case "$2" in
+    @anthropic-ai/claude-code) echo 2.1.400 ;;
+    @openai/codex) echo 0.180.1 ;;
+    *) exit 1 ;;
+esac"#;
+    let out = sb.run_with_fakes(
+        &[
+            "image",
+            "build",
+            "--agents",
+            "latest",
+            "--tag",
+            "localhost/x:t",
+        ],
+        &[("podman", BUILDING_PODMAN), ("npm", npm)],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        stdout.contains("newest on npm: Claude Code 2.1.400, Codex 0.180.1"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("Claude Code: 2.1.300 → 2.1.400"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("Codex: 0.170.0 → 0.180.1"), "{stdout}");
+    let ran = std::fs::read_to_string(sb.home().join("podman-ran")).expect("podman ran");
+    assert!(
+        ran.contains("--build-arg CLAUDE_CODE_VERSION=2.1.400 --build-arg CODEX_VERSION=0.180.1"),
+        "{ran}"
+    );
+
+    let out = sb.run_with_fakes(
+        &[
+            "image",
+            "build",
+            "--agents",
+            "latest",
+            "--codex-version",
+            "0.1.0",
+        ],
+        &[("podman", BUILDING_PODMAN), ("npm", npm)],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("'--agents <WHICH>' cannot be used with '--codex-version <VERSION>'"),
+        "{stderr}"
+    );
+
+    std::fs::remove_file(sb.home().join("podman-ran")).expect("rm");
+    let out = sb.run_with_fakes(
+        &["image", "build", "--agents", "latest"],
+        &[("podman", BUILDING_PODMAN), ("npm", "echo '2.1.1 && evil'")],
+    );
+    assert_one_line_error(&out, "printed something that is not one version");
+    let ran = std::fs::read_to_string(sb.home().join("podman-ran")).unwrap_or_default();
+    assert!(!ran.contains("build"), "podman built: {ran}");
+}
+
 /// A stored API key in allowlist mode is held by the proxy: not mounted, the base URL
 /// and a placeholder instead; `--key-in-sandbox on` mounts it again, with a warning.
 #[test]

@@ -41,6 +41,8 @@ mod packaging;
 mod ports;
 #[path = "system/sessions.rs"]
 mod sessions;
+#[path = "system/update.rs"]
+mod update;
 
 use std::collections::BTreeSet;
 use std::os::unix::fs::MetadataExt;

@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 
-use crate::cli::ImageCommand;
+use crate::cli::{AgentVersions, ImageCommand};
 use crate::image::{self, BuildOptions};
 
 pub fn image(cmd: ImageCommand) -> Result<()> {
@@ -13,6 +13,7 @@ pub fn image(cmd: ImageCommand) -> Result<()> {
             ca_certs,
             claude_version,
             codex_version,
+            agents,
         } => {
             let mut build_args = Vec::new();
             for (arg, flag, v) in [
@@ -23,6 +24,18 @@ pub fn image(cmd: ImageCommand) -> Result<()> {
                     image::check_version(flag, &v)?;
                     build_args.push((arg.to_owned(), v));
                 }
+            }
+            if agents == Some(AgentVersions::Latest) {
+                let mut found = Vec::new();
+                for (arg, name, package) in [
+                    ("CLAUDE_CODE_VERSION", "Claude Code", image::CLAUDE_PACKAGE),
+                    ("CODEX_VERSION", "Codex", image::CODEX_PACKAGE),
+                ] {
+                    let v = image::latest_version(package)?;
+                    found.push(format!("{name} {v}"));
+                    build_args.push((arg.to_owned(), v));
+                }
+                println!("newest on npm: {}", found.join(", "));
             }
             // What the tag held before, to say what changed.
             let before = image::inspect(&tag).ok();

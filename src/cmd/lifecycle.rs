@@ -15,14 +15,26 @@ pub fn job(layout: &Layout, name: &str, verb: Verb) -> Result<()> {
         super::known_client_with_podman(layout, name)?
     };
     let systemd = Systemd::connect_user()?;
+    run(layout, &systemd, &client, &settings, verb)
+}
+
+/// What `start`, `stop` and `restart` do once the client is known (`update` restarts
+/// through it too).
+pub fn run(
+    layout: &Layout,
+    systemd: &Systemd,
+    client: &ClientName,
+    settings: &Settings,
+    verb: Verb,
+) -> Result<()> {
     // A shared Claude login: the fresher copy wins before a start and after a stop.
-    crate::claude_login::sync_client(layout, &client, &settings);
+    crate::claude_login::sync_client(layout, client, settings);
     if !matches!(verb, Verb::Stop) {
-        recreate_client_dirs(layout, &client)?;
-        warn_unpinned(layout, &client, &settings);
+        recreate_client_dirs(layout, client)?;
+        warn_unpinned(layout, client, settings);
     }
-    run_job(&systemd, &client, &settings, verb)?;
-    crate::claude_login::sync_client(layout, &client, &settings);
+    run_job(systemd, client, settings, verb)?;
+    crate::claude_login::sync_client(layout, client, settings);
     Ok(())
 }
 

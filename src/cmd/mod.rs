@@ -14,6 +14,7 @@ mod port;
 mod secret;
 mod sessions;
 mod status;
+mod update;
 
 use anyhow::Result;
 
@@ -83,6 +84,11 @@ pub fn dispatch(cli: Cli) -> Result<()> {
             image::image(cmd)
         }
         Command::Secret(cmd) => secret::secret(&layout, cmd),
+        Command::Update {
+            clients,
+            dry_run,
+            force,
+        } => update::update(&layout, &clients, dry_run, force),
         Command::Port(args) => port::port(&layout, &args),
         Command::Completions { .. } | Command::Man { .. } => unreachable!("handled above"),
     }

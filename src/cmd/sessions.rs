@@ -247,13 +247,30 @@ fn foreground(procs: &[Proc], pane_pid: u32) -> Option<String> {
 fn activity(command: &str, event: Option<SessionState>) -> (&'static str, bool) {
     let shell = matches!(command, "bash" | "sh" | "dash" | "zsh" | "fish");
     if shell {
-        return ("at a shell prompt", true);
+        return (SHELL_PROMPT, true);
     }
     match event.map(|e| e.state) {
         None => ("running", false),
         Some(Kind::Waiting) => ("waiting for input", true),
-        Some(Kind::Finished) => ("finished", true),
+        Some(Kind::Finished) => (FINISHED, true),
         Some(Kind::Working) => ("working", false),
+    }
+}
+
+/// Busy, for `update`: a session whose agent runs, works or waits for input (a question
+/// it asked would be lost with the container). Idle: a shell at its prompt, or an agent
+/// that reported its turn finished (its conversation is in the client's history).
+fn busy(activity: &str) -> bool {
+    !matches!(activity, SHELL_PROMPT | FINISHED)
+}
+
+const SHELL_PROMPT: &str = "at a shell prompt";
+const FINISHED: &str = "finished";
+
+impl Row {
+    /// Whether restarting the sandbox would interrupt this session (see `busy`).
+    pub fn busy(&self) -> bool {
+        busy(self.activity)
     }
 }
 
@@ -270,12 +287,12 @@ fn worktree_of(project: Option<&Path>, path: &str) -> Option<String> {
 }
 
 #[derive(Debug, Serialize)]
-struct Row {
-    session: String,
+pub struct Row {
+    pub session: String,
     /// The pane's foreground command.
-    command: String,
-    activity: &'static str,
-    waits_for_input: bool,
+    pub command: String,
+    pub activity: &'static str,
+    pub waits_for_input: bool,
     /// When the agent last reported (seconds since the epoch), if it did.
     #[serde(skip_serializing_if = "Option::is_none")]
     reported_at: Option<u64>,
@@ -283,9 +300,10 @@ struct Row {
     path: String,
 }
 
-pub fn sessions(layout: &Layout, name: &str, json: bool) -> Result<()> {
-    let (client, settings) = super::known_client_with_podman(layout, name)?;
-    require_running(&client)?;
+/// The sessions of the running sandbox of `client`, one row each: asked of its tmux
+/// (`podman exec`, bounded in size and time, every field sanitised), with the agent's
+/// last reported event.
+pub fn list(client: &ClientName, settings: &Settings) -> Result<Vec<Row>> {
     let cmd = crate::podman::command([
         "exec",
         &client.container_name(),
@@ -321,7 +339,7 @@ pub fn sessions(layout: &Layout, name: &str, json: bool) -> Result<()> {
             crate::terminal::one_line(&err)
         );
     };
-    let reported = match notify::state_path(&client) {
+    let reported = match notify::state_path(client) {
         Some(p) => notify::State::load(&p)?,
         None => notify::State::default(),
     };
@@ -342,6 +360,13 @@ pub fn sessions(layout: &Layout, name: &str, json: bool) -> Result<()> {
             }
         })
         .collect();
+    Ok(rows)
+}
+
+pub fn sessions(layout: &Layout, name: &str, json: bool) -> Result<()> {
+    let (client, settings) = super::known_client_with_podman(layout, name)?;
+    require_running(&client)?;
+    let rows = list(&client, &settings)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
@@ -564,6 +589,19 @@ mod tests {
         );
         assert_eq!(activity("sleep", None), ("running", false));
         assert_eq!(activity("bash", None), ("at a shell prompt", true));
+    }
+
+    #[test]
+    fn busy_is_anything_but_a_shell_prompt_or_a_finished_turn() {
+        let at = |state| Some(SessionState { state, at: 1 });
+        let busy_for = |command, event| busy(activity(command, event).0);
+        assert!(!busy_for("bash", None));
+        assert!(!busy_for("bash", at(Kind::Working)));
+        assert!(!busy_for("claude", at(Kind::Finished)));
+        assert!(busy_for("claude", at(Kind::Waiting)));
+        assert!(busy_for("claude", at(Kind::Working)));
+        assert!(busy_for("claude", None));
+        assert!(busy_for("sleep", None));
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub fn layout() -> Layout {
         libexec_dir: "/home/user/.local/libexec/sandboxctl".into(),
         home_dir: "/home/user".into(),
         runtime_dir: Some("/run/user/1000".into()),
+        user_config: "/home/user/.config/sandboxctl/config.toml".into(),
     }
 }
 

@@ -1,0 +1,274 @@
+//! `update`: restarts the clients whose image name now points to another image than
+//! their container runs, and rolls a client back to its previous image when the new one
+//! does not come up.
+//!
+//! A client is restarted only when none of its tmux sessions is busy (see
+//! `sessions::Row::busy`) unless `--force`. Before the restart the old image gets the
+//! name `REPO:TAG-previous` (`image::previous_name`), so that neither a prune nor a
+//! later build loses it; the rollback itself points the client's name back at the old
+//! image's ID, which it knew before the restart. What the sandbox says (its tmux
+//! sessions) is read bounded and sanitised by `sessions::list`; image labels are shown
+//! through `terminal::one_line` (`image::inspect_image`).
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+
+use crate::client::ClientName;
+use crate::image::{self, ImageState};
+use crate::layout::Layout;
+use crate::settings::Settings;
+use crate::systemd::{Systemd, Verb};
+
+/// How long a restarted sandbox must stay up, without systemd restarting it, to count
+/// as started: a container whose command fails exits within a second or two, and
+/// `Restart=on-failure` then restarts it (`NRestarts` counts that).
+const SETTLE: Duration = Duration::from_secs(10);
+const POLL: Duration = Duration::from_millis(500);
+
+pub fn update(layout: &Layout, names: &[String], dry_run: bool, force: bool) -> Result<()> {
+    let clients: Vec<(ClientName, Settings)> = if names.is_empty() {
+        layout
+            .list_clients()?
+            .into_iter()
+            .map(|c| Ok((c.clone(), Settings::load_client(layout, &c)?)))
+            .collect::<Result<_>>()?
+    } else {
+        names
+            .iter()
+            .map(|n| super::known_client(layout, n))
+            .collect::<Result<_>>()?
+    };
+    super::require_podman(layout)?;
+    if clients.is_empty() {
+        println!("no clients; create one with `sandboxctl enable CLIENT [PROJECT_DIR…]`");
+        return Ok(());
+    }
+    let systemd = Systemd::connect_user()?;
+    let mut failures = Vec::new();
+    let mut skipped = Vec::new();
+    for (client, settings) in &clients {
+        match update_one(layout, &systemd, client, settings, dry_run, force) {
+            Ok(Outcome::Done) => {}
+            Ok(Outcome::Skipped) => skipped.push(client.to_string()),
+            Err(e) => failures.push(format!("{client}: {e:#}")),
+        }
+    }
+    if !skipped.is_empty() {
+        println!(
+            "skipped (busy): {}; `sandboxctl update --force {}` restarts them anyway",
+            skipped.join(", "),
+            skipped.join(" ")
+        );
+    }
+    if !failures.is_empty() {
+        bail!("{}", failures.join("\n"));
+    }
+    Ok(())
+}
+
+enum Outcome {
+    Done,
+    Skipped,
+}
+
+fn update_one(
+    layout: &Layout,
+    systemd: &Systemd,
+    client: &ClientName,
+    settings: &Settings,
+    dry_run: bool,
+    force: bool,
+) -> Result<Outcome> {
+    let unit = client.service_name();
+    let active = systemd
+        .unit_states(std::slice::from_ref(&unit))?
+        .first()
+        .is_some_and(crate::systemd::UnitState::is_active);
+    let running = if active {
+        image::container_image(&client.container_name())
+    } else {
+        None
+    };
+    let Some(old_id) = running else {
+        println!(
+            "{client}: not running; its next start runs {}",
+            settings.image
+        );
+        return Ok(Outcome::Done);
+    };
+    let Some(new) = image::inspect_image(&settings.image) else {
+        bail!(
+            "its image {} is not in your Podman store: build it (`sandboxctl image build --tag {0}`) or pull it (`podman pull {0}`)",
+            settings.image
+        );
+    };
+    if new.id == old_id {
+        println!("{client}: up to date ({})", image::short_id(&new.id));
+        return Ok(Outcome::Done);
+    }
+    let old = image::inspect_image(&old_id);
+    let change = describe_change(&old_id, old.as_ref(), &new);
+    let busy = busy_sessions(client, settings);
+    if dry_run {
+        let note = match &busy {
+            Some(why) if !force => format!("; busy ({why}): skipped without --force"),
+            _ => String::new(),
+        };
+        println!("{client}: would restart: {change}{note}");
+        return Ok(Outcome::Done);
+    }
+    if let Some(why) = busy {
+        if !force {
+            println!(
+                "{client}: skipped: busy ({why}); it still runs {}",
+                image::short_id(&old_id)
+            );
+            return Ok(Outcome::Skipped);
+        }
+        println!("{client}: busy ({why}); restarting anyway (--force)");
+    }
+    // Podman takes a bare ID, not `sha256:…`, where it also takes a name.
+    let old_ref = old_id.trim_start_matches("sha256:");
+    if let Some(previous) = image::previous_name(&settings.image) {
+        image::tag(old_ref, &previous)?;
+    }
+    let failed = match restart_and_watch(layout, systemd, client, settings, &new.id) {
+        Ok(()) => {
+            println!("{client}: updated: {change}");
+            return Ok(Outcome::Done);
+        }
+        Err(why) => why,
+    };
+    // Roll back: the client's name points at the old image again.
+    println!(
+        "{client}: the new image did not come up; rolling back to {}",
+        image::short_id(&old_id)
+    );
+    image::tag(old_ref, &settings.image)?;
+    let failed_image = format!("{} ({})", image::short_id(&new.id), settings.image);
+    if let Err(again) = restart_and_watch(layout, systemd, client, settings, &old_id) {
+        bail!(
+            "the new image {failed_image} did not come up ({failed}); rolled back to {} but that did not come up either ({again}); see `sandboxctl logs {client}`",
+            image::short_id(&old_id)
+        );
+    }
+    bail!(
+        "the new image {failed_image} did not come up ({failed}); rolled back to {}, which runs again; see `sandboxctl logs {client}`",
+        image::short_id(&old_id)
+    )
+}
+
+/// `0123456789ab → 89abcdef0123 (Claude Code 2.1.300 → 2.1.332, Codex 0.171.0)`.
+fn describe_change(old_id: &str, old: Option<&ImageState>, new: &ImageState) -> String {
+    let version = |name: &str, a: Option<&String>, b: &String| match a {
+        Some(a) if a != b => format!("{name} {a} → {b}"),
+        _ => format!("{name} {b}"),
+    };
+    format!(
+        "{} → {} ({}, {})",
+        image::short_id(old_id),
+        image::short_id(&new.id),
+        version(
+            "Claude Code",
+            old.map(|o| &o.claude_version),
+            &new.claude_version
+        ),
+        version("Codex", old.map(|o| &o.codex_version), &new.codex_version),
+    )
+}
+
+/// Why the client counts as busy, if it does: its busy sessions, or that its sessions
+/// could not be listed (then it is not known to be idle).
+fn busy_sessions(client: &ClientName, settings: &Settings) -> Option<String> {
+    match super::sessions::list(client, settings) {
+        Ok(rows) => {
+            let busy: Vec<String> = rows
+                .iter()
+                .filter(|r| r.busy())
+                .map(|r| format!("session {} {}: {}", r.session, r.command, r.activity))
+                .collect();
+            (!busy.is_empty()).then(|| busy.join(", "))
+        }
+        Err(e) => Some(format!("cannot tell: {e:#}")),
+    }
+}
+
+/// Restarts the client through the user manager and waits until it has run `want`
+/// for `SETTLE` without systemd restarting it. The error is why not, in one line.
+fn restart_and_watch(
+    layout: &Layout,
+    systemd: &Systemd,
+    client: &ClientName,
+    settings: &Settings,
+    want: &str,
+) -> Result<(), String> {
+    super::lifecycle::run(layout, systemd, client, settings, Verb::Restart).map_err(|e| {
+        // The job's error carries the unit's last log lines: its first line says why.
+        format!("{e:#}")
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_owned()
+    })?;
+    let unit = client.service_name();
+    let started = Instant::now();
+    while started.elapsed() < SETTLE {
+        std::thread::sleep(POLL);
+        let state = systemd
+            .unit_states(std::slice::from_ref(&unit))
+            .map_err(|e| format!("{e:#}"))?;
+        let outcome = systemd.service_outcome(&unit).ok().flatten();
+        if let Some(o) = outcome.filter(|o| o.restarts > 0) {
+            return Err(format!(
+                "it failed: systemd had to restart it {} time{}",
+                o.restarts,
+                if o.restarts == 1 { "" } else { "s" }
+            ));
+        }
+        if let Some(s) = state.first().filter(|s| !s.is_active()) {
+            return Err(format!("it is {} ({})", s.active_state, s.sub_state));
+        }
+    }
+    match image::container_image(&client.container_name()) {
+        Some(id) if id == want => Ok(()),
+        Some(id) => Err(format!(
+            "it runs {}, not {}",
+            image::short_id(&id),
+            image::short_id(want)
+        )),
+        None => Err("its container is gone".to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(id: &str, claude: &str, codex: &str) -> ImageState {
+        ImageState {
+            id: id.to_owned(),
+            digest: None,
+            claude_version: claude.to_owned(),
+            codex_version: codex.to_owned(),
+            newer_image: false,
+        }
+    }
+
+    #[test]
+    fn changes_name_short_ids_and_versions() {
+        let a = format!("sha256:{}", "a".repeat(64));
+        let b = format!("sha256:{}", "b".repeat(64));
+        let old = state(&a, "2.1.300", "0.171.0");
+        let new = state(&b, "2.1.332", "0.171.0");
+        assert_eq!(
+            describe_change(&a, Some(&old), &new),
+            "aaaaaaaaaaaa → bbbbbbbbbbbb (Claude Code 2.1.300 → 2.1.332, Codex 0.171.0)"
+        );
+        // The old image is gone from the store: only the new versions are known.
+        assert_eq!(
+            describe_change(&a, None, &new),
+            "aaaaaaaaaaaa → bbbbbbbbbbbb (Claude Code 2.1.332, Codex 0.171.0)"
+        );
+    }
+}
