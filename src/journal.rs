@@ -278,20 +278,7 @@ fn undo(dir: &Path, entry: Entry) -> Result<()> {
             }
             Ok(())
         }
-        Entry::Dirs { missing } => {
-            for d in missing.iter().rev() {
-                match fs::remove_dir(d) {
-                    Err(e)
-                        if e.kind() != std::io::ErrorKind::NotFound
-                            && e.kind() != std::io::ErrorKind::DirectoryNotEmpty =>
-                    {
-                        return Err(e).with_context(|| format!("cannot remove {}", d.display()));
-                    }
-                    _ => {}
-                }
-            }
-            Ok(())
-        }
+        Entry::Dirs { missing } => crate::plan::remove_dirs(missing).run(),
         Entry::Tree { path } => {
             if fs::symlink_metadata(&path).is_ok() {
                 crate::layout::remove_client_tree(&path)?;

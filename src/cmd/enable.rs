@@ -1198,6 +1198,33 @@ mod tests {
         }
     }
 
+    /// A home under `tmp` with the new binary to install, and (if `existing`) a client
+    /// enabled before with other settings, on a host without a Quadlet generator.
+    fn home_for_steps(tmp: &Path, existing: bool) -> (PathBuf, Layout, PathBuf) {
+        let root = tmp.join("home");
+        let layout = Layout::under(&root);
+        // The change lock creates the data directory before anything else.
+        std::fs::create_dir_all(&layout.data_dir).expect("data dir");
+        let exe = tmp.join("sandboxctl-v2");
+        std::fs::write(&exe, "new binary").expect("exe");
+        if existing {
+            let ok = || Ok(());
+            let old_exe = tmp.join("sandboxctl-v1");
+            std::fs::write(&old_exe, "old binary").expect("exe");
+            let old_host = host(false);
+            let old = [planned(
+                &layout,
+                &old_host,
+                settings(NetworkMode::Allowlist, "localhost/old:1"),
+            )];
+            effects(&layout, &old_host, &old, &old_exe, &ok, &ok)
+                .expect("plan")
+                .apply()
+                .expect("first enable");
+        }
+        (root, layout, exe)
+    }
+
     /// A failure at any step of `enable` leaves every file as it was, reloads again
     /// once systemd had reloaded, and says nothing was changed: for a new client, and
     /// for one that moves from a plain service to a Quadlet unit with new settings.
@@ -1205,26 +1232,8 @@ mod tests {
     fn a_failure_at_any_step_undoes_every_effect() {
         for existing in [false, true] {
             let tmp = tempfile::tempdir().expect("tempdir");
-            let root = tmp.path().join("home");
-            std::fs::create_dir(&root).expect("home");
-            let layout = Layout::under(&root);
-            let exe = tmp.path().join("sandboxctl-v2");
-            std::fs::write(&exe, "new binary").expect("exe");
+            let (root, layout, exe) = home_for_steps(tmp.path(), existing);
             let ok = || Ok(());
-            if existing {
-                let old_exe = tmp.path().join("sandboxctl-v1");
-                std::fs::write(&old_exe, "old binary").expect("exe");
-                let old_host = host(false);
-                let old = [planned(
-                    &layout,
-                    &old_host,
-                    settings(NetworkMode::Allowlist, "localhost/old:1"),
-                )];
-                effects(&layout, &old_host, &old, &old_exe, &ok, &ok)
-                    .expect("plan")
-                    .apply()
-                    .expect("first enable");
-            }
             let new_host = host(true);
             let new = [planned(
                 &layout,
@@ -1292,27 +1301,8 @@ mod tests {
     fn a_kill_at_any_step_is_undone_by_the_next_command() {
         for existing in [false, true] {
             let tmp = tempfile::tempdir().expect("tempdir");
-            let root = tmp.path().join("home");
-            let layout = Layout::under(&root);
-            // The change lock creates the data directory before anything else.
-            std::fs::create_dir_all(&layout.data_dir).expect("data dir");
-            let exe = tmp.path().join("sandboxctl-v2");
-            std::fs::write(&exe, "new binary").expect("exe");
+            let (root, layout, exe) = home_for_steps(tmp.path(), existing);
             let ok = || Ok(());
-            if existing {
-                let old_exe = tmp.path().join("sandboxctl-v1");
-                std::fs::write(&old_exe, "old binary").expect("exe");
-                let old_host = host(false);
-                let old = [planned(
-                    &layout,
-                    &old_host,
-                    settings(NetworkMode::Allowlist, "localhost/old:1"),
-                )];
-                effects(&layout, &old_host, &old, &old_exe, &ok, &ok)
-                    .expect("plan")
-                    .apply()
-                    .expect("first enable");
-            }
             let new_host = host(true);
             let new = [planned(
                 &layout,

@@ -113,16 +113,7 @@ fn fnv(bytes: &[u8]) -> u64 {
 }
 
 fn enable_cmd(c: &Client, extra: &[&str]) -> Cmd {
-    sbx([
-        "enable",
-        &c.name,
-        c.project_str(),
-        "--agent",
-        "shell",
-        "--image",
-        &env().image,
-    ])
-    .args(extra)
+    c.enable_cmd(&env().image).args(extra)
 }
 
 /// Whether `out` is a command killed by SIGKILL (else it must have succeeded).

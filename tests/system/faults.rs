@@ -383,17 +383,7 @@ impl Drop for OwnTag {
 fn lf3_missing_image_gives_a_clear_error_in_start_and_status() {
     let tag = OwnTag::new();
     let c = Client::new("lf3");
-    sbx([
-        "enable",
-        &c.name,
-        c.project_str(),
-        "--agent",
-        "shell",
-        "--image",
-        &tag.0,
-    ])
-    .run()
-    .success();
+    c.enable_cmd(&tag.0).run().success();
     c.start();
     sbx(["stop", &c.name]).run().success();
     tag.remove();

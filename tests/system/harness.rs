@@ -439,6 +439,12 @@ impl Client {
     /// `sandboxctl enable NAME PROJECT --agent shell --image IMAGE EXTRA…`, must succeed.
     #[track_caller]
     pub fn enable(&self, extra: &[&str]) -> Output {
+        self.enable_cmd(&env().image).args(extra).run().success()
+    }
+
+    /// `sandboxctl enable NAME PROJECT --agent shell --image IMAGE`, to add options to
+    /// and run.
+    pub fn enable_cmd(&self, image: &str) -> Cmd {
         sbx([
             "enable",
             &self.name,
@@ -446,11 +452,8 @@ impl Client {
             "--agent",
             "shell",
             "--image",
-            &env().image,
+            image,
         ])
-        .args(extra)
-        .run()
-        .success()
     }
 
     /// `sandboxctl start NAME`, must succeed and leave the unit active.

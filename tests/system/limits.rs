@@ -157,17 +157,7 @@ fn ul_status_shows_the_running_image_and_a_newer_one() {
             .to_owned()
     };
     let first = id(&tag);
-    sbx([
-        "enable",
-        &c.name,
-        c.project_str(),
-        "--agent",
-        "shell",
-        "--image",
-        &tag,
-    ])
-    .run()
-    .success();
+    c.enable_cmd(&tag).run().success();
     c.start();
     let state = |c: &Client| {
         sbx(["status", &c.name, "--json"]).run().success().json()["image_state"].clone()

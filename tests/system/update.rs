@@ -112,17 +112,7 @@ fn up_update_rolls_forward_and_back() {
 
     let a = build(&dir, &tag, "a", "");
     images.names.push(a.clone());
-    sbx([
-        "enable",
-        &c.name,
-        c.project_str(),
-        "--agent",
-        "shell",
-        "--image",
-        &tag,
-    ])
-    .run()
-    .success();
+    c.enable_cmd(&tag).run().success();
     c.start();
     wait_idle(&c);
     assert_eq!(runs(&c), "a");
