@@ -635,6 +635,9 @@ fn install_proxy_units<'a>(layout: &'a Layout, exe: &Path, journald: bool) -> Re
                     binary.display()
                 )
             })?;
+            // An unchanged binary is the backup's own inode, and renaming a link onto
+            // another link of the same file does nothing (POSIX): the name stays.
+            remove_undo(backup).run()?;
         } else {
             remove_undo(binary).run()?;
         }
@@ -1292,6 +1295,35 @@ mod tests {
                 "the binary's backup is gone once applied: {after:?}"
             );
         }
+    }
+
+    /// A failed `enable` that found the private binary already up to date leaves no
+    /// backup of it behind (the backup is then a second name of the same file).
+    #[test]
+    fn a_failure_with_the_binary_unchanged_leaves_no_backup() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let (_, layout, exe) = home_for_steps(tmp.path(), false);
+        let ok = || Ok(());
+        let host = host(true);
+        let new = [planned(
+            &layout,
+            &host,
+            settings(NetworkMode::Allowlist, "localhost/new:2"),
+        )];
+        effects(&layout, &host, &new, &exe, &ok, &ok)
+            .expect("plan")
+            .apply()
+            .expect("first enable");
+        let mut plan = effects(&layout, &host, &new, &exe, &ok, &ok).expect("plan");
+        let last = plan.len() - 1;
+        plan.fail_at(last);
+        plan.apply().expect_err("injected failure");
+        let left: Vec<_> = std::fs::read_dir(&layout.libexec_dir)
+            .expect("libexec")
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(left, [std::ffi::OsString::from("sandboxctl")]);
     }
 
     /// A command killed before any step, or after the last, leaves an undo log on
