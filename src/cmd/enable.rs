@@ -496,6 +496,17 @@ fn undo_now(e: anyhow::Error, undo: Undo<'_>) -> anyhow::Error {
     }
 }
 
+/// Puts a template unit back as it was (`None`: there was none). One that is unchanged
+/// is left alone: its directory may not be writable, which is maybe why the plan is
+/// being undone.
+fn put_back(path: PathBuf, before: Option<Vec<u8>>) -> Result<()> {
+    match before {
+        Some(bytes) if std::fs::read(&path).ok().as_ref() == Some(&bytes) => Ok(()),
+        Some(bytes) => crate::atomic::write(&path, &bytes, 0o644),
+        None => remove_undo(path).run(),
+    }
+}
+
 /// The previous private binary, kept (as a hard link) until the plan is applied.
 const BINARY_BACKUP: &str = ".sandboxctl.before-enable";
 
@@ -622,10 +633,7 @@ fn install_proxy_units<'a>(layout: &'a Layout, exe: &Path, journald: bool) -> Re
     let backup_for_commit = backup.clone();
     let undo = Undo::new("restore the proxy units and binary", move || {
         for (path, before) in units {
-            match before {
-                Some(bytes) => crate::atomic::write(&path, &bytes, 0o644)?,
-                None => remove_undo(path).run()?,
-            }
+            put_back(path, before)?;
         }
         if had_binary {
             std::fs::rename(&backup, &binary).with_context(|| {
@@ -669,10 +677,7 @@ fn install_notify_units(layout: &Layout, journald: bool) -> Result<Applied<'_>> 
         .collect();
     let undo = Undo::new("restore the notification units", move || {
         for (path, old) in before {
-            match old {
-                Some(bytes) => crate::atomic::write(&path, &bytes, 0o644)?,
-                None => remove_undo(path).run()?,
-            }
+            put_back(path, old)?;
         }
         Ok(())
     });
