@@ -318,30 +318,43 @@ fn subordinate_range(path: &Path, user: &User) -> Option<u64> {
         .max()
 }
 
-/// Podman's storage: it must answer at all (a broken runtime dir shows here first).
+/// Podman's storage: it must answer at all (a broken runtime dir shows here first), use
+/// overlay, and have room to create a container.
 pub fn podman_storage(c: &mut Checks) {
-    let out = crate::podman::command(["info", "--format", "{{.Store.GraphDriverName}}"])
-        .stdin(std::process::Stdio::null())
-        .output();
-    match out {
-        Err(e) => c.fail(
-            "storage",
-            format!("cannot run podman: {e}"),
-            "install Podman or set SANDBOXCTL_PODMAN",
-        ),
-        Ok(o) if !o.status.success() => c.fail(
-            "storage",
-            format!("`podman info` failed: {}", crate::podman::stderr_line(&o)),
-            "fix what podman says above (a runtime dir owned by another user: remove it and log in again; `podman system migrate` after changing subordinate ids)",
-        ),
-        Ok(o) => match String::from_utf8_lossy(&o.stdout).trim() {
-            "overlay" => c.ok("storage", "rootless storage, driver overlay"),
-            driver => c.warn(
+    let storage = match crate::podman::Storage::probe() {
+        Ok(s) => s,
+        Err(e) => {
+            c.fail(
                 "storage",
-                format!("rootless storage, driver {driver} (slow and large)"),
-                "write `[storage]` `driver = \"overlay\"` to ~/.config/containers/storage.conf, then `podman system reset`",
+                format!("{e:#}"),
+                "install Podman (or set SANDBOXCTL_PODMAN) and fix what podman says (a runtime dir owned by another user: remove it and log in again; `podman system migrate` after changing subordinate ids)",
+            );
+            return;
+        }
+    };
+    match storage.driver.as_str() {
+        "overlay" => c.ok("storage", "rootless storage, driver overlay"),
+        driver => c.warn(
+            "storage",
+            format!("rootless storage, driver {driver} (slow and large)"),
+            "write `[storage]` `driver = \"overlay\"` to ~/.config/containers/storage.conf, then `podman system reset`",
+        ),
+    }
+    if storage.is_full() {
+        c.fail(
+            "storage space",
+            format!("{}: no sandbox can start", storage.full_in_words()),
+            crate::podman::STORAGE_FIX,
+        );
+    } else {
+        c.ok(
+            "storage space",
+            format!(
+                "{} free in {}",
+                crate::image::human_size(storage.available),
+                storage.graph_root.display()
             ),
-        },
+        );
     }
 }
 

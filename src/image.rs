@@ -340,7 +340,7 @@ fn parse_inspect(image: &str, text: &str) -> Result<BuildSummary> {
 }
 
 /// `1234567890` → "1.23 GB" (podman's decimal units).
-fn human_size(bytes: u64) -> String {
+pub fn human_size(bytes: u64) -> String {
     const UNITS: [&str; 4] = ["kB", "MB", "GB", "TB"];
     if bytes < 1000 {
         return format!("{bytes} B");

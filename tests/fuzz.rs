@@ -13,8 +13,8 @@
 //!   to an address other than the one its decision line names; no task panics.
 //!
 //! `FUZZ_CASES` sets the number of cases per target (default: a short run for
-//! `cargo test`), `FUZZ_SEED` replays a run; `tests/fuzz.sh` runs a long budget. Every
-//! run prints its seed and count.
+//! `cargo test`), `FUZZ_SECONDS` a time budget per target, `FUZZ_SEED` replays a run;
+//! `tests/fuzz.sh` runs a long budget. Every run prints its seed and count.
 
 // Test code may unwrap (STYLE.md).
 #![allow(clippy::unwrap_used)]
@@ -40,11 +40,35 @@ use tokio::net::{TcpListener, TcpStream};
 mod fixture;
 use fixture::{layout, this_host};
 
-fn cases(default: u64) -> u64 {
-    std::env::var("FUZZ_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+/// How long a target runs: `FUZZ_CASES` cases (else `default`), ended early when
+/// `FUZZ_SECONDS` is set and that time has passed.
+struct Budget {
+    cases: u64,
+    deadline: Option<Instant>,
+}
+
+impl Budget {
+    fn new(default: u64) -> Self {
+        let var = |name: &str| -> Option<u64> {
+            let v = std::env::var(name).ok()?;
+            Some(
+                v.parse()
+                    .unwrap_or_else(|_| panic!("{name}={v:?} is not a number")),
+            )
+        };
+        let seconds = var("FUZZ_SECONDS");
+        Self {
+            // A time budget alone runs until the time is up.
+            cases: var("FUZZ_CASES").unwrap_or(if seconds.is_some() { u64::MAX } else { default }),
+            deadline: seconds.map(|s| Instant::now() + Duration::from_secs(s)),
+        }
+    }
+
+    /// Whether case `i` (counted from 0) runs; checks the clock every 64 cases.
+    fn more(&self, i: u64) -> bool {
+        i < self.cases
+            && !(i.is_multiple_of(64) && self.deadline.is_some_and(|d| Instant::now() >= d))
+    }
 }
 
 fn rng(target: &str) -> fastrand::Rng {
@@ -390,7 +414,8 @@ fn draw(rng: &mut fastrand::Rng) -> Drawn {
 
 #[test]
 fn fuzz_render_values_reach_the_unit_unchanged() {
-    let n = cases(3000);
+    let budget = Budget::new(3000);
+    let mut n = 0u64;
     let mut rng = rng("fuzz_render");
     let plain = Drawn {
         project: "/p".into(),
@@ -414,7 +439,8 @@ fn fuzz_render_values_reach_the_unit_unchanged() {
             .unwrap_or_default()
     };
     let mut accepted = 0u64;
-    for i in 0..n {
+    for i in (0u64..).take_while(|&i| budget.more(i)) {
+        n += 1;
         let d = draw(&mut rng);
         match check_render(&d, &baseline_keys(&d.image)) {
             Ok(ok) => accepted += u64::from(ok),
@@ -568,10 +594,12 @@ fn targets_for(rng: &mut fastrand::Rng, p: &Policy) -> Vec<Target> {
 
 #[test]
 fn fuzz_policy_round_trips_and_matches_the_reference() {
-    let n = cases(20_000);
+    let budget = Budget::new(20_000);
+    let mut n = 0u64;
     let mut rng = rng("fuzz_policy");
     let (mut parsed, mut checked) = (0u64, 0u64);
-    for i in 0..n {
+    for i in (0u64..).take_while(|&i| budget.more(i)) {
+        n += 1;
         // Single patterns: parse → display → parse is the same pattern.
         let e = entry(&mut rng);
         if let Ok(p) = Pattern::parse(&e) {
@@ -730,6 +758,16 @@ fn request_head(rng: &mut fastrand::Rng) -> Vec<u8> {
     bytes
 }
 
+/// A line every 1,000 cases, so a long run shows its pace.
+fn progress(target: &str, i: u64, started: Instant) {
+    if i > 0 && i.is_multiple_of(1000) {
+        eprintln!(
+            "{target}: {i} cases in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+    }
+}
+
 /// The proxy's decision lines, each parsed once as it arrives. (Parsing the whole log
 /// again in every case made a run quadratic: 10,000 cases took hours and looked hung.)
 struct Decisions {
@@ -823,7 +861,8 @@ async fn exchange(addr: SocketAddr, head: &[u8], case: u64) -> Option<Vec<u8>> {
 #[test]
 fn fuzz_proxy_request_heads_reach_only_the_decided_target() {
     count_panics();
-    let n = cases(400);
+    let budget = Budget::new(400);
+    let mut n = 0u64;
     let mut rng = rng("fuzz_proxy");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -859,10 +898,9 @@ fn fuzz_proxy_request_heads_reach_only_the_decided_target() {
         let mut decisions = Decisions::new(logs.clone());
         let started = Instant::now();
         let mut slowest = (Duration::ZERO, 0);
-        for i in 0..n {
-            if i > 0 && i % 1000 == 0 {
-                eprintln!("fuzz_proxy: {i} cases in {:.1} s", started.elapsed().as_secs_f64());
-            }
+        for i in (0u64..).take_while(|&i| budget.more(i)) {
+        n += 1;
+            progress("fuzz_proxy", i, started);
             let case_started = Instant::now();
             let head = request_head(&mut rng);
             let before_logs = decisions.update();

@@ -1,20 +1,35 @@
 #!/usr/bin/env bash
-# Runs the property tests of tests/fuzz.rs with a large case count per target and
-# prints each target's totals (cases, seed). A failure prints its seed; replay it with
-# FUZZ_SEED=SEED FUZZ_CASES=N cargo test --test fuzz TARGET.
+# Runs the property tests of tests/fuzz.rs (release build) for a long budget and prints
+# each target's totals (cases, seed). A failure prints its seed; replay it with
+# FUZZ_SEED=SEED FUZZ_CASES=N cargo test --release --test fuzz TARGET.
 #
-#   tests/fuzz.sh            # the long run whose totals are in the README
-#   tests/fuzz.sh 2000       # a short budget (`cargo test`, hence run-all.sh, runs the default counts)
+#   tests/fuzz.sh                # the long run whose totals are in the README (10 million)
+#   tests/fuzz.sh 2000           # SCALE cases for render and proxy, 8 × SCALE for policy
+#   tests/fuzz.sh --seconds 60   # a time budget per target (`.ci/run` runs this)
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-scale=${1:-100000}
+budget=()
+if [[ ${1:-} == --seconds ]]; then
+    [[ ${2:-} =~ ^[0-9]+$ ]] || { echo "usage: $0 [SCALE | --seconds N]" >&2; exit 2; }
+    budget=(FUZZ_SECONDS="$2")
+    specs=(fuzz_render: fuzz_policy: fuzz_proxy:)
+else
+    scale=${1:-1000000}
+    [[ $scale =~ ^[0-9]+$ ]] || { echo "usage: $0 [SCALE | --seconds N]" >&2; exit 2; }
+    # The policy target is the cheapest per case (no unit rendered, no connection).
+    specs=("fuzz_render:$scale" "fuzz_policy:$((scale * 8))" "fuzz_proxy:$scale")
+fi
 
-# The proxy target does a real connection per case: a tenth of the others' count.
+cargo test --release --test fuzz --no-run
 failed=0
-for spec in "fuzz_render:$scale" "fuzz_policy:$scale" "fuzz_proxy:$((scale / 10))"; do
+for spec in "${specs[@]}"; do
     target=${spec%%:*} cases=${spec#*:}
-    out=$(FUZZ_CASES=$cases cargo test --test fuzz "$target" -- --nocapture --test-threads=1 2>&1) || failed=1
-    grep -E '^(fuzz_|test |thread|case)' <<<"$out" || true
+    start=$SECONDS
+    out=$(env "${budget[@]}" ${cases:+FUZZ_CASES=$cases} \
+        cargo test --release --test fuzz "$target" -- --nocapture --test-threads=1 2>&1) || failed=1
+    # Totals, seed and failures, not the progress lines ("N cases in T s").
+    grep -E '^(fuzz_|test |thread|case)' <<<"$out" | grep -vE '^fuzz_proxy: [0-9]+ cases in ' || true
+    echo "$target: $((SECONDS - start)) s"
 done
 exit "$failed"

@@ -135,12 +135,24 @@ pub fn explain(e: anyhow::Error, client: &ClientName, systemd: &Systemd) -> anyh
             "systemd does not know {unit}: run `sandboxctl enable {client}` (it reloads systemd and reports a unit the Quadlet generator rejects)"
         ),
         Some(SystemdError::JobFailed { unit, .. }) => {
-            let head = systemd
+            let mut head = systemd
                 .service_outcome(unit)
                 .ok()
                 .flatten()
                 .and_then(|o| stopped_by_start_limit(client, unit, &o))
                 .unwrap_or_else(|| e.to_string());
+            // The most common cause Podman's own words bury: no room to create the
+            // container. Named first, with the fix.
+            if let Some(st) = crate::podman::Storage::probe()
+                .ok()
+                .filter(crate::podman::Storage::is_full)
+            {
+                head = format!(
+                    "{}: {}, then `sandboxctl start {client}` ({head})",
+                    st.full_in_words(),
+                    crate::podman::STORAGE_FIX
+                );
+            }
             let lines = crate::logs::last_lines(client, 15);
             if lines.is_empty() {
                 anyhow!("{head}; see `sandboxctl logs {client}`")

@@ -42,6 +42,10 @@ struct ClientStatus {
     /// Whether the image is missing from Podman's store (`status CLIENT` only).
     #[serde(skip_serializing_if = "Option::is_none")]
     image_missing: Option<bool>,
+    /// Podman's store when it is too full to create the container (`status CLIENT` of a
+    /// sandbox that is not running only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    storage_full: Option<crate::podman::Storage>,
 }
 
 /// Where a client's API key is, for `status`.
@@ -120,6 +124,7 @@ pub fn status(layout: &Layout, name: Option<&str>, json: bool) -> Result<()> {
             image_state: name.and_then(|_| crate::image::state(&s.image, &c.container_name())),
             api_key: api_key_place(layout, c, s),
             image_missing: None,
+            storage_full: None,
         })
         .collect();
     if name.is_some() {
@@ -127,6 +132,12 @@ pub fn status(layout: &Layout, name: Option<&str>, json: bool) -> Result<()> {
         for (r, (_, s)) in rows.iter_mut().zip(&clients) {
             r.image_missing =
                 Some(r.image_state.is_none() && crate::image::exists(&s.image).ok() == Some(false));
+            // A sandbox that does not run may be kept from starting by a full store.
+            if r.active_state != "active" {
+                r.storage_full = crate::podman::Storage::probe()
+                    .ok()
+                    .filter(crate::podman::Storage::is_full);
+            }
         }
     }
     if json {
@@ -170,6 +181,13 @@ pub fn status(layout: &Layout, name: Option<&str>, json: bool) -> Result<()> {
                 "{c}: image {} is not in Podman's store, so the sandbox cannot start: build it \
                  (`sandboxctl image build --tag {0}`) or pull it (`podman pull {0}`)",
                 r.image
+            );
+        }
+        if let Some(st) = &r.storage_full {
+            println!(
+                "{c}: {}, so the sandbox cannot start: {}, then `sandboxctl start {c}`",
+                st.full_in_words(),
+                crate::podman::STORAGE_FIX
             );
         }
         r.api_key.iter().for_each(|k| println!("{c}: API key: {k}"));

@@ -11,7 +11,7 @@ use std::os::unix::fs::MetadataExt as _;
 use std::os::unix::process::ExitStatusExt as _;
 use std::path::{Path, PathBuf};
 
-use crate::harness::{Client, Cmd, Output, env, sbx, unit_property};
+use crate::harness::{Client, Cmd, Output, env, fill_up, sbx, small_fs, unit_property};
 
 const KILL_AT_STEP: &str = "SANDBOXCTL_TEST_KILL_AT_STEP";
 
@@ -322,22 +322,11 @@ fn tree_with(data: &Path, unit: &str) -> State {
 /// again, `enable` works.
 #[test]
 fn cr5_a_full_disk_changes_nothing() {
-    let small = std::env::var_os("SANDBOXCTL_TEST_SMALL_FS").map(PathBuf::from);
-    let small = small
-        .filter(|p| p.is_dir())
-        .expect("SANDBOXCTL_TEST_SMALL_FS names no directory: run tests/system/setup-host.sh");
+    let small = small_fs();
     let c = Client::new("cr5");
     let data = small.join(&c.name);
     std::fs::create_dir(&data).expect("data dir");
-    // Fill the file system to the last byte.
-    let filler = small.join(format!("{}-filler", c.name));
-    {
-        use std::io::Write as _;
-        let mut f = std::fs::File::create(&filler).expect("filler");
-        let chunk = vec![0u8; 4096];
-        while f.write_all(&chunk).is_ok() {}
-        let _ = f.write_all(&[0]);
-    }
+    let filler = fill_up(&small, &format!("{}-filler", c.name));
     let enable = || enable_cmd(&c, &["--network", "allowlist"]).env("AGENT_SANDBOX_DATA", &data);
     let before = tree_with(&data, &c.unit());
     let out = enable().run().failure();

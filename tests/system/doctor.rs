@@ -47,6 +47,7 @@ fn d1_healthy_client_passes_and_a_corrupt_policy_is_named() {
         "podman",
         "quadlet",
         "storage",
+        "storage space",
         "user manager",
         "image",
         "proxy units",

@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::harness::{Client, env, podman, sbx, systemctl, unique_name, unit_property, wait_for};
+use crate::harness::{
+    Client, env, fill_up, podman, sbx, small_fs, systemctl, unique_name, unit_property, wait_for,
+};
 use crate::network::{Upstream, client_allowing, curl};
 
 /// An upstream whose answer to `GET /hold` never ends: it sends a head announcing a
@@ -428,6 +430,139 @@ fn lf3_missing_image_gives_a_clear_error_in_start_and_status() {
     c.start();
     let v = sbx(["status", &c.name, "--json"]).run().success().json();
     assert_eq!(v["image_missing"], false, "{v}");
+}
+
+/// A Podman store of its own on the test user's 1 MiB file system, seeing the real store's
+/// images read-only (`additionalimagestores`), for the user manager's units and for
+/// this process's commands through `CONTAINERS_STORAGE_CONF`. Undone on drop.
+struct SmallStore {
+    conf: PathBuf,
+    graph: PathBuf,
+}
+
+impl SmallStore {
+    fn new(name: &str) -> Self {
+        let real = podman(["info", "--format", "{{.Store.GraphRoot}}"])
+            .run()
+            .success()
+            .stdout
+            .trim()
+            .to_owned();
+        let graph = small_fs().join(name);
+        let conf = env()
+            .home
+            .join(format!("sbx-system-tests/{name}-storage.conf"));
+        std::fs::create_dir_all(conf.parent().expect("a parent")).expect("conf dir");
+        // Rootless Podman takes the store's path from `rootless_storage_path`.
+        std::fs::write(
+            &conf,
+            format!(
+                "[storage]\ndriver = \"overlay\"\nrootless_storage_path = \"{}\"\n\
+                 runroot = \"{}\"\n[storage.options]\nadditionalimagestores = [\"{real}\"]\n",
+                graph.display(),
+                env().runtime_dir.join(format!("{name}-run")).display()
+            ),
+        )
+        .expect("write the storage conf");
+        let store = Self { conf, graph };
+        systemctl(["set-environment", &store.env()]).run().success();
+        // The store's own files (database, records), before the file system fills.
+        let out = store.podman(["info", "--format", "{{.Store.GraphRoot}}"]);
+        assert_eq!(out.trim(), store.graph.to_str().expect("UTF-8"));
+        store
+    }
+
+    fn env(&self) -> String {
+        format!("CONTAINERS_STORAGE_CONF={}", self.conf.display())
+    }
+
+    fn podman<const N: usize>(&self, args: [&str; N]) -> String {
+        podman(args)
+            .env("CONTAINERS_STORAGE_CONF", &self.conf)
+            .run()
+            .success()
+            .stdout
+    }
+}
+
+impl Drop for SmallStore {
+    fn drop(&mut self) {
+        let _ = systemctl(["unset-environment", "CONTAINERS_STORAGE_CONF"]).run();
+        // Files of the container's user namespace are removed from inside it.
+        let _ = podman(["unshare", "rm", "-rf"])
+            .arg(&self.graph)
+            .env("CONTAINERS_STORAGE_CONF", &self.conf)
+            .run();
+        let _ = std::fs::remove_file(&self.conf);
+    }
+}
+
+/// Podman's store full when a sandbox starts: `start` fails within seconds and says
+/// first that the store is full, where, and how to free space; `status` and `doctor`
+/// say the same; with room again, `start` works.
+#[test]
+fn lf5_full_podman_storage_gives_a_clear_error_in_start_status_and_doctor() {
+    let c = Client::new("lf5");
+    c.enable(&["--network", "none"]);
+    let store = SmallStore::new(&c.name);
+    let graph = store.graph.to_str().expect("UTF-8").to_owned();
+    let filler = fill_up(&small_fs(), &format!("{}-filler", c.name));
+    let with_store = |args: &[&str]| sbx(args).env("CONTAINERS_STORAGE_CONF", &store.conf);
+
+    let out = with_store(&["start", &c.name])
+        .timeout(Duration::from_mins(1))
+        .run()
+        .failure();
+    assert!(
+        out.elapsed < Duration::from_secs(30),
+        "`start` took {:?}:\n{out}",
+        out.elapsed
+    );
+    let want = format!("sandboxctl: Podman's storage {graph} is full (");
+    assert!(
+        out.stderr.starts_with(&want),
+        "the error does not lead with the full store:\n{out}"
+    );
+    assert!(
+        out.stderr.contains("podman system prune"),
+        "no fix named:\n{out}"
+    );
+    assert_ne!(unit_property(&c.unit(), "ActiveState"), "active");
+
+    let out = with_store(&["status", &c.name]).run().success();
+    let want = format!("{}: Podman's storage {graph} is full (", c.name);
+    assert!(
+        out.stdout
+            .lines()
+            .any(|l| l.starts_with(&want) && l.contains("cannot start")),
+        "`status` does not say the store is full:\n{out}"
+    );
+    let v = with_store(&["status", &c.name, "--json"])
+        .run()
+        .success()
+        .json();
+    assert_eq!(v["storage_full"]["graph_root"], graph.as_str(), "{v}");
+    let out = with_store(&["doctor"]).run().failure();
+    assert!(
+        out.stdout.lines().any(|l| {
+            let words: Vec<&str> = l.split_whitespace().collect();
+            words.starts_with(&["FAIL", "storage", "space"]) && l.contains(&graph)
+        }),
+        "`doctor` does not fail the storage space check:\n{out}"
+    );
+
+    // Room again: stop systemd's retries, free the space, start.
+    sbx(["stop", &c.name]).run().success();
+    std::fs::remove_file(&filler).expect("remove the filler");
+    with_store(&["start", &c.name]).run().success();
+    assert_eq!(unit_property(&c.unit(), "ActiveState"), "active");
+    let v = with_store(&["status", &c.name, "--json"])
+        .run()
+        .success()
+        .json();
+    assert!(v.get("storage_full").is_none(), "{v}");
+    sbx(["stop", &c.name]).run().success();
+    drop(store);
 }
 
 /// The client that lives through the booted lane's user-manager restart.

@@ -323,6 +323,26 @@ where
     Cmd::new("podman").args(args)
 }
 
+/// The small file system of the test user's for the full-disk tests
+/// (`SANDBOXCTL_TEST_SMALL_FS`, a 1 MiB tmpfs made by the host setup).
+pub fn small_fs() -> PathBuf {
+    std::env::var_os("SANDBOXCTL_TEST_SMALL_FS")
+        .map(PathBuf::from)
+        .filter(|p| p.is_dir())
+        .expect("SANDBOXCTL_TEST_SMALL_FS names no directory: run tests/system/setup-host.sh")
+}
+
+/// Fills the file system of `dir` to the last byte with the file `dir/name`; returns it.
+pub fn fill_up(dir: &Path, name: &str) -> PathBuf {
+    use std::io::Write as _;
+    let filler = dir.join(name);
+    let mut f = std::fs::File::create(&filler).expect("create the filler");
+    let chunk = vec![0u8; 4096];
+    while f.write_all(&chunk).is_ok() {}
+    let _ = f.write_all(&[0]);
+    filler
+}
+
 /// One property of a user unit, e.g. `unit_property("agent-x.service", "ActiveState")`.
 pub fn unit_property(unit: &str, property: &str) -> String {
     systemctl(["show", unit, "--value", &format!("--property={property}")])
