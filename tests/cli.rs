@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use crate::support;
+use crate::support::sandbox::Sandbox;
 
 /// Feeds a unit `render` printed to the real Quadlet generator, which must accept it.
 fn assert_generator_accepts(unit: &str) {
@@ -16,118 +17,6 @@ fn assert_generator_accepts(unit: &str) {
 fn generated_service(unit: &str) -> String {
     support::quadlet::generate("agent-acme.container", unit)
         .unwrap_or_else(|e| panic!("the generator rejected the rendered unit: {e}\n{unit}"))
-}
-
-/// A scratch home for one test, with the environment set on the child only.
-struct Sandbox {
-    dir: tempfile::TempDir,
-}
-
-impl Sandbox {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::create_dir_all(dir.path().join("home")).expect("home");
-        std::fs::create_dir_all(dir.path().join("project")).expect("project");
-        Self { dir }
-    }
-
-    fn home(&self) -> PathBuf {
-        self.dir.path().join("home")
-    }
-
-    fn project(&self) -> PathBuf {
-        self.dir.path().join("project")
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.command(args).output().expect("run sandboxctl")
-    }
-
-    /// `run` with a fake `podman` (and `journalctl`) in front of `PATH`: shell scripts
-    /// given by name and body.
-    fn run_with_fakes(&self, args: &[&str], fakes: &[(&str, &str)]) -> Output {
-        let bin = self.dir.path().join("fake-bin");
-        std::fs::create_dir_all(&bin).expect("fake-bin");
-        for (name, body) in fakes {
-            let path = bin.join(name);
-            std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).expect("write fake");
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
-                .expect("chmod fake");
-        }
-        let path = format!(
-            "{}:{}",
-            bin.display(),
-            std::env::var("PATH").unwrap_or_default()
-        );
-        self.command(args)
-            .env("PATH", path)
-            .env("SANDBOXCTL_PODMAN", bin.join("podman"))
-            .output()
-            .expect("run sandboxctl")
-    }
-
-    /// Settings for a client written by hand, as `enable` would have left them.
-    fn client_settings(&self, client: &str, toml: &str) -> PathBuf {
-        let cfg = self
-            .home()
-            .join(".local/share/agent-sandbox/clients")
-            .join(client)
-            .join("config");
-        std::fs::create_dir_all(&cfg).expect("mkdir");
-        std::fs::write(cfg.join("sandbox.toml"), toml).expect("settings");
-        cfg
-    }
-
-    /// A podman that knows its version and succeeds at everything else.
-    fn fake_podman(&self) -> PathBuf {
-        let path = self.dir.path().join("fake-podman");
-        if !path.exists() {
-            std::fs::write(
-                &path,
-                "#!/bin/sh\n[ \"$1\" = --version ] && echo 'podman version 5.4.2'\nexit 0\n",
-            )
-            .expect("write fake podman");
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
-                .expect("chmod fake podman");
-        }
-        path
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        // Nothing listens on this bus: a command that got past validation would fail
-        // to reach systemd, still before writing anything.
-        let bus = format!("unix:path={}/no-bus", self.dir.path().display());
-        let mut cmd =
-            support::sandbox::sandboxctl_in(&self.home(), &self.dir.path().join("run"), &bus);
-        cmd.args(args)
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("SANDBOXCTL_QUADLET", real_quadlet());
-        cmd
-    }
-
-    /// Every file under the home directory, for "nothing was written" checks.
-    fn files(&self) -> Vec<PathBuf> {
-        fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-            for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-                let p = e.path();
-                if p.is_dir() {
-                    walk(&p, out);
-                }
-                out.push(p);
-            }
-        }
-        let mut out = Vec::new();
-        walk(&self.home(), &mut out);
-        // The host-detection cache is not client state.
-        out.retain(|p| !p.starts_with(self.home().join(".cache")));
-        out
-    }
-}
-
-/// The real generator: host detection accepts only a program that generates a unit
-/// from a probe, so a stand-in such as `/bin/true` no longer passes for one.
-fn real_quadlet() -> String {
-    support::quadlet().display().to_string()
 }
 
 /// Asserts a failed run with exactly one line on stderr containing `want`.

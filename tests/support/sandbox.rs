@@ -1,7 +1,9 @@
-//! Running the `sandboxctl` binary the way a user does, in a home of its own: a temp
-//! dir as `HOME`, a fake systemd on a private bus, the real Quadlet generator and a fake
-//! podman that records its arguments and never touches containers. The environment is
-//! set on the child process only, starting from an empty one.
+//! Running the `sandboxctl` binary the way a user does, in a home of its own, from one
+//! command builder (`sandboxctl_in`): `Home` gives it a fake systemd on a private bus,
+//! the real Quadlet generator and a fake podman that records its arguments and never
+//! touches containers; `Sandbox` gives it no systemd at all, for the paths that must
+//! fail before they reach one. The environment is set on the child process only,
+//! starting from an empty one.
 
 use std::fmt;
 use std::os::unix::fs::PermissionsExt;
@@ -31,7 +33,7 @@ exit 0
 
 /// The `sandboxctl` binary under test with an empty environment but for its home, its
 /// runtime directory and its session bus: the one command builder of the library
-/// tests (`Home::sandboxctl` and the CLI tests' `Sandbox` add what they fake).
+/// tests (`Home::sandboxctl` and `Sandbox::command` add what they fake).
 pub fn sandboxctl_in(home: &Path, runtime_dir: &Path, bus: &str) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_sandboxctl"));
     cmd.env_clear()
@@ -39,6 +41,115 @@ pub fn sandboxctl_in(home: &Path, runtime_dir: &Path, bus: &str) -> Command {
         .env("XDG_RUNTIME_DIR", runtime_dir)
         .env("DBUS_SESSION_BUS_ADDRESS", bus);
     cmd
+}
+
+/// A scratch home with a project dir and no systemd (a bus nobody listens on): for the
+/// CLI's validation and error paths, which must fail before they reach the manager.
+/// The environment is set on the child only.
+pub struct Sandbox {
+    pub dir: tempfile::TempDir,
+}
+
+impl Sandbox {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("home")).expect("home");
+        std::fs::create_dir_all(dir.path().join("project")).expect("project");
+        Self { dir }
+    }
+
+    pub fn home(&self) -> PathBuf {
+        self.dir.path().join("home")
+    }
+
+    pub fn project(&self) -> PathBuf {
+        self.dir.path().join("project")
+    }
+
+    pub fn run(&self, args: &[&str]) -> std::process::Output {
+        self.command(args).output().expect("run sandboxctl")
+    }
+
+    /// `run` with a fake `podman` (and `journalctl`) in front of `PATH`: shell scripts
+    /// given by name and body.
+    pub fn run_with_fakes(&self, args: &[&str], fakes: &[(&str, &str)]) -> std::process::Output {
+        let bin = self.dir.path().join("fake-bin");
+        std::fs::create_dir_all(&bin).expect("fake-bin");
+        for (name, body) in fakes {
+            let path = bin.join(name);
+            std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).expect("write fake");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+                .expect("chmod fake");
+        }
+        let path = format!(
+            "{}:{}",
+            bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        self.command(args)
+            .env("PATH", path)
+            .env("SANDBOXCTL_PODMAN", bin.join("podman"))
+            .output()
+            .expect("run sandboxctl")
+    }
+
+    /// Settings for a client written by hand, as `enable` would have left them.
+    pub fn client_settings(&self, client: &str, toml: &str) -> PathBuf {
+        let cfg = self
+            .home()
+            .join(".local/share/agent-sandbox/clients")
+            .join(client)
+            .join("config");
+        std::fs::create_dir_all(&cfg).expect("mkdir");
+        std::fs::write(cfg.join("sandbox.toml"), toml).expect("settings");
+        cfg
+    }
+
+    /// A podman that knows its version and succeeds at everything else.
+    pub fn fake_podman(&self) -> PathBuf {
+        let path = self.dir.path().join("fake-podman");
+        if !path.exists() {
+            std::fs::write(
+                &path,
+                "#!/bin/sh\n[ \"$1\" = --version ] && echo 'podman version 5.4.2'\nexit 0\n",
+            )
+            .expect("write fake podman");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+                .expect("chmod fake podman");
+        }
+        path
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        // Nothing listens on this bus: a command that got past validation would fail
+        // to reach systemd, still before writing anything.
+        let bus = format!("unix:path={}/no-bus", self.dir.path().display());
+        let mut cmd = sandboxctl_in(&self.home(), &self.dir.path().join("run"), &bus);
+        cmd.args(args)
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            // The real generator: host detection accepts only a program that generates
+            // a unit from a probe, so a stand-in such as `/bin/true` does not pass.
+            .env("SANDBOXCTL_QUADLET", super::quadlet());
+        cmd
+    }
+
+    /// Every file under the home directory, for "nothing was written" checks.
+    pub fn files(&self) -> Vec<PathBuf> {
+        fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+            for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    walk(&p, out);
+                }
+                out.push(p);
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.home(), &mut out);
+        // The host-detection cache is not client state.
+        out.retain(|p| !p.starts_with(self.home().join(".cache")));
+        out
+    }
 }
 
 /// A user's home with sandboxctl's world around it.
