@@ -82,6 +82,9 @@ run "shellcheck" shellcheck_all
 run "cargo fmt --check" as_invoker cargo fmt --all --check
 run "cargo clippy" as_invoker cargo clippy --all-targets --features system-tests -- -D warnings
 run "cargo test" as_invoker cargo test --all-targets
+# The property tests for a time budget each, in a release build (the long run's totals
+# are in the README's "Reliability").
+run "fuzz: 60 s per target" as_invoker tests/fuzz.sh --seconds 60
 # The Kubernetes export against pinned schemas (venv under /var/cache, made on first use).
 run "kube export schemas" tests/kube/validate.sh
 # The same exports through kubectl's client dry run, against a discovery-only stub API.
