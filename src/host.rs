@@ -567,6 +567,25 @@ mod tests {
         assert!(!a.summary().contains('\n'));
     }
 
+    /// The cache is a hint: garbage, a wrong shape, or a directory in its place is
+    /// detected afresh (and replaced where it can be), never an error.
+    #[test]
+    fn a_corrupt_cache_is_detected_afresh() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let good = HostProfile::detect(tmp.path(), false);
+        let file = tmp.path().join("host.json");
+        for junk in [&b"{"[..], b"\0\xff\x1b]0;x\x07", b"[]", b"{\"key\": 1}"] {
+            std::fs::write(&file, junk).expect("corrupt the cache");
+            assert_eq!(HostProfile::detect(tmp.path(), true), good, "{junk:?}");
+            let again: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(&file).expect("read")).expect("JSON");
+            assert!(again.is_object(), "the cache was not rewritten: {again}");
+        }
+        std::fs::remove_file(&file).expect("remove");
+        std::fs::create_dir(&file).expect("a directory in its place");
+        assert_eq!(HostProfile::detect(tmp.path(), true), good);
+    }
+
     #[test]
     fn packaged_template_units_only_when_they_run_the_packaged_binary() {
         use std::os::unix::fs::PermissionsExt;
