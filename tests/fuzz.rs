@@ -801,6 +801,20 @@ impl Decisions {
         self.read = logs.len();
         self.parsed.len()
     }
+
+    /// The decisions from the `from`-th on, having taken in the newest lines.
+    fn since(&mut self, from: usize) -> Vec<serde_json::Value> {
+        self.update();
+        self.parsed[from..].to_vec()
+    }
+
+    /// Drops the lines read so far, from here and from the proxy's log, so a long run
+    /// holds one case's lines rather than all of them (a million cases held 4 GB).
+    fn forget(&mut self) {
+        self.logs.lock().unwrap().drain(..self.read);
+        self.read = 0;
+        self.parsed.clear();
+    }
 }
 
 /// The harness's own cost per case must not grow with the run: a log line is parsed
@@ -822,6 +836,13 @@ fn fuzz_proxy_harness_parses_each_log_line_once() {
     assert_eq!(d.update(), 2);
     assert_eq!(d.parsed[1]["id"], "2");
     assert_eq!(d.parses, 4, "a line was parsed more than once");
+    // Forgetting drops what was read, and only that.
+    logs.lock().unwrap().push(line("3"));
+    d.forget();
+    assert_eq!(logs.lock().unwrap().as_slice(), [line("3")]);
+    assert_eq!(d.update(), 1);
+    assert_eq!(d.parsed[0]["id"], "3");
+    assert_eq!(d.parses, 5, "a line was parsed more than once");
 }
 
 /// Whether the policy (by the reference matcher) allows a looked-up name at all.
@@ -921,8 +942,7 @@ fn fuzz_proxy_request_heads_reach_only_the_decided_target() {
                 }
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
-            decisions.update();
-            let new_lines: Vec<serde_json::Value> = decisions.parsed[before_logs..].to_vec();
+            let new_lines = decisions.since(before_logs);
             assert!(new_connects.len() <= 1, "case {i}: {shown:?} connected twice");
             if let Some(c) = new_connects.first() {
                 connected += 1;
@@ -947,6 +967,7 @@ fn fuzz_proxy_request_heads_reach_only_the_decided_target() {
                 *hosts_seen.entry(host.to_owned()).or_default() += 1;
             }
             slowest = slowest.max((case_started.elapsed(), i));
+            decisions.forget();
         }
         let lookups: BTreeSet<String> = rec.lookups.lock().unwrap().iter().cloned().collect();
         for name in &lookups {
