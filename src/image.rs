@@ -478,8 +478,13 @@ pub struct ImageState {
 
 /// `image`'s state for the container `container`, if Podman knows the image.
 pub fn state(image: &str, container: &str) -> Option<ImageState> {
-    let tagged = inspect_image(image)?;
-    match container_image(container) {
+    // Two podman calls of ~60 ms each, side by side: `status CLIENT` waits for one.
+    let (tagged, running) = std::thread::scope(|s| {
+        let running = s.spawn(|| container_image(container));
+        (inspect_image(image), running.join().ok().flatten())
+    });
+    let tagged = tagged?;
+    match running {
         Some(id) if normalise_id(&id) != tagged.id => {
             let mut s = inspect_image(&id)?;
             s.newer_image = true;
