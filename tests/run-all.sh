@@ -74,7 +74,7 @@ shellcheck_all() {
     while IFS= read -r f; do
         [[ $(head -n 1 "$f" 2>/dev/null) =~ ^\#!.*(ba)?sh ]] && scripts+=("$f")
     done < <(as_invoker git ls-files)
-    scripts+=(tests/system/lib/*.sh tests/boot/lib.sh image/profile.sh)
+    scripts+=(tests/system/lib/*.sh tests/boot/lib.sh tests/bench/lib.sh image/profile.sh)
     echo "shellcheck: ${#scripts[@]} scripts"
     shellcheck -x "${scripts[@]}"
 }

@@ -4,45 +4,23 @@
 #
 #   sudo tests/bench/core.sh [RUNS]      # after tests/system/setup-host.sh and a build
 #
-# As root it re-runs itself as the test user (tests/system/as-user.sh). Uses
-# SANDBOXCTL_BIN (default: the copy tests/run-all.sh makes, else target/debug/sandboxctl)
-# and SANDBOXCTL_TEST_IMAGE. Creates clients named bench-*, removes them at the end.
+# As root it re-runs itself as the test user (tests/bench/lib.sh: bench_as_test_user).
+# Uses SANDBOXCTL_BIN (default: the copy tests/run-all.sh makes, else
+# target/debug/sandboxctl) and SANDBOXCTL_TEST_IMAGE. Creates clients named bench-*,
+# removes them at the end.
 set -euo pipefail
 
 runs=${1:-20}
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-
-if [[ $(id -u) -eq 0 ]]; then
-    work=/var/tmp/sandboxctl-test/bench
-    install -d -m 0755 /var/tmp/sandboxctl-test "$work"
-    install -m 0755 "$here/core.sh" "$work/core.sh"
-    bin=${SANDBOXCTL_BIN:-/var/tmp/sandboxctl-test/bin/sandboxctl}
-    if [[ ! -x $bin ]]; then
-        install -d -m 0755 /var/tmp/sandboxctl-test/bin
-        install -m 0755 "$here/../../target/debug/sandboxctl" /var/tmp/sandboxctl-test/bin/sandboxctl
-        bin=/var/tmp/sandboxctl-test/bin/sandboxctl
-    fi
-    SANDBOXCTL_BIN=$bin exec "$here/../system/as-user.sh" "$work/core.sh" "$runs"
-fi
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$here/lib.sh"
+bench_as_test_user core.sh "$runs"
 
 bin=${SANDBOXCTL_BIN:?SANDBOXCTL_BIN is not set}
 image=${SANDBOXCTL_TEST_IMAGE:-localhost/agent-sandbox:latest}
 sock=bench-host-$$
 projects=$HOME/sbx-bench
 mkdir -p "$projects"
-
-now_ns() { date +%s%N; }
-# median of the numbers on stdin (ms, one per line), printed with 1 decimal.
-median() { sort -n | awk '{ a[NR] = $1 } END { if (NR % 2) m = a[(NR + 1) / 2]; else m = (a[NR / 2] + a[NR / 2 + 1]) / 2; printf "%.1f", m }'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
-# time_ms CMD… — run once, print milliseconds.
-time_ms() {
-    local s e
-    s=$(now_ns)
-    "$@" >/dev/null 2>&1
-    e=$(now_ns)
-    awk -v d=$((e - s)) 'BEGIN { printf "%.2f\n", d / 1e6 }'
-}
 
 cleanup() {
     tmux -L "$sock" kill-server 2>/dev/null || true
@@ -152,23 +130,6 @@ echo "P4 list:   sandboxctl list --json with $("$bin" list --json | jq length) c
 # --- P5: idle memory per client ------------------------------------------------------
 # PSS and RSS of conmon and every process of the container (no one attached: the init,
 # the entry program and the tmux server with its idle agent session).
-mem_kb() {
-    local field=$1 pid total=0 kb
-    shift
-    for pid in "$@"; do
-        kb=$(awk -v f="$field:" '$1 == f { print $2 }' "/proc/$pid/smaps_rollup" 2>/dev/null || true)
-        total=$((total + ${kb:-0}))
-    done
-    echo "$total"
-}
-descendants() {
-    local pid=$1 child
-    echo "$pid"
-    # shellcheck disable=SC2013 # each file is one line of space-separated PIDs
-    for child in $(cat "/proc/$pid/task/"*/children 2>/dev/null); do
-        descendants "$child"
-    done
-}
 "$bin" disable bench-acme --purge >/dev/null
 mkdir -p "$projects/m1"
 "$bin" enable bench-m1 "$projects/m1" --agent shell --image "$image" --now >/dev/null
@@ -177,6 +138,5 @@ pid=$(podman inspect -f '{{.State.Pid}}' agent-bench-m1)
 conmon=$(podman inspect -f '{{.State.ConmonPid}}' agent-bench-m1)
 mapfile -t pids < <(descendants "$pid")
 comms=$(for p in "$conmon" "${pids[@]}"; do cat "/proc/$p/comm"; done | paste -sd' ' -)
-mb() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
 echo "P5 memory: idle client $(mb "$(mem_kb Pss "$conmon" "${pids[@]}")") MB PSS," \
     "$(mb "$(mem_kb Rss "$conmon" "${pids[@]}")") MB RSS (processes: $comms)"
