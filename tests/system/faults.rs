@@ -11,7 +11,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::harness::{
-    Client, env, fill_up, podman, sbx, small_fs, systemctl, unique_name, unit_property, wait_for,
+    Client, Cmd, Output, env, fill_up, podman, sbx, small_fs, systemctl, unique_name,
+    unit_property, wait_for,
 };
 use crate::network::{Upstream, client_allowing, curl};
 
@@ -378,6 +379,17 @@ impl Drop for OwnTag {
     }
 }
 
+/// Runs a command that must fail, and within seconds rather than at a timeout.
+fn fails_within_seconds(cmd: Cmd) -> Output {
+    let out = cmd.timeout(Duration::from_mins(1)).run().failure();
+    assert!(
+        out.elapsed < Duration::from_secs(30),
+        "it took {:?}:\n{out}",
+        out.elapsed
+    );
+    out
+}
+
 /// The client's image gone from the store: `start` fails within seconds naming the
 /// image, and `status` says the image is missing and what to do; with the image back,
 /// `start` works again.
@@ -390,15 +402,7 @@ fn lf3_missing_image_gives_a_clear_error_in_start_and_status() {
     sbx(["stop", &c.name]).run().success();
     tag.remove();
 
-    let out = sbx(["start", &c.name])
-        .timeout(Duration::from_mins(1))
-        .run()
-        .failure();
-    assert!(
-        out.elapsed < Duration::from_secs(30),
-        "`start` took {:?}:\n{out}",
-        out.elapsed
-    );
+    let out = fails_within_seconds(sbx(["start", &c.name]));
     assert!(
         out.stderr.contains(&tag.0),
         "the error does not name the image:\n{out}"
@@ -507,15 +511,7 @@ fn lf5_full_podman_storage_gives_a_clear_error_in_start_status_and_doctor() {
     let filler = fill_up(&small_fs(), &format!("{}-filler", c.name));
     let with_store = |args: &[&str]| sbx(args).env("CONTAINERS_STORAGE_CONF", &store.conf);
 
-    let out = with_store(&["start", &c.name])
-        .timeout(Duration::from_mins(1))
-        .run()
-        .failure();
-    assert!(
-        out.elapsed < Duration::from_secs(30),
-        "`start` took {:?}:\n{out}",
-        out.elapsed
-    );
+    let out = fails_within_seconds(with_store(&["start", &c.name]));
     let want = format!("sandboxctl: Podman's storage {graph} is full (");
     assert!(
         out.stderr.starts_with(&want),
