@@ -809,7 +809,8 @@ impl Decisions {
     }
 
     /// Drops the lines read so far, from here and from the proxy's log, so a long run
-    /// holds one case's lines rather than all of them (a million cases held 4 GB).
+    /// holds one case's lines rather than all of them (holding them all, the
+    /// million-case run reached 1.4 GB).
     fn forget(&mut self) {
         self.logs.lock().unwrap().drain(..self.read);
         self.read = 0;
@@ -920,7 +921,7 @@ fn fuzz_proxy_request_heads_reach_only_the_decided_target() {
         let started = Instant::now();
         let mut slowest = (Duration::ZERO, 0);
         for i in (0u64..).take_while(|&i| budget.more(i)) {
-        n += 1;
+            n += 1;
             progress("fuzz_proxy", i, started);
             let case_started = Instant::now();
             let head = request_head(&mut rng);
