@@ -365,7 +365,7 @@ mod cli {
     use std::os::unix::fs::PermissionsExt;
 
     use crate::support::fake_systemd::Call;
-    use crate::support::sandbox::Home;
+    use crate::support::sandbox::{Home, write_executable};
 
     /// `enable CLIENT --agent shell PROJECT` with a fresh project dir; returns the project.
     fn enable_shell(home: &Home, client: &str) -> std::path::PathBuf {
@@ -601,8 +601,7 @@ mod cli {
     fn enable_refuses_a_podman_older_than_supported() {
         let home = Home::new();
         let old = home.path().join("old-podman");
-        std::fs::write(&old, "#!/bin/sh\necho 'podman version 3.4.4'\n").expect("write");
-        std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        write_executable(&old, "#!/bin/sh\necho 'podman version 3.4.4'\n");
         let out = home
             .sandboxctl(["enable", "acme", "--agent", "shell"])
             .env("SANDBOXCTL_PODMAN", &old)
@@ -654,8 +653,7 @@ mod cli {
     fn enable_refuses_a_quadlet_override_that_only_prints_a_version() {
         let home = Home::new();
         let fake = home.mkdir("fake-quadlet").join("quadlet");
-        std::fs::write(&fake, "#!/bin/sh\necho 5.4.2\nexec true\n").expect("write");
-        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        write_executable(&fake, "#!/bin/sh\necho 5.4.2\nexec true\n");
         home.sandboxctl(["enable", "acme", "--agent", "shell"])
             .env("SANDBOXCTL_QUADLET", &fake)
             .run()

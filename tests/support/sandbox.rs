@@ -43,6 +43,13 @@ pub fn sandboxctl_in(home: &Path, runtime_dir: &Path, bus: &str) -> Command {
     cmd
 }
 
+/// Writes `text` to `path` as a program (mode 0755): the fakes the tests put on `PATH`.
+pub fn write_executable(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
+        .unwrap_or_else(|e| panic!("chmod {}: {e}", path.display()));
+}
+
 /// A scratch home with a project dir and no systemd (a bus nobody listens on): for the
 /// CLI's validation and error paths, which must fail before they reach the manager.
 /// The environment is set on the child only.
@@ -77,9 +84,7 @@ impl Sandbox {
         std::fs::create_dir_all(&bin).expect("fake-bin");
         for (name, body) in fakes {
             let path = bin.join(name);
-            std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).expect("write fake");
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
-                .expect("chmod fake");
+            write_executable(&path, &format!("#!/bin/sh\n{body}\n"));
         }
         let path = format!(
             "{}:{}",
@@ -109,13 +114,10 @@ impl Sandbox {
     pub fn fake_podman(&self) -> PathBuf {
         let path = self.dir.path().join("fake-podman");
         if !path.exists() {
-            std::fs::write(
+            write_executable(
                 &path,
                 "#!/bin/sh\n[ \"$1\" = --version ] && echo 'podman version 5.4.2'\nexit 0\n",
-            )
-            .expect("write fake podman");
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
-                .expect("chmod fake podman");
+            );
         }
         path
     }
@@ -168,9 +170,7 @@ impl Home {
         let bin = dir.path().join("fake-bin");
         std::fs::create_dir_all(&bin).expect("create fake-bin");
         let podman = bin.join("podman");
-        std::fs::write(&podman, FAKE_PODMAN).expect("write the fake podman");
-        std::fs::set_permissions(&podman, std::fs::Permissions::from_mode(0o755))
-            .expect("make the fake podman executable");
+        write_executable(&podman, FAKE_PODMAN);
         std::fs::create_dir_all(dir.path().join("run")).expect("create the runtime dir");
         let fake = FakeSystemd::start();
         let home = Self { fake, quadlet, dir };
