@@ -45,6 +45,8 @@ pub enum Create {
 pub struct Plan {
     pub pins: Vec<Pin>,
     pub create: Vec<Create>,
+    /// Git dirs left unpinned because a symbolic link leads to them, each in a warning.
+    pub skipped: Vec<String>,
 }
 
 /// How deep submodule git dirs (`modules/a/modules/b`) are followed.
@@ -78,7 +80,42 @@ pub fn plan(project: &Path) -> Result<Plan> {
         ),
     }
     plan_submodules(project, &mut plan)?;
+    // Every path a pin mounts or `prepare` creates lies in the project and is reached
+    // without a symbolic link: a mount follows one, so a link would pin (and `prepare`
+    // would write into) whatever it names, another client's repository say.
+    let created = plan.create.iter().map(|c| match c {
+        Create::File(f, _) => f,
+        Create::Dir(d) => d,
+    });
+    for path in plan.pins.iter().map(|p| &p.path).chain(created) {
+        if let Some(link) = symlink_on_the_way(project, path)? {
+            bail!(
+                "{} is reached through the symbolic link {}; sandboxctl cannot make it read-only for the agent; replace the link, or allow it with --git-writable-config",
+                path.display(),
+                link.display()
+            );
+        }
+    }
     Ok(plan)
+}
+
+/// The first symbolic link on the way from `project` (excluded) to `path` (included), or
+/// the path itself when it lies outside the project.
+fn symlink_on_the_way(project: &Path, path: &Path) -> Result<Option<PathBuf>> {
+    let Ok(rel) = path.strip_prefix(project) else {
+        return Ok(Some(path.to_owned()));
+    };
+    let mut at = project.to_path_buf();
+    for c in rel.components() {
+        if !matches!(c, std::path::Component::Normal(_)) {
+            return Ok(Some(path.to_owned()));
+        }
+        at.push(c);
+        if kind(&at)? == Kind::Symlink {
+            return Ok(Some(at));
+        }
+    }
+    Ok(None)
 }
 
 /// The `Volume=` values (`PATH:PATH:ro|rw`) of a project's pins.
@@ -161,6 +198,16 @@ fn plan_submodules(project: &Path, plan: &mut Plan) -> Result<()> {
             continue;
         }
         let dotgit = project.join(rel).join(".git");
+        if let Some(link) = symlink_on_the_way(project, &dotgit)? {
+            // Through a link the git dir is another repository (outside the project, or
+            // one pinned under its own path): nothing is mounted or created for it.
+            plan.skipped.push(format!(
+                "warning: submodule path {} is reached through the symbolic link {}: sandboxctl pins no git dir through a link; do not run git on the host there",
+                project.join(rel).display(),
+                link.display()
+            ));
+            continue;
+        }
         match kind(&dotgit)? {
             Kind::File => {
                 pin_gitdir_file(project, &dotgit, plan)?;
@@ -204,9 +251,11 @@ pub fn prepare(plan: &Plan) -> Result<()> {
     Ok(())
 }
 
-/// Warnings for the risky settings in the git configs a plan pins.
+/// Warnings for the git dirs a plan left unpinned and the risky settings in the git
+/// configs it pins.
 pub fn warnings(plan: &Plan) -> Vec<String> {
-    plan.pins
+    let risky = plan
+        .pins
         .iter()
         .filter(|p| !p.writable && p.path.file_name().is_some_and(|n| n == "config"))
         .filter_map(|p| {
@@ -218,8 +267,8 @@ pub fn warnings(plan: &Plan) -> Vec<String> {
                     keys.join(", ")
                 )
             })
-        })
-        .collect()
+        });
+    plan.skipped.iter().cloned().chain(risky).collect()
 }
 
 /// A note for `enable` when a project is a repository and your own git config lets
@@ -742,6 +791,78 @@ mod tests {
         assert!(missing_pins(&s, &unit).is_empty());
         fs::remove_file(p.join("lib/.git")).expect("rm");
         assert_eq!(missing_pins(&s, &unit), [p.join("lib/.git")]);
+    }
+
+    /// The agent writes `.gitmodules` with `path = link` and a link `link -> ../globex`,
+    /// another repository of the user's: nothing of globex is pinned or created, and the
+    /// warning names the link.
+    #[test]
+    fn a_submodule_path_through_a_symlink_pins_and_creates_nothing_there() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = fs::canonicalize(tmp.path()).expect("canonical");
+        let acme = root.join("acme");
+        let globex = root.join("globex");
+        let acme_git = git_dir(&acme);
+        let globex_git = globex.join(".git");
+        fs::create_dir_all(globex_git.join("objects")).expect("mkdir");
+        fs::write(globex_git.join("HEAD"), "ref: refs/heads/main\n").expect("HEAD");
+        fs::write(
+            acme.join(".gitmodules"),
+            "[submodule \"x\"]\n\tpath = link\n\turl = x\n",
+        )
+        .expect("write");
+        std::os::unix::fs::symlink("../globex", acme.join("link")).expect("symlink");
+
+        let plan = plan(&acme).expect("plan");
+        for path in plan.pins.iter().map(|p| &p.path) {
+            assert!(
+                path.starts_with(&acme_git),
+                "pinned outside acme's git dir: {}",
+                path.display()
+            );
+        }
+        prepare(&plan).expect("prepare");
+        let mut globex_files: Vec<String> = fs::read_dir(&globex_git)
+            .expect("ls")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        globex_files.sort();
+        assert_eq!(globex_files, ["HEAD", "objects"], "files created in globex");
+        let w = warnings(&plan);
+        assert!(
+            w.iter()
+                .any(|l| l.contains(&acme.join("link").display().to_string())
+                    && l.contains("symbolic link")),
+            "{w:?}"
+        );
+    }
+
+    /// A git dir the plan would otherwise reach through a link is refused as a whole.
+    #[test]
+    fn no_pin_or_created_path_goes_through_a_symlink() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = fs::canonicalize(tmp.path()).expect("canonical");
+        let p = root.join("p");
+        git_dir(&p);
+        let outside = root.join("outside");
+        fs::create_dir_all(&outside).expect("mkdir");
+        assert_eq!(
+            symlink_on_the_way(&p, &p.join(".git/config")).expect("walk"),
+            None
+        );
+        std::os::unix::fs::symlink(&outside, p.join(".git/lnk")).expect("symlink");
+        assert_eq!(
+            symlink_on_the_way(&p, &p.join(".git/lnk/config")).expect("walk"),
+            Some(p.join(".git/lnk"))
+        );
+        assert_eq!(
+            symlink_on_the_way(&p, &outside).expect("walk"),
+            Some(outside.clone())
+        );
+        assert_eq!(
+            symlink_on_the_way(&p, &p.join("a/../../outside")).expect("walk"),
+            Some(p.join("a/../../outside"))
+        );
     }
 
     #[test]
