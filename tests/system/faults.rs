@@ -492,11 +492,43 @@ impl SmallStore {
 impl Drop for SmallStore {
     fn drop(&mut self) {
         let _ = systemctl(["unset-environment", "CONTAINERS_STORAGE_CONF"]).run();
+        // Podman's overlay driver bind-mounts its `overlay/` dir onto itself in the
+        // rootless user namespace (the one its pause process keeps) and unmounts it when
+        // the process ends cleanly. The unit's podman, killed by `stop` during one of
+        // systemd's retries, or two podmans racing on that mount, leave it mounted, and
+        // `rm` then fails with EBUSY. Unmount whatever is mounted below the store first.
+        let mountinfo = podman(["unshare", "cat", "/proc/self/mountinfo"]).run();
+        let mut below: Vec<&str> = mountinfo
+            .stdout
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|m| Path::new(m).starts_with(&self.graph))
+            .collect();
+        below.sort_unstable_by(|a, b| b.cmp(a));
+        if !below.is_empty() {
+            let out = podman(["unshare", "umount"]).args(&below).run();
+            if !out.status.success() {
+                eprintln!("unmounting in the small store failed:\n{out}");
+            }
+        }
         // Files of the container's user namespace are removed from inside it, by a
         // podman on the real store (one on this store would make its lock files again).
-        let _ = podman(["unshare", "rm", "-rf"]).arg(&self.graph).run();
+        let out = podman(["unshare", "rm", "-rf"]).arg(&self.graph).run();
+        if !out.status.success() {
+            eprintln!("removing the small store failed:\n{out}");
+        }
         let _ = std::fs::remove_file(&self.conf);
     }
+}
+
+/// What is in `dir` and which processes run, for a test that expected `dir` gone.
+fn leftovers(dir: &Path) -> String {
+    let find = Cmd::new("find").arg(dir).arg("-ls").run();
+    let ps = Cmd::new("ps").args(["-eo", "pid,ppid,lstart,args"]).run();
+    format!(
+        "{}\n{}\nprocesses:\n{}",
+        find.stdout, find.stderr, ps.stdout
+    )
 }
 
 /// Podman's store full when a sandbox starts: `start` fails within seconds and says
@@ -552,7 +584,11 @@ fn lf5_full_podman_storage_gives_a_clear_error_in_start_status_and_doctor() {
     std::fs::remove_file(&filler).expect("remove the filler");
     let store_dir = store.graph.clone();
     drop(store);
-    assert!(!store_dir.exists(), "the small store is left behind");
+    assert!(
+        !store_dir.exists(),
+        "the small store is left behind:\n{}",
+        leftovers(&store_dir)
+    );
     sbx(["start", &c.name]).run().success();
     assert_eq!(unit_property(&c.unit(), "ActiveState"), "active");
     let v = sbx(["status", &c.name, "--json"]).run().success().json();
