@@ -96,7 +96,31 @@ pub fn plan(project: &Path) -> Result<Plan> {
             );
         }
     }
+    fix_ancestors(project, &mut plan);
     Ok(plan)
+}
+
+/// A mount point cannot be renamed or removed, but the directories above it can: the
+/// agent could move `.worktrees/feat` aside with its pinned `.git` file and write a new
+/// one in its place, which git on the host then reads. So every directory between the
+/// project and a pin is pinned onto itself too (read-write), parents before children.
+fn fix_ancestors(project: &Path, plan: &mut Plan) {
+    let mut ancestors: Vec<PathBuf> = Vec::new();
+    for pin in &plan.pins {
+        for dir in pin.path.ancestors().skip(1) {
+            if dir == project || !dir.starts_with(project) {
+                break;
+            }
+            if !plan.pins.iter().any(|p| p.path == dir) && !ancestors.iter().any(|a| a == dir) {
+                ancestors.push(dir.to_owned());
+            }
+        }
+    }
+    plan.pins.extend(ancestors.into_iter().map(|path| Pin {
+        path,
+        writable: true,
+    }));
+    plan.pins.sort_by_key(|p| p.path.components().count());
 }
 
 /// The first symbolic link on the way from `project` (excluded) to `path` (included), or
@@ -462,11 +486,48 @@ fn plan_gitdir(project: &Path, gitdir: &Path, depth: usize, plan: &mut Plan) -> 
         if worktree_config {
             pin_created_file(&admin.join("config.worktree"), plan)?;
         }
+        // The worktree's own `.git` file names this admin dir; writable, it could name a
+        // git dir the agent made, whose config git on the host obeys in that worktree.
+        if let Some(file) = worktree_dotgit(project, &admin)?
+            && !plan.pins.iter().any(|p| p.path == file)
+        {
+            pin_ro(&file, Kind::File, plan)?;
+        }
     }
     for module in module_gitdirs(&gitdir.join("modules"), 0)? {
         plan_gitdir(project, &module, depth + 1, plan)?;
     }
     Ok(())
+}
+
+/// The `.git` file of the linked worktree whose admin dir is `admin` (its `gitdir` file
+/// names it, absolute or relative to `admin`), when it lies in the project, is reached
+/// without a symbolic link and is a regular file.
+fn worktree_dotgit(project: &Path, admin: &Path) -> Result<Option<PathBuf>> {
+    let named = admin.join("gitdir");
+    if kind(&named)? != Kind::File {
+        return Ok(None);
+    }
+    let file = normalize(&admin.join(read_small(&named)?.trim_end_matches(['\n', '\r'])));
+    if file.file_name().is_none_or(|n| n != ".git")
+        || symlink_on_the_way(project, &file)?.is_some()
+        || kind(&file)? != Kind::File
+    {
+        return Ok(None);
+    }
+    Ok(Some(file))
+}
+
+/// Whether `unit` (a unit file's text) mounts `path` onto itself read-only.
+pub fn pinned_read_only(unit: &str, path: &Path) -> bool {
+    let Some(v) = path
+        .to_str()
+        .and_then(|p| crate::escape::volume_path("git path", p).ok())
+    else {
+        return false;
+    };
+    let want = format!("Volume={v}:{v}:ro");
+    crate::render::volume_lines(unit).contains(&want)
 }
 
 /// Pins a path a config names (`~/`, absolute, or relative to `base`) when it lies in the
@@ -835,6 +896,86 @@ mod tests {
                     && l.contains("symbolic link")),
             "{w:?}"
         );
+    }
+
+    /// A linked worktree inside the project (where `attach --worktree` puts them): its
+    /// `.git` file is pinned read-only, so the agent cannot point it at a git dir of its
+    /// own; one outside the project or through a link is not.
+    #[test]
+    fn a_worktrees_git_file_in_the_project_is_pinned_read_only() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let p = fs::canonicalize(tmp.path()).expect("canonical");
+        let g = git_dir(&p);
+        let wt = p.join(".worktrees/feat");
+        fs::create_dir_all(&wt).expect("mkdir");
+        fs::write(
+            wt.join(".git"),
+            format!("gitdir: {}\n", g.join("worktrees/feat").display()),
+        )
+        .expect(".git");
+        fs::create_dir_all(g.join("worktrees/feat")).expect("mkdir");
+        fs::write(
+            g.join("worktrees/feat/gitdir"),
+            format!("{}\n", wt.join(".git").display()),
+        )
+        .expect("gitdir");
+        // Relative, as `worktree.useRelativePaths` writes it.
+        let rel = p.join("rel");
+        fs::create_dir_all(&rel).expect("mkdir");
+        fs::write(rel.join(".git"), "gitdir: ../.git/worktrees/rel\n").expect(".git");
+        fs::create_dir_all(g.join("worktrees/rel")).expect("mkdir");
+        fs::write(g.join("worktrees/rel/gitdir"), "../../../rel/.git\n").expect("gitdir");
+        // Outside the project, and through a link: not pinned.
+        fs::create_dir_all(g.join("worktrees/out")).expect("mkdir");
+        fs::write(g.join("worktrees/out/gitdir"), "/tmp/x/.git\n").expect("gitdir");
+        std::os::unix::fs::symlink(&wt, p.join("lnk")).expect("symlink");
+        fs::create_dir_all(g.join("worktrees/lnk")).expect("mkdir");
+        fs::write(
+            g.join("worktrees/lnk/gitdir"),
+            format!("{}\n", p.join("lnk/.git").display()),
+        )
+        .expect("gitdir");
+
+        let plan = plan(&p).expect("plan");
+        let got = pins(&plan);
+        for file in [wt.join(".git"), rel.join(".git")] {
+            assert!(
+                got.contains(&(file.display().to_string(), false)),
+                "{} not pinned: {got:?}",
+                file.display()
+            );
+        }
+        assert_eq!(
+            got.iter()
+                .filter(|(path, _)| path.ends_with("/.git"))
+                .count(),
+            3,
+            "{got:?}"
+        );
+        let unit = volumes(&p)
+            .expect("volumes")
+            .iter()
+            .map(|v| format!("Volume={v}"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(pinned_read_only(&unit, &wt.join(".git")));
+        assert!(!pinned_read_only(&unit, &p.join("lnk/.git")));
+        // The directories above a pin are pinned too, so they cannot be moved aside with
+        // the pin in them; parents come before children.
+        for dir in [p.join(".worktrees"), wt.clone(), g.join("worktrees")] {
+            assert!(
+                got.contains(&(dir.display().to_string(), true)),
+                "{} not pinned: {got:?}",
+                dir.display()
+            );
+        }
+        for (i, pin) in plan.pins.iter().enumerate() {
+            assert!(
+                !plan.pins[..i].iter().any(|q| q.path.starts_with(&pin.path)),
+                "{} comes after something below it",
+                pin.path.display()
+            );
+        }
     }
 
     /// A git dir the plan would otherwise reach through a link is refused as a whole.

@@ -297,13 +297,17 @@ pub struct Row {
     #[serde(skip_serializing_if = "Option::is_none")]
     reported_at: Option<u64>,
     worktree: Option<String>,
+    /// For a worktree: whether the unit pins its `.git` file read-only, which makes git
+    /// on the host safe to run in it (`enable` pins the worktrees that exist then).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    host_git_pinned: Option<bool>,
     path: String,
 }
 
 /// The sessions of the running sandbox of `client`, one row each: asked of its tmux
 /// (`podman exec`, bounded in size and time, every field sanitised), with the agent's
 /// last reported event.
-pub fn list(client: &ClientName, settings: &Settings) -> Result<Vec<Row>> {
+pub fn list(layout: &Layout, client: &ClientName, settings: &Settings) -> Result<Vec<Row>> {
     let cmd = crate::podman::command([
         "exec",
         &client.container_name(),
@@ -344,13 +348,23 @@ pub fn list(client: &ClientName, settings: &Settings) -> Result<Vec<Row>> {
         None => notify::State::default(),
     };
     let project = settings.projects.first().map(std::path::PathBuf::as_path);
+    let unit = crate::render::all_unit_paths(layout, client)
+        .iter()
+        .find_map(|p| std::fs::read_to_string(p).ok())
+        .unwrap_or_default();
     let rows: Vec<Row> = panes
         .into_iter()
         .map(|p| {
             let event = reported.sessions.get(&p.session).copied();
             let (activity, waits) = activity(&p.command, event);
+            let worktree = worktree_of(project, &p.path);
+            let host_git_pinned = project.zip(worktree.as_deref()).map(|(dir, name)| {
+                let dotgit = dir.join(WORKTREES_DIR).join(name).join(".git");
+                crate::git_guard::pinned_read_only(&unit, &dotgit)
+            });
             Row {
-                worktree: worktree_of(project, &p.path),
+                worktree,
+                host_git_pinned,
                 reported_at: event.map(|e| e.at),
                 session: p.session,
                 command: p.command,
@@ -366,7 +380,7 @@ pub fn list(client: &ClientName, settings: &Settings) -> Result<Vec<Row>> {
 pub fn sessions(layout: &Layout, name: &str, json: bool) -> Result<()> {
     let (client, settings) = super::known_client_with_podman(layout, name)?;
     require_running(&client)?;
-    let rows = list(&client, &settings)?;
+    let rows = list(layout, &client, &settings)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
@@ -380,8 +394,15 @@ pub fn sessions(layout: &Layout, name: &str, json: bool) -> Result<()> {
         "SESSION", "COMMAND", "STATE"
     );
     for r in &rows {
+        let host_git = match r.host_git_pinned {
+            Some(true) => " (git on the host: pinned)".to_owned(),
+            Some(false) => format!(
+                " (git on the host: NOT safe until `sandboxctl enable {client}` and a restart)"
+            ),
+            None => String::new(),
+        };
         println!(
-            "{:<20} {:<12} {:<18} {}",
+            "{:<20} {:<12} {:<18} {}{host_git}",
             r.session,
             r.command,
             r.activity,
@@ -466,7 +487,7 @@ pub fn ensure_worktree(client: &ClientName, settings: &Settings, name: &str) -> 
         Some(REUSED) => Ok(dir),
         Some(0) => {
             eprintln!(
-                "created the worktree {dir} on branch {name} inside {client}; its git dir is pinned at the next `sandboxctl enable {client}`: until then do not run git on the host in it"
+                "created the worktree {dir} on branch {name} inside {client}; its `.git` file and git dir are read-only for the agent only after `sandboxctl enable {client}` and a restart: until then do not run git on the host in it (`sandboxctl sessions {client}` says which worktrees are pinned)"
             );
             Ok(dir)
         }

@@ -109,7 +109,7 @@ fn update_one(
     }
     let old = image::inspect_image(&old_id);
     let change = describe_change(&old_id, old.as_ref(), &new);
-    let busy = busy_sessions(client, settings);
+    let busy = busy_sessions(layout, client, settings);
     if dry_run {
         let note = match &busy {
             Some(why) if !force => format!("; busy ({why}): skipped without --force"),
@@ -180,8 +180,8 @@ fn describe_change(old_id: &str, old: Option<&ImageState>, new: &ImageState) -> 
 
 /// Why the client counts as busy, if it does: its busy sessions, or that its sessions
 /// could not be listed (then it is not known to be idle).
-fn busy_sessions(client: &ClientName, settings: &Settings) -> Option<String> {
-    match super::sessions::list(client, settings) {
+fn busy_sessions(layout: &Layout, client: &ClientName, settings: &Settings) -> Option<String> {
+    match super::sessions::list(layout, client, settings) {
         Ok(rows) => {
             let busy: Vec<String> = rows
                 .iter()

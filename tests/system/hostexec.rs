@@ -441,3 +441,57 @@ fn h3_a_worktree_projects_gitdir_file_cannot_be_redirected() {
     git(&p, &["status", "--short"]).success();
     assert_nothing_ran(&marks);
 }
+
+/// 6. A worktree the agent made where `attach --worktree` puts them: once `enable` and a
+///    restart pinned it, the agent cannot point the worktree's `.git` file at a git dir of
+///    its own making (with `core.fsmonitor` set), so `git status` on the host in the
+///    worktree runs nothing the agent planted.
+#[test]
+fn h5_an_agent_made_worktrees_git_file_cannot_be_redirected() {
+    let mut c = Client::new("h5");
+    let marks = c.scratch_dir("marks");
+    let p = c.project.clone();
+    git(&p, &["init", "-q", "-b", "main"]).success();
+    git(&p, &["commit", "-q", "--allow-empty", "-m", "first"]).success();
+    c.enable(&["--network", "none"]);
+    c.start();
+    c.sh(&format!(
+        "cd {} && git -c user.name=Agent -c user.email=agent@example.test worktree add -q -b feat .worktrees/feat",
+        c.project_str()
+    ))
+    .success();
+    let wt = p.join(".worktrees/feat");
+    let out = sbx(["restart", &c.name]).run().success();
+    assert!(
+        out.stderr.contains("not all read-only"),
+        "a worktree made after enable is reported:\n{out}"
+    );
+    c.enable(&[]);
+    let out = sbx(["restart", &c.name]).run().success();
+    assert!(!out.stderr.contains("not all read-only"), "{out}");
+
+    let m = marks.display().to_string();
+    c.sh(&format!(
+        "set -e; cd {0}; git init -q evil; git -C evil config core.fsmonitor 'touch {m}/evil; false'",
+        c.project_str()
+    ))
+    .success();
+    let before = std::fs::read_to_string(wt.join(".git")).expect(".git file");
+    for script in [
+        "echo \"gitdir: $PWD/evil/.git\" > .worktrees/feat/.git",
+        "rm -f .worktrees/feat/.git",
+        "mv .worktrees/feat/.git .worktrees/feat/git-old",
+        "mv .worktrees/feat .worktrees/feat-old",
+        "mv .worktrees .worktrees-old",
+        "mv .git/worktrees .git/worktrees-old",
+    ] {
+        let out = c.sh(&format!("cd {} && {script}", c.project_str()));
+        assert!(!out.status.success(), "must fail inside: {script}\n{out}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(wt.join(".git")).expect(".git file"),
+        before
+    );
+    git(&wt, &["status", "--short"]).success();
+    assert_nothing_ran(&marks);
+}

@@ -356,12 +356,18 @@ fn sn_worktrees_run_in_parallel_and_are_removed() {
     assert_eq!(worktree_of("wa"), Some(serde_json::json!("wa")), "{out}");
     assert_eq!(worktree_of("wb"), Some(serde_json::json!("wb")), "{out}");
     assert_eq!(worktree_of("main"), Some(serde_json::Value::Null), "{out}");
+    // Made after `enable`, so not pinned: git on the host is not safe in them yet.
+    let pinned = rows
+        .as_array()
+        .expect("array")
+        .iter()
+        .find(|r| r["session"] == "wa")
+        .map(|r| r["host_git_pinned"].clone());
+    assert_eq!(pinned, Some(serde_json::json!(false)), "{out}");
     let table = sbx(["sessions", &c.name]).run().success();
     assert!(
-        table
-            .stdout
-            .lines()
-            .any(|l| l.starts_with("wa ") && l.trim_end().ends_with(" wa")),
+        table.stdout.lines().any(|l| l.starts_with("wa ")
+            && l.contains(" wa (git on the host: NOT safe until `sandboxctl enable")),
         "{table}"
     );
 
