@@ -266,6 +266,11 @@ pub struct ProxyArgs {
     /// The client whose sandbox the proxy serves.
     #[arg(long)]
     pub client: String,
+    /// The data directory whose `clients/CLIENT` the proxy serves: its policy, its
+    /// settings and the key it holds [default: `$AGENT_SANDBOX_DATA`, else
+    /// `$XDG_DATA_HOME/agent-sandbox`]. Each client's drop-in names it.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
     /// The policy file [default: the client's config/network.toml].
     #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,

@@ -588,7 +588,7 @@ fn client_proxy(
     }
     let dropin = crate::proxy_units::dropin_path(layout, client);
     let policy = layout.policy_path(client);
-    let want = crate::proxy_units::client_dropin(layout, host, client).ok();
+    let want = crate::proxy_units::client_dropin(layout, host).ok();
     match std::fs::read_to_string(&dropin) {
         Ok(t) if Some(&t) == want.as_ref() => {
             c.ok("proxy drop-in", dropin.display().to_string());

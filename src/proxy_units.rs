@@ -205,13 +205,14 @@ fn read_full(f: &mut fs::File, buf: &mut [u8]) -> io::Result<usize> {
     Ok(filled)
 }
 
-/// A client's drop-in: the proxy runs with the absolute path of the policy file that
-/// `allow`, `deny` and `policy` use.
-pub fn render_dropin(exe: &Path, policy: &Path) -> Result<String> {
-    if !policy.is_absolute() {
+/// A client's drop-in: the proxy runs with the absolute data directory that the CLI
+/// used, so the policy `allow`, `deny` and `policy` edit, the settings and the held key
+/// are that client's, whatever the user manager's environment says.
+pub fn render_dropin(exe: &Path, data_dir: &Path) -> Result<String> {
+    if !data_dir.is_absolute() {
         bail!(
-            "the policy path {} is not absolute; set AGENT_SANDBOX_DATA or XDG_DATA_HOME to an absolute directory",
-            policy.display()
+            "the data directory {} is not absolute; set AGENT_SANDBOX_DATA or XDG_DATA_HOME to an absolute directory",
+            data_dir.display()
         );
     }
     let word = |what: &str, p: &Path| -> Result<crate::escape::Word> {
@@ -221,13 +222,13 @@ pub fn render_dropin(exe: &Path, policy: &Path) -> Result<String> {
         crate::escape::word(what, s)
     };
     let exe = word("sandboxctl path", exe)?;
-    let policy = word("policy path", policy)?;
+    let data_dir = word("data directory", data_dir)?;
     Ok(format!(
-        "# Written by `sandboxctl enable`, removed by `sandboxctl disable`: the policy this\n\
-         # client's proxy enforces is the file the CLI edits.\n\
+        "# Written by `sandboxctl enable`, removed by `sandboxctl disable`: this client's\n\
+         # proxy reads its policy, settings and key from the data directory the CLI uses.\n\
          [Service]\n\
          ExecStart=\n\
-         ExecStart={exe} proxy --client %i --systemd-socket --policy {policy}\n"
+         ExecStart={exe} proxy --client %i --systemd-socket --data-dir {data_dir}\n"
     ))
 }
 
@@ -242,8 +243,8 @@ pub fn proxy_binary(layout: &Layout, host: &HostProfile) -> PathBuf {
 /// The drop-in `enable` writes for a client on this host. The packaged service cannot
 /// know whether the host has journald, so without it the drop-in adds the log file that
 /// the per-user copy gets in its template.
-pub fn client_dropin(layout: &Layout, host: &HostProfile, client: &ClientName) -> Result<String> {
-    let mut text = render_dropin(&proxy_binary(layout, host), &layout.policy_path(client))?;
+pub fn client_dropin(layout: &Layout, host: &HostProfile) -> Result<String> {
+    let mut text = render_dropin(&proxy_binary(layout, host), &layout.data_dir)?;
     if matches!(host.template_units, TemplateUnits::Packaged { .. }) && !host.journald {
         text.push_str(
             "# host adaptation: no journald here; `sandboxctl logs CLIENT --network` reads this file\n\
@@ -255,7 +256,7 @@ pub fn client_dropin(layout: &Layout, host: &HostProfile, client: &ClientName) -
 
 /// Writes the client's drop-in if it differs; returns whether it changed.
 pub fn install_client(layout: &Layout, host: &HostProfile, client: &ClientName) -> Result<bool> {
-    let text = client_dropin(layout, host, client)?;
+    let text = client_dropin(layout, host)?;
     let path = dropin_path(layout, client);
     if fs::read_to_string(&path).ok().as_deref() == Some(text.as_str()) {
         return Ok(false);
@@ -446,21 +447,21 @@ mod tests {
     }
 
     #[test]
-    fn dropin_gives_the_proxy_the_absolute_policy_path() {
+    fn dropin_gives_the_proxy_the_absolute_data_dir() {
         let text = render_dropin(
             Path::new("/home/u/.local/libexec/sandboxctl/sandboxctl"),
-            Path::new("/srv/data 100%/$x/clients/acme/config/network.toml"),
+            Path::new("/srv/data 100%/$x"),
         )
         .expect("render");
         assert!(text.contains("[Service]\nExecStart=\nExecStart="), "{text}");
         assert!(
             text.ends_with(
                 "ExecStart=\"/home/u/.local/libexec/sandboxctl/sandboxctl\" proxy --client %i \
-                 --systemd-socket --policy \"/srv/data 100%%/$$x/clients/acme/config/network.toml\"\n"
+                 --systemd-socket --data-dir \"/srv/data 100%%/$$x\"\n"
             ),
             "{text}"
         );
-        let err = render_dropin(Path::new("/bin/sandboxctl"), Path::new("data/network.toml"))
+        let err = render_dropin(Path::new("/bin/sandboxctl"), Path::new("data"))
             .expect_err("relative")
             .to_string();
         assert!(err.contains("not absolute"), "{err}");
@@ -481,9 +482,8 @@ mod tests {
                 .join("systemd-user/sandboxctl-proxy@acme.service.d/sandboxctl.conf")
         );
         let text = fs::read_to_string(&path).expect("drop-in");
-        let policy = layout.policy_path(&client);
         assert!(
-            text.contains(&format!("--policy \"{}\"", policy.display())),
+            text.contains(&format!("--data-dir \"{}\"", layout.data_dir.display())),
             "{text}"
         );
         assert_eq!(
@@ -538,13 +538,12 @@ mod tests {
     fn packaged_dropin_runs_the_packaged_binary_and_logs_without_journald() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let layout = Layout::under(tmp.path());
-        let client = ClientName::parse("acme").expect("name");
         let mut host = per_user();
         host.template_units = TemplateUnits::Packaged {
             dir: PathBuf::from("/usr/lib/systemd/user"),
             binary: PathBuf::from("/usr/bin/sandboxctl"),
         };
-        let text = client_dropin(&layout, &host, &client).expect("render");
+        let text = client_dropin(&layout, &host).expect("render");
         assert!(
             text.contains("\nExecStart=\"/usr/bin/sandboxctl\" proxy --client %i"),
             "{text}"
@@ -554,7 +553,7 @@ mod tests {
             "journald is there: {text}"
         );
         host.journald = false;
-        let text = client_dropin(&layout, &host, &client).expect("render");
+        let text = client_dropin(&layout, &host).expect("render");
         assert!(
             text.ends_with("StandardError=append:%t/sandboxctl-proxy-%i.log\n"),
             "{text}"
@@ -563,7 +562,7 @@ mod tests {
         // Per-user units carry the log file in their template, not in the drop-in.
         let mut host = per_user();
         host.journald = false;
-        let text = client_dropin(&layout, &host, &client).expect("render");
+        let text = client_dropin(&layout, &host).expect("render");
         assert!(!text.contains("StandardError="), "{text}");
         assert!(
             text.contains(&format!("ExecStart=\"{}\"", binary_path(&layout).display())),

@@ -1,7 +1,7 @@
 //! `allow`, `deny`, `policy` and `proxy`: a client's egress policy and the proxy that
 //! enforces it.
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 
 use crate::cli::ProxyArgs;
 use crate::client::ClientName;
@@ -74,6 +74,19 @@ pub fn policy(layout: &Layout, name: &str) -> Result<()> {
 
 pub fn proxy(layout: &Layout, args: &ProxyArgs) -> Result<()> {
     let client = ClientName::parse(&args.client)?;
+    // Every path of the client from the unit's data dir, not this process's environment
+    // (the user manager's lacks the `AGENT_SANDBOX_DATA` the CLI ran with).
+    let layout = &match &args.data_dir {
+        Some(dir) if !dir.is_absolute() => bail!(
+            "--data-dir {} is not an absolute path; give an absolute directory",
+            dir.display()
+        ),
+        Some(dir) => Layout {
+            data_dir: dir.clone(),
+            ..layout.clone()
+        },
+        None => layout.clone(),
+    };
     let policy_path = args
         .policy
         .clone()

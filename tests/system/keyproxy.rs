@@ -37,9 +37,19 @@ struct ProxyOverride(std::path::PathBuf);
 
 impl ProxyOverride {
     fn install(c: &Client, ca_pem: &str, addr: SocketAddr) -> Self {
+        Self::install_in(c, &c.data_dir().join("config"), ca_pem, addr)
+    }
+
+    /// The same with the CA in `config_dir`, the client's config directory.
+    fn install_in(
+        c: &Client,
+        config_dir: &std::path::Path,
+        ca_pem: &str,
+        addr: SocketAddr,
+    ) -> Self {
         // The proxy's unit has a private /tmp and a read-only home: the CA goes into
         // the client's (never mounted) config directory.
-        let ca = c.data_dir().join("config/kp-test-ca.pem");
+        let ca = config_dir.join("kp-test-ca.pem");
         std::fs::write(&ca, ca_pem).expect("write the test CA");
         let dir = env()
             .home
@@ -173,4 +183,66 @@ fn kp_key_is_added_by_the_proxy_and_is_nowhere_inside() {
     let refused =
         c.sh("curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:3128/openai/v1/models");
     assert_eq!(refused.stdout.trim(), "403", "{refused}");
+}
+
+/// With `AGENT_SANDBOX_DATA`, the proxy serves the client of that data dir: where the
+/// default data dir holds a client of the same name with another key, the key the
+/// provider sees is the one stored under `AGENT_SANDBOX_DATA`.
+#[test]
+fn kp2_the_proxy_reads_the_client_of_its_own_data_dir() {
+    let pid = std::process::id();
+    let (default_key, alt_key) = (
+        format!("sk-ant-kp2-{pid}-default-dir"),
+        format!("sk-ant-kp2-{pid}-alt-dir"),
+    );
+    let ca = TestCa::new();
+    let ca_pem = ca.ca_pem.clone();
+    let (addr, seen) = start_upstream(ca);
+    let mut c = Client::new("kp2");
+    let alt = c.scratch_dir("alt-data");
+    let alt_str = alt.to_str().expect("UTF-8").to_owned();
+    let enable = |key: &str| {
+        sbx([
+            "enable",
+            &c.name,
+            c.project_str(),
+            "--agent",
+            "claude",
+            "--image",
+            &env().image,
+        ])
+        .env("ANTHROPIC_API_KEY", key)
+    };
+    // A client of this name in the default data dir, with its own key, left disabled.
+    enable(&default_key).run().success();
+    sbx(["disable", &c.name]).run().success();
+    // The same name under AGENT_SANDBOX_DATA, enabled and started from there.
+    enable(&alt_key)
+        .env("AGENT_SANDBOX_DATA", &alt_str)
+        .run()
+        .success();
+    let _override = ProxyOverride::install_in(
+        &c,
+        &alt.join("clients").join(&c.name).join("config"),
+        &ca_pem,
+        addr,
+    );
+    sbx(["start", &c.name])
+        .env("AGENT_SANDBOX_DATA", &alt_str)
+        .run()
+        .success();
+    let reply = c.sh(
+        "curl -sS --max-time 20 -H 'x-api-key: sandboxctl-proxy-held-key' \
+         -H 'content-type: application/json' -d '{}' \"$ANTHROPIC_BASE_URL/v1/messages\"",
+    );
+    let seen = seen.lock().expect("seen").clone();
+    let keys: Vec<&str> = seen
+        .iter()
+        .filter_map(|s| s.headers.get("x-api-key")?.to_str().ok())
+        .collect();
+    assert_eq!(keys, [alt_key.as_str()], "{reply}\n{}", c.diagnostics());
+    let disabled = sbx(["disable", &c.name, "--purge"])
+        .env("AGENT_SANDBOX_DATA", &alt_str)
+        .run();
+    assert!(disabled.status.success(), "{disabled}");
 }
