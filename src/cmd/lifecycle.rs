@@ -34,6 +34,9 @@ pub fn run(
         warn_unpinned(layout, client, settings);
     }
     run_job(systemd, client, settings, verb)?;
+    if !matches!(verb, Verb::Stop) {
+        super::sessions::wait_for_agent(client);
+    }
     crate::claude_login::sync_client(layout, client, settings);
     Ok(())
 }

@@ -412,6 +412,43 @@ pub fn sessions(layout: &Layout, name: &str, json: bool) -> Result<()> {
     Ok(())
 }
 
+/// How long a start waits for the agent's session to run.
+const AGENT_START_DEADLINE: Duration = Duration::from_secs(15);
+
+/// After a start: waits until the session `main` runs its program, the agent (the
+/// container's entry makes it as the container starts, not at the first attach), so
+/// that `start` returns with the agent running. One not running by the deadline is
+/// named in a warning; the first attach starts it.
+pub fn wait_for_agent(client: &ClientName) {
+    let start = Instant::now();
+    loop {
+        let cmd = crate::podman::command([
+            "exec",
+            &client.container_name(),
+            "tmux",
+            "list-panes",
+            "-t",
+            "main",
+            "-F",
+            "#{pane_dead}",
+        ]);
+        if let Ok((status, out, _)) = bounded_output(cmd, EXEC_TIMEOUT)
+            && status.success()
+            && out.split(|b| *b == b'\n').any(|l| l == b"0")
+        {
+            return;
+        }
+        if start.elapsed() > AGENT_START_DEADLINE {
+            eprintln!(
+                "warning: the agent of {client} is not running {} s after the start; `sandboxctl logs {client}` shows why, `sandboxctl attach {client}` starts it",
+                AGENT_START_DEADLINE.as_secs()
+            );
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Exit status of the worktree scripts for "not a git repository" / "no such worktree".
 const NOT_A_REPO: i32 = 3;
 const NO_WORKTREE: i32 = 4;

@@ -450,3 +450,57 @@ fn sn_codex_notify_program_reports_finished() {
     );
     assert_eq!(calls[0].1, format!("{}: cx finished", c.name));
 }
+
+/// The command lines of `pid`'s descendants, read from the host's /proc (no tmux client
+/// connects to the sandbox to learn them).
+fn descendants(pid: u32) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut todo = vec![pid];
+    while let Some(p) = todo.pop() {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) else {
+            continue;
+        };
+        for task in tasks.flatten() {
+            let children =
+                std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+            for child in children
+                .split_whitespace()
+                .filter_map(|c| c.parse::<u32>().ok())
+            {
+                let cmdline = std::fs::read(format!("/proc/{child}/cmdline")).unwrap_or_default();
+                out.push(
+                    String::from_utf8_lossy(&cmdline)
+                        .replace('\0', " ")
+                        .trim()
+                        .to_owned(),
+                );
+                todo.push(child);
+            }
+        }
+    }
+    out
+}
+
+/// The agent starts with its unit: after `systemctl --user start`, with no tmux client
+/// ever connecting, the session `main` runs the agent (the shell agent's `bash -l`); and
+/// `sandboxctl start` returns with the agent already running.
+#[test]
+fn sn_the_agent_starts_with_its_unit() {
+    let c = Client::new("sn-up");
+    c.enable(&["--network", "none"]);
+    systemctl(["start", &c.unit()]).run().success();
+    let agent_runs = || descendants(c.host_pid()).iter().any(|l| l == "bash -l");
+    wait_for(
+        "the agent to run after `systemctl --user start`",
+        Duration::from_secs(20),
+        || agent_runs().then_some(()),
+        || format!("{:?}\n{}", descendants(c.host_pid()), c.diagnostics()),
+    );
+    sbx(["stop", &c.name]).run().success();
+    c.start();
+    assert!(
+        agent_runs(),
+        "`start` returned before the agent ran: {:?}",
+        descendants(c.host_pid())
+    );
+}
