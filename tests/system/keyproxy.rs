@@ -246,3 +246,91 @@ fn kp2_the_proxy_reads_the_client_of_its_own_data_dir() {
         .run();
     assert!(disabled.status.success(), "{disabled}");
 }
+
+/// The real agent, started by its unit with a task in its arguments and its key held by
+/// the proxy, reaches the provider (the TLS stand-in) only through the proxy's key path:
+/// the stand-in sees `path_prefix` requests carrying the key (in `header`, after
+/// `scheme`), which only that path adds. An agent that went around it (a CONNECT to the
+/// provider, or no base URL) would reach no stand-in and fail this.
+fn agent_uses_the_keyed_path(
+    tag: &str,
+    agent: &str,
+    key_var: &str,
+    args: &[&str],
+    path_prefix: &str,
+    header: &str,
+    scheme: &str,
+) {
+    let key = format!("sk-{tag}-{}-held-by-the-proxy", std::process::id());
+    let ca = TestCa::new();
+    let ca_pem = ca.ca_pem.clone();
+    let (addr, seen) = start_upstream(ca);
+    let c = Client::new(tag);
+    let mut enable = sbx([
+        "enable",
+        &c.name,
+        c.project_str(),
+        "--agent",
+        agent,
+        "--image",
+        &env().image,
+    ]);
+    for a in args {
+        enable = enable.arg(format!("--agent-arg={a}"));
+    }
+    enable.env(key_var, &key).run().success();
+    let _override = ProxyOverride::install(&c, &ca_pem, addr);
+    c.start();
+    let want = format!("{scheme}{key}");
+    let requests = wait_for(
+        &format!("{agent} to call {path_prefix} through the key path"),
+        Duration::from_mins(2),
+        || {
+            let seen = seen.lock().expect("seen").clone();
+            seen.iter()
+                .any(|s| s.path.starts_with(path_prefix))
+                .then_some(seen)
+        },
+        || {
+            let screen = c.exec(&["tmux", "capture-pane", "-p", "-t", "main"]);
+            format!("--- screen ---\n{}\n{}", screen.stdout, c.diagnostics())
+        },
+    );
+    for s in requests.iter().filter(|s| s.path.starts_with(path_prefix)) {
+        assert_eq!(
+            s.headers.get(header).and_then(|v| v.to_str().ok()),
+            Some(want.as_str()),
+            "{agent} request {} without the key the proxy adds",
+            s.path
+        );
+    }
+}
+
+/// Codex with its key held by the proxy: `codex exec` sends `/v1/responses` with the key
+/// (it reads its API's address only from its config, given by the image's agent-session).
+#[test]
+fn kp3_codex_reaches_its_api_through_the_key_path() {
+    agent_uses_the_keyed_path(
+        "kp3",
+        "codex",
+        "OPENAI_API_KEY",
+        &["exec", "--skip-git-repo-check", "say hello"],
+        "/v1/responses",
+        "authorization",
+        "Bearer ",
+    );
+}
+
+/// Claude Code with its key held by the proxy: `claude -p` sends `/v1/messages` with it.
+#[test]
+fn kp4_claude_code_reaches_its_api_through_the_key_path() {
+    agent_uses_the_keyed_path(
+        "kp4",
+        "claude",
+        "ANTHROPIC_API_KEY",
+        &["-p", "say hello"],
+        "/v1/messages",
+        "x-api-key",
+        "",
+    );
+}
