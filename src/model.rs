@@ -71,6 +71,11 @@ pub struct SandboxSpec {
     pub auto_update: Option<AutoUpdate>,
 }
 
+/// Why a `localhost/` image is never pulled: Podman would retry a pull that cannot
+/// succeed for seconds at each start, too slowly for systemd's start limit to end the
+/// retries of a sandbox whose image is gone.
+pub const PULL_NEVER_WHY: &str = "the image exists only in local storage (localhost/): a missing one fails the start at once, so systemd's start limit ends the retries";
+
 /// The label `podman auto-update` reads (Quadlet's `AutoUpdate=` sets it).
 pub const AUTO_UPDATE_LABEL: &str = "io.containers.autoupdate";
 
@@ -412,6 +417,11 @@ impl SandboxSpec {
             limits: s.limits,
         };
         Ok(spec)
+    }
+
+    /// `--pull=never`: for an image only in local storage, which no registry has.
+    pub fn pull_never(&self) -> bool {
+        self.auto_update == Some(AutoUpdate::Local)
     }
 
     /// The adaptation of this kind, if the host needs it.

@@ -60,6 +60,10 @@ pub fn run_args(spec: &SandboxSpec) -> Result<Vec<Word>> {
     if spec.network == Network::None {
         a.push(arg("--network=none")?);
     }
+    if spec.pull_never() {
+        // See `model::PULL_NEVER_WHY`.
+        a.push(arg("--pull=never")?);
+    }
     a.push(arg("--sdnotify=conmon")?);
     a.push(arg("-d")?);
     if spec.security.no_new_privileges {

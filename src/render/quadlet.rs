@@ -268,6 +268,12 @@ fn podman_args(
             why: Some(LIMIT_WHY),
         });
     }
+    if spec.pull_never() {
+        podman_args.push(PodmanArg {
+            value: escape::word("podman argument", "--pull=never")?,
+            why: Some(crate::model::PULL_NEVER_WHY),
+        });
+    }
     if let Some(a) = spec.adaptation(|k| *k == AdaptationKind::CgroupsDisabled) {
         podman_args.push(PodmanArg {
             value: escape::word("podman argument", "--cgroups=disabled")?,
