@@ -97,7 +97,12 @@ const CODEX_NOTIFY: &str = r#"notify=["/usr/local/bin/agent-event","finished"]"#
 fn au_agent_argv_for_each_agent_and_autonomy() {
     let c = Client::new("au-argv");
     let cases: [(&str, &str, Vec<String>, &[&str]); 4] = [
-        ("claude", "ask", claude_args(), &[]),
+        (
+            "claude",
+            "ask",
+            claude_args(),
+            &["--permission-mode", "manual"],
+        ),
         (
             "claude",
             "auto",
@@ -108,7 +113,14 @@ fn au_agent_argv_for_each_agent_and_autonomy() {
             "codex",
             "ask",
             codex_args(),
-            &["--sandbox", "danger-full-access", "-c", CODEX_NOTIFY],
+            &[
+                "--sandbox",
+                "danger-full-access",
+                "--ask-for-approval",
+                "on-request",
+                "-c",
+                CODEX_NOTIFY,
+            ],
         ),
         (
             "codex",

@@ -114,6 +114,16 @@ check_command() {
 
 check_command "claude --version" claude --version
 check_command "codex --version" codex --version
+# The explicit modes agent-session gives each autonomy still exist in the image's agents
+# (an agent update that drops one would start it in its own default instead).
+out=$(run sh -c 'claude --help; codex --help')
+for want in '"manual"' 'on-request:' 'never:'; do
+    if grep -qF -- "$want" <<<"$out"; then
+        pass "agent modes offer $want"
+    else
+        fail "agent modes offer $want" "not in claude --help / codex --help"
+    fi
+done
 check_command "tmux -V" tmux -V
 check_command "git --version" git --version
 check_command "python3 --version" python3 --version
