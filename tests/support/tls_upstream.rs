@@ -59,7 +59,69 @@ pub struct Seen {
     pub body: Vec<u8>,
 }
 
-/// The HTTPS upstream. `/stream` answers with two events, the second one only after
+/// What the stand-in answers to every Messages API request: the agent shows it.
+pub const MESSAGES_ANSWER: &str = "STANDIN-ANSWER-FROM-THE-API";
+
+/// A Messages API request (a JSON body with `messages`): whether it asks for a stream.
+fn messages_request(body: &[u8]) -> Option<bool> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    v.get("messages")?;
+    Some(v.get("stream").and_then(serde_json::Value::as_bool) == Some(true))
+}
+
+/// A Messages API answer of one text block, [`MESSAGES_ANSWER`], as server-sent events
+/// or as one JSON message: its content type and text.
+fn messages_answer(stream: bool) -> (&'static str, String) {
+    use serde_json::json;
+    use std::fmt::Write as _;
+    let usage = json!({"input_tokens": 1, "output_tokens": 1});
+    if !stream {
+        let message = json!({
+            "id": "msg_standin", "type": "message", "role": "assistant",
+            "model": "claude-standin", "stop_reason": "end_turn", "stop_sequence": null,
+            "content": [{"type": "text", "text": MESSAGES_ANSWER}], "usage": usage,
+        });
+        return ("application/json", message.to_string());
+    }
+    let events = [
+        (
+            "message_start",
+            json!({"type": "message_start", "message": {
+            "id": "msg_standin", "type": "message", "role": "assistant",
+            "model": "claude-standin", "content": [], "stop_reason": null,
+            "stop_sequence": null, "usage": usage}}),
+        ),
+        (
+            "content_block_start",
+            json!({"type": "content_block_start", "index": 0,
+            "content_block": {"type": "text", "text": ""}}),
+        ),
+        (
+            "content_block_delta",
+            json!({"type": "content_block_delta", "index": 0,
+            "delta": {"type": "text_delta", "text": MESSAGES_ANSWER}}),
+        ),
+        (
+            "content_block_stop",
+            json!({"type": "content_block_stop", "index": 0}),
+        ),
+        (
+            "message_delta",
+            json!({"type": "message_delta",
+            "delta": {"stop_reason": "end_turn", "stop_sequence": null},
+            "usage": {"output_tokens": 1}}),
+        ),
+        ("message_stop", json!({"type": "message_stop"})),
+    ];
+    let mut text = String::new();
+    for (name, data) in events {
+        let _ = write!(text, "event: {name}\ndata: {data}\n\n");
+    }
+    ("text/event-stream", text)
+}
+
+/// The HTTPS upstream. A Messages API request (`/v1/messages…` with a JSON body that has
+/// `messages`) gets a one-block answer; `/stream` answers with two events, the second one only after
 /// [`TlsUpstream::release`]; `/big/N` with N bytes; anything else with `ok <path>`.
 pub struct TlsUpstream {
     pub addr: SocketAddr,
@@ -155,6 +217,18 @@ async fn answer(
         body,
     });
     let (tx, rx) = mpsc::channel(4);
+    if path.starts_with("/v1/messages")
+        && let Some(stream) = messages_request(&seen.lock().unwrap().last().unwrap().body)
+    {
+        let (content_type, text) = messages_answer(stream);
+        tokio::spawn(async move {
+            let _ = tx.send(Bytes::from(text)).await;
+        });
+        let mut r = Response::new(ChanBody(rx));
+        r.headers_mut()
+            .insert("content-type", content_type.parse().unwrap());
+        return r;
+    }
     if path == "/stream" {
         tokio::spawn(async move {
             let _ = tx.send(Bytes::from_static(b"event: one\n\n")).await;

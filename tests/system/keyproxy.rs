@@ -334,3 +334,78 @@ fn kp4_claude_code_reaches_its_api_through_the_key_path() {
         "",
     );
 }
+
+/// The first attach as a person does it (real Claude Code, key held by the proxy): no
+/// trust question, no "use this API key?" question, no onboarding; the typed prompt
+/// gets the stand-in API's answer on the screen.
+#[test]
+fn kp5_the_first_attach_asks_nothing_and_the_prompt_gets_an_answer() {
+    let key = format!("sk-ant-kp5-{}-held-by-the-proxy", std::process::id());
+    let ca = TestCa::new();
+    let ca_pem = ca.ca_pem.clone();
+    let (addr, seen) = start_upstream(ca);
+    let c = Client::new("kp5");
+    sbx([
+        "enable",
+        &c.name,
+        c.project_str(),
+        "--agent",
+        "claude",
+        "--image",
+        &env().image,
+    ])
+    .env("ANTHROPIC_API_KEY", &key)
+    .run()
+    .success();
+    let _override = ProxyOverride::install(&c, &ca_pem, addr);
+    c.start();
+    let bin = env().bin.to_str().expect("UTF-8 binary path").to_owned();
+    let term = crate::harness::HostTerminal::start(&format!("{bin} attach {}", c.name));
+    // Claude Code's prompt line, with nothing in front of it.
+    let screen = wait_for(
+        "Claude Code's prompt on the attached terminal",
+        Duration::from_mins(1),
+        || {
+            let screen = term.screen();
+            screen
+                .lines()
+                .any(|l| l.trim() == "❯" || l.trim() == ">")
+                .then_some(screen)
+        },
+        || format!("--- screen ---\n{}\n{}", term.screen(), c.diagnostics()),
+    );
+    for question in [
+        "trust",
+        "Do you want to use this API key",
+        "Choose the text style",
+    ] {
+        assert!(!screen.contains(question), "asked {question:?}:\n{screen}");
+    }
+    term.type_line("say hello");
+    wait_for(
+        "the stand-in API's answer on the attached terminal",
+        Duration::from_mins(1),
+        || {
+            term.screen()
+                .contains(tls_upstream::MESSAGES_ANSWER)
+                .then_some(())
+        },
+        || {
+            format!(
+                "--- screen ---\n{}\n{:?}",
+                term.screen(),
+                seen.lock()
+                    .expect("seen")
+                    .iter()
+                    .map(|s| s.path.clone())
+                    .collect::<Vec<_>>()
+            )
+        },
+    );
+    let seen = seen.lock().expect("seen").clone();
+    assert!(
+        seen.iter().any(|s| s.path.starts_with("/v1/messages")
+            && s.headers.get("x-api-key").and_then(|v| v.to_str().ok()) == Some(key.as_str())),
+        "no Messages request with the key"
+    );
+}
