@@ -38,6 +38,27 @@ pub struct Pin {
 pub enum Create {
     File(PathBuf, &'static [u8]),
     Dir(PathBuf),
+    /// A `commondir` an older sandboxctl wrote as `.`, rewritten as [`COMMONDIR_SELF`]:
+    /// the same to git, and one that libgit2 opens.
+    Upgrade(PathBuf),
+}
+
+/// The `commondir` that names the git dir itself. Git reads `.` and `./` alike, but
+/// libgit2 (1.9.7, measured; IDEs and other tools use it) fails to open a repository
+/// whose `commondir` is `.` ("could not find repository") and opens one with `./` as
+/// the same, non-worktree repository.
+pub const COMMONDIR_SELF: &[u8] = b"./\n";
+
+/// What sandboxctl wrote as [`COMMONDIR_SELF`] before.
+const OLD_COMMONDIR_SELF: &str = ".\n";
+
+impl Create {
+    /// The path it creates or rewrites.
+    pub fn path(&self) -> &Path {
+        match self {
+            Self::File(p, _) | Self::Dir(p) | Self::Upgrade(p) => p,
+        }
+    }
 }
 
 /// The mounts that protect one project, and what has to exist for them.
@@ -83,11 +104,8 @@ pub fn plan(project: &Path) -> Result<Plan> {
     // Every path a pin mounts or `prepare` creates lies in the project and is reached
     // without a symbolic link: a mount follows one, so a link would pin (and `prepare`
     // would write into) whatever it names, another client's repository say.
-    let created = plan.create.iter().map(|c| match c {
-        Create::File(f, _) => f,
-        Create::Dir(d) => d,
-    });
-    for path in plan.pins.iter().map(|p| &p.path).chain(created) {
+    let created = plan.create.iter().map(Create::path);
+    for path in plan.pins.iter().map(|p| p.path.as_path()).chain(created) {
         if let Some(link) = symlink_on_the_way(project, path)? {
             bail!(
                 "{} is reached through the symbolic link {}; sandboxctl cannot make it read-only for the agent; replace the link, or allow it with --git-writable-config",
@@ -252,6 +270,11 @@ pub fn prepare(plan: &Plan) -> Result<()> {
                 Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(e).with_context(|| format!("cannot create {}", d.display())),
             },
+            Create::Upgrade(f) => {
+                if read_small(f)? == OLD_COMMONDIR_SELF {
+                    crate::atomic::write(f, COMMONDIR_SELF, 0o644)?;
+                }
+            }
             Create::File(f, text) => {
                 if let Some(parent) = f.parent() {
                     fs::create_dir_all(parent)
@@ -457,9 +480,14 @@ fn plan_gitdir(project: &Path, gitdir: &Path, depth: usize, plan: &mut Plan) -> 
     pin_ro(&hooks, Kind::Dir, plan)?;
     let commondir = gitdir.join("commondir");
     match kind(&commondir)? {
-        Kind::Missing => plan.create.push(Create::File(commondir.clone(), b".\n")),
+        Kind::Missing => plan
+            .create
+            .push(Create::File(commondir.clone(), COMMONDIR_SELF)),
         Kind::File => {
             let target = read_small(&commondir)?;
+            if target == OLD_COMMONDIR_SELF {
+                plan.create.push(Create::Upgrade(commondir.clone()));
+            }
             if let Ok(common) = fs::canonicalize(gitdir.join(target.trim_end_matches(['\n', '\r'])))
                 && common.starts_with(project)
                 && common != gitdir
@@ -729,13 +757,67 @@ mod tests {
                 (d("commondir"), false),
             ]
         );
-        assert_eq!(plan.create, [Create::File(g.join("commondir"), b".\n")]);
+        assert_eq!(plan.create, [Create::File(g.join("commondir"), b"./\n")]);
         prepare(&plan).expect("prepare");
-        assert_eq!(fs::read(g.join("commondir")).expect("commondir"), b".\n");
+        assert_eq!(fs::read(g.join("commondir")).expect("commondir"), b"./\n");
         // Nothing existing is overwritten.
         fs::write(g.join("commondir"), "x").expect("write");
         prepare(&plan).expect("again");
         assert_eq!(fs::read(g.join("commondir")).expect("commondir"), b"x");
+    }
+
+    /// What libgit2 (IDEs and other tools use it) sees of a repository after its pins
+    /// were prepared: the same repository, not a linked worktree, with its own git dir
+    /// as the common one. A `commondir` of `.` (what older versions wrote, rewritten
+    /// now) made libgit2 fail to open the repository at all.
+    #[test]
+    fn libgit2_sees_the_same_repository_after_the_pins() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let p = fs::canonicalize(tmp.path()).expect("canonical");
+        let run = |args: &[&str]| {
+            let out = std::process::Command::new("git")
+                .arg("-C")
+                .arg(&p)
+                .args(["-c", "user.name=t", "-c", "user.email=t@example.test"])
+                .args(args)
+                .output()
+                .expect("git");
+            assert!(out.status.success(), "git {args:?}: {out:?}");
+        };
+        run(&["init", "-q", "-b", "main"]);
+        run(&["commit", "-q", "--allow-empty", "-m", "first"]);
+        let before = git2::Repository::open(&p).expect("libgit2 opens it");
+        let before = (
+            before.path().to_owned(),
+            before.commondir().to_owned(),
+            before.workdir().map(Path::to_owned),
+            before.is_worktree(),
+            before.head().expect("HEAD").target(),
+        );
+        let check = || {
+            let repo = git2::Repository::open(&p)
+                .unwrap_or_else(|e| panic!("libgit2 cannot open the pinned repository: {e}"));
+            let after = (
+                repo.path().to_owned(),
+                repo.commondir().to_owned(),
+                repo.workdir().map(Path::to_owned),
+                repo.is_worktree(),
+                repo.head().expect("HEAD").target(),
+            );
+            assert_eq!(after, before);
+        };
+        prepare(&plan(&p).expect("plan")).expect("prepare");
+        assert_eq!(
+            fs::read(p.join(".git/commondir")).expect("commondir"),
+            COMMONDIR_SELF
+        );
+        check();
+        // A repository an older version pinned is rewritten, and opens again.
+        fs::write(p.join(".git/commondir"), OLD_COMMONDIR_SELF).expect("write");
+        let plan = plan(&p).expect("plan");
+        assert_eq!(plan.create, [Create::Upgrade(p.join(".git/commondir"))]);
+        prepare(&plan).expect("prepare");
+        check();
     }
 
     #[test]

@@ -524,6 +524,7 @@ fn git_pin_touches(projects: &[PathBuf]) -> Vec<Touch> {
                     touches.extend(f.parent().map(|d| Touch::Dir(d.to_path_buf())));
                     touches.push(Touch::Path(f.clone()));
                 }
+                crate::git_guard::Create::Upgrade(f) => touches.push(Touch::Path(f.clone())),
                 crate::git_guard::Create::Dir(d) => touches.push(Touch::Dir(d.clone())),
             }
         }
@@ -540,18 +541,20 @@ fn pin_git_dirs(projects: &[PathBuf]) -> Result<Applied<'static>> {
             let plan = crate::git_guard::plan(project)?;
             let mut new = Vec::new();
             for c in &plan.create {
-                let path = match c {
-                    crate::git_guard::Create::File(f, _) => f,
-                    crate::git_guard::Create::Dir(d) => d,
-                };
+                // A rewritten `commondir` means the same to git before and after: the
+                // undo leaves it.
+                if matches!(c, crate::git_guard::Create::Upgrade(_)) {
+                    continue;
+                }
+                let path = c.path();
                 // Outermost first, so removing in reverse empties each before its parent.
                 for d in path.parent().map(missing_dirs).unwrap_or_default() {
                     if !new.contains(&d) {
                         new.push(d);
                     }
                 }
-                if std::fs::symlink_metadata(path).is_err() && !new.contains(path) {
-                    new.push(path.clone());
+                if std::fs::symlink_metadata(path).is_err() && !new.iter().any(|n| n == path) {
+                    new.push(path.to_path_buf());
                 }
             }
             crate::git_guard::prepare(&plan)?;

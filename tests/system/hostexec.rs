@@ -300,7 +300,7 @@ fn h2_agent_cannot_plant_what_git_on_the_host_runs() {
     );
     assert_eq!(
         std::fs::read_to_string(p.join(".git/commondir")).expect("commondir"),
-        ".\n",
+        "./\n",
         "enable pins commondir to the git dir itself"
     );
     c.start();
@@ -378,7 +378,7 @@ fn h2_agent_cannot_plant_what_git_on_the_host_runs() {
     sbx(["restart", &c.name]).run().success();
     assert_eq!(
         std::fs::read_to_string(p.join(".git/commondir")).expect("commondir"),
-        ".\n"
+        "./\n"
     );
 }
 
