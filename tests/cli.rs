@@ -2467,3 +2467,116 @@ fn corrupted_state_is_named_and_left_alone() {
     );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// A reader that goes away (`sandboxctl status | head -1`) ends a command as if it had
+/// read everything: no panic, no error, exit status the command's own (0 when it
+/// succeeded), and what the command changes is changed all the same. Each command that
+/// prints to stdout runs in one home with a pipe whose reader is gone before it starts,
+/// and in another with its output read; stderr, exit status and the files written must
+/// be the same, and the read one must print on stdout.
+///
+/// Not run here: `attach`, `run` and `exec` (what they show is the sandbox's, through
+/// podman, on a terminal for attach) and `worktree rm` (a running sandbox): the system
+/// tests run them on real podman and systemd. `proxy` and `notify` are daemons that
+/// print nothing on stdout; `secret list` and `image build` print what podman lists and
+/// inspects, and the fake podman here has no secret and no image. `logs` reads journald where it runs, so it is run here only on a
+/// host without it.
+#[test]
+fn a_closed_stdout_ends_every_command_quietly() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+        .to_string();
+    let cases = |home: &support::sandbox::Home| -> Vec<Vec<String>> {
+        let project = s(&home.mkdir("projects/acme"));
+        let man = s(&home.path().join("man"));
+        home.fake
+            .add_unit(&format!("sandboxctl-port-acme-{port}.socket"));
+        let mut cases: Vec<Vec<&str>> = vec![
+            vec!["--help"],
+            vec!["--version"],
+            vec!["help", "status"],
+            vec!["completions", "bash"],
+            vec!["completions", "zsh"],
+            vec!["completions", "fish"],
+            vec!["man", &man],
+            vec!["list"],
+            vec!["enable", "acme", "--agent", "shell", &project],
+            vec!["render", "acme"],
+            vec!["status"],
+            vec!["status", "acme"],
+            vec!["status", "acme", "--json"],
+            vec!["list"],
+            vec!["list", "--json"],
+            vec!["policy", "acme"],
+            vec!["allow", "acme", "example.org"],
+            vec!["deny", "acme", "example.org"],
+            vec!["secret", "set", "acme", "GH_TOKEN"],
+            vec!["secret", "rm", "acme", "GH_TOKEN"],
+            vec!["start", "acme"],
+            vec!["restart", "acme"],
+            vec!["sessions", "acme"],
+            vec!["port", "acme"],
+            vec!["port", "acme", "3000", "--host-port", &port],
+            vec!["port", "acme", "3000", "--rm"],
+            vec!["update", "--dry-run"],
+            vec!["update"],
+            vec![
+                "export", "acme", "--to", "kube", "--uid", "1000", "--gid", "1000",
+            ],
+            vec!["doctor"],
+            vec!["doctor", "--json"],
+            vec!["stop", "acme"],
+        ];
+        if !Path::new("/run/systemd/journal/socket").exists() {
+            cases.push(vec!["logs", "acme"]);
+        }
+        cases.push(vec!["disable", "acme"]);
+        cases
+            .into_iter()
+            .map(|c| c.into_iter().map(str::to_owned).collect())
+            .collect()
+    };
+    let closed_home = support::sandbox::Home::new();
+    let read_home = support::sandbox::Home::new();
+    let files = |home: &support::sandbox::Home| -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        let mut stack = vec![home.path().to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            for e in std::fs::read_dir(&dir).expect("read_dir").flatten() {
+                let p = e.path();
+                if p.is_dir() && !p.is_symlink() {
+                    stack.push(p.clone());
+                }
+                out.push(p.strip_prefix(home.path()).expect("prefix").to_owned());
+            }
+        }
+        out.retain(|p| !p.starts_with("fake-bin") && !p.starts_with(".cache"));
+        out.sort();
+        out
+    };
+    for (c, r) in cases(&closed_home).iter().zip(cases(&read_home)) {
+        let closed = closed_home
+            .sandboxctl(c)
+            .stdin_bytes(b"token\n")
+            .stdout_closed()
+            .run();
+        let read = read_home.sandboxctl(&r).stdin_bytes(b"token\n").run();
+        assert!(!read.stdout.is_empty(), "prints nothing on stdout:\n{read}");
+        // Doctor's status is its checks' verdict on this host: compared, not fixed.
+        if c[0] != "doctor" {
+            assert_eq!(read.code, Some(0), "{read}");
+        }
+        assert_eq!(closed.code, read.code, "{closed}");
+        let home_of =
+            |stderr: &str, home: &support::sandbox::Home| stderr.replace(&s(home.path()), "HOME");
+        assert_eq!(
+            home_of(&closed.stderr, &closed_home),
+            home_of(&read.stderr, &read_home),
+            "{closed}"
+        );
+        assert_eq!(files(&closed_home), files(&read_home), "after {c:?}");
+    }
+}

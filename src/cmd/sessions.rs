@@ -16,6 +16,7 @@ use serde::Serialize;
 use crate::client::ClientName;
 use crate::layout::Layout;
 use crate::notify::{self, Kind, SessionState};
+use crate::output::outln;
 use crate::settings::Settings;
 use crate::systemd::Systemd;
 
@@ -368,19 +369,21 @@ pub fn sessions(layout: &Layout, name: &str, json: bool) -> Result<()> {
     require_running(&client)?;
     let rows = list(&client, &settings)?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        outln!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
     }
     if rows.is_empty() {
-        println!("no sessions in {client}; `sandboxctl attach {client}` starts one");
+        outln!("no sessions in {client}; `sandboxctl attach {client}` starts one");
         return Ok(());
     }
-    println!(
+    outln!(
         "{:<20} {:<12} {:<18} WORKTREE",
-        "SESSION", "COMMAND", "STATE"
+        "SESSION",
+        "COMMAND",
+        "STATE"
     );
     for r in &rows {
-        println!(
+        outln!(
             "{:<20} {:<12} {:<18} {}",
             r.session,
             r.command,
@@ -518,7 +521,7 @@ pub fn worktree_rm(layout: &Layout, name: &str, worktree: &str, force: bool) -> 
         &format!("={worktree}"),
     ]);
     let ended = bounded_output(kill, EXEC_TIMEOUT).is_ok_and(|(s, _, _)| s.success());
-    println!(
+    outln!(
         "removed the worktree {worktree} of {client}{}; its branch {worktree} stays (`sandboxctl exec {client} -- git -C {project} branch -D {worktree}` deletes it)",
         if ended { " and ended its session" } else { "" }
     );
