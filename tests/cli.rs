@@ -1834,6 +1834,55 @@ fn update_names_an_unknown_client_and_handles_none() {
     );
 }
 
+/// `update` restarts clients, so it takes the change lock as `enable` and `disable` do:
+/// while another command holds it, `update` says it is waiting and goes no further
+/// until the lock is released. A dry run changes nothing and does not wait.
+#[test]
+fn update_waits_for_the_change_lock() {
+    use std::io::BufRead as _;
+    let sb = Sandbox::new();
+    let run = sb.dir.path().join("run");
+    std::fs::create_dir_all(&run).expect("mkdir");
+    // Another sandboxctl changing clients, as far as the lock can tell.
+    let held = std::fs::File::create(run.join("sandboxctl.lock")).expect("lock file");
+    held.lock().expect("take the lock");
+    let update = |args: &[&str]| {
+        sb.command(args)
+            .env("SANDBOXCTL_PODMAN", sb.fake_podman())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run sandboxctl")
+    };
+    let out = update(&["update", "--dry-run"])
+        .wait_with_output()
+        .expect("wait");
+    assert!(out.status.success(), "{out:?}");
+    assert!(out.stderr.is_empty(), "{out:?}");
+
+    let mut child = update(&["update"]);
+    let mut stderr = std::io::BufReader::new(child.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    stderr.read_line(&mut line).expect("read stderr");
+    assert!(
+        line.starts_with(
+            "sandboxctl: waiting for another sandboxctl command that is changing clients"
+        ),
+        "update did not wait for the lock: {line:?}"
+    );
+    assert!(
+        child.try_wait().expect("try_wait").is_none(),
+        "update ended while the lock was held"
+    );
+    drop(held);
+    let out = child.wait_with_output().expect("wait");
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("no clients"),
+        "{out:?}"
+    );
+}
+
 /// `[defaults]` in `~/.config/sandboxctl/config.toml` fill in the options a new client
 /// is not given; a given option beats them, a client that exists keeps its settings,
 /// and a bad file is one line naming it and the key.

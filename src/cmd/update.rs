@@ -28,6 +28,14 @@ const SETTLE: Duration = Duration::from_secs(10);
 const POLL: Duration = Duration::from_millis(500);
 
 pub fn update(layout: &Layout, names: &[String], dry_run: bool, force: bool) -> Result<()> {
+    // From reading the clients' settings to the last restarted client settled (or rolled
+    // back): one change at a time. A dry run changes nothing and, like `status`, waits
+    // for no one.
+    let _lock = if dry_run {
+        None
+    } else {
+        Some(crate::lock::ChangeLock::take(layout)?)
+    };
     let clients: Vec<(ClientName, Settings)> = if names.is_empty() {
         layout
             .list_clients()?
