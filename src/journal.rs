@@ -9,12 +9,18 @@
 //!
 //! Layout: `DATA/.journal/NNNN.json` (one entry each, written atomically after its
 //! saved bytes `NNNN.data`), so a log cut short by the kill is still a valid log.
+//!
+//! Recovery trusts a log only as far as a plan could have written it: every path it
+//! restores lies below sandboxctl's own directories or a client's projects or shared
+//! Claude config (as the client's settings name them), without `..`; a saved copy is
+//! the entry's own `NNNN.data` or its link next to the file. A log with any other
+//! entry is refused whole, before anything is undone.
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::client::ClientName;
@@ -217,9 +223,19 @@ pub fn recover_with(layout: &Layout, reload: &dyn Fn() -> Result<()>) -> Result<
         Ok(None) => return Ok(()),
         Err(e) => return Err(e.context(recover_hint(&dir))),
     };
+    let roots = Roots::of(layout);
+    for (name, entry) in &entries {
+        if let Err(why) = roots.check(name, entry) {
+            bail!(
+                "refusing to undo {}: {why}; nothing was undone: look at {}, remove it and run the command again",
+                dir.join(name).display(),
+                dir.display()
+            );
+        }
+    }
     let count = entries.len();
     let mut reloaded = false;
-    for entry in entries.into_iter().rev() {
+    for (_, entry) in entries.into_iter().rev() {
         match entry {
             Entry::Reload => reloaded = true,
             entry => undo(&dir, entry).with_context(|| recover_hint(&dir))?,
@@ -242,9 +258,9 @@ fn recover_hint(dir: &Path) -> String {
     )
 }
 
-/// The log's entries in order; `None` if there is no log. An entry whose JSON is not
-/// there yet was never started: the log ends before it.
-fn read_entries(dir: &Path) -> Result<Option<Vec<Entry>>> {
+/// The log's entries in order, with their file names; `None` if there is no log. An
+/// entry whose JSON is not there yet was never started: the log ends before it.
+fn read_entries(dir: &Path) -> Result<Option<Vec<(String, Entry)>>> {
     let list = match fs::read_dir(dir) {
         Ok(l) => l,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -264,9 +280,115 @@ fn read_entries(dir: &Path) -> Result<Option<Vec<Entry>>> {
         let bytes = fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
         let entry = serde_json::from_slice(&bytes)
             .with_context(|| format!("{} is not a journal entry", path.display()))?;
-        entries.push(entry);
+        entries.push((name, entry));
     }
     Ok(Some(entries))
+}
+
+/// Where a plan's entries may restore to.
+struct Roots {
+    /// sandboxctl's own directories: data, Quadlet units, user units, its binary copy.
+    own: Vec<PathBuf>,
+    /// The clients' projects (git pins) and shared Claude configs. A plan writes a
+    /// client's settings before these, and recovery restores the settings after them.
+    clients: Vec<PathBuf>,
+    clients_dir: PathBuf,
+}
+
+impl Roots {
+    fn of(layout: &Layout) -> Self {
+        let mut clients = Vec::new();
+        for client in layout.list_clients().unwrap_or_default() {
+            if let Ok(settings) = crate::settings::Settings::load_client(layout, &client) {
+                clients.extend(settings.projects);
+                clients.extend(settings.claude_config);
+            }
+        }
+        Self {
+            own: vec![
+                layout.data_dir.clone(),
+                layout.unit_dir.clone(),
+                layout.systemd_user_dir.clone(),
+                layout.libexec_dir.clone(),
+            ],
+            clients,
+            clients_dir: layout.clients_dir(),
+        }
+    }
+
+    /// Why entry `name` is not one a plan writes, if it is not.
+    fn check(&self, name: &str, entry: &Entry) -> Result<(), String> {
+        match entry {
+            Entry::Path { path, before } => {
+                self.below(path)?;
+                let Before::File { data, .. } = before else {
+                    return Ok(());
+                };
+                let n = name.trim_end_matches(".json");
+                let own = data == Path::new(&format!("{n}.data"))
+                    || path
+                        .parent()
+                        .is_some_and(|d| *data == d.join(format!("{LINK_PREFIX}{n}")));
+                if own {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "its saved copy of {} is {}, not a file of the undo log",
+                        path.display(),
+                        data.display()
+                    ))
+                }
+            }
+            Entry::Dirs { missing } => missing.iter().try_for_each(|d| {
+                // Creating a root creates its missing parents too.
+                if plain(d) && self.own.iter().any(|r| r.starts_with(d)) {
+                    Ok(())
+                } else {
+                    self.below(d)
+                }
+            }),
+            Entry::Tree { path } => {
+                let named = path.file_name().and_then(|n| n.to_str());
+                if plain(path)
+                    && path.parent() == Some(self.clients_dir.as_path())
+                    && named.is_some_and(|n| ClientName::parse(n).is_ok())
+                {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "{} is not a client's data directory",
+                        path.display()
+                    ))
+                }
+            }
+            Entry::Secret { client, name } => ClientName::parse(client)
+                .and_then(|_| crate::secrets::check_name(name))
+                .map_err(|e| format!("{e:#}")),
+            Entry::Reload => Ok(()),
+        }
+    }
+
+    /// `path` lies below one of the roots, without `..`.
+    fn below(&self, path: &Path) -> Result<(), String> {
+        let inside = |r: &PathBuf| path.starts_with(r) && path != r;
+        if plain(path) && self.own.iter().chain(&self.clients).any(inside) {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} is outside sandboxctl's directories and its clients' projects",
+                path.display()
+            ))
+        }
+    }
+}
+
+/// An absolute path without `.` or `..`.
+fn plain(path: &Path) -> bool {
+    use std::path::Component;
+    path.is_absolute()
+        && path
+            .components()
+            .all(|c| matches!(c, Component::RootDir | Component::Normal(_)))
 }
 
 fn undo(dir: &Path, entry: Entry) -> Result<()> {
@@ -388,7 +510,8 @@ mod tests {
     fn recovery_puts_back_files_links_and_directories() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let layout = Layout::under(tmp.path());
-        let work = tmp.path().join("work");
+        // Where a plan writes: a root recovery restores below.
+        let work = layout.clients_dir();
         fs::create_dir_all(work.join("old")).expect("mkdir");
         fs::write(work.join("kept"), "old bytes").expect("write");
         fs::set_permissions(work.join("kept"), fs::Permissions::from_mode(0o640)).expect("chmod");
@@ -454,5 +577,138 @@ mod tests {
         std::mem::forget(j);
         recover(&layout).expect("recover");
         assert!(!layout.data_dir.join(".journal").exists());
+    }
+
+    /// Writes entry `n` of a log by hand, as something other than a plan could.
+    fn write_entry(layout: &Layout, n: usize, entry: &Entry) {
+        let dir = journal_dir(layout);
+        fs::create_dir_all(&dir).expect("mkdir");
+        let text = serde_json::to_vec(entry).expect("encode");
+        fs::write(dir.join(format!("{n:04}.json")), text).expect("write");
+    }
+
+    /// A record that restores outside sandboxctl's directories and the clients' projects
+    /// (through `..` or an absolute path), or from a saved copy that is not the log's
+    /// own, refuses the whole log in one line naming it: nothing is undone, not even
+    /// the good record before it, and the log stays for the user to look at.
+    #[test]
+    fn a_record_outside_the_roots_is_refused_and_nothing_is_undone() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let layout = Layout::under(tmp.path());
+        let outside = tmp.path().join("outside");
+        let unit = layout.unit_dir.join("agent-acme.container");
+        let file = |data: PathBuf| Before::File { data, mode: 0o644 };
+        let cases = [
+            Entry::Path {
+                path: layout.data_dir.join("../outside/victim"),
+                before: Before::Absent,
+            },
+            Entry::Path {
+                path: outside.join("victim"),
+                before: file("0001.data".into()),
+            },
+            Entry::Path {
+                path: PathBuf::from("relative/victim"),
+                before: Before::Absent,
+            },
+            Entry::Path {
+                path: unit.clone(),
+                before: file("../../outside/victim".into()),
+            },
+            Entry::Path {
+                path: unit.clone(),
+                before: file(outside.join("victim")),
+            },
+            Entry::Path {
+                path: unit.clone(),
+                before: file(layout.unit_dir.join(format!("{LINK_PREFIX}0000"))),
+            },
+            Entry::Dirs {
+                missing: vec![layout.unit_dir.join("../../outside/empty")],
+            },
+            Entry::Dirs {
+                missing: vec![outside.join("empty")],
+            },
+            Entry::Tree {
+                path: outside.clone(),
+            },
+            Entry::Tree {
+                path: layout.clients_dir().join("../../outside"),
+            },
+            Entry::Tree {
+                path: layout.data_dir.clone(),
+            },
+        ];
+        for crafted in cases {
+            let shown = format!("{crafted:?}");
+            fs::create_dir_all(outside.join("empty")).expect("mkdir");
+            fs::write(outside.join("victim"), "precious").expect("write");
+            fs::create_dir_all(&layout.unit_dir).expect("mkdir");
+            fs::write(&unit, "the unit as the command left it").expect("write");
+            // A good record first: the unit did not exist before.
+            write_entry(
+                &layout,
+                0,
+                &Entry::Path {
+                    path: unit.clone(),
+                    before: Before::Absent,
+                },
+            );
+            write_entry(&layout, 1, &crafted);
+            fs::write(journal_dir(&layout).join("0001.data"), "planted").expect("write");
+
+            let err =
+                recover_with(&layout, &|| Ok(())).expect_err(&format!("recovery accepted {shown}"));
+            let msg = format!("{err:#}");
+            assert!(!msg.contains('\n'), "{msg}");
+            assert!(msg.contains("refusing to undo"), "{msg}");
+            assert!(msg.contains("0001.json"), "{msg}");
+            assert!(msg.contains("nothing was undone"), "{msg}");
+            assert_eq!(
+                fs::read_to_string(outside.join("victim")).expect("victim"),
+                "precious",
+                "{shown}"
+            );
+            assert!(outside.join("empty").is_dir(), "{shown}");
+            assert_eq!(
+                fs::read_to_string(&unit).expect("unit"),
+                "the unit as the command left it",
+                "{shown}"
+            );
+            assert!(pending(&layout), "{shown}");
+            fs::remove_dir_all(journal_dir(&layout)).expect("rm");
+        }
+    }
+
+    /// A client's projects are where its git pins are written: a record below one is
+    /// restored.
+    #[test]
+    fn a_record_in_a_clients_project_is_restored() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let layout = Layout::under(tmp.path());
+        let project = tmp.path().join("project");
+        fs::create_dir_all(project.join(".git")).expect("mkdir");
+        let client = ClientName::parse("acme").expect("name");
+        layout.create_client_dirs(&client).expect("dirs");
+        let settings = crate::settings::Settings {
+            projects: vec![project.clone()],
+            ..crate::settings::Settings::default()
+        };
+        settings
+            .save(&layout.settings_path(&client), &client)
+            .expect("save");
+        let pin = project.join(".git/commondir");
+        fs::write(&pin, ".\n").expect("write");
+        write_entry(
+            &layout,
+            0,
+            &Entry::Path {
+                path: pin.clone(),
+                before: Before::Absent,
+            },
+        );
+        recover_with(&layout, &|| Ok(())).expect("recover");
+        assert!(!pin.exists());
+        assert!(!pending(&layout));
     }
 }

@@ -22,6 +22,7 @@ pub mod logs;
 pub mod model;
 pub mod notify;
 pub mod options;
+pub mod output;
 pub mod package_hosts;
 pub mod plan;
 pub mod podman;
@@ -41,7 +42,8 @@ use std::process::ExitCode;
 use clap::Parser;
 
 /// Parses `args`, runs the command and maps the outcome to an exit code: 0 on success,
-/// 1 with `sandboxctl: <error chain>` on stderr on failure, 2 for usage errors.
+/// 1 with `sandboxctl: <error chain>` on stderr on failure, 2 for usage errors. A
+/// closed standard output changes neither (see `output`).
 pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     let args: Vec<OsString> = args.into_iter().collect();
     match completions::complete_if_asked(&args) {
@@ -64,7 +66,13 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         }
     };
     match cmd::dispatch(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => match output::failure() {
+            None => ExitCode::SUCCESS,
+            Some(why) => {
+                eprintln!("sandboxctl: {why}");
+                ExitCode::FAILURE
+            }
+        },
         Err(e) => {
             eprintln!("sandboxctl: {e:#}");
             ExitCode::FAILURE

@@ -1,5 +1,5 @@
 //! One change at a time: every command that changes a client (its settings, units,
-//! policy, secrets, port forwards) holds an exclusive lock on
+//! policy, secrets, port forwards, the image it runs) holds an exclusive lock on
 //! `$XDG_RUNTIME_DIR/sandboxctl.lock` (one per user, whatever the data directory;
 //! `~/.cache/sandboxctl/change.lock` without a runtime directory) while it
 //! reads what is there and writes what is new. Two such commands started together
@@ -8,7 +8,7 @@
 //! holder dies, however it dies, so a crashed command never blocks the next one —
 //! which then undoes what the crash left half-done (see `journal`).
 //!
-//! Reading commands (`status`, `list`, `logs`) take no lock.
+//! Reading commands (`status`, `list`, `logs`, `update --dry-run`) take no lock.
 
 use std::cell::Cell;
 use std::fs::File;

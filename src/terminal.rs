@@ -1,16 +1,20 @@
 //! Showing bytes a sandbox controls (its logs, its error output) on the user's terminal.
 //! A terminal acts on control characters: an agent that can print `ESC ] 52` writes the
-//! user's clipboard, others set the window title or clear the screen. Everything that
-//! prints container output outside tmux passes it through `sanitize`, which renders
-//! C0 and C1 controls and DEL as visible text, so they are seen and never obeyed.
+//! user's clipboard, others set the window title or clear the screen; the bidirectional
+//! controls (U+202E, RIGHT-TO-LEFT OVERRIDE, and its kin) reorder what is shown, so that
+//! a line reads otherwise than it is. Everything that prints container output outside
+//! tmux passes it through `sanitize`, which renders C0 and C1 controls, DEL and the
+//! bidirectional controls as visible text, so they are seen and never obeyed.
 
 use std::fmt::Write as _;
 use std::io::{BufRead, Write};
 
 /// One line of untrusted output made safe to print: tab is kept; other C0 controls and
 /// DEL become caret notation (`ESC` → `^[`, `DEL` → `^?`); C1 controls in UTF-8 form
-/// (U+0080–U+009F) become `<U+009B>`; bytes that are not UTF-8 become `\xNN`. A line
-/// break inside `line` is rendered too (`^J`): callers split lines themselves.
+/// (U+0080–U+009F) and the bidirectional controls (U+061C, U+200E, U+200F,
+/// U+202A–U+202E, U+2066–U+2069) become `<U+009B>`; bytes that are not UTF-8 become
+/// `\xNN`. A line break inside `line` is rendered too (`^J`): callers split lines
+/// themselves.
 pub fn sanitize(line: &[u8]) -> String {
     let mut out = String::with_capacity(line.len());
     for chunk in line.utf8_chunks() {
@@ -32,7 +36,7 @@ fn push_char(out: &mut String, c: char) {
             out.push(char::from(u8::try_from(n + 0x40).unwrap_or(b'?')));
         }
         0x7f => out.push_str("^?"),
-        n @ 0x80..=0x9f => {
+        n @ (0x80..=0x9f | 0x061c | 0x200e | 0x200f | 0x202a..=0x202e | 0x2066..=0x2069) => {
             let _ = write!(out, "<U+{n:04X}>");
         }
         _ => out.push(c),
@@ -111,6 +115,44 @@ mod tests {
             let got = sanitize(input);
             assert_eq!(&got, want, "input {input:?}");
             assert!(!got.chars().any(|c| c.is_control() && c != '\t'), "{got:?}");
+        }
+    }
+
+    /// Every bidirectional control: the embeddings and overrides, the isolates, and the
+    /// marks.
+    const BIDI: [char; 12] = [
+        '\u{202a}', '\u{202b}', '\u{202c}', '\u{202d}', '\u{202e}', '\u{2066}', '\u{2067}',
+        '\u{2068}', '\u{2069}', '\u{200e}', '\u{200f}', '\u{061c}',
+    ];
+
+    #[test]
+    fn bidirectional_controls_are_shown_not_obeyed() {
+        let table: &[(&str, &str)] = &[
+            // "Trojan Source": the override makes `txt.exe` read as `exe.txt`.
+            ("file\u{202e}txt.exe", "file<U+202E>txt.exe"),
+            ("\u{202a}lre\u{202c}", "<U+202A>lre<U+202C>"),
+            ("\u{202b}rle\u{202c}", "<U+202B>rle<U+202C>"),
+            ("\u{202d}lro\u{202c}", "<U+202D>lro<U+202C>"),
+            ("\u{2066}lri\u{2069}", "<U+2066>lri<U+2069>"),
+            ("\u{2067}rli\u{2069}", "<U+2067>rli<U+2069>"),
+            ("\u{2068}fsi\u{2069}", "<U+2068>fsi<U+2069>"),
+            ("mark\u{200e}\u{200f}", "mark<U+200E><U+200F>"),
+            ("arabic\u{061c}mark", "arabic<U+061C>mark"),
+            // Their neighbours are text: zero-width joiner, word joiner, an Arabic
+            // letter, superscript zero.
+            (
+                "\u{200d}\u{2060}\u{0627}\u{2070}",
+                "\u{200d}\u{2060}\u{0627}\u{2070}",
+            ),
+        ];
+        for (input, want) in table {
+            let got = sanitize(input.as_bytes());
+            assert_eq!(&got, want, "input {input:?}");
+            assert!(!got.contains(BIDI), "{got:?}");
+        }
+        for c in BIDI {
+            let got = sanitize(c.to_string().as_bytes());
+            assert_eq!(got, format!("<U+{:04X}>", u32::from(c)));
         }
     }
 

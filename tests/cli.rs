@@ -1834,6 +1834,55 @@ fn update_names_an_unknown_client_and_handles_none() {
     );
 }
 
+/// `update` restarts clients, so it takes the change lock as `enable` and `disable` do:
+/// while another command holds it, `update` says it is waiting and goes no further
+/// until the lock is released. A dry run changes nothing and does not wait.
+#[test]
+fn update_waits_for_the_change_lock() {
+    use std::io::BufRead as _;
+    let sb = Sandbox::new();
+    let run = sb.dir.path().join("run");
+    std::fs::create_dir_all(&run).expect("mkdir");
+    // Another sandboxctl changing clients, as far as the lock can tell.
+    let held = std::fs::File::create(run.join("sandboxctl.lock")).expect("lock file");
+    held.lock().expect("take the lock");
+    let update = |args: &[&str]| {
+        sb.command(args)
+            .env("SANDBOXCTL_PODMAN", sb.fake_podman())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run sandboxctl")
+    };
+    let out = update(&["update", "--dry-run"])
+        .wait_with_output()
+        .expect("wait");
+    assert!(out.status.success(), "{out:?}");
+    assert!(out.stderr.is_empty(), "{out:?}");
+
+    let mut child = update(&["update"]);
+    let mut stderr = std::io::BufReader::new(child.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    stderr.read_line(&mut line).expect("read stderr");
+    assert!(
+        line.starts_with(
+            "sandboxctl: waiting for another sandboxctl command that is changing clients"
+        ),
+        "update did not wait for the lock: {line:?}"
+    );
+    assert!(
+        child.try_wait().expect("try_wait").is_none(),
+        "update ended while the lock was held"
+    );
+    drop(held);
+    let out = child.wait_with_output().expect("wait");
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("no clients"),
+        "{out:?}"
+    );
+}
+
 /// `[defaults]` in `~/.config/sandboxctl/config.toml` fill in the options a new client
 /// is not given; a given option beats them, a client that exists keeps its settings,
 /// and a bad file is one line naming it and the key.
@@ -2466,4 +2515,117 @@ fn corrupted_state_is_named_and_left_alone() {
         cases.len() + 1 - failures.len()
     );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// A reader that goes away (`sandboxctl status | head -1`) ends a command as if it had
+/// read everything: no panic, no error, exit status the command's own (0 when it
+/// succeeded), and what the command changes is changed all the same. Each command that
+/// prints to stdout runs in one home with a pipe whose reader is gone before it starts,
+/// and in another with its output read; stderr, exit status and the files written must
+/// be the same, and the read one must print on stdout.
+///
+/// Not run here: `attach`, `run` and `exec` (what they show is the sandbox's, through
+/// podman, on a terminal for attach) and `worktree rm` (a running sandbox): the system
+/// tests run them on real podman and systemd. `proxy` and `notify` are daemons that
+/// print nothing on stdout; `secret list` and `image build` print what podman lists and
+/// inspects, and the fake podman here has no secret and no image. `logs` reads journald where it runs, so it is run here only on a
+/// host without it.
+#[test]
+fn a_closed_stdout_ends_every_command_quietly() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+        .to_string();
+    let cases = |home: &support::sandbox::Home| -> Vec<Vec<String>> {
+        let project = s(&home.mkdir("projects/acme"));
+        let man = s(&home.path().join("man"));
+        home.fake
+            .add_unit(&format!("sandboxctl-port-acme-{port}.socket"));
+        let mut cases: Vec<Vec<&str>> = vec![
+            vec!["--help"],
+            vec!["--version"],
+            vec!["help", "status"],
+            vec!["completions", "bash"],
+            vec!["completions", "zsh"],
+            vec!["completions", "fish"],
+            vec!["man", &man],
+            vec!["list"],
+            vec!["enable", "acme", "--agent", "shell", &project],
+            vec!["render", "acme"],
+            vec!["status"],
+            vec!["status", "acme"],
+            vec!["status", "acme", "--json"],
+            vec!["list"],
+            vec!["list", "--json"],
+            vec!["policy", "acme"],
+            vec!["allow", "acme", "example.org"],
+            vec!["deny", "acme", "example.org"],
+            vec!["secret", "set", "acme", "GH_TOKEN"],
+            vec!["secret", "rm", "acme", "GH_TOKEN"],
+            vec!["start", "acme"],
+            vec!["restart", "acme"],
+            vec!["sessions", "acme"],
+            vec!["port", "acme"],
+            vec!["port", "acme", "3000", "--host-port", &port],
+            vec!["port", "acme", "3000", "--rm"],
+            vec!["update", "--dry-run"],
+            vec!["update"],
+            vec![
+                "export", "acme", "--to", "kube", "--uid", "1000", "--gid", "1000",
+            ],
+            vec!["doctor"],
+            vec!["doctor", "--json"],
+            vec!["stop", "acme"],
+        ];
+        if !Path::new("/run/systemd/journal/socket").exists() {
+            cases.push(vec!["logs", "acme"]);
+        }
+        cases.push(vec!["disable", "acme"]);
+        cases
+            .into_iter()
+            .map(|c| c.into_iter().map(str::to_owned).collect())
+            .collect()
+    };
+    let closed_home = support::sandbox::Home::new();
+    let read_home = support::sandbox::Home::new();
+    let files = |home: &support::sandbox::Home| -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        let mut stack = vec![home.path().to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            for e in std::fs::read_dir(&dir).expect("read_dir").flatten() {
+                let p = e.path();
+                if p.is_dir() && !p.is_symlink() {
+                    stack.push(p.clone());
+                }
+                out.push(p.strip_prefix(home.path()).expect("prefix").to_owned());
+            }
+        }
+        out.retain(|p| !p.starts_with("fake-bin") && !p.starts_with(".cache"));
+        out.sort();
+        out
+    };
+    for (c, r) in cases(&closed_home).iter().zip(cases(&read_home)) {
+        let closed = closed_home
+            .sandboxctl(c)
+            .stdin_bytes(b"token\n")
+            .stdout_closed()
+            .run();
+        let read = read_home.sandboxctl(&r).stdin_bytes(b"token\n").run();
+        assert!(!read.stdout.is_empty(), "prints nothing on stdout:\n{read}");
+        // Doctor's status is its checks' verdict on this host: compared, not fixed.
+        if c[0] != "doctor" {
+            assert_eq!(read.code, Some(0), "{read}");
+        }
+        assert_eq!(closed.code, read.code, "{closed}");
+        let home_of =
+            |stderr: &str, home: &support::sandbox::Home| stderr.replace(&s(home.path()), "HOME");
+        assert_eq!(
+            home_of(&closed.stderr, &closed_home),
+            home_of(&read.stderr, &read_home),
+            "{closed}"
+        );
+        assert_eq!(files(&closed_home), files(&read_home), "after {c:?}");
+    }
 }

@@ -4,6 +4,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::client::ClientName;
 use crate::layout::Layout;
+use crate::output::outln;
 use crate::settings::Settings;
 use crate::systemd::Systemd;
 
@@ -85,9 +86,9 @@ pub fn disable(layout: &Layout, name: &str, purge: bool) -> Result<()> {
         .map(|p| p.display().to_string())
         .collect();
     if removed.is_empty() {
-        println!("disabled {client}: stopped {unit}");
+        outln!("disabled {client}: stopped {unit}");
     } else {
-        println!(
+        outln!(
             "disabled {client}: stopped {unit}, removed {}",
             removed.join(", ")
         );
@@ -96,17 +97,17 @@ pub fn disable(layout: &Layout, name: &str, purge: bool) -> Result<()> {
         let removed = crate::secrets::remove_all(&client)?;
         crate::fault::checkpoint();
         if !removed.is_empty() {
-            println!("purged {client}'s secrets: {}", removed.join(", "));
+            outln!("purged {client}'s secrets: {}", removed.join(", "));
         }
         if client_dir.exists() {
             crate::layout::remove_client_tree(&client_dir)?;
-            println!(
+            outln!(
                 "purged {client}: deleted {} (home, agent config, credentials, history and settings)",
                 client_dir.display()
             );
         }
     } else if client_dir.exists() {
-        println!(
+        outln!(
             "kept {client}'s data in {}; `sandboxctl disable {client} --purge` deletes it",
             client_dir.display()
         );

@@ -7,6 +7,7 @@ use anyhow::{Result, bail};
 use crate::doctor::{self, Checks, Report, User};
 use crate::host::HostProfile;
 use crate::layout::Layout;
+use crate::output::outln;
 use crate::settings::{NetworkMode, Settings};
 use crate::systemd::Verb;
 
@@ -73,9 +74,9 @@ pub fn doctor(layout: &Layout, live: Option<&str>, json: bool) -> Result<()> {
     }
 
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        println!("{report}");
+        outln!("{report}");
     }
     if report.failed > 0 {
         bail!(

@@ -11,6 +11,7 @@ use crate::client::ClientName;
 use crate::host::{HostProfile, TemplateUnits, UnitTarget};
 use crate::layout::Layout;
 use crate::options::{self, Request};
+use crate::output::outln;
 use crate::plan::{Applied, Plan, Touch, Undo, keep_files, missing_dirs, remove_dirs};
 use crate::render::{self, Sandbox};
 use crate::settings::{Agent, NetworkMode, Settings};
@@ -297,7 +298,7 @@ fn client_files<'a>(
                 &policy,
                 &super::network::default_policy(&p.settings)?,
             )?;
-            println!(
+            outln!(
                 "network of {client}: allowlist, policy {} (`sandboxctl allow {client} HOST` adds hosts)",
                 policy.display()
             );
@@ -347,7 +348,7 @@ fn unit_effects<'a>(plan: &mut Plan<'a>, layout: &'a Layout, p: &'a Planned) -> 
     if let Some(stale) = &p.stale_unit {
         plan.remove_file(stale.clone());
         plan.step("say which unit replaced which", move || {
-            println!(
+            outln!(
                 "removed {} (this host now gets {})",
                 stale.display(),
                 p.unit.path.display()
@@ -446,7 +447,7 @@ fn client_agent<'a>(plan: &mut Plan<'a>, layout: &'a Layout, p: &'a Planned) {
                     if line.starts_with("warning:") {
                         eprintln!("{line}");
                     } else {
-                        println!("{line}");
+                        outln!("{line}");
                     }
                 }
                 Ok(Applied::undo(undo))
@@ -469,7 +470,7 @@ fn client_agent<'a>(plan: &mut Plan<'a>, layout: &'a Layout, p: &'a Planned) {
             secrets::store(client, name, value)?;
             secrets::store_for_proxy(layout, client, name, value)?;
             let secret = secrets::podman_name(client, name);
-            println!(
+            outln!(
                 "stored {name} from the environment as Podman secret {secret} (not in any file sandboxctl writes)"
             );
             Ok(Applied::undo(Undo::new(
@@ -812,7 +813,7 @@ impl Written {
                 eprintln!("{w}");
             }
             let client = &p.client;
-            println!(
+            outln!(
                 "enabled {client}: {} ({} agent, network {}, autonomy {})",
                 p.unit.path.display(),
                 p.settings.agent,
@@ -820,14 +821,14 @@ impl Written {
                 p.settings.autonomy
             );
             if *running && p.changed && !now {
-                println!(
+                outln!(
                     "{0} is running the previous settings; `sandboxctl restart {0}` applies them (the agent restarts)",
                     p.client
                 );
             }
         }
         if let Some(line) = linger_note(&self.host, Path::new(LINGER_DIR)) {
-            println!("{line}");
+            outln!("{line}");
         }
     }
 
@@ -838,14 +839,14 @@ impl Written {
         let verb = if !self.running[i] {
             Verb::Start
         } else if p.changed {
-            println!(
+            outln!(
                 "restarting {} with the new settings ({})",
                 p.client,
                 what_changed(p.previous.as_ref(), &p.settings)
             );
             Verb::Restart
         } else if started_before(&p.client, &p.unit.path) {
-            println!(
+            outln!(
                 "restarting {} with the new settings (its unit was written after it started)",
                 p.client
             );
@@ -929,7 +930,7 @@ pub fn enable_clients(
             written.start_or_restart(i)?;
         }
     } else if let [p] = written.planned.as_slice() {
-        println!(
+        outln!(
             "start it with `sandboxctl start {0}` or `systemctl --user start {1}`",
             p.client,
             p.client.container_name()
@@ -1000,7 +1001,7 @@ pub fn render(layout: &Layout, args: &EnableArgs) -> Result<()> {
             UnitTarget::Plain { why } => format!("a plain systemd service ({why})"),
         };
         eprintln!("{}: {target}", p.unit.path.display());
-        print!("{}", p.unit.text);
+        crate::output::print(format_args!("{}", p.unit.text));
     }
     Ok(())
 }
@@ -1012,7 +1013,7 @@ pub fn run(layout: &Layout, args: &RunArgs) -> Result<()> {
         return super::attach::attach(layout, client.as_str(), "main");
     }
     if args.resume {
-        println!("{client} does not exist yet: creating and starting it");
+        outln!("{client} does not exist yet: creating and starting it");
     }
     let network = if args.no_network {
         Some(NetworkMode::None)
@@ -1070,7 +1071,7 @@ fn run_projects(
         // Refused for another reason: the error comes from `enable` as usual.
         Err(_) if try_with(&[]).is_err() => Ok(Vec::new()),
         Err(e) => {
-            println!("{client} runs without the current directory as its project: {e:#}");
+            outln!("{client} runs without the current directory as its project: {e:#}");
             Ok(Vec::new())
         }
     }
@@ -1116,7 +1117,7 @@ fn firewall_bundles(layout: &Layout, client: &ClientName, settings: &Settings) -
             format!("@{b} ({})", hosts.join(", "))
         })
         .collect();
-    println!(
+    outln!(
         "firewall for {client}: network allowlist with {}",
         crate::terminal::sanitize(shown.join(", ").as_bytes())
     );

@@ -76,9 +76,7 @@ pub fn export(layout: &Layout, args: &ExportArgs) -> Result<()> {
                 .with_context(|| format!("cannot write {}", path.display()))?;
             eprintln!("{client}: wrote {}", path.display());
         }
-        None => std::io::stdout()
-            .write_all(export.text.as_bytes())
-            .context("cannot write to standard output")?,
+        None => crate::output::ended(std::io::stdout().write_all(export.text.as_bytes()))?,
     }
     Ok(())
 }

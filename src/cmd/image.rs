@@ -4,6 +4,7 @@ use anyhow::Result;
 
 use crate::cli::{AgentVersions, ImageCommand};
 use crate::image::{self, BuildOptions};
+use crate::output::outln;
 
 pub fn image(cmd: ImageCommand) -> Result<()> {
     match cmd {
@@ -35,7 +36,7 @@ pub fn image(cmd: ImageCommand) -> Result<()> {
                     found.push(format!("{name} {v}"));
                     build_args.push((arg.to_owned(), v));
                 }
-                println!("newest on npm: {}", found.join(", "));
+                outln!("newest on npm: {}", found.join(", "));
             }
             // What the tag held before, to say what changed.
             let before = image::inspect(&tag).ok();
@@ -45,10 +46,10 @@ pub fn image(cmd: ImageCommand) -> Result<()> {
                 ca_certs,
                 build_args,
             })?;
-            println!("{summary}");
+            outln!("{summary}");
             if let Some(old) = before {
                 for line in image::changes(&old, &summary) {
-                    println!("{line}");
+                    outln!("{line}");
                 }
             }
             Ok(())

@@ -4,6 +4,7 @@ use anyhow::{Result, anyhow};
 
 use crate::client::ClientName;
 use crate::layout::Layout;
+use crate::output::outln;
 use crate::settings::Settings;
 use crate::systemd::{START_LIMIT_HIT, ServiceOutcome, Systemd, SystemdError, Verb};
 
@@ -68,7 +69,7 @@ pub fn run_job(
                 Verb::Stop => "stopped",
                 Verb::Restart => "restarted",
             };
-            println!("{done} {client} ({unit})");
+            outln!("{done} {client} ({unit})");
             Ok(())
         }
         Err(e) => Err(explain(e, client, systemd)),

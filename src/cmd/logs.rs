@@ -7,6 +7,7 @@ use std::process::{Command, Stdio};
 use anyhow::{Context, Result, bail};
 
 use crate::layout::Layout;
+use crate::output::outln;
 
 pub fn logs(layout: &Layout, name: &str, network: bool, follow: bool, lines: usize) -> Result<()> {
     let (client, _) = super::known_client(layout, name)?;
@@ -30,7 +31,7 @@ pub fn logs(layout: &Layout, name: &str, network: bool, follow: bool, lines: usi
             bail!("XDG_RUNTIME_DIR is not set, so the proxy's log file cannot be found");
         };
         if !file.exists() {
-            println!(
+            outln!(
                 "{client}'s proxy has logged nothing yet ({})",
                 file.display()
             );
@@ -50,15 +51,15 @@ pub fn logs(layout: &Layout, name: &str, network: bool, follow: bool, lines: usi
         bail!("XDG_RUNTIME_DIR is not set, so the unit's log file cannot be found");
     };
     if file.exists() {
-        println!(
+        outln!(
             "==> {} (unit) <==",
             crate::terminal::sanitize(file.as_os_str().as_encoded_bytes())
         );
         for l in crate::logs::last_lines(&client, lines) {
-            println!("{l}");
+            outln!("{l}");
         }
     }
-    println!(
+    outln!(
         "==> podman logs {} (container) <==",
         client.container_name()
     );

@@ -16,11 +16,14 @@ mod sessions;
 mod status;
 mod update;
 
+use std::io::Write as _;
+
 use anyhow::Result;
 
 use crate::cli::{Cli, Command};
 use crate::client::ClientName;
 use crate::layout::Layout;
+use crate::output::outln;
 use crate::settings::Settings;
 
 /// Runs a parsed command line.
@@ -28,11 +31,13 @@ pub fn dispatch(cli: Cli) -> Result<()> {
     // These need no home or data directory (the package build runs them).
     match &cli.command {
         Command::Completions { shell } => {
-            return crate::completions::script(*shell, &mut std::io::stdout().lock());
+            let mut script = Vec::new();
+            crate::completions::script(*shell, &mut script)?;
+            return crate::output::ended(std::io::stdout().lock().write_all(&script));
         }
         Command::Man { dir } => {
             let n = crate::completions::write_man_pages(dir)?;
-            println!("wrote {n} man pages into {}", dir.display());
+            outln!("wrote {n} man pages into {}", dir.display());
             return Ok(());
         }
         _ => {}

@@ -6,6 +6,7 @@ use anyhow::{Result, bail};
 use crate::cli::ProxyArgs;
 use crate::client::ClientName;
 use crate::layout::Layout;
+use crate::output::outln;
 use crate::proxy::policy::{self, EditReport};
 use crate::proxy::{self, Listen, ProxyOptions};
 use crate::settings::{NetworkMode, Settings};
@@ -20,7 +21,7 @@ pub fn allow(layout: &Layout, name: &str, hosts: &[String], private: bool) -> Re
             policy::create(&path, &default_policy(&settings)?)?;
         }
         policy::set_packages(&path, &found)?;
-        println!("packages bundle for {client}: {}", found.join(", "));
+        outln!("packages bundle for {client}: {}", found.join(", "));
         // The image names these hosts, not the user: a broad one warns just as
         // `allow HOST` does.
         for w in found
@@ -56,18 +57,18 @@ pub fn deny(layout: &Layout, name: &str, hosts: &[String]) -> Result<()> {
 pub fn policy(layout: &Layout, name: &str) -> Result<()> {
     let (client, settings) = super::known_client(layout, name)?;
     let path = layout.policy_path(&client);
-    println!(
+    outln!(
         "Network of {client}: {} (policy {})",
         settings.network,
         path.display()
     );
     if !path.exists() {
-        println!("no policy file: the proxy refuses every connection");
+        outln!("no policy file: the proxy refuses every connection");
         return Ok(());
     }
     match policy::load(&path) {
-        Ok(p) => print!("{}", policy::render_summary(&p)),
-        Err(e) => println!("the policy is invalid, so the proxy refuses every connection: {e:#}"),
+        Ok(p) => crate::output::print(format_args!("{}", policy::render_summary(&p))),
+        Err(e) => outln!("the policy is invalid, so the proxy refuses every connection: {e:#}"),
     }
     Ok(())
 }
@@ -151,19 +152,19 @@ fn print_report(client: &ClientName, verb: &str, r: &EditReport) {
         eprintln!("warning: {w}");
     }
     if !r.added.is_empty() {
-        println!("{verb} for {client}: {}", r.added.join(", "));
+        outln!("{verb} for {client}: {}", r.added.join(", "));
     }
     if !r.unchanged.is_empty() {
-        println!("already {verb}: {}", r.unchanged.join(", "));
+        outln!("already {verb}: {}", r.unchanged.join(", "));
     }
     if !r.removed.is_empty() {
-        println!("removed: {}", r.removed.join(", "));
+        outln!("removed: {}", r.removed.join(", "));
     }
 }
 
 fn note_mode(client: &ClientName, settings: &Settings) {
     if settings.network != NetworkMode::Allowlist {
-        println!(
+        outln!(
             "note: {client}'s network is {}; the policy applies after `sandboxctl enable {client} --network allowlist`",
             settings.network
         );

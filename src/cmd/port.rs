@@ -13,6 +13,7 @@ use crate::cli::PortArgs;
 use crate::client::ClientName;
 use crate::host::HostProfile;
 use crate::layout::Layout;
+use crate::output::outln;
 use crate::plan::{Applied, Plan, Undo, missing_dirs, remove_dirs};
 use crate::ports::{self, MIN_HOST_PORT, PortForward};
 use crate::settings::Settings;
@@ -114,13 +115,13 @@ pub(super) fn describe(client: &ClientName, p: &PortStatus) -> String {
 
 fn list(client: &ClientName, settings: &Settings) -> Result<()> {
     if settings.ports.is_empty() {
-        println!("{client} has no port forwards; `sandboxctl port {client} 3000` adds one");
+        outln!("{client} has no port forwards; `sandboxctl port {client} 3000` adds one");
         return Ok(());
     }
     let systemd = Systemd::connect_user()?;
     let rows = statuses(&systemd, &[(client, &settings.ports)])?;
     for p in rows.iter().flatten() {
-        println!("{}", describe(client, p));
+        outln!("{}", describe(client, p));
     }
     Ok(())
 }
@@ -213,7 +214,7 @@ fn add(
     } else {
         "until logout or reboot; --persist keeps it"
     };
-    println!(
+    outln!(
         "forwarding 127.0.0.1:{} on the host to port {} in {client}'s sandbox ({kept}; units in {})",
         fwd.host,
         fwd.container,
@@ -358,9 +359,10 @@ fn remove(
         systemd.reset_failed(socket)?;
     }
     for f in &gone {
-        println!(
+        outln!(
             "removed the forward 127.0.0.1:{} → port {} of {client}",
-            f.host, f.container
+            f.host,
+            f.container
         );
     }
     Ok(())

@@ -7,6 +7,7 @@ use anyhow::{Context, Result, bail};
 use crate::cli::{SandboxOptions, SecretCommand};
 use crate::layout::Layout;
 use crate::options::Request;
+use crate::output::outln;
 use crate::secrets;
 
 /// Largest value accepted on stdin; API keys and tokens are far smaller.
@@ -35,7 +36,7 @@ pub fn secret(layout: &Layout, cmd: SecretCommand) -> Result<()> {
                 settings.secrets.push(name.clone());
                 settings.save(&layout.settings_path(&client), &client)?;
             }
-            println!(
+            outln!(
                 "stored {name} for {client} as Podman secret {}",
                 secrets::podman_name(&client, &name)
             );
@@ -44,7 +45,7 @@ pub fn secret(layout: &Layout, cmd: SecretCommand) -> Result<()> {
         SecretCommand::List { client } => {
             let (client, _) = super::known_client_with_podman(layout, &client)?;
             for name in secrets::list(&client)? {
-                println!("{name}");
+                outln!("{name}");
             }
             Ok(())
         }
@@ -56,7 +57,7 @@ pub fn secret(layout: &Layout, cmd: SecretCommand) -> Result<()> {
             secrets::remove_for_proxy(layout, &client, &name)?;
             settings.secrets.retain(|s| s != &name);
             settings.save(&layout.settings_path(&client), &client)?;
-            println!("removed {name} from {client}");
+            outln!("removed {name} from {client}");
             update_unit(layout, &client)
         }
     }

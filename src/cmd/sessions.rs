@@ -16,6 +16,7 @@ use serde::Serialize;
 use crate::client::ClientName;
 use crate::layout::Layout;
 use crate::notify::{self, Kind, SessionState};
+use crate::output::outln;
 use crate::settings::Settings;
 use crate::systemd::Systemd;
 
@@ -382,16 +383,18 @@ pub fn sessions(layout: &Layout, name: &str, json: bool) -> Result<()> {
     require_running(&client)?;
     let rows = list(layout, &client, &settings)?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        outln!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
     }
     if rows.is_empty() {
-        println!("no sessions in {client}; `sandboxctl attach {client}` starts one");
+        outln!("no sessions in {client}; `sandboxctl attach {client}` starts one");
         return Ok(());
     }
-    println!(
+    outln!(
         "{:<20} {:<12} {:<18} WORKTREE",
-        "SESSION", "COMMAND", "STATE"
+        "SESSION",
+        "COMMAND",
+        "STATE"
     );
     for r in &rows {
         let host_git = match r.host_git_pinned {
@@ -401,7 +404,7 @@ pub fn sessions(layout: &Layout, name: &str, json: bool) -> Result<()> {
             ),
             None => String::new(),
         };
-        println!(
+        outln!(
             "{:<20} {:<12} {:<18} {}{host_git}",
             r.session,
             r.command,
@@ -576,7 +579,7 @@ pub fn worktree_rm(layout: &Layout, name: &str, worktree: &str, force: bool) -> 
         &format!("={worktree}"),
     ]);
     let ended = bounded_output(kill, EXEC_TIMEOUT).is_ok_and(|(s, _, _)| s.success());
-    println!(
+    outln!(
         "removed the worktree {worktree} of {client}{}; its branch {worktree} stays (`sandboxctl exec {client} -- git -C {project} branch -D {worktree}` deletes it)",
         if ended { " and ended its session" } else { "" }
     );

@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use crate::client::ClientName;
 use crate::layout::Layout;
+use crate::output::outln;
 use crate::settings::Settings;
 use crate::systemd::{ServiceOutcome, Systemd};
 
@@ -146,19 +147,25 @@ pub fn status(layout: &Layout, name: Option<&str>, json: bool) -> Result<()> {
         } else {
             serde_json::to_string_pretty(&rows)?
         };
-        println!("{text}");
+        outln!("{text}");
         return Ok(());
     }
     if rows.is_empty() {
-        println!("no clients; create one with `sandboxctl enable CLIENT [PROJECT_DIR…]`");
+        outln!("no clients; create one with `sandboxctl enable CLIENT [PROJECT_DIR…]`");
         return Ok(());
     }
-    println!(
+    outln!(
         "{:<24} {:<10} {:<10} {:<7} {:<9} {:<8} {:<6} PROJECTS",
-        "CLIENT", "STATE", "SUB", "AGENT", "NETWORK", "AUTONOMY", "NOTIFY"
+        "CLIENT",
+        "STATE",
+        "SUB",
+        "AGENT",
+        "NETWORK",
+        "AUTONOMY",
+        "NOTIFY"
     );
     for r in &rows {
-        println!(
+        outln!(
             "{:<24} {:<10} {:<10} {:<7} {:<9} {:<8} {:<6} {}",
             r.client,
             r.active_state,
@@ -172,25 +179,25 @@ pub fn status(layout: &Layout, name: Option<&str>, json: bool) -> Result<()> {
     }
     for ((c, _), r) in clients.iter().zip(&rows) {
         for p in &r.ports {
-            println!("{c}: port {}", super::port::describe(c, p));
+            outln!("{c}: port {}", super::port::describe(c, p));
         }
         print_limits(c, &r.limits);
         print_image(c, r.image_state.as_ref());
         if r.image_missing == Some(true) {
-            println!(
+            outln!(
                 "{c}: image {} is not in Podman's store, so the sandbox cannot start: build it \
                  (`sandboxctl image build --tag {0}`) or pull it (`podman pull {0}`)",
                 r.image
             );
         }
         if let Some(st) = &r.storage_full {
-            println!(
+            outln!(
                 "{c}: {}, so the sandbox cannot start: {}, then `sandboxctl start {c}`",
                 st.full_in_words(),
                 crate::podman::STORAGE_FIX
             );
         }
-        r.api_key.iter().for_each(|k| println!("{c}: API key: {k}"));
+        r.api_key.iter().for_each(|k| outln!("{c}: API key: {k}"));
         if let Some(f) = &r.failure {
             let words =
                 super::lifecycle::stopped_by_start_limit(c, &r.unit, f).unwrap_or_else(|| {
@@ -199,7 +206,7 @@ pub fn status(layout: &Layout, name: Option<&str>, json: bool) -> Result<()> {
                         r.unit, f.result
                     )
                 });
-            println!("{words}");
+            outln!("{words}");
         }
     }
     Ok(())
@@ -210,7 +217,7 @@ pub fn status(layout: &Layout, name: Option<&str>, json: bool) -> Result<()> {
 fn print_image(c: &ClientName, state: Option<&crate::image::ImageState>) {
     let Some(i) = state else { return };
     let short = i.id.get(..19).unwrap_or(&i.id);
-    println!(
+    outln!(
         "{c}: image {short}, Claude Code {}, Codex {}{}",
         i.claude_version,
         i.codex_version,
@@ -235,7 +242,7 @@ fn print_limits(c: &ClientName, l: &crate::limits::Limits) {
         parts.push(format!("pids {p}"));
     }
     if !parts.is_empty() {
-        println!("{c}: limits {}", parts.join(", "));
+        outln!("{c}: limits {}", parts.join(", "));
     }
 }
 

@@ -17,6 +17,7 @@ use anyhow::{Result, bail};
 use crate::client::ClientName;
 use crate::image::{self, ImageState};
 use crate::layout::Layout;
+use crate::output::outln;
 use crate::settings::Settings;
 use crate::systemd::{Systemd, Verb};
 
@@ -27,6 +28,14 @@ const SETTLE: Duration = Duration::from_secs(10);
 const POLL: Duration = Duration::from_millis(500);
 
 pub fn update(layout: &Layout, names: &[String], dry_run: bool, force: bool) -> Result<()> {
+    // From reading the clients' settings to the last restarted client settled (or rolled
+    // back): one change at a time. A dry run changes nothing and, like `status`, waits
+    // for no one.
+    let _lock = if dry_run {
+        None
+    } else {
+        Some(crate::lock::ChangeLock::take(layout)?)
+    };
     let clients: Vec<(ClientName, Settings)> = if names.is_empty() {
         layout
             .list_clients()?
@@ -41,7 +50,7 @@ pub fn update(layout: &Layout, names: &[String], dry_run: bool, force: bool) -> 
     };
     super::require_podman(layout)?;
     if clients.is_empty() {
-        println!("no clients; create one with `sandboxctl enable CLIENT [PROJECT_DIR…]`");
+        outln!("no clients; create one with `sandboxctl enable CLIENT [PROJECT_DIR…]`");
         return Ok(());
     }
     let systemd = Systemd::connect_user()?;
@@ -55,7 +64,7 @@ pub fn update(layout: &Layout, names: &[String], dry_run: bool, force: bool) -> 
         }
     }
     if !skipped.is_empty() {
-        println!(
+        outln!(
             "skipped (busy): {}; `sandboxctl update --force {}` restarts them anyway",
             skipped.join(", "),
             skipped.join(" ")
@@ -91,7 +100,7 @@ fn update_one(
         None
     };
     let Some(old_id) = running else {
-        println!(
+        outln!(
             "{client}: not running; its next start runs {}",
             settings.image
         );
@@ -104,7 +113,7 @@ fn update_one(
         );
     };
     if new.id == old_id {
-        println!("{client}: up to date ({})", image::short_id(&new.id));
+        outln!("{client}: up to date ({})", image::short_id(&new.id));
         return Ok(Outcome::Done);
     }
     let old = image::inspect_image(&old_id);
@@ -115,18 +124,18 @@ fn update_one(
             Some(why) if !force => format!("; busy ({why}): skipped without --force"),
             _ => String::new(),
         };
-        println!("{client}: would restart: {change}{note}");
+        outln!("{client}: would restart: {change}{note}");
         return Ok(Outcome::Done);
     }
     if let Some(why) = busy {
         if !force {
-            println!(
+            outln!(
                 "{client}: skipped: busy ({why}); it still runs {}",
                 image::short_id(&old_id)
             );
             return Ok(Outcome::Skipped);
         }
-        println!("{client}: busy ({why}); restarting anyway (--force)");
+        outln!("{client}: busy ({why}); restarting anyway (--force)");
     }
     // Podman takes a bare ID, not `sha256:…`, where it also takes a name.
     let old_ref = old_id.trim_start_matches("sha256:");
@@ -135,13 +144,13 @@ fn update_one(
     }
     let failed = match restart_and_watch(layout, systemd, client, settings, &new.id) {
         Ok(()) => {
-            println!("{client}: updated: {change}");
+            outln!("{client}: updated: {change}");
             return Ok(Outcome::Done);
         }
         Err(why) => why,
     };
     // Roll back: the client's name points at the old image again.
-    println!(
+    outln!(
         "{client}: the new image did not come up; rolling back to {}",
         image::short_id(&old_id)
     );

@@ -244,7 +244,9 @@ impl Home {
             .env("SANDBOXCTL_QUADLET", &self.quadlet)
             .env("SANDBOXCTL_PODMAN", self.path().join("fake-bin/podman"))
             .current_dir(self.path())
-            .stdin(Stdio::null());
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         Cmd { cmd, input: None }
     }
 }
@@ -282,6 +284,16 @@ impl Cmd {
         self
     }
 
+    /// Gives the child a stdout whose reader is gone before it starts, as `sandboxctl …
+    /// | head -0` has once head exited: every write to it fails with EPIPE.
+    #[allow(dead_code)] // used by tests/cli.rs, not by every test binary
+    pub fn stdout_closed(mut self) -> Self {
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        self.cmd.stdout(writer);
+        self
+    }
+
     pub fn run(mut self) -> Output {
         let line = format!("{:?}", self.cmd);
         let out = match self.input.take() {
@@ -291,8 +303,6 @@ impl Cmd {
                 let mut child = self
                     .cmd
                     .stdin(Stdio::piped())
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::piped())
                     .spawn()
                     .expect("run sandboxctl");
                 let mut stdin = child.stdin.take().expect("stdin");
