@@ -186,6 +186,19 @@ else
     failed=$((failed + 1))
 fi
 
+# --- the README's first command: the main job ------------------------------------------
+# What step 1 of the README's quick start ends with (tests/system/demo.sh), here with the
+# debug binary; the demo client is removed afterwards.
+demo() {
+    local rc=0
+    "$root/tests/system/demo.sh" --binary "$bin_dir/sandboxctl" || rc=$?
+    "$root/tests/system/as-user.sh" /var/tmp/sandboxctl-demo/sandboxctl disable demo --purge || rc=1
+    return "$rc"
+}
+if [[ $built -eq 0 ]]; then
+    run "the main job (tests/system/demo.sh)" demo
+fi
+
 # --- the Debian package -------------------------------------------------------------------
 # Built by the invoker (a release build), checked by lintian (no errors), then installed:
 # the system tests run against /usr/bin/sandboxctl and the packaged template units, and
