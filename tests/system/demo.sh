@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The main job, as a newcomer first sees it (run as root after setup-host.sh):
+# The main job, as a newcomer first sees it (after setup-host.sh; as root, or a user
+# with sudo):
 #
 #   tests/system/demo.sh [--binary PATH]
 #
@@ -23,11 +24,21 @@ while [[ $# -gt 0 ]]; do
         *) die "unknown argument '$1' (usage: $0 [--binary PATH])" ;;
     esac
 done
-[[ $(id -u) -eq 0 ]] || die "run as root (the demo runs as the test user)"
+if [[ $(id -u) -ne 0 ]]; then
+    command -v sudo >/dev/null || die "run as root (the demo runs as the test user), or install sudo"
+    # The caller's PATH keeps their cargo.
+    exec sudo -- env PATH="$PATH" "$0" "$@"
+fi
 load_env
 
 if [[ -z $binary ]]; then
-    step "cargo build --release" cargo build --release --quiet --manifest-path "$root/Cargo.toml"
+    # cargo runs as whoever ran this through sudo, so target/ stays theirs.
+    build=(cargo build --release --quiet --manifest-path "$root/Cargo.toml")
+    if [[ -n ${SUDO_UID:-} && ${SUDO_UID:-0} -ne 0 ]]; then
+        build=(setpriv --reuid="$SUDO_UID" --regid="${SUDO_GID:?}" --init-groups
+            env HOME="$(getent passwd "$SUDO_UID" | cut -d: -f6)" PATH="$PATH" "${build[@]}")
+    fi
+    step "cargo build --release" "${build[@]}"
     binary=$root/target/release/sandboxctl
 fi
 [[ -x $binary ]] || die "$binary is not an executable sandboxctl"
