@@ -2629,3 +2629,23 @@ fn a_closed_stdout_ends_every_command_quietly() {
         assert_eq!(files(&closed_home), files(&read_home), "after {c:?}");
     }
 }
+
+/// A build without the `test-hooks` feature (release, the package; `cargo test` here)
+/// ignores the test-only switches: `SANDBOXCTL_TEST_KILL_AT_STEP=0` would kill `enable`
+/// at its first checkpoint, and here `enable` and `disable` run through.
+#[cfg(not(feature = "test-hooks"))]
+#[test]
+fn a_build_without_test_hooks_ignores_the_kill_switch() {
+    let home = support::sandbox::Home::new();
+    let project = home.mkdir("projects/acme");
+    for args in [
+        vec!["enable", "acme", "--agent", "shell"],
+        vec!["disable", "acme"],
+    ] {
+        let mut cmd = home.sandboxctl(&args);
+        if args[0] == "enable" {
+            cmd = cmd.arg(&project);
+        }
+        cmd.env("SANDBOXCTL_TEST_KILL_AT_STEP", "0").run().success();
+    }
+}

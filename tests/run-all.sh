@@ -93,7 +93,9 @@ run "kube export: kubectl apply --dry-run=client" tests/kube/kubectl-dry-run.sh
 # --- build the binaries the test user runs --------------------------------------------
 build_system_tests() {
     local json exe
-    as_invoker cargo build --bin sandboxctl || return 1
+    # With the test hooks (a kill at a checkpoint, the keyed proxy's test CA and address):
+    # the system tests drive them; release and package builds have none.
+    as_invoker cargo build --bin sandboxctl --features system-tests || return 1
     json=$(as_invoker cargo test --features system-tests --test system --no-run --message-format=json) || return 1
     exe=$(jq -r 'select(.reason == "compiler-artifact" and .target.name == "system" and .executable != null) | .executable' <<<"$json" | tail -n 1)
     [[ -n $exe && -x $exe ]] || {

@@ -118,13 +118,20 @@ fn proxy_keys(layout: &Layout, client: &ClientName) -> Option<crate::proxy::keye
     };
     let provider = settings.proxy_held_key()?;
     // Test-only overrides (documented in README "Credentials"): a CA file to trust and
-    // the address to reach the provider at.
-    let extra_ca = std::env::var_os(EXTRA_CA_ENV).map(std::path::PathBuf::from);
+    // the address to reach the provider at. Only a `test-hooks` build reads them.
+    let test_env = |name: &str| {
+        if cfg!(feature = "test-hooks") {
+            std::env::var_os(name)
+        } else {
+            None
+        }
+    };
+    let extra_ca = test_env(EXTRA_CA_ENV).map(std::path::PathBuf::from);
     let key_dir = layout.client_subdir(client, "config").join(KEY_DIR);
     match Keys::new(vec![provider], key_dir, extra_ca.as_deref()) {
         Ok(mut k) => {
-            k.connect_to = std::env::var(CONNECT_TO_ENV)
-                .ok()
+            k.connect_to = test_env(CONNECT_TO_ENV)
+                .and_then(|a| a.into_string().ok())
                 .and_then(|a| a.parse().ok());
             Some(k)
         }
