@@ -63,6 +63,8 @@ fn main() {
     )
     .unwrap();
     keys.connect_to = Some(upstream);
+    // The stand-in's sized answers, allowed as a client would widen the key path.
+    keys.extra_paths = vec!["/big*".to_owned()];
     let client_tls = keys.tls.clone();
     let (tx, rx) = std::sync::mpsc::channel();
     let policy = dir.path().join("network.toml");

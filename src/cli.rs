@@ -380,6 +380,11 @@ pub struct SandboxOptions {
     /// proxy add it on the way out: on or off [default: off, the proxy holds the key].
     #[arg(long, value_name = "on|off", value_parser = parse_on_off)]
     pub key_in_sandbox: Option<bool>,
+    /// Another API path the proxy adds the held key to, beyond what the agent uses
+    /// (repeatable; replaces the list, `--reset` clears it), e.g. `--key-path '/v1/files*'`
+    /// (`*` at the end: that path and everything below it).
+    #[arg(long = "key-path", value_name = "PATH")]
+    pub key_paths: Vec<String>,
 }
 
 fn parse_on_off(s: &str) -> Result<bool, String> {

@@ -126,6 +126,12 @@ pub fn apply(
         s.notify = notify;
     }
     apply_limits(&mut s.limits, o)?;
+    if !o.key_paths.is_empty() {
+        for p in &o.key_paths {
+            crate::proxy::keyed::check_path_pattern(p)?;
+        }
+        s.key_paths.clone_from(&o.key_paths);
+    }
     if let Some(k) = o.key_in_sandbox {
         s.key_in_sandbox = k;
         if k {

@@ -195,6 +195,9 @@ pub struct Settings {
     /// instead of being added by the egress proxy.
     #[serde(default, skip_serializing_if = "is_false")]
     pub key_in_sandbox: bool,
+    /// API paths the proxy adds the held key to beyond the agent's own (`--key-path`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub key_paths: Vec<String>,
 }
 
 fn yes() -> bool {
@@ -232,6 +235,7 @@ impl Default for Settings {
             notify: true,
             limits: crate::limits::Limits::default(),
             key_in_sandbox: false,
+            key_paths: Vec::new(),
         }
     }
 }
@@ -343,6 +347,7 @@ mod tests {
                 pids: Some(4096),
             },
             key_in_sandbox: true,
+            key_paths: vec!["/v1/files*".into()],
         }
     }
 

@@ -1121,6 +1121,8 @@ fn keyed_proxy(
     }
     let mut keys = Keys::new(providers, dir.path().join(keyed::KEY_DIR), Some(&ca)).unwrap();
     keys.connect_to = Some(upstream);
+    // The stand-in's streaming path, as a client widens the key path (`--key-path`).
+    keys.extra_paths = vec!["/stream".to_owned()];
     let policy = "allow = [\"api.anthropic.com\", \"api.openai.com\"]";
     let proxy = Proxy::start_with(policy, &[], |cfg| cfg.keys = Some(keys));
     (proxy, dir)
@@ -1261,6 +1263,47 @@ async fn server_sent_events_stream_through_chunk_by_chunk() {
     up.release();
     let rest = read_to_eof(&mut s).await;
     assert!(rest.contains("event: two"), "{rest}");
+}
+
+/// The agent sends the held key's requests to endpoints it does not use (files,
+/// batches, stored responses, admin): refused with a clear body, the upstream never
+/// reached; a path the client added (`--key-path`) is served.
+#[tokio::test]
+async fn the_key_goes_only_to_the_agents_api_paths() {
+    let ca = TestCa::new();
+    let up = TlsUpstream::start(&ca).await;
+    let (proxy, _dir) = keyed_proxy(
+        vec![&keyed::ANTHROPIC, &keyed::OPENAI],
+        &ca.ca_pem,
+        up.addr,
+        Some(KEY),
+    );
+    for path in [
+        "/anthropic/v1/files",
+        "/anthropic/v1/messages/batches",
+        "/anthropic/v1/organizations/me",
+        "/anthropic/v1/messages/../files",
+        "/openai/v1/responses/resp_1",
+        "/openai/v1/files",
+        "/openai/v1/organization/admin_api_keys",
+    ] {
+        let resp = proxy
+            .raw(format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:3128\r\n\r\n").as_bytes())
+            .await;
+        assert_eq!(status(&resp), "403", "{path}: {resp}");
+        assert!(resp.contains("--key-path"), "{path}: {resp}");
+    }
+    assert!(
+        up.seen().is_empty(),
+        "the upstream was reached: {:?}",
+        up.seen().len()
+    );
+    // The stream's second event needs no wait (the permit is kept until asked for).
+    up.release();
+    let resp = proxy
+        .raw(b"GET /anthropic/stream HTTP/1.1\r\nHost: 127.0.0.1:3128\r\nConnection: close\r\n\r\n")
+        .await;
+    assert_eq!(status(&resp), "200", "{resp}");
 }
 
 #[tokio::test]

@@ -133,6 +133,7 @@ fn proxy_keys(layout: &Layout, client: &ClientName) -> Option<crate::proxy::keye
             k.connect_to = test_env(CONNECT_TO_ENV)
                 .and_then(|a| a.into_string().ok())
                 .and_then(|a| a.parse().ok());
+            k.extra_paths = settings.key_paths;
             Some(k)
         }
         Err(e) => {

@@ -619,6 +619,20 @@ async fn keyed<R: Resolver>(
     };
     pending.rec.host = Some(p.host.to_owned());
     pending.rec.port = Some(443);
+    if !super::keyed::path_allowed(p, &keys.extra_paths, path) {
+        return refuse(
+            client,
+            pending,
+            Refusal {
+                status: StatusCode::FORBIDDEN,
+                reason: format!(
+                    "key path: {} is not an API path of the agent's; no key is added (`sandboxctl enable CLIENT --key-path PATH` allows one)",
+                    crate::escape::display(&path.chars().take(200).collect::<String>())
+                ),
+                public: "this API path does not get the key held for this sandbox; the user can allow it with `sandboxctl enable CLIENT --key-path PATH`",
+            },
+        );
+    }
     // The policy still decides whether the provider's host may be reached at all.
     let verdict = match (shared.store.current().as_ref(), Target::parse(p.host)) {
         (Ok(policy), Ok(target)) => policy.decide(&target, 443),

@@ -36,6 +36,10 @@ pub struct Provider {
     pub base_url_var: &'static str,
     pub base_url_suffix: &'static str,
     bearer: bool,
+    /// The API paths the key is added to: what the agents call (see [`path_allowed`]).
+    /// Anything else on the key path (files, batches, stored responses, admin and
+    /// organisation endpoints) is refused unless the client widens the list.
+    pub paths: &'static [&'static str],
 }
 
 pub const ANTHROPIC: Provider = Provider {
@@ -45,6 +49,14 @@ pub const ANTHROPIC: Provider = Provider {
     base_url_var: "ANTHROPIC_BASE_URL",
     base_url_suffix: "",
     bearer: false,
+    // Claude Code 2.1: `/v1/messages?beta=true`, token counting, the model list.
+    // `/v1/messages/batches` is not one of them.
+    paths: &[
+        "/v1/messages",
+        "/v1/messages/count_tokens",
+        "/v1/models*",
+        "/v1/complete",
+    ],
 };
 
 pub const OPENAI: Provider = Provider {
@@ -54,7 +66,68 @@ pub const OPENAI: Provider = Provider {
     base_url_var: "OPENAI_BASE_URL",
     base_url_suffix: "/v1",
     bearer: true,
+    // Codex 0.171 (measured: `/v1/responses`, by WebSocket upgrade and by POST) and the
+    // chat, model and embedding endpoints; not `/v1/responses/{id}` (stored responses).
+    paths: &[
+        "/v1/responses",
+        "/v1/responses/compact",
+        "/v1/chat/completions",
+        "/v1/models*",
+        "/v1/embeddings",
+    ],
 };
+
+/// Whether `path` (the request's path, with its query) may carry the key to `p`: one of
+/// the provider's [`Provider::paths`] or the client's own `extra` patterns. A pattern
+/// ending in `*` also matches everything below it (`/v1/models*`: `/v1/models` and
+/// `/v1/models/x`, not `/v1/modelsx`); any other is matched exactly. A path with a
+/// `.` or `..` segment, an empty segment or a `%`-escape is refused whatever the lists
+/// say: the provider might resolve it to another endpoint than the one matched here.
+pub fn path_allowed(p: &Provider, extra: &[String], path: &str) -> bool {
+    let path = path.split_once('?').map_or(path, |(p, _)| p);
+    let Some(rest) = path.strip_prefix('/') else {
+        return false;
+    };
+    if path.contains('%') || rest.split('/').any(|seg| matches!(seg, "" | "." | "..")) {
+        return false;
+    }
+    p.paths
+        .iter()
+        .copied()
+        .chain(extra.iter().map(String::as_str))
+        .any(|pattern| match pattern.strip_suffix('*') {
+            Some(prefix) => {
+                path == prefix
+                    || path
+                        .strip_prefix(prefix)
+                        .is_some_and(|below| below.starts_with('/'))
+            }
+            None => path == pattern,
+        })
+}
+
+/// Checks a client's `--key-path` pattern: an absolute API path of plain segments,
+/// optionally ending in `*`.
+pub fn check_path_pattern(pattern: &str) -> anyhow::Result<()> {
+    let path = pattern.strip_suffix('*').unwrap_or(pattern);
+    let ok = path.len() > 1
+        && path.len() <= 200
+        && path.starts_with('/')
+        && !path.ends_with('/')
+        && path[1..].split('/').all(|seg| {
+            !matches!(seg, "" | "." | "..")
+                && seg
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.~:".contains(&b))
+        });
+    if !ok {
+        bail!(
+            "invalid --key-path {}: give an API path such as /v1/files or /v1/files* (plain segments, `*` only at the end)",
+            crate::escape::display(pattern)
+        );
+    }
+    Ok(())
+}
 
 /// Every provider the proxy knows.
 pub const PROVIDERS: [&Provider; 2] = [&ANTHROPIC, &OPENAI];
@@ -113,6 +186,8 @@ pub struct Keys {
     pub tls: Arc<rustls::ClientConfig>,
     /// Test-only override of the provider's address.
     pub connect_to: Option<SocketAddr>,
+    /// The client's own additions to its providers' paths (`--key-path`).
+    pub extra_paths: Vec<String>,
 }
 
 impl fmt::Debug for Keys {
@@ -121,6 +196,7 @@ impl fmt::Debug for Keys {
             .field("providers", &self.providers)
             .field("key_dir", &self.key_dir)
             .field("connect_to", &self.connect_to)
+            .field("extra_paths", &self.extra_paths)
             .finish_non_exhaustive()
     }
 }
@@ -159,6 +235,7 @@ impl Keys {
             key_dir,
             tls: Arc::new(tls),
             connect_to: None,
+            extra_paths: Vec::new(),
         })
     }
 
@@ -367,6 +444,73 @@ mod tests {
             b = b.header("host", h);
         }
         b.body(()).expect("request")
+    }
+
+    #[test]
+    fn only_the_agents_api_paths_carry_the_key() {
+        let extra = ["/v1/files*".to_owned(), "/v1/batches".to_owned()];
+        for (p, path, none, widened) in [
+            (&ANTHROPIC, "/v1/messages?beta=true", true, true),
+            (
+                &ANTHROPIC,
+                "/v1/messages/count_tokens?beta=true",
+                true,
+                true,
+            ),
+            (&ANTHROPIC, "/v1/models", true, true),
+            (&ANTHROPIC, "/v1/models/claude-x", true, true),
+            (&ANTHROPIC, "/v1/complete", true, true),
+            (&ANTHROPIC, "/v1/messages/batches", false, false),
+            (&ANTHROPIC, "/v1/files", false, true),
+            (&ANTHROPIC, "/v1/files/f1/content", false, true),
+            (&ANTHROPIC, "/v1/batches", false, true),
+            (&ANTHROPIC, "/v1/batches/b1", false, false),
+            (&ANTHROPIC, "/v1/organizations/me", false, false),
+            (&ANTHROPIC, "/v1/modelsx", false, false),
+            (&ANTHROPIC, "/v1/messages/../files", false, false),
+            (&ANTHROPIC, "/v1/models/./x", false, false),
+            (&ANTHROPIC, "/v1//messages", false, false),
+            (&ANTHROPIC, "/v1/%6dessages", false, false),
+            (&ANTHROPIC, "v1/messages", false, false),
+            (&OPENAI, "/v1/responses", true, true),
+            (&OPENAI, "/v1/responses/compact", true, true),
+            (&OPENAI, "/v1/responses/resp_123", false, false),
+            (&OPENAI, "/v1/chat/completions", true, true),
+            (&OPENAI, "/v1/embeddings", true, true),
+            (&OPENAI, "/v1/organization/admin_api_keys", false, false),
+            (&OPENAI, "/v1/files", false, true),
+        ] {
+            assert_eq!(path_allowed(p, &[], path), none, "{} {path}", p.name);
+            assert_eq!(
+                path_allowed(p, &extra, path),
+                widened,
+                "{} {path} widened",
+                p.name
+            );
+        }
+    }
+
+    #[test]
+    fn key_path_patterns_are_checked() {
+        for ok in ["/v1/files", "/v1/files*", "/v1/batches/x-1_a.b~c:d"] {
+            check_path_pattern(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        for bad in [
+            "",
+            "/",
+            "*",
+            "v1/files",
+            "/v1/files/",
+            "/v1//x",
+            "/v1/../x",
+            "/v1/./x",
+            "/v1/f*x",
+            "/v1/%2e",
+            "/v1/a b",
+            "/v1/x\n",
+        ] {
+            assert!(check_path_pattern(bad).is_err(), "{bad:?} accepted");
+        }
     }
 
     #[test]

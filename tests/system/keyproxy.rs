@@ -78,6 +78,20 @@ impl Drop for ProxyOverride {
     }
 }
 
+/// Endpoints the agent does not use get no key: each request is refused (403, naming
+/// `--key-path`) before the provider.
+fn assert_no_key_path(c: &Client, paths: &[&str]) {
+    for path in paths {
+        let refused = c.sh(&format!(
+            "curl -s -w '\\n%{{http_code}}' -H 'x-api-key: sandboxctl-proxy-held-key' \"$ANTHROPIC_BASE_URL{path}\""
+        ));
+        assert!(
+            refused.stdout.trim_end().ends_with("\n403") && refused.stdout.contains("--key-path"),
+            "{path}: {refused}"
+        );
+    }
+}
+
 #[test]
 fn kp_key_is_added_by_the_proxy_and_is_nowhere_inside() {
     let (k1, k2) = (
@@ -162,6 +176,10 @@ fn kp_key_is_added_by_the_proxy_and_is_nowhere_inside() {
         "ok /v1/messages",
         "{reply}\n{}",
         c.diagnostics()
+    );
+    assert_no_key_path(
+        &c,
+        &["/v1/files", "/v1/messages/batches", "/v1/organizations/me"],
     );
     let seen = seen.lock().expect("seen").clone();
     assert_eq!(seen.len(), 1, "{seen:?}");
