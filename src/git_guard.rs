@@ -24,7 +24,11 @@ use std::fs;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
+use std::io::Read as _;
+
 use anyhow::{Context, Result, bail};
+
+use crate::agent_file::AgentPath;
 
 /// One bind mount of a path over itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -411,9 +415,19 @@ fn gitdir_of_file(file: &Path) -> Result<Option<PathBuf>> {
     Ok(fs::canonicalize(base.join(target)).ok())
 }
 
+/// Largest git file (config, `.gitmodules`, `gitdir`, `commondir`) the planner reads.
+const MAX_GIT_FILE: u64 = 1 << 20;
+
+/// Most entries of `worktrees/` or `modules/` the planner lists.
+const MAX_GIT_ENTRIES: usize = 10_000;
+
+/// A file of a project, which the agent writes: read bounded, never through a link, and
+/// never blocking on a FIFO (see [`AgentPath`]).
 fn read_small(file: &Path) -> Result<String> {
-    let bytes = fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
-    Ok(String::from_utf8_lossy(&bytes[..bytes.len().min(64 * 1024)]).into_owned())
+    let bytes = AgentPath::new(file)
+        .read(MAX_GIT_FILE)?
+        .with_context(|| format!("{} is missing", file.display()))?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 /// A `.git` file (a linked worktree or a submodule) is pinned read-only, and the git dir
@@ -624,7 +638,19 @@ fn global_configs() -> Vec<String> {
             files.push(config.join("git/config"));
         }
     }
-    files.iter().filter_map(|f| read_small(f).ok()).collect()
+    // Your own files (a symlinked ~/.gitconfig is fine here), read bounded all the same.
+    files
+        .iter()
+        .filter_map(|f| {
+            let mut text = String::new();
+            fs::File::open(f)
+                .ok()?
+                .take(MAX_GIT_FILE)
+                .read_to_string(&mut text)
+                .ok()?;
+            Some(text)
+        })
+        .collect()
 }
 
 /// The values of `section.key` (both lower case; a subsection is ignored) in a git
@@ -689,8 +715,7 @@ fn subdirs(dir: &Path) -> Result<Vec<PathBuf>> {
         return Ok(Vec::new());
     }
     let mut out = Vec::new();
-    for entry in fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
-        let entry = entry.with_context(|| format!("cannot list {}", dir.display()))?;
+    for entry in AgentPath::new(dir).read_dir(MAX_GIT_ENTRIES)? {
         if entry.file_type().is_ok_and(|t| t.is_dir()) {
             out.push(entry.path());
         }

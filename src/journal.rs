@@ -180,7 +180,12 @@ impl Journal {
             }
         }
         let name = PathBuf::from(format!("{n:04}.data"));
-        let bytes = fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        // Some of these files are the agent's (its login files, git pins in a project):
+        // read without following a link, without blocking on a FIFO swapped in since the
+        // check above, and no more than a small file holds.
+        let bytes = crate::agent_file::AgentPath::new(path)
+            .read(LINK_ABOVE)?
+            .with_context(|| format!("{} disappeared while read", path.display()))?;
         crate::atomic::write(&self.dir.join(&name), &bytes, 0o600)?;
         Ok(Before::File { data: name, mode })
     }

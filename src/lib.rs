@@ -1,6 +1,7 @@
 //! sandboxctl: per-client coding-agent sandboxes on rootless Podman, run as Quadlet
 //! units by the user's systemd.
 
+pub mod agent_file;
 pub mod atomic;
 pub mod claude_login;
 pub mod cli;

@@ -268,11 +268,12 @@ fn rollback(error: anyhow::Error, undos: Vec<Undo<'_>>) -> anyhow::Error {
 }
 
 /// Reads `paths` now; the returned undo puts each back as it was (or removes it).
-/// For effects made by code that writes several files itself.
+/// For effects made by code that writes several files itself, in places a sandbox can
+/// write (the agent's login and state files): read as [`read_agent_file`] does.
 pub fn keep_files<'a>(what: impl Into<String>, paths: Vec<PathBuf>) -> Result<Undo<'a>> {
     let before = paths
         .into_iter()
-        .map(|p| read_if_exists(&p).map(|b| (p, b)))
+        .map(|p| read_agent_file(&p).map(|b| (p, b)))
         .collect::<Result<Vec<_>>>()?;
     Ok(Undo::new(what, move || {
         for (path, b) in before {
@@ -313,6 +314,26 @@ pub fn remove_dirs<'a>(dirs: Vec<PathBuf>) -> Undo<'a> {
 }
 
 /// A file's contents and mode, if it exists.
+/// Largest file of a sandbox's that [`keep_files`] keeps a copy of.
+const MAX_KEPT: u64 = 1 << 20;
+
+/// [`read_if_exists`] for a file the sandbox can write (the agent's login and state
+/// files): no symbolic link, no FIFO, no huge file (see [`AgentPath`]).
+///
+/// [`AgentPath`]: crate::agent_file::AgentPath
+fn read_agent_file(path: &Path) -> Result<Option<(Vec<u8>, u32)>> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let Some(bytes) = crate::agent_file::AgentPath::new(path).read(MAX_KEPT)? else {
+        return Ok(None);
+    };
+    let mode = std::fs::symlink_metadata(path)
+        .with_context(|| format!("cannot read {}", path.display()))?
+        .permissions()
+        .mode()
+        & 0o7777;
+    Ok(Some((bytes, mode)))
+}
+
 fn read_if_exists(path: &Path) -> Result<Option<(Vec<u8>, u32)>> {
     use std::os::unix::fs::PermissionsExt as _;
     match std::fs::read(path) {

@@ -2649,3 +2649,61 @@ fn a_build_without_test_hooks_ignores_the_kill_switch() {
         cmd.env("SANDBOXCTL_TEST_KILL_AT_STEP", "0").run().success();
     }
 }
+
+/// The agent leaves a FIFO where the client's Claude state file is: `enable` (which
+/// holds the change lock) must not block on it, and says what is wrong. A symbolic link
+/// there, to a host secret, is refused too: it is never read (nor copied back by an
+/// undo into the client's directory, where the agent would read it).
+#[test]
+fn enable_reads_the_agents_claude_files_bounded() {
+    let home = support::sandbox::Home::new();
+    let project = home.mkdir("projects/acme");
+    let enable = || {
+        home.sandboxctl(["enable", "acme", "--agent", "claude"])
+            .arg(&project)
+    };
+    enable().run().success();
+    let state = home.client_dir("acme").join("claude/.claude.json");
+    std::fs::remove_file(&state).expect("remove the state file");
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &state,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .expect("mkfifo");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let cmd = enable();
+    std::thread::spawn(move || tx.send(cmd.run()));
+    let Ok(out) = rx.recv_timeout(std::time::Duration::from_secs(30)) else {
+        // Let the blocked open go, so the process ends.
+        let _ = std::fs::OpenOptions::new().write(true).open(&state);
+        panic!("enable blocks on a FIFO in the client's Claude directory");
+    };
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(
+        out.stderr.contains(".claude.json") && out.stderr.contains("not a regular file"),
+        "{}",
+        out.stderr
+    );
+
+    std::fs::remove_file(&state).expect("remove the FIFO");
+    let secret = home.path().join("host-secret");
+    std::fs::write(&secret, "TOPSECRET-OF-THE-HOST").expect("write");
+    std::os::unix::fs::symlink(&secret, &state).expect("symlink");
+    let out = enable().run();
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(out.stderr.contains("symbolic link"), "{}", out.stderr);
+    for entry in std::fs::read_dir(state.parent().expect("dir")).expect("list") {
+        let path = entry.expect("entry").path();
+        if std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_file()) {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            assert!(
+                !text.contains("TOPSECRET"),
+                "{} holds the secret",
+                path.display()
+            );
+        }
+    }
+}
