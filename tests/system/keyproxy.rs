@@ -78,6 +78,39 @@ impl Drop for ProxyOverride {
     }
 }
 
+/// A started client of `agent` whose key (`key_var` = `key`) is held by the proxy, which
+/// reaches a TLS stand-in for the provider; `args` are its `--agent-arg`s. Returns the
+/// client, what the stand-in has seen, and the proxy override (keep it alive).
+fn keyed_client(
+    tag: &str,
+    agent: &str,
+    key_var: &str,
+    key: &str,
+    args: &[&str],
+) -> (Client, Arc<Mutex<Vec<Seen>>>, ProxyOverride) {
+    let ca = TestCa::new();
+    let ca_pem = ca.ca_pem.clone();
+    let (addr, seen) = start_upstream(ca);
+    let c = Client::new(tag);
+    let mut enable = sbx([
+        "enable",
+        &c.name,
+        c.project_str(),
+        "--agent",
+        agent,
+        "--image",
+        &env().image,
+    ]);
+    for a in args {
+        enable = enable.arg(format!("--agent-arg={a}"));
+    }
+    let out = enable.env(key_var, key).run().success();
+    assert!(out.stdout.contains(key_var), "{out}");
+    let proxy = ProxyOverride::install(&c, &ca_pem, addr);
+    c.start();
+    (c, seen, proxy)
+}
+
 /// Endpoints the agent does not use get no key: each request is refused (403, naming
 /// `--key-path`) before the provider.
 fn assert_no_key_path(c: &Client, paths: &[&str]) {
@@ -99,25 +132,7 @@ fn kp_key_is_added_by_the_proxy_and_is_nowhere_inside() {
         format!("{}-held-outside", std::process::id()),
     );
     let key = format!("{k1}{k2}");
-    let ca = TestCa::new();
-    let ca_pem = ca.ca_pem.clone();
-    let (addr, seen) = start_upstream(ca);
-    let c = Client::new("kp");
-    let out = sbx([
-        "enable",
-        &c.name,
-        c.project_str(),
-        "--agent",
-        "claude",
-        "--image",
-        &env().image,
-    ])
-    .env("ANTHROPIC_API_KEY", &key)
-    .run()
-    .success();
-    assert!(out.stdout.contains("ANTHROPIC_API_KEY"), "{out}");
-    let _override = ProxyOverride::install(&c, &ca_pem, addr);
-    c.start();
+    let (c, seen, _override) = keyed_client("kp", "claude", "ANTHROPIC_API_KEY", &key, &[]);
     let status = sbx(["status", &c.name]).run().success();
     assert!(
         status.stdout.contains("API key: key held by the proxy"),
@@ -280,25 +295,7 @@ fn agent_uses_the_keyed_path(
     scheme: &str,
 ) {
     let key = format!("sk-{tag}-{}-held-by-the-proxy", std::process::id());
-    let ca = TestCa::new();
-    let ca_pem = ca.ca_pem.clone();
-    let (addr, seen) = start_upstream(ca);
-    let c = Client::new(tag);
-    let mut enable = sbx([
-        "enable",
-        &c.name,
-        c.project_str(),
-        "--agent",
-        agent,
-        "--image",
-        &env().image,
-    ]);
-    for a in args {
-        enable = enable.arg(format!("--agent-arg={a}"));
-    }
-    enable.env(key_var, &key).run().success();
-    let _override = ProxyOverride::install(&c, &ca_pem, addr);
-    c.start();
+    let (c, seen, _override) = keyed_client(tag, agent, key_var, &key, args);
     let want = format!("{scheme}{key}");
     let requests = wait_for(
         &format!("{agent} to call {path_prefix} through the key path"),
@@ -359,24 +356,7 @@ fn kp4_claude_code_reaches_its_api_through_the_key_path() {
 #[test]
 fn kp5_the_first_attach_asks_nothing_and_the_prompt_gets_an_answer() {
     let key = format!("sk-ant-kp5-{}-held-by-the-proxy", std::process::id());
-    let ca = TestCa::new();
-    let ca_pem = ca.ca_pem.clone();
-    let (addr, seen) = start_upstream(ca);
-    let c = Client::new("kp5");
-    sbx([
-        "enable",
-        &c.name,
-        c.project_str(),
-        "--agent",
-        "claude",
-        "--image",
-        &env().image,
-    ])
-    .env("ANTHROPIC_API_KEY", &key)
-    .run()
-    .success();
-    let _override = ProxyOverride::install(&c, &ca_pem, addr);
-    c.start();
+    let (c, seen, _override) = keyed_client("kp5", "claude", "ANTHROPIC_API_KEY", &key, &[]);
     let bin = env().bin.to_str().expect("UTF-8 binary path").to_owned();
     let term = crate::harness::HostTerminal::start(&format!("{bin} attach {}", c.name));
     // Claude Code's prompt line, with nothing in front of it.
