@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::harness::{Client, env, sbx, systemctl, wait_for};
+use crate::harness::{Client, env, podman, sbx, systemctl, wait_for};
 
 #[path = "../support/tls_upstream.rs"]
 mod tls_upstream;
@@ -264,10 +264,14 @@ fn kp2_the_proxy_reads_the_client_of_its_own_data_dir() {
         .env("AGENT_SANDBOX_DATA", &alt_str)
         .run()
         .success();
-    let reply = c.sh(
-        "curl -sS --max-time 20 -H 'x-api-key: sandboxctl-proxy-held-key' \
-         -H 'content-type: application/json' -d '{}' \"$ANTHROPIC_BASE_URL/v1/messages\"",
-    );
+    // Into the container directly: the CLI would look the client up in the default
+    // data dir, where this name is another client.
+    let reply = podman(["exec", &c.container(), "sh", "-c"])
+        .arg(
+            "curl -sS --max-time 20 -H 'x-api-key: sandboxctl-proxy-held-key' \
+             -H 'content-type: application/json' -d '{}' \"$ANTHROPIC_BASE_URL/v1/messages\"",
+        )
+        .run();
     let seen = seen.lock().expect("seen").clone();
     let keys: Vec<&str> = seen
         .iter()
