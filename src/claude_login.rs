@@ -10,6 +10,13 @@
 //! only the login (`.credentials.json`) goes both ways (`sync_shared`), checked and
 //! written atomically, the fresher one winning: a token refresh rotates the refresh
 //! token, so neither side may keep a stale copy for long.
+//!
+//! The sandbox's copy is written by the agent, so it comes back only as a refresh of
+//! the host's own login (`refreshed_login`): the tokens and their expiry, nothing else,
+//! and only when everything else of the login is the host's. Another account's login
+//! (one of an organisation the attacker runs, whose managed settings Claude Code on the
+//! host would then obey) is refused as far as the file can tell it apart; see
+//! `refreshed_login` for what it cannot.
 
 use std::path::{Path, PathBuf};
 
@@ -22,6 +29,20 @@ pub const CREDENTIALS: &str = ".credentials.json";
 
 /// Larger than any real credentials file; a bigger one is not a login.
 const MAX_CREDENTIALS: u64 = 64 * 1024;
+
+/// The fields of `claudeAiOauth` a token refresh changes: the only ones that travel from
+/// the sandbox to the shared dir.
+const ROTATED: [&str; 3] = ["accessToken", "refreshToken", "expiresAt"];
+
+/// Top-level keys of a credentials file besides `claudeAiOauth`: Claude Code keeps the
+/// OAuth tokens of MCP servers there. Each side keeps its own; never copied back.
+const KEPT_PER_SIDE: [&str; 1] = ["mcpOAuth"];
+
+/// How far ahead a login from the sandbox may say its access token expires. Claude
+/// Code's access tokens are issued for hours (reports say 8 to 12), so a refreshed login
+/// expires less than a day after the sync that finds it; a later expiry is not a
+/// refresh, and would make a forged copy win every sync.
+const MAX_EXPIRY_AHEAD_MS: u64 = 24 * 60 * 60 * 1000;
 
 /// The Claude config dir on the host: `$CLAUDE_CONFIG_DIR`, else `~/.claude`.
 pub fn host_config_dir() -> Option<PathBuf> {
@@ -68,11 +89,18 @@ pub fn mark_onboarded(client_dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// A credentials file that looks like a Claude login: its bytes and when its access
-/// token expires.
+/// A credentials file that looks like a Claude login: its bytes, its JSON and when its
+/// access token expires.
 struct Login {
     bytes: Vec<u8>,
+    json: serde_json::Value,
     expires_at: u64,
+}
+
+impl Login {
+    fn oauth(&self) -> &serde_json::Value {
+        &self.json["claudeAiOauth"]
+    }
 }
 
 /// Reads `path` without following a symlink and without blocking on a FIFO; `None`
@@ -106,14 +134,18 @@ fn read_login(path: &Path) -> Result<Option<Login>> {
     if bytes.len() as u64 > MAX_CREDENTIALS {
         bail!("{} is larger than {MAX_CREDENTIALS} bytes", path.display());
     }
-    let expires_at =
+    let (json, expires_at) =
         check_login(&bytes).with_context(|| format!("{} is not a Claude login", path.display()))?;
-    Ok(Some(Login { bytes, expires_at }))
+    Ok(Some(Login {
+        bytes,
+        json,
+        expires_at,
+    }))
 }
 
 /// A Claude login is a JSON object whose `claudeAiOauth` holds string `accessToken` and
-/// `refreshToken` and a numeric `expiresAt`; returns `expiresAt`.
-fn check_login(bytes: &[u8]) -> Result<u64> {
+/// `refreshToken` and a numeric `expiresAt`; returns the JSON and `expiresAt`.
+fn check_login(bytes: &[u8]) -> Result<(serde_json::Value, u64)> {
     let v: serde_json::Value = serde_json::from_slice(bytes).context("not JSON")?;
     let oauth = v
         .get("claudeAiOauth")
@@ -124,10 +156,86 @@ fn check_login(bytes: &[u8]) -> Result<u64> {
             bail!("claudeAiOauth has no string {key}");
         }
     }
-    oauth
+    let expires_at = oauth
         .get("expiresAt")
         .and_then(serde_json::Value::as_u64)
-        .context("claudeAiOauth has no numeric expiresAt")
+        .context("claudeAiOauth has no numeric expiresAt")?;
+    Ok((v, expires_at))
+}
+
+/// The shared dir's new credentials file when the sandbox's login is a refresh of the
+/// host's: the host's file with the sandbox's `accessToken`, `refreshToken` and
+/// `expiresAt`. Anything else is the reason it is not one.
+///
+/// "A refresh of the same login" is what the file can show, and no more: it names no
+/// account or organisation (Claude Code keeps those in `.claude.json`, which the agent
+/// writes too) and its tokens are opaque, so a refresh token's lineage cannot be proved.
+/// The strictest rule that still lets a refresh through is used: no top-level key but
+/// `claudeAiOauth` and `mcpOAuth`; every field of `claudeAiOauth` other than the three
+/// above (`scopes`, `subscriptionType`, `rateLimitTier`, any a later Claude Code adds)
+/// present on both sides with equal values; an expiry at most a day ahead of `now_ms`.
+/// What remains: a login of another account with the same plan, scopes and rate tier
+/// passes (an organisation on the same Team or Enterprise plan as the user's).
+fn refreshed_login(
+    host: &serde_json::Value,
+    sandbox: &serde_json::Value,
+    now_ms: u64,
+) -> std::result::Result<Vec<u8>, String> {
+    let (Some(top), Some(h_oauth), Some(s_oauth)) = (
+        sandbox.as_object(),
+        host["claudeAiOauth"].as_object(),
+        sandbox["claudeAiOauth"].as_object(),
+    ) else {
+        return Err("it is not a login".to_owned());
+    };
+    if let Some(key) = top
+        .keys()
+        .find(|k| *k != "claudeAiOauth" && !KEPT_PER_SIDE.contains(&k.as_str()))
+    {
+        return Err(format!(
+            "it has the key {}, which a Claude login does not",
+            shown(key)
+        ));
+    }
+    let mut fields: Vec<&String> = h_oauth.keys().chain(s_oauth.keys()).collect();
+    fields.sort();
+    fields.dedup();
+    if let Some(key) = fields
+        .into_iter()
+        .find(|k| !ROTATED.contains(&k.as_str()) && h_oauth.get(*k) != s_oauth.get(*k))
+    {
+        return Err(format!(
+            "its claudeAiOauth field {} is not the host's (a login of another account or plan)",
+            shown(key)
+        ));
+    }
+    let expires_at = s_oauth
+        .get("expiresAt")
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(u64::MAX);
+    if expires_at > now_ms.saturating_add(MAX_EXPIRY_AHEAD_MS) {
+        return Err(
+            "its access token would expire more than a day from now, which no refresh gives"
+                .to_owned(),
+        );
+    }
+    let mut merged = host.clone();
+    for key in ROTATED {
+        merged["claudeAiOauth"][key] = s_oauth[key].clone();
+    }
+    serde_json::to_vec(&merged).map_err(|e| format!("cannot write it as JSON: {e}"))
+}
+
+/// A key the agent wrote, for a warning: quoted, escaped and cut to 64 characters.
+fn shown(key: &str) -> String {
+    crate::escape::display(&key.chars().take(64).collect::<String>())
+}
+
+/// Milliseconds since the epoch, as `expiresAt` counts them.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// `sync_shared` for a client with a shared `--claude-config`, at the points the CLI
@@ -151,6 +259,8 @@ pub fn sync_client(
 /// whose access token expires later winning; returns what it did, for the user. Only
 /// `.credentials.json` is read or written on either side; a file that is not a plain,
 /// valid login is never copied, and a shared file that is not one is never replaced.
+/// The sandbox's login reaches the shared dir only as a refresh of the login already
+/// there (`refreshed_login`), and then only its tokens and their expiry.
 pub fn sync_shared(client_dir: &Path, shared_dir: &Path) -> Result<Vec<String>> {
     let mut said = Vec::new();
     let client_path = client_dir.join(CREDENTIALS);
@@ -167,18 +277,35 @@ pub fn sync_shared(client_dir: &Path, shared_dir: &Path) -> Result<Vec<String>> 
             return Ok(said);
         }
     };
+    let refused = |why: &str, then: &str| {
+        format!(
+            "warning: not copying the sandbox's Claude login back to {}: {why}; {then}",
+            shared_path.display()
+        )
+    };
     match (client, shared) {
-        (Some(c), Some(h)) if c.bytes == h.bytes => {}
+        // The same login on both sides (each may keep its own MCP servers' tokens).
+        (Some(c), Some(h)) if c.oauth() == h.oauth() => {}
         (Some(c), Some(h)) if c.expires_at <= h.expires_at => {
             crate::atomic::write(&client_path, &h.bytes, 0o600)?;
         }
-        (Some(c), _) => {
-            crate::atomic::write(&shared_path, &c.bytes, 0o600)?;
-            said.push(format!(
-                "copied the sandbox's refreshed Claude login back to {}",
-                shared_path.display()
-            ));
-        }
+        (Some(c), Some(h)) => match refreshed_login(&h.json, &c.json, now_ms()) {
+            Ok(bytes) => {
+                crate::atomic::write(&shared_path, &bytes, 0o600)?;
+                said.push(format!(
+                    "copied the sandbox's refreshed Claude login back to {}",
+                    shared_path.display()
+                ));
+            }
+            Err(why) => said.push(refused(
+                &why,
+                "the host keeps its own (if it stops working, log in again on the host)",
+            )),
+        },
+        (Some(_), None) => said.push(refused(
+            "there is no login there to check it against",
+            "log in on the host to share one",
+        )),
         (None, Some(h)) => {
             crate::atomic::write(&client_path, &h.bytes, 0o600)?;
         }
@@ -252,10 +379,7 @@ mod tests {
             said[0].contains("copied the sandbox's refreshed"),
             "{said:?}"
         );
-        assert_eq!(
-            std::fs::read_to_string(&sc).expect("host"),
-            login("sandbox", 200)
-        );
+        assert_eq!(json_file(&sc), json_file(&cc));
         // The host refreshed later: the sandbox gets it.
         std::fs::write(&sc, login("host2", 300)).expect("write");
         assert!(sync_shared(&client, &shared).expect("sync").is_empty());
@@ -323,6 +447,237 @@ mod tests {
             std::fs::read_to_string(&sc).expect("host"),
             "{\"someOtherFormat\": 1}"
         );
+    }
+
+    /// Milliseconds since the epoch, as `expiresAt` counts them.
+    fn now_ms() -> u64 {
+        let since = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock after 1970");
+        u64::try_from(since.as_millis()).expect("ms fit u64")
+    }
+
+    const HOUR_MS: u64 = 3_600_000;
+
+    /// `claudeAiOauth` as Claude Code writes it for a Max subscription.
+    fn oauth(tag: &str, expires_at: u64) -> serde_json::Value {
+        serde_json::json!({
+            "accessToken": format!("sk-ant-oat01-{tag}"),
+            "refreshToken": format!("sk-ant-ort01-{tag}"),
+            "expiresAt": expires_at,
+            "scopes": ["user:inference", "user:profile", "user:sessions:claude_code"],
+            "subscriptionType": "max",
+            "rateLimitTier": "default_claude_max_5x",
+        })
+    }
+
+    fn json_file(path: &Path) -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(path).expect("read")).expect("JSON")
+    }
+
+    /// The attacks of an agent that writes its sandbox's login: none reaches the shared
+    /// dir, and the user is told why.
+    #[test]
+    fn a_login_the_agent_forged_is_never_copied_back() {
+        let now = now_ms();
+        let host = serde_json::json!({"claudeAiOauth": oauth("host", now + HOUR_MS)});
+        let host_text = host.to_string();
+        let forged = |f: &dyn Fn(&mut serde_json::Value)| {
+            let mut v = serde_json::json!({"claudeAiOauth": oauth("evil", now + 2 * HOUR_MS)});
+            f(&mut v);
+            v
+        };
+        let cases = [
+            // Far-future expiry: always "fresher", never refreshed on the host.
+            (
+                "far-future expiresAt",
+                forged(&|v| v["claudeAiOauth"]["expiresAt"] = (now + 365 * 24 * HOUR_MS).into()),
+            ),
+            // Keys of its own at the top or in the login.
+            (
+                "extra top-level key",
+                forged(&|v| v["oauthAccount"] = serde_json::json!({"organizationUuid": "evil"})),
+            ),
+            (
+                "extra key in claudeAiOauth",
+                forged(&|v| v["claudeAiOauth"]["organizationUuid"] = "evil-org".into()),
+            ),
+            // Another account's login: another plan or other scopes.
+            (
+                "another subscriptionType",
+                forged(&|v| v["claudeAiOauth"]["subscriptionType"] = "enterprise".into()),
+            ),
+            (
+                "other scopes",
+                forged(&|v| {
+                    v["claudeAiOauth"]["scopes"] = serde_json::json!(["user:inference"]);
+                }),
+            ),
+            (
+                "another rateLimitTier",
+                forged(&|v| v["claudeAiOauth"]["rateLimitTier"] = "enterprise_org".into()),
+            ),
+        ];
+        for (what, login) in cases {
+            let (_tmp, shared, client) = setup();
+            let (sc, cc) = (shared.join(CREDENTIALS), client.join(CREDENTIALS));
+            std::fs::write(&sc, &host_text).expect("write");
+            std::fs::write(&cc, login.to_string()).expect("write");
+            let said = sync_shared(&client, &shared).expect("a warning, not an error");
+            assert_eq!(
+                std::fs::read_to_string(&sc).expect("host"),
+                host_text,
+                "{what}: the shared login is the host's"
+            );
+            assert!(
+                said.len() == 1
+                    && said[0].starts_with("warning: not copying the sandbox's Claude login back"),
+                "{what}: {said:?}"
+            );
+            assert_eq!(
+                json_file(&cc),
+                login,
+                "{what}: the sandbox's file is left as it is"
+            );
+        }
+    }
+
+    /// What comes back of a sandbox's login, at a fixed "now": the host's file with the
+    /// three rotated fields, or the reason it is not a refresh of the host's login.
+    #[test]
+    fn only_a_refresh_of_the_hosts_login_comes_back() {
+        const NOW: u64 = 1_800_000_000_000;
+        const DAY: u64 = 24 * HOUR_MS;
+        let host = serde_json::json!({
+            "claudeAiOauth": oauth("host", NOW - HOUR_MS),
+            "mcpOAuth": {"notion": {"accessToken": "host-mcp"}},
+        });
+        let sandbox = |f: &dyn Fn(&mut serde_json::Value)| {
+            let mut v = serde_json::json!({"claudeAiOauth": oauth("sandbox", NOW + 8 * HOUR_MS)});
+            f(&mut v);
+            v
+        };
+        let merged = |expires_at: u64| {
+            let mut want = host.clone();
+            want["claudeAiOauth"] = oauth("sandbox", expires_at);
+            Ok(want)
+        };
+        let back = |s: &serde_json::Value| {
+            refreshed_login(&host, s, NOW)
+                .map(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).expect("JSON"))
+        };
+        let ok_cases = [
+            (sandbox(&|_| {}), merged(NOW + 8 * HOUR_MS)),
+            // A day ahead is the bound; an expired one is no threat (and no use).
+            (
+                sandbox(&|v| v["claudeAiOauth"]["expiresAt"] = (NOW + DAY).into()),
+                merged(NOW + DAY),
+            ),
+            (
+                sandbox(&|v| v["claudeAiOauth"]["expiresAt"] = (NOW - DAY).into()),
+                merged(NOW - DAY),
+            ),
+            // The sandbox's MCP tokens stay in the sandbox; the host keeps its own.
+            (
+                sandbox(&|v| v["mcpOAuth"] = serde_json::json!({"x": {"accessToken": "s"}})),
+                merged(NOW + 8 * HOUR_MS),
+            ),
+        ];
+        for (s, want) in ok_cases {
+            assert_eq!(back(&s), want, "{s}");
+        }
+        let refused = [
+            (
+                sandbox(&|v| v["claudeAiOauth"]["expiresAt"] = (NOW + DAY + 1).into()),
+                "more than a day from now",
+            ),
+            (
+                sandbox(&|v| v["claudeAiOauth"]["subscriptionType"] = "team".into()),
+                "field \"subscriptionType\" is not the host's",
+            ),
+            (
+                sandbox(&|v| v["claudeAiOauth"]["scopes"] = serde_json::json!(["user:inference"])),
+                "field \"scopes\" is not the host's",
+            ),
+            // A field only one side has is not equal either.
+            (
+                sandbox(&|v| {
+                    v["claudeAiOauth"]
+                        .as_object_mut()
+                        .expect("object")
+                        .remove("rateLimitTier");
+                }),
+                "field \"rateLimitTier\" is not the host's",
+            ),
+            (
+                sandbox(&|v| v["claudeAiOauth"]["organizationUuid"] = "evil".into()),
+                "field \"organizationUuid\" is not the host's",
+            ),
+            (
+                sandbox(&|v| v["primaryApiKey"] = "sk-ant-api03-evil".into()),
+                "the key \"primaryApiKey\", which a Claude login does not",
+            ),
+            (
+                sandbox(&|v| v["x\u{1b}]52;c;evil\u{7}"] = 1.into()),
+                "the key \"x\\u{1b}]52;c;evil\\u{7}\"",
+            ),
+        ];
+        for (s, want) in refused {
+            let err = back(&s).expect_err("refused");
+            assert!(err.contains(want), "{s}: {err}");
+        }
+    }
+
+    /// With no login in the shared dir there is nothing to check the sandbox's against:
+    /// an agent's login never becomes the host's.
+    #[test]
+    fn a_sandbox_login_is_not_copied_into_a_shared_dir_without_one() {
+        let (_tmp, shared, client) = setup();
+        let login = serde_json::json!({"claudeAiOauth": oauth("sandbox", now_ms() + HOUR_MS)});
+        std::fs::write(client.join(CREDENTIALS), login.to_string()).expect("write");
+        let said = sync_shared(&client, &shared).expect("sync");
+        assert!(!shared.join(CREDENTIALS).exists(), "{said:?}");
+        assert!(said[0].contains("log in on the host"), "{said:?}");
+    }
+
+    /// A refresh inside (same login, new tokens, an expiry hours ahead) reaches the
+    /// host: the tokens and their expiry, nothing else; the host's other keys (MCP
+    /// servers' tokens) stay the host's, the sandbox's stay in the sandbox.
+    #[test]
+    fn a_refresh_inside_copies_back_the_new_tokens_only() {
+        let (_tmp, shared, client) = setup();
+        let (sc, cc) = (shared.join(CREDENTIALS), client.join(CREDENTIALS));
+        let now = now_ms();
+        let host = serde_json::json!({
+            "claudeAiOauth": oauth("host", now - HOUR_MS),
+            "mcpOAuth": {"notion": {"accessToken": "host-mcp"}},
+        });
+        std::fs::write(&sc, host.to_string()).expect("write");
+        let refreshed = serde_json::json!({
+            "claudeAiOauth": oauth("sandbox", now + 8 * HOUR_MS),
+            "mcpOAuth": {"evil": {"accessToken": "sandbox-mcp"}},
+        });
+        std::fs::write(&cc, refreshed.to_string()).expect("write");
+        let said = sync_shared(&client, &shared).expect("sync");
+        assert!(
+            said[0].contains("copied the sandbox's refreshed"),
+            "{said:?}"
+        );
+        assert_eq!(
+            json_file(&sc),
+            serde_json::json!({
+                "claudeAiOauth": oauth("sandbox", now + 8 * HOUR_MS),
+                "mcpOAuth": {"notion": {"accessToken": "host-mcp"}},
+            })
+        );
+        let mode = std::fs::metadata(&sc).expect("stat").permissions();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+            0o600
+        );
+        // Done: the next sync finds the same login on both sides and writes nothing.
+        assert!(sync_shared(&client, &shared).expect("sync").is_empty());
+        assert_eq!(json_file(&cc), refreshed);
     }
 
     #[test]

@@ -327,7 +327,8 @@ pub struct SandboxOptions {
     #[arg(long = "podman-arg", value_name = "ARG", allow_hyphen_values = true)]
     pub podman_args: Vec<String>,
     /// Share the Claude login of this config directory (e.g. ~/.claude) on purpose: its
-    /// credentials file is copied both ways; the directory itself is not mounted.
+    /// credentials file is copied in, and a token refresh of that same login is copied
+    /// back (its tokens only); the directory itself is not mounted.
     #[arg(long, value_name = "DIR")]
     pub claude_config: Option<PathBuf>,
     /// Let the agent write the projects' `.git/config` and `.git/hooks`, which git on the

@@ -1214,6 +1214,78 @@ mod cli {
         assert_eq!(home.fake.calls(), []);
     }
 
+    /// `--claude-config DIR`: what the agent writes as its login reaches `DIR` at `stop`
+    /// only as a refresh of `DIR`'s own login (same plan and scopes, an expiry hours
+    /// ahead), and then only its tokens; another organisation's login with a far-off
+    /// expiry and keys of its own is refused with a warning.
+    #[test]
+    fn a_shared_claude_login_comes_back_only_as_its_own_refresh() {
+        let home = Home::new();
+        let proj = home.mkdir("projects/acme");
+        let shared = home.mkdir("work/claude-shared");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs()
+            * 1000;
+        let login = |tag: &str, expires_at: u64, plan: &str| {
+            serde_json::json!({"claudeAiOauth": {
+                "accessToken": format!("sk-ant-oat01-{tag}"),
+                "refreshToken": format!("sk-ant-ort01-{tag}"),
+                "expiresAt": expires_at,
+                "scopes": ["user:inference", "user:profile"],
+                "subscriptionType": plan,
+            }})
+        };
+        let hour = 3_600_000;
+        let host = login("host", now + hour, "max");
+        let shared_creds = shared.join(".credentials.json");
+        std::fs::write(&shared_creds, host.to_string()).expect("write");
+        home.sandboxctl(["enable", "acme", "--agent", "shell", "--claude-config"])
+            .arg(&shared)
+            .arg(&proj)
+            .run()
+            .success();
+        let client_creds = home.client_dir("acme").join("claude/.credentials.json");
+        let read = |p: &std::path::Path| -> serde_json::Value {
+            serde_json::from_slice(&std::fs::read(p).expect("read")).expect("JSON")
+        };
+        assert_eq!(read(&client_creds), host, "enable shares the host's login");
+
+        // The attack: another organisation's login, valid for a year, with a key of
+        // its own.
+        let mut forged = login("evil", now + 365 * 24 * hour, "enterprise");
+        forged["oauthAccount"] = serde_json::json!({"organizationUuid": "evil-org"});
+        std::fs::write(&client_creds, forged.to_string()).expect("write");
+        let out = home.sandboxctl(["stop", "acme"]).run().success();
+        assert_eq!(read(&shared_creds), host, "the host's login is untouched");
+        assert!(
+            out.stderr
+                .contains("warning: not copying the sandbox's Claude login back"),
+            "{out}"
+        );
+
+        // A refresh inside: new tokens, the same plan, hours ahead.
+        let refreshed = login("refreshed", now + 8 * hour, "max");
+        std::fs::write(&client_creds, refreshed.to_string()).expect("write");
+        let out = home.sandboxctl(["stop", "acme"]).run().success();
+        assert!(
+            out.stderr
+                .contains("copied the sandbox's refreshed Claude login back"),
+            "{out}"
+        );
+        assert_eq!(read(&shared_creds), refreshed);
+        let names: Vec<_> = std::fs::read_dir(&shared)
+            .expect("list")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(
+            names,
+            [".credentials.json"],
+            "nothing else is written there"
+        );
+    }
+
     #[test]
     fn disable_of_an_unknown_client_makes_no_call() {
         let home = Home::new();

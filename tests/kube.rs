@@ -213,7 +213,11 @@ fn kube_allowlist_goes_through_the_proxy_service_only() {
     );
     let pod = agent_pod(&docs);
     for var in ["HTTPS_PROXY", "http_proxy", "ALL_PROXY"] {
-        assert_eq!(env(pod, var), Some("http://acme-proxy:3128"), "{var}");
+        assert_eq!(
+            env(pod, var),
+            Some("http://$(ACME_PROXY_SERVICE_HOST):3128"),
+            "{var}"
+        );
     }
     assert_eq!(env(pod, "SANDBOX_PROXY_SOCKET"), None);
     assert_eq!(
@@ -243,7 +247,7 @@ fn kube_allowlist_goes_through_the_proxy_service_only() {
     assert_eq!(agent["policyTypes"], json!(["Ingress", "Egress"]));
     assert_eq!(agent["ingress"], json!([]));
     let egress = agent["egress"].as_array().expect("egress");
-    assert_eq!(egress.len(), 2);
+    assert_eq!(egress.len(), 1);
     assert_eq!(
         egress[0]["to"],
         json!([{"podSelector": {"matchLabels": {
@@ -253,8 +257,9 @@ fn kube_allowlist_goes_through_the_proxy_service_only() {
         egress[0]["ports"],
         json!([{"port": 3128, "protocol": "TCP"}])
     );
-    assert_eq!(egress[1]["ports"][0]["port"], 53);
     let proxy_policy = &find(&docs, "NetworkPolicy", "acme-proxy")["spec"];
+    // The proxy resolves the names it allows: it, not the agent, reaches cluster DNS.
+    assert_eq!(proxy_policy["egress"][1]["ports"][0]["port"], 53);
     let except = &proxy_policy["egress"][0]["to"][0]["ipBlock"]["except"];
     for range in [
         "10.0.0.0/8",
@@ -278,6 +283,101 @@ fn kube_allowlist_goes_through_the_proxy_service_only() {
             .iter()
             .any(|d| d["kind"] == "Deployment" || d["kind"] == "ConfigMap")
     );
+}
+
+/// Cluster DNS recurses to any name server: a tunnel around the proxy. The allowlist
+/// agent pod has none (the local sandbox has no DNS at all): its policy lets it reach
+/// the proxy's port and nothing else, its resolver is its own loopback, and it finds the
+/// proxy by the address the kubelet gives it from the Service (`<SERVICE>_SERVICE_HOST`,
+/// set only for Services that exist before the pod: the export puts the Service, and the
+/// agent's policy, before the pod).
+#[test]
+fn kube_allowlist_agent_has_no_dns_and_finds_the_proxy_by_address() {
+    for flavor in [Flavor::Sandbox, Flavor::Pod] {
+        let docs = parse(&export(&settings(Agent::Claude, NetworkMode::Allowlist), flavor).text);
+        // No egress rule without a destination or without ports, none to port 53.
+        let egress = &find(&docs, "NetworkPolicy", "acme-agent")["spec"]["egress"];
+        for rule in egress.as_array().expect("egress") {
+            assert!(
+                rule["to"].as_array().is_some_and(|t| !t.is_empty()),
+                "{flavor:?}: a rule to anywhere: {rule}"
+            );
+            for port in rule["ports"].as_array().expect("a rule for every port") {
+                assert_ne!(port["port"], json!(53), "{flavor:?}: DNS allowed: {rule}");
+            }
+        }
+        assert_eq!(
+            egress,
+            &json!([{
+                "to": [{"podSelector": {"matchLabels": {
+                    "app.kubernetes.io/component": "proxy", "app.kubernetes.io/instance": "acme"}}}],
+                "ports": [{"port": 3128, "protocol": "TCP"}],
+            }]),
+            "{flavor:?}"
+        );
+        // No resolver: dnsPolicy None must name a server, and the pod's loopback has none.
+        let pod = agent_pod(&docs);
+        assert_eq!(pod["dnsPolicy"], "None", "{flavor:?}");
+        assert_eq!(
+            pod["dnsConfig"],
+            json!({"nameservers": ["127.0.0.1"]}),
+            "{flavor:?}"
+        );
+        // The proxy by the Service's address, as the kubelet names its variable.
+        let service = &find(&docs, "Service", "acme-proxy")["metadata"]["name"];
+        let host_var = format!(
+            "{}_SERVICE_HOST",
+            service
+                .as_str()
+                .expect("name")
+                .to_ascii_uppercase()
+                .replace('-', "_")
+        );
+        assert_eq!(pod["enableServiceLinks"], json!(true), "{flavor:?}");
+        for var in [
+            "HTTPS_PROXY",
+            "https_proxy",
+            "HTTP_PROXY",
+            "http_proxy",
+            "ALL_PROXY",
+            "all_proxy",
+        ] {
+            assert_eq!(
+                env(pod, var),
+                Some(format!("http://$({host_var}):3128").as_str()),
+                "{flavor:?} {var}"
+            );
+        }
+        let names = serde_json::to_string(&pod["containers"][0]["env"]).expect("json");
+        assert!(
+            !names.contains("acme-proxy"),
+            "{flavor:?}: a name to resolve: {names}"
+        );
+        let agent_at = docs
+            .iter()
+            .position(|d| d["kind"] == "Sandbox" || d["kind"] == "Pod")
+            .expect("the agent");
+        let at = |kind: &str, name: &str| {
+            docs.iter()
+                .position(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+                .unwrap_or_else(|| panic!("no {kind} {name}"))
+        };
+        assert!(
+            at("Service", "acme-proxy") < agent_at,
+            "{flavor:?}: Service first"
+        );
+        assert!(
+            at("NetworkPolicy", "acme-agent") < agent_at,
+            "{flavor:?}: the agent's policy before the agent"
+        );
+    }
+    // Without a proxy nothing changes: none has no egress, open keeps the cluster's DNS.
+    for network in [NetworkMode::None, NetworkMode::Open] {
+        let docs = parse(&export(&settings(Agent::Claude, network), Flavor::Pod).text);
+        let pod = agent_pod(&docs);
+        assert_eq!(pod["dnsPolicy"], Value::Null, "{network}");
+        assert_eq!(pod["enableServiceLinks"], json!(false), "{network}");
+    }
 }
 
 #[test]

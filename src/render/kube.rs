@@ -2,8 +2,11 @@
 //! `SandboxSpec` the unit renderers use. The agent runs as a `Sandbox`
 //! (`agents.x-k8s.io/v1beta1`) or a plain `Pod` with `PersistentVolumeClaim`s; the
 //! egress allowlist becomes a per-client proxy (`ConfigMap` + `Deployment` + `Service`)
-//! and `NetworkPolicy` objects. What has no Kubernetes counterpart is listed as dropped
-//! (a comment at the top of the output; the command prints one line each).
+//! and `NetworkPolicy` objects. As in the local sandbox, the allowlist agent has no DNS
+//! (a recursive resolver is a way out around the proxy): it reaches the proxy by the
+//! Service's address, from the variable the kubelet sets. What has no Kubernetes
+//! counterpart is listed as dropped (a comment at the top of the output; the command
+//! prints one line each).
 //!
 //! Objects are built as JSON values (sorted keys) and written by a small emitter that
 //! double-quotes every string, so the output is the same bytes for the same input and
@@ -146,6 +149,15 @@ impl Names {
         })
     }
 
+    /// The variable the kubelet sets to a Service's cluster IP in each pod created
+    /// after it (with `enableServiceLinks`): its name in capitals, `-` as `_`.
+    fn service_host_var(&self, what: &str) -> String {
+        format!(
+            "{}_SERVICE_HOST",
+            self.obj(what).to_ascii_uppercase().replace('-', "_")
+        )
+    }
+
     fn metadata(&self, name: &str, component: &str) -> Value {
         json!({
             "name": name,
@@ -199,7 +211,13 @@ struct AgentPod {
     claims: Vec<(String, &'static str)>,
 }
 
-fn agent_pod(spec: &SandboxSpec, o: &Options, n: &Names, dropped: &mut Vec<String>) -> AgentPod {
+fn agent_pod(
+    spec: &SandboxSpec,
+    allowlist: bool,
+    o: &Options,
+    n: &Names,
+    dropped: &mut Vec<String>,
+) -> AgentPod {
     let mut volumes = Vec::new();
     let mut mounts = Vec::new();
     let mut claims = Vec::new();
@@ -297,13 +315,24 @@ fn agent_pod(spec: &SandboxSpec, o: &Options, n: &Names, dropped: &mut Vec<Strin
         // The pod's pause process is PID 1 and reaps orphans, as podman's --init does.
         pod["shareProcessNamespace"] = json!(true);
     }
+    if allowlist {
+        // No DNS, as in the local sandbox: a recursive resolver answers for any name, so
+        // queries would carry data past the proxy. The agent finds the proxy by the
+        // Service's address, which the kubelet sets in the environment only with
+        // service links; `None` must name a server, and the pod's own loopback has none.
+        pod["enableServiceLinks"] = json!(true);
+        pod["dnsPolicy"] = json!("None");
+        pod["dnsConfig"] = json!({"nameservers": ["127.0.0.1"]});
+    }
     AgentPod { spec: pod, claims }
 }
 
-/// The model's environment, with the proxy variables pointing at the proxy Service.
+/// The model's environment, with the proxy variables pointing at the proxy Service's
+/// address: `$(…_SERVICE_HOST)`, which the kubelet expands from the Service's variable
+/// (set only if the Service exists before the pod; `render` writes it first).
 fn agent_env(spec: &SandboxSpec, n: &Names) -> Vec<Value> {
     let local_proxy = format!("http://127.0.0.1:{PROXY_PORT}");
-    let cluster_proxy = format!("http://{}:{PROXY_PORT}", n.obj("proxy"));
+    let cluster_proxy = format!("http://$({}):{PROXY_PORT}", n.service_host_var("proxy"));
     spec.environment
         .iter()
         // The relay to the local proxy socket is not needed: the proxy is a Service.
@@ -430,7 +459,7 @@ fn proxy_objects(spec: &SandboxSpec, o: &Options, n: &Names, policy: &str) -> Ve
     vec![config, deployment, service, proxy_policy]
 }
 
-/// Egress to the cluster's DNS.
+/// Egress to the cluster's DNS, for the proxy, which resolves the names it allows.
 fn dns_rule() -> Value {
     json!({
         "to": [{
@@ -444,12 +473,12 @@ fn dns_rule() -> Value {
 /// The agent pod's network policy: nothing in; out only what its mode allows.
 fn agent_policy(spec: &SandboxSpec, allowlist: bool, n: &Names) -> Value {
     let egress = match (spec.network, allowlist) {
+        // The proxy's port and nothing else: no DNS (the agent has the proxy's address).
         (Network::None, true) => json!([
             {
                 "to": [{"podSelector": {"matchLabels": n.selector("proxy")}}],
                 "ports": [{"protocol": "TCP", "port": PROXY_PORT}],
             },
-            dns_rule(),
         ]),
         (Network::None, false) => json!([]),
         // Open: anything but the link-local range, where cloud metadata services are.
@@ -559,7 +588,7 @@ pub fn render(spec: &SandboxSpec, allowlist: bool, o: &Options) -> Result<Export
             .unwrap_or_else(|| format!("sandboxctl-{}", spec.client.as_str())),
     };
     let mut dropped = o.dropped.clone();
-    let agent = agent_pod(spec, o, &n, &mut dropped);
+    let agent = agent_pod(spec, allowlist, o, &n, &mut dropped);
     let mut notes = Vec::new();
     let mut objects = Vec::new();
     if o.namespace.is_none() {
@@ -574,6 +603,14 @@ pub fn render(spec: &SandboxSpec, allowlist: bool, o: &Options) -> Result<Export
     if !spec.secrets.is_empty() {
         secret(spec, o, &n, &mut objects, &mut notes)?;
     }
+    // Before the agent (`kubectl apply` creates in file order): the kubelet sets the
+    // proxy Service's variables only in pods created after it, and the agent's policy
+    // should be in place when its pod starts, not after.
+    if allowlist {
+        let policy = o.policy.as_deref().unwrap_or_default();
+        objects.extend(proxy_objects(spec, o, &n, policy));
+    }
+    objects.push(agent_policy(spec, allowlist, &n));
     let agent_labels = {
         let mut l = n.labels("agent");
         for label in &spec.labels {
@@ -617,11 +654,17 @@ pub fn render(spec: &SandboxSpec, allowlist: bool, o: &Options) -> Result<Export
             }));
         }
     }
-    if allowlist {
-        let policy = o.policy.as_deref().unwrap_or_default();
-        objects.extend(proxy_objects(spec, o, &n, policy));
+    let mut text = header(&n, allowlist, &dropped, &notes);
+    for obj in &objects {
+        text.push_str("---\n");
+        text.push_str(&yaml(obj));
     }
-    objects.push(agent_policy(spec, allowlist, &n));
+    Ok(Export { text, dropped })
+}
+
+/// The comment lines above the objects: what they are, what the cluster must do, what
+/// was not exported and what to create by hand.
+fn header(n: &Names, allowlist: bool, dropped: &[String], notes: &[String]) -> String {
     let mut text = format!(
         "# Kubernetes objects for sandboxctl client {} (namespace {}), written by sandboxctl export.\n",
         n.client, n.namespace
@@ -629,17 +672,20 @@ pub fn render(spec: &SandboxSpec, allowlist: bool, o: &Options) -> Result<Export
     text.push_str(
         "# NetworkPolicy needs a network plugin that enforces it; without one the agent's egress is not confined.\n",
     );
-    for d in &dropped {
+    if allowlist {
+        let _ = writeln!(
+            text,
+            "# The agent has no DNS and reaches the proxy at the address of Service {}, which the kubelet gives only to pods created after it: create the objects in this order, and recreate the agent if the Service is recreated.",
+            n.obj("proxy")
+        );
+    }
+    for d in dropped {
         let _ = writeln!(text, "# Not exported: {}", one_line(d));
     }
-    for note in &notes {
+    for note in notes {
         let _ = writeln!(text, "# {}", one_line(note));
     }
-    for obj in &objects {
-        text.push_str("---\n");
-        text.push_str(&yaml(obj));
-    }
-    Ok(Export { text, dropped })
+    text
 }
 
 fn one_line(s: &str) -> String {

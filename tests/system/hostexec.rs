@@ -15,6 +15,16 @@ fn login(tag: &str, expires_at: u64) -> String {
     )
 }
 
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).expect("JSON")
+}
+
+/// A login the shared dir holds, as JSON: sandboxctl writes what comes back from a
+/// sandbox as the host's file with the new tokens, in its own formatting.
+fn json_file(path: &Path) -> serde_json::Value {
+    json(&std::fs::read_to_string(path).expect("login"))
+}
+
 /// Every file below `dir` with its contents, sorted, for "nothing changed" checks.
 fn tree(dir: &Path) -> Vec<(String, String)> {
     fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, String)>) {
@@ -120,8 +130,8 @@ fn h1_shared_claude_config_gets_the_login_and_nothing_else() {
         state
     );
     assert_eq!(
-        std::fs::read_to_string(dir.join(".credentials.json")).expect("login"),
-        login("sandbox2", 2_000),
+        json_file(&dir.join(".credentials.json")),
+        json(&login("sandbox2", 2_000)),
         "the refreshed login is shared back"
     );
 
@@ -227,8 +237,8 @@ fn h4_a_login_refreshed_during_attach_reaches_the_host_at_detach() {
         || format!("--- screen ---\n{}", term.screen()),
     );
     assert_eq!(
-        std::fs::read_to_string(dir.join(".credentials.json")).expect("login"),
-        login("sandbox2", 2_000),
+        json_file(&dir.join(".credentials.json")),
+        json(&login("sandbox2", 2_000)),
         "the refreshed login reached the host at detach:\n{}",
         term.screen()
     );

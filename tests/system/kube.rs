@@ -6,11 +6,14 @@
 //!
 //! An allowlist client's proxy runs too (`k8_proxy_pod_allows_and_denies`): its
 //! Deployment runs `sandboxctl proxy --listen-tcp` from the agent image, and the agent pod
-//! reaches it by the Service's name. `podman kube play` has no cluster DNS and ignores
-//! `Service` and `NetworkPolicy`; the name comes from a user-defined network with DNS
-//! (CNI's dnsname plugin here, aardvark-dns with netavark) on which the proxy's pod is
-//! played with the Service's name as its alias. The exported documents are played as
-//! written, in two files: the proxy's and the rest.
+//! reaches it by the Service's address, `$(<SERVICE>_SERVICE_HOST)` in its proxy
+//! variables, with no resolver of its own. `podman kube play` ignores `Service` and
+//! `NetworkPolicy`, sets no Service variables and expands no `$(VAR)` in a value, so the
+//! test does the kubelet's part: it plays the proxy's documents on a user-defined network
+//! with DNS (CNI's dnsname plugin here, aardvark-dns with netavark), and replaces that one
+//! reference in the agent's documents with the proxy pod's address there before playing
+//! them. Nothing else of the export is changed; it is played in two files: the proxy's
+//! and the rest.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -250,6 +253,7 @@ fn k8_proxy_pod_allows_and_denies() {
     let allowed_body = format!("k8-allowed-{}", c.name);
     let allowed = upstream(&mut net, "allowed", &allowed_body);
     let denied = upstream(&mut net, "denied", "k8-denied");
+    let denied_name = net.containers.last().expect("the denied host").clone();
     // A literal private address: the proxy refuses private ranges unless a rule names one.
     sbx(["allow", &c.name, "--private", &format!("{allowed}:8080")])
         .run()
@@ -262,15 +266,16 @@ fn k8_proxy_pod_allows_and_denies() {
         .run()
         .success();
     let text = std::fs::read_to_string(&file).expect("read the export");
-    let service = format!("{}-proxy", c.name);
+    // The variable the kubelet sets to the Service's address.
+    let service_host = format!(
+        "$({}_PROXY_SERVICE_HOST)",
+        c.name.to_ascii_uppercase().replace('-', "_")
+    );
     assert!(
-        text.contains(&format!("\"http://{service}:3128\"")),
-        "the agent's proxy is the Service:\n{text}"
+        text.contains(&format!("\"http://{service_host}:3128\"")),
+        "the agent's proxy is the Service's address:\n{text}"
     );
     let (proxy_docs, agent_docs) = split_proxy_documents(&text);
-    let (proxy_file, agent_file) = (dir.join("proxy.yaml"), dir.join("agent.yaml"));
-    std::fs::write(&proxy_file, proxy_docs).expect("write");
-    std::fs::write(&agent_file, agent_docs).expect("write");
     // The claims' volumes, and the one Podman makes for the ConfigMap.
     net.volumes = [
         "project-1",
@@ -284,7 +289,13 @@ fn k8_proxy_pod_allows_and_denies() {
     .map(|v| format!("{}-{v}", c.name))
     .collect();
 
-    let (proxy_ctr, agent_ctr) = play_proxy_and_agent(&mut net, &c.name, &proxy_file, &agent_file);
+    let (proxy_ctr, agent_ctr) = play_proxy_and_agent(
+        &mut net,
+        &c.name,
+        &dir,
+        (&proxy_docs, &agent_docs),
+        &service_host,
+    );
     let proxy_cmd = podman(["inspect", "--format", "{{.Path}} {{json .Args}}"])
         .arg(&proxy_ctr)
         .run()
@@ -341,7 +352,20 @@ fn k8_proxy_pod_allows_and_denies() {
         "NetworkPolicy is not enforced by podman kube play (README says so):\n{out}"
     );
 
+    assert_no_resolver(&proxy_ctr, &agent_ctr, &denied_name);
     assert_decisions(&proxy_ctr, &c.name, &allowed, &denied);
+}
+
+/// The network's DNS answers the proxy's pod for `name`, the agent's pod has no resolver.
+fn assert_no_resolver(proxy_ctr: &str, agent_ctr: &str, name: &str) {
+    podman(["exec", proxy_ctr, "getent", "hosts", name])
+        .run()
+        .success();
+    let out = podman(["exec", agent_ctr, "getent", "hosts", name]).run();
+    assert!(
+        !out.status.success(),
+        "the agent pod resolved a name:\n{out}"
+    );
 }
 
 /// The proxy's JSON decision lines (in its `podman logs`): GET and CONNECT to `allowed`
@@ -367,26 +391,23 @@ fn assert_decisions(proxy_ctr: &str, client: &str, allowed: &str, denied: &str) 
     assert!(has("denied", denied, "CONNECT"), "{logs}");
 }
 
-/// Plays the proxy's documents with the Service's name as the pod's alias on `net`, then
-/// the agent's; waits until both run and returns their containers (proxy, agent).
+/// Plays the proxy's documents on `net`, then the agent's (written to `dir`) with
+/// `service_host` replaced by the proxy pod's address there, as the kubelet expands it
+/// from the Service's variable; waits until both run and returns their containers
+/// (proxy, agent).
 fn play_proxy_and_agent(
     net: &mut Network,
     client: &str,
-    proxy_file: &std::path::Path,
-    agent_file: &std::path::Path,
+    dir: &std::path::Path,
+    (proxy_docs, agent_docs): (&str, &str),
+    service_host: &str,
 ) -> (String, String) {
     let service = format!("{client}-proxy");
-    // The Service's name resolves to the proxy's pod: its alias on the network.
-    net.files.push(proxy_file.to_owned());
-    podman(["kube", "play", "--network"])
-        .arg(format!("{}:alias={service}", net.name))
-        .arg(proxy_file)
-        .timeout(Duration::from_mins(2))
-        .run()
-        .success();
-    net.files.push(agent_file.to_owned());
+    let (proxy_file, agent_file) = (dir.join("proxy.yaml"), dir.join("agent.yaml"));
+    std::fs::write(&proxy_file, proxy_docs).expect("write");
+    net.files.push(proxy_file.clone());
     podman(["kube", "play", "--network", &net.name])
-        .arg(agent_file)
+        .arg(&proxy_file)
         .timeout(Duration::from_mins(2))
         .run()
         .success();
@@ -401,8 +422,33 @@ fn play_proxy_and_agent(
         .find(|p| *p == format!("{service}-pod-0") || *p == format!("{service}-pod"))
         .unwrap_or_else(|| panic!("no pod of the proxy Deployment {service}:\n{pods}"));
     let proxy_ctr = format!("{pod}-proxy");
-    let agent_ctr = format!("{client}-agent-agent");
     wait_running(&proxy_ctr);
+    // The proxy pod's address on the network: its infra container's.
+    let infra = podman(["pod", "inspect", "--format", "{{.InfraContainerID}}", pod])
+        .run()
+        .success();
+    let address = podman(["inspect", "--format"])
+        .arg(format!(
+            "{{{{(index .NetworkSettings.Networks \"{}\").IPAddress}}}}",
+            net.name
+        ))
+        .arg(infra.stdout.trim())
+        .run()
+        .success();
+    let address = address.stdout.trim().to_owned();
+    assert!(
+        address.parse::<std::net::Ipv4Addr>().is_ok(),
+        "address of the proxy pod {pod}: {address:?}"
+    );
+    assert!(agent_docs.contains(service_host), "{agent_docs}");
+    std::fs::write(&agent_file, agent_docs.replace(service_host, &address)).expect("write");
+    net.files.push(agent_file.clone());
+    podman(["kube", "play", "--network", &net.name])
+        .arg(&agent_file)
+        .timeout(Duration::from_mins(2))
+        .run()
+        .success();
+    let agent_ctr = format!("{client}-agent-agent");
     wait_running(&agent_ctr);
     (proxy_ctr, agent_ctr)
 }
