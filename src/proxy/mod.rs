@@ -75,6 +75,12 @@ impl ProxyOptions {
 
 /// Runs the proxy until SIGTERM or SIGINT (or the idle exit).
 pub fn run(opts: ProxyOptions) -> anyhow::Result<()> {
+    run_with(opts, SystemResolver)
+}
+
+/// [`run`] with another resolver (the benchmark's, which sends a test name to its
+/// local upstream).
+pub fn run_with<R: Resolver>(opts: ProxyOptions, resolver: R) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -87,7 +93,7 @@ pub fn run(opts: ProxyOptions) -> anyhow::Result<()> {
         cfg.idle_timeout = opts.idle_timeout;
         cfg.keys = opts.keys;
         let shutdown = shutdown_signal()?;
-        serve(listener, cfg, SystemResolver, shutdown).await;
+        serve(listener, cfg, resolver, shutdown).await;
         Ok(())
     })
 }
