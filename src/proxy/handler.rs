@@ -488,14 +488,14 @@ async fn spliced<C: super::splice::SpliceSocket>(
     ends: Ends<'_>,
 ) -> Result<(), String> {
     use super::splice;
-    let first = async {
+    let first = Box::pin(async {
         let passed = sni::first_flight(ends.check, early, &mut Spliced(client)).await?;
         splice::write_all(&tcp, &passed.bytes)
             .await
             .map_err(Stopped::Io)?;
         ends.passed(&passed);
         Ok(())
-    };
+    });
     match splice::tunnel(client, &tcp, first, ends.up, ends.down).await {
         Ok(r) => r.map_err(|e| format!("tunnel: {e}")),
         Err(Stopped::Io(e)) => Err(format!("tunnel: {e}")),
@@ -539,7 +539,7 @@ where
     };
     let (mut from_client, mut to_client) = tokio::io::split(client);
     let (from_upstream, mut to_upstream) = tokio::io::split(upstream);
-    let first = async {
+    let first = Box::pin(async {
         let passed = sni::first_flight(ends.check, &[], &mut from_client).await?;
         // `Counted` counts these bytes as they go.
         to_upstream
@@ -550,7 +550,7 @@ where
             let _ = ends.server_name.set(name);
         }
         Ok((from_client, to_upstream))
-    };
+    });
     let up = |(from_client, mut to_upstream): (_, tokio::io::WriteHalf<Counted>)| async move {
         let mut from_client = BufReader::with_capacity(64 << 10, from_client);
         tokio::io::copy_buf(&mut from_client, &mut to_upstream).await?;

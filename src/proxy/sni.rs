@@ -35,6 +35,8 @@ use super::reload::Loaded;
 const HTTPS: u16 = 443;
 /// How much of a server name a log line shows (a DNS name is at most 253 bytes).
 const SHOWN: usize = 255;
+/// The most bytes the first read takes; later ones take as much as was read before.
+const FIRST_READ: usize = 4096;
 
 /// What the `CONNECT` was allowed on, to hold the `ClientHello` against.
 #[derive(Clone)]
@@ -139,7 +141,17 @@ pub(crate) async fn first_flight(
             deadline = Some(Instant::now() + check.timeout);
         }
         let old = buf.len();
-        buf.resize(MAX_BYTES, 0);
+        // The buffer grows as needed: most first flights (a hello is 0.3–2 KiB) fit in
+        // the first read, and a tunnel waiting for its client holds no more.
+        let room = old.max(FIRST_READ).min(MAX_BYTES - old);
+        if room == 0 {
+            // Not reached: `judge` decides on a full buffer.
+            return Err(Stopped::Refused(Refused::new(
+                "ClientHello too large",
+                None,
+            )));
+        }
+        buf.resize(old + room, 0);
         let got = match deadline {
             Some(d) => tokio::time::timeout_at(d, source.read(&mut buf[old..])).await,
             None => Ok(source.read(&mut buf[old..]).await),
@@ -417,6 +429,43 @@ mod tests {
             buf[..chunk.len()].copy_from_slice(&chunk);
             Ok(chunk.len())
         }
+    }
+
+    /// Hands out as much of its bytes as fits each read.
+    struct Stream(Vec<u8>);
+
+    impl Source for Stream {
+        async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = buf.len().min(self.0.len());
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0.drain(..n);
+            Ok(n)
+        }
+    }
+
+    #[tokio::test]
+    async fn the_buffer_grows_to_a_large_hello_and_no_further() {
+        let ok = check("ok.example", 443);
+        let padded = records(
+            &message(&[(0, sni(b"ok.example")), (21, vec![0; 12_000])]),
+            1 << 14,
+        );
+        let mut stream = Stream([&padded[..], b"after"].concat());
+        let passed = first_flight(&ok, &[], &mut stream).await.unwrap();
+        assert!(passed.bytes.starts_with(&padded), "{}", passed.bytes.len());
+        assert_eq!(passed.server_name.as_deref(), Some("ok.example"));
+        // Other bytes on another port go after the first read.
+        let ssh = check("ssh.example", 22);
+        let mut stream = Stream(vec![b'x'; 10_000]);
+        let passed = first_flight(&ssh, &[], &mut stream).await.unwrap();
+        assert_eq!(passed.bytes.len(), FIRST_READ);
+        // More than a hello may take is refused, however it arrives.
+        let huge = records(
+            &message(&[(0, sni(b"ok.example")), (21, vec![0; 16_500])]),
+            100,
+        );
+        let refused = first_flight(&ok, &[], &mut Stream(huge)).await.unwrap_err();
+        assert!(matches!(refused, Stopped::Refused(r) if r.reason.contains("malformed")));
     }
 
     async fn feed(c: &Check, early: &[u8], chunks: Vec<Vec<u8>>) -> Result<Passed, Stopped> {

@@ -62,7 +62,7 @@ splice_socket!(UnixStream, false);
 pub(crate) async fn tunnel<A: SpliceSocket, B: SpliceSocket, E>(
     client: &A,
     upstream: &B,
-    first: impl Future<Output = Result<(), E>>,
+    first: impl Future<Output = Result<(), E>> + Unpin,
     up: &Arc<AtomicU64>,
     down: &Arc<AtomicU64>,
 ) -> Result<io::Result<()>, E> {
@@ -84,13 +84,13 @@ pub(crate) async fn tunnel<A: SpliceSocket, B: SpliceSocket, E>(
 
 /// Runs `down` from the start and `up` (given what `first` returned) once `first` has
 /// succeeded, until both have ended; `up`'s error is reported before `down`'s. An error
-/// of `first` ends it at once, `down` being dropped wherever it was.
+/// of `first` ends it at once, `down` being dropped wherever it was. `first` is dropped
+/// as soon as it is done: boxed, its memory is not held for the tunnel's life.
 pub(crate) async fn gated<T, E, U: Future<Output = io::Result<()>>>(
-    first: impl Future<Output = Result<T, E>>,
+    mut first: impl Future<Output = Result<T, E>> + Unpin,
     up: impl FnOnce(T) -> U,
     down: impl Future<Output = io::Result<()>>,
 ) -> Result<io::Result<()>, E> {
-    tokio::pin!(first);
     tokio::pin!(down);
     let mut down_ended = None;
     let checked = loop {
@@ -99,6 +99,7 @@ pub(crate) async fn gated<T, E, U: Future<Output = io::Result<()>>>(
             r = &mut down, if down_ended.is_none() => down_ended = Some(r),
         }
     };
+    drop(first);
     let (a, b) = if let Some(b) = down_ended {
         (up(checked).await, b)
     } else {
@@ -203,7 +204,14 @@ mod tests {
         let down = Arc::new(AtomicU64::new(0));
         let (u, d) = (up.clone(), down.clone());
         let task = tokio::spawn(async move {
-            tunnel(&client, &upstream, async { Ok::<_, ()>(()) }, &u, &d).await
+            tunnel(
+                &client,
+                &upstream,
+                Box::pin(async { Ok::<_, ()>(()) }),
+                &u,
+                &d,
+            )
+            .await
         });
 
         let payload: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
@@ -238,10 +246,10 @@ mod tests {
         let order = std::sync::Mutex::new(Vec::new());
         let (tx, rx) = tokio::sync::oneshot::channel();
         let ended = gated(
-            async {
+            Box::pin(async {
                 rx.await.expect("sent");
                 Ok::<_, ()>(7)
-            },
+            }),
             |n| {
                 let order = &order;
                 async move {
@@ -260,7 +268,7 @@ mod tests {
         assert_eq!(*order.lock().expect("lock"), ["down", "up 7"]);
         // A refusal ends it at once: the way up never starts, the way down is dropped.
         let refused = gated(
-            async { Err::<(), _>("refused") },
+            std::future::ready(Err::<(), _>("refused")),
             |()| async { unreachable!("the way up started") },
             std::future::pending(),
         )
