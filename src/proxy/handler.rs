@@ -514,12 +514,21 @@ async fn spliced<C: super::splice::SpliceSocket>(
 struct Spliced<'a, C>(&'a C);
 
 impl<C: super::splice::SpliceSocket> sni::Source for Spliced<'_, C> {
+    async fn readable(&mut self) -> std::io::Result<()> {
+        self.0.ready(tokio::io::Interest::READABLE).await.map(drop)
+    }
+
     async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         super::splice::read(self.0, buf).await
     }
 }
 
 impl<C: AsyncRead + Send> sni::Source for tokio::io::ReadHalf<C> {
+    /// A stream cannot be asked without reading: the buffer is made at once.
+    async fn readable(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+
     async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         tokio::io::AsyncReadExt::read(self, buf).await
     }

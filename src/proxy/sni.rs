@@ -112,6 +112,8 @@ enum Step {
 
 /// Where the client's bytes are read from.
 pub(crate) trait Source: Send {
+    /// Waits until there is something to read (or the end), if the source can tell.
+    fn readable(&mut self) -> impl Future<Output = io::Result<()>> + Send;
     /// Reads what there is (at least one byte, or 0 at the end).
     fn read(&mut self, buf: &mut [u8]) -> impl Future<Output = io::Result<usize>> + Send;
 }
@@ -141,20 +143,9 @@ pub(crate) async fn first_flight(
             deadline = Some(Instant::now() + check.timeout);
         }
         let old = buf.len();
-        // The buffer grows as needed: most first flights (a hello is 0.3–2 KiB) fit in
-        // the first read, and a tunnel waiting for its client holds no more.
-        let room = old.max(FIRST_READ).min(MAX_BYTES - old);
-        if room == 0 {
-            // Not reached: `judge` decides on a full buffer.
-            return Err(Stopped::Refused(Refused::new(
-                "ClientHello too large",
-                None,
-            )));
-        }
-        buf.resize(old + room, 0);
         let got = match deadline {
-            Some(d) => tokio::time::timeout_at(d, source.read(&mut buf[old..])).await,
-            None => Ok(source.read(&mut buf[old..]).await),
+            Some(d) => tokio::time::timeout_at(d, read_more(source, &mut buf)).await,
+            None => Ok(read_more(source, &mut buf).await),
         };
         let n = match got {
             Ok(Ok(n)) => n,
@@ -169,7 +160,6 @@ pub(crate) async fn first_flight(
                 return Err(Stopped::Refused(r));
             }
         };
-        buf.truncate(old + n);
         if n == 0 {
             if old == 0 {
                 return Ok(Passed {
@@ -183,6 +173,23 @@ pub(crate) async fn first_flight(
             )));
         }
     }
+}
+
+/// Reads more of the first flight into `buf`, once there is something to read: a
+/// tunnel whose client is silent holds no buffer. The buffer grows as needed: most first
+/// flights (a hello is 0.3–2 KiB) fit in the first read.
+async fn read_more(source: &mut impl Source, buf: &mut Vec<u8>) -> io::Result<usize> {
+    source.readable().await?;
+    let old = buf.len();
+    let room = old.max(FIRST_READ).min(MAX_BYTES - old);
+    if room == 0 {
+        // Not reached: `judge` decides on a full buffer.
+        return Err(io::Error::other("first bytes beyond the limit"));
+    }
+    buf.resize(old + room, 0);
+    let read = source.read(&mut buf[old..]).await;
+    buf.truncate(old + read.as_ref().map_or(0, |&n| n));
+    read
 }
 
 /// Judges the bytes received so far.
@@ -419,6 +426,13 @@ mod tests {
     struct Chunks(Option<std::vec::IntoIter<Vec<u8>>>);
 
     impl Source for Chunks {
+        async fn readable(&mut self) -> io::Result<()> {
+            if self.0.is_none() {
+                std::future::pending::<()>().await;
+            }
+            Ok(())
+        }
+
         async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
             let Some(chunks) = &mut self.0 else {
                 return std::future::pending().await;
@@ -435,6 +449,10 @@ mod tests {
     struct Stream(Vec<u8>);
 
     impl Source for Stream {
+        async fn readable(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+
         async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
             let n = buf.len().min(self.0.len());
             buf[..n].copy_from_slice(&self.0[..n]);

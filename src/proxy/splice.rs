@@ -84,8 +84,11 @@ pub(crate) async fn tunnel<A: SpliceSocket, B: SpliceSocket, E>(
 
 /// Runs `down` from the start and `up` (given what `first` returned) once `first` has
 /// succeeded, until both have ended; `up`'s error is reported before `down`'s. An error
-/// of `first` ends it at once, `down` being dropped wherever it was. `first` is dropped
-/// as soon as it is done: boxed, its memory is not held for the tunnel's life.
+/// of `first` ends it at once, `down` being dropped wherever it was, and so does an
+/// error of `down` while `first` is still waiting (a tunnel that cannot carry bytes down,
+/// say for want of descriptors for its pipe, is not kept open for its client's first
+/// bytes). `first` is dropped as soon as it is done: boxed, its memory is not held for
+/// the tunnel's life.
 pub(crate) async fn gated<T, E, U: Future<Output = io::Result<()>>>(
     mut first: impl Future<Output = Result<T, E>> + Unpin,
     up: impl FnOnce(T) -> U,
@@ -96,7 +99,10 @@ pub(crate) async fn gated<T, E, U: Future<Output = io::Result<()>>>(
     let checked = loop {
         tokio::select! {
             r = &mut first => break r?,
-            r = &mut down, if down_ended.is_none() => down_ended = Some(r),
+            r = &mut down, if down_ended.is_none() => match r {
+                Ok(()) => down_ended = Some(Ok(())),
+                Err(e) => return Ok(Err(e)),
+            },
         }
     };
     drop(first);
@@ -274,5 +280,13 @@ mod tests {
         )
         .await;
         assert_eq!(refused.err(), Some("refused"));
+        // An error on the way down does not wait for the first bytes.
+        let broken = gated(
+            Box::pin(std::future::pending::<Result<(), ()>>()),
+            |()| async { unreachable!("the way up started") },
+            async { Err(io::Error::other("no pipe")) },
+        )
+        .await;
+        assert!(matches!(broken, Ok(Err(e)) if e.to_string() == "no pipe"));
     }
 }
