@@ -1,8 +1,11 @@
 //! Benchmark of the egress proxy (issue 5, P6): tunnel throughput against a direct
-//! loopback transfer, the time to first byte a tunnel adds per connection, and the
-//! proxy's memory idle and with 100 open tunnels. Everything runs on loopback: an
-//! upstream server in this process, the proxy as a child process (this binary with
-//! `--serve-proxy`) on a Unix socket as in a real sandbox.
+//! loopback transfer, the time to first byte a tunnel adds per connection (for a
+//! one-byte request, and for a TLS `ClientHello`, whose server name the proxy checks
+//! before it goes upstream), and the proxy's memory idle and with 100 open tunnels.
+//! Everything runs on loopback: an upstream server in this process, the proxy as a
+//! child process (this binary with `--serve-proxy`) on a Unix socket as in a real
+//! sandbox. The `ClientHello` (a real rustls one) names `bench.test`, which the child
+//! proxy resolves to a documentation address and dials as the local upstream.
 //!
 //! Throughput is the median ratio of 16 pairs of transfers (one direct, one through the
 //! tunnel, in alternating order): on a small, noisy machine single transfers move by
@@ -24,19 +27,48 @@
 //! CPU and log lines.
 
 use std::io::{BufRead as _, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sandboxctl::proxy::{Listen, ProxyOptions};
+use sandboxctl::proxy::{Listen, ProxyOptions, Resolver, SystemResolver};
 
 /// Bytes per throughput transfer; short enough that the pairs take a few seconds.
 const TOTAL: u64 = 1 << 30;
 const PAIRS: u32 = 16;
 const TTFB_CONNECTIONS: u32 = 300;
 const TUNNELS: usize = 100;
+/// The name the TLS measurement asks for, and the address the child proxy resolves it
+/// to (a documentation address, public to the proxy's checks).
+const BENCH_NAME: &str = "bench.test";
+const BENCH_ADDR: [u8; 4] = [198, 51, 100, 1];
+/// Tells the child proxy where the upstream for `BENCH_NAME` is.
+const UPSTREAM_ENV: &str = "PROXY_BENCH_UPSTREAM";
+
+/// The system resolver, except that `BENCH_NAME` resolves to `BENCH_ADDR`, which is
+/// dialled as the benchmark's upstream.
+struct BenchResolver {
+    upstream: SocketAddr,
+}
+
+impl Resolver for BenchResolver {
+    async fn lookup(&self, host: &str) -> std::io::Result<Vec<IpAddr>> {
+        if host == BENCH_NAME {
+            return Ok(vec![IpAddr::from(BENCH_ADDR)]);
+        }
+        SystemResolver.lookup(host).await
+    }
+
+    async fn connect(&self, addr: SocketAddr) -> std::io::Result<tokio::net::TcpStream> {
+        if addr.ip() == IpAddr::from(BENCH_ADDR) {
+            return tokio::net::TcpStream::connect(self.upstream).await;
+        }
+        tokio::net::TcpStream::connect(addr).await
+    }
+}
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
@@ -52,7 +84,15 @@ fn main() -> anyhow::Result<()> {
         if let Some(max) = args.get(4) {
             opts.max_connections = max.parse()?;
         }
-        return sandboxctl::proxy::run(opts);
+        return match std::env::var(UPSTREAM_ENV) {
+            Ok(upstream) => sandboxctl::proxy::run_with(
+                opts,
+                BenchResolver {
+                    upstream: upstream.parse()?,
+                },
+            ),
+            Err(_) => sandboxctl::proxy::run(opts),
+        };
     }
     if let Some(i) = args.iter().position(|a| a == "--idle-tunnels") {
         let n: usize = args.get(i + 1).map_or(Ok(1000), |v| v.parse())?;
@@ -63,30 +103,24 @@ fn main() -> anyhow::Result<()> {
     let upstream = start_upstream()?;
     let dir = tempfile::tempdir()?;
     let policy = dir.path().join("network.toml");
+    let port = upstream.port();
     std::fs::write(
         &policy,
-        format!("allow = [{{ host = \"{upstream}\", private = true }}]\n"),
+        format!("allow = [{{ host = \"{upstream}\", private = true }}, \"{BENCH_NAME}:{port}\"]\n"),
     )?;
     let sock = dir.path().join("proxy.sock");
-    let mut proxy = ProxyChild::start(&policy, &sock, &dir.path().join("proxy.log"))?;
+    let mut proxy = ProxyChild::start_with(
+        &policy,
+        &sock,
+        &dir.path().join("proxy.log"),
+        None,
+        Some(upstream),
+    )?;
     let idle_rss = proxy.rss_kib()?;
 
     let throughput = Throughput::measure(&proxy, &sock, upstream)?;
 
-    // Time to first byte, sequential connections, mean of each.
-    let mut direct_ttfb = Duration::ZERO;
-    let mut tunnel_ttfb = Duration::ZERO;
-    for _ in 0..TTFB_CONNECTIONS {
-        let t = Instant::now();
-        first_byte(&mut TcpStream::connect(upstream)?)?;
-        direct_ttfb += t.elapsed();
-        let t = Instant::now();
-        first_byte(&mut open_tunnel(&sock, upstream)?)?;
-        tunnel_ttfb += t.elapsed();
-    }
-    let direct_ttfb = direct_ttfb / TTFB_CONNECTIONS;
-    let tunnel_ttfb = tunnel_ttfb / TTFB_CONNECTIONS;
-    let added = tunnel_ttfb.saturating_sub(direct_ttfb);
+    let ttfb = Ttfb::measure(&sock, upstream)?;
 
     // 100 tunnels open at once, each having carried 64 KiB each way.
     let mut tunnels = Vec::new();
@@ -114,23 +148,11 @@ fn main() -> anyhow::Result<()> {
         std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
     );
     throughput.print();
-    println!(
-        "  TTFB direct                {:8.3} ms   (mean of {TTFB_CONNECTIONS})",
-        ms(direct_ttfb)
-    );
-    println!("  TTFB through tunnel        {:8.3} ms", ms(tunnel_ttfb));
-    println!(
-        "  TTFB added per connection  {:8.3} ms   (target <= 1 ms)",
-        ms(added)
-    );
-    println!(
-        "  TTFB ratio                 {:8.2}",
-        tunnel_ttfb.as_secs_f64() / direct_ttfb.as_secs_f64()
-    );
+    ttfb.print();
     println!("  proxy RSS idle             {idle_rss:8} KiB");
     println!("  proxy RSS, {TUNNELS} tunnels      {busy_rss:8} KiB");
     println!("  proxy RSS after they close {after_rss:8} KiB");
-    let ok = throughput.ratio >= 0.8 && added <= Duration::from_millis(1);
+    let ok = throughput.ratio >= 0.8 && ttfb.met();
     println!("  targets {}", if ok { "met" } else { "MISSED" });
     if check && !ok {
         std::process::exit(1);
@@ -214,6 +236,88 @@ impl Throughput {
     }
 }
 
+/// Time to first byte over sequential connections, direct and through a tunnel, mean
+/// of each: a one-byte request to an IP literal, and a `ClientHello` to a name, which
+/// the proxy reads and checks before it goes upstream.
+struct Ttfb {
+    direct: Duration,
+    tunnel: Duration,
+    hello_len: usize,
+    direct_tls: Duration,
+    tunnel_tls: Duration,
+}
+
+impl Ttfb {
+    fn measure(sock: &Path, upstream: SocketAddr) -> anyhow::Result<Self> {
+        let hello = client_hello()?;
+        let target = format!("{BENCH_NAME}:{}", upstream.port());
+        let mut t = [Duration::ZERO; 4];
+        for _ in 0..TTFB_CONNECTIONS {
+            let start = Instant::now();
+            first_byte(&mut TcpStream::connect(upstream)?, b"F")?;
+            t[0] += start.elapsed();
+            let start = Instant::now();
+            first_byte(&mut open_tunnel(sock, upstream)?, b"F")?;
+            t[1] += start.elapsed();
+            let start = Instant::now();
+            first_byte(&mut TcpStream::connect(upstream)?, &hello)?;
+            t[2] += start.elapsed();
+            let start = Instant::now();
+            first_byte(&mut open_tunnel_to(sock, &target)?, &hello)?;
+            t[3] += start.elapsed();
+        }
+        let [direct, tunnel, direct_tls, tunnel_tls] = t.map(|d| d / TTFB_CONNECTIONS);
+        Ok(Self {
+            direct,
+            tunnel,
+            hello_len: hello.len(),
+            direct_tls,
+            tunnel_tls,
+        })
+    }
+
+    fn added(&self) -> Duration {
+        self.tunnel.saturating_sub(self.direct)
+    }
+
+    fn added_tls(&self) -> Duration {
+        self.tunnel_tls.saturating_sub(self.direct_tls)
+    }
+
+    fn met(&self) -> bool {
+        self.added() <= Duration::from_millis(1) && self.added_tls() <= Duration::from_millis(1)
+    }
+
+    fn print(&self) {
+        println!(
+            "  TTFB direct                {:8.3} ms   (mean of {TTFB_CONNECTIONS})",
+            ms(self.direct)
+        );
+        println!("  TTFB through tunnel        {:8.3} ms", ms(self.tunnel));
+        println!(
+            "  TTFB added per connection  {:8.3} ms   (target <= 1 ms)",
+            ms(self.added())
+        );
+        println!(
+            "  TTFB ratio                 {:8.2}",
+            self.tunnel.as_secs_f64() / self.direct.as_secs_f64()
+        );
+        println!(
+            "  TTFB ClientHello direct    {:8.3} ms   ({} bytes, naming {BENCH_NAME})",
+            ms(self.direct_tls),
+            self.hello_len
+        );
+        println!(
+            "  TTFB ClientHello tunnel    {:8.3} ms",
+            ms(self.tunnel_tls)
+        );
+        println!(
+            "  TTFB ClientHello added     {:8.3} ms   (target <= 1 ms)",
+            ms(self.added_tls())
+        );
+    }
+}
+
 fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
     let mid = values.len() / 2;
@@ -261,7 +365,8 @@ fn ms(d: Duration) -> f64 {
 }
 
 /// An upstream on 127.0.0.1: after one command byte, `T` sends `TOTAL` bytes, `F`
-/// sends one byte, `E` echoes until EOF.
+/// sends one byte, `E` echoes until EOF; a TLS handshake record is read whole and
+/// answered with one byte, as a server's first answer to a `ClientHello`.
 fn start_upstream() -> anyhow::Result<SocketAddr> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;
@@ -290,6 +395,17 @@ fn start_upstream() -> anyhow::Result<SocketAddr> {
                     b'F' => {
                         let _ = s.write_all(b"!");
                     }
+                    0x16 => {
+                        let mut header = [0u8; 4];
+                        if s.read_exact(&mut header).is_err() {
+                            return;
+                        }
+                        let len = u16::from_be_bytes([header[2], header[3]]);
+                        let mut record = vec![0u8; usize::from(len)];
+                        if s.read_exact(&mut record).is_ok() {
+                            let _ = s.write_all(b"!");
+                        }
+                    }
                     _ => {
                         let mut r = s.try_clone().expect("clone");
                         let _ = std::io::copy(&mut r, &mut s);
@@ -303,8 +419,13 @@ fn start_upstream() -> anyhow::Result<SocketAddr> {
 
 /// `CONNECT` through the proxy's Unix socket; returns the stream once the tunnel is up.
 fn open_tunnel(sock: &Path, upstream: SocketAddr) -> anyhow::Result<UnixStream> {
+    open_tunnel_to(sock, &upstream.to_string())
+}
+
+/// [`open_tunnel`] to `host:port`.
+fn open_tunnel_to(sock: &Path, target: &str) -> anyhow::Result<UnixStream> {
     let mut s = UnixStream::connect(sock)?;
-    write!(s, "CONNECT {upstream} HTTP/1.1\r\nHost: {upstream}\r\n\r\n")?;
+    write!(s, "CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n")?;
     // Read the response head byte by byte so no tunnel data is consumed.
     let mut head = Vec::new();
     let mut b = [0u8; 1];
@@ -339,11 +460,26 @@ fn throughput<S: Read + Write>(s: &mut S) -> anyhow::Result<f64> {
     Ok(f64::from(mib) / start.elapsed().as_secs_f64())
 }
 
-fn first_byte<S: Read + Write>(s: &mut S) -> anyhow::Result<()> {
-    s.write_all(b"F")?;
+/// Sends `request` and waits for the first byte of the answer.
+fn first_byte<S: Read + Write>(s: &mut S, request: &[u8]) -> anyhow::Result<()> {
+    s.write_all(request)?;
     let mut b = [0u8; 1];
     s.read_exact(&mut b)?;
     Ok(())
+}
+
+/// The first flight of a rustls client (as in the proxy's TLS tests) for `BENCH_NAME`.
+fn client_hello() -> anyhow::Result<Vec<u8>> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    let name = pki_types::ServerName::try_from(BENCH_NAME)?;
+    let mut conn = rustls::ClientConnection::new(Arc::new(cfg), name)?;
+    let mut hello = Vec::new();
+    conn.write_tls(&mut hello)?;
+    Ok(hello)
 }
 
 /// `--idle-tunnels N`: see the module documentation.
@@ -393,7 +529,7 @@ fn idle_tunnels(n: usize) -> anyhow::Result<()> {
     let limit = 200;
     let sock = dir.path().join("proxy-low.sock");
     let log = dir.path().join("proxy-low.log");
-    let mut proxy = ProxyChild::start_with(&policy, &sock, &log, Some((1000, limit)))?;
+    let mut proxy = ProxyChild::start_with(&policy, &sock, &log, Some((1000, limit)), None)?;
     let (tunnels, refused, failed) = open_idle(&sock, upstream, 60, Duration::from_millis(300))?;
     std::thread::sleep(Duration::from_millis(300));
     let closed = tunnels.iter().filter(|t| closed_by_peer(t)).count();
@@ -499,15 +635,17 @@ struct ProxyChild(Child);
 
 impl ProxyChild {
     fn start(policy: &Path, sock: &Path, log: &Path) -> anyhow::Result<Self> {
-        Self::start_with(policy, sock, log, None)
+        Self::start_with(policy, sock, log, None, None)
     }
 
-    /// With `limits`: the connection cap and the descriptor limit (through `prlimit`).
+    /// With `limits`: the connection cap and the descriptor limit (through `prlimit`);
+    /// with `upstream`: where the proxy dials `BENCH_NAME`.
     fn start_with(
         policy: &Path,
         sock: &Path,
         log: &Path,
         limits: Option<(usize, u32)>,
+        upstream: Option<SocketAddr>,
     ) -> anyhow::Result<Self> {
         let exe = std::env::current_exe()?;
         let mut cmd = match limits {
@@ -521,6 +659,9 @@ impl ProxyChild {
         cmd.arg("--serve-proxy").arg(policy).arg(sock);
         if let Some((max, _)) = limits {
             cmd.arg(max.to_string());
+        }
+        if let Some(upstream) = upstream {
+            cmd.env(UPSTREAM_ENV, upstream.to_string());
         }
         let child = cmd
             .stdin(Stdio::null())

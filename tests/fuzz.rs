@@ -11,6 +11,10 @@
 //! - `fuzz_proxy_*`: arbitrary request heads against the real proxy with an in-memory
 //!   resolver: it never resolves a name its policy does not allow and never connects
 //!   to an address other than the one its decision line names; no task panics.
+//! - `fuzz_tls_*`: real rustls `ClientHello`s and made-up ones, cut into records,
+//!   edited, read by the proxy's scan of a tunnel's first bytes and by a real TLS server
+//!   (rustls's `Acceptor`): a name the proxy would check is never another name to the
+//!   server, and the scan's answer does not depend on how the bytes arrive.
 //!
 //! `FUZZ_CASES` sets the number of cases per target (default: a short run for
 //! `cargo test`), `FUZZ_SECONDS` a time budget per target, `FUZZ_SEED` replays a run;
@@ -983,4 +987,377 @@ fn fuzz_proxy_request_heads_reach_only_the_decided_target() {
         );
         assert!(connected > 0, "no case was allowed: the generator is too narrow");
     });
+}
+
+// ---------------------------------------------------------------------------------
+// (d) the `ClientHello` that opens a tunnel
+
+use sandboxctl::proxy::client_hello::{self, MAX_BYTES, Scan};
+
+/// What a real TLS server (rustls's `Acceptor`, standing in for the front end behind
+/// the proxy) makes of some bytes.
+#[derive(Debug, PartialEq, Eq)]
+enum Server {
+    /// A whole `ClientHello` it accepts, and the server name it would answer as.
+    Accepts(Option<String>),
+    Waits,
+    Refuses,
+}
+
+/// What rustls makes of `bytes`.
+fn rustls_view(bytes: &[u8]) -> Server {
+    let mut acceptor = rustls::server::Acceptor::default();
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        match acceptor.read_tls(&mut rest) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(_) => return Server::Refuses,
+        }
+        match acceptor.accept() {
+            Ok(Some(accepted)) => {
+                let name = accepted.client_hello().server_name().map(str::to_owned);
+                return Server::Accepts(name);
+            }
+            Ok(None) => {}
+            Err(_) => return Server::Refuses,
+        }
+    }
+    Server::Waits
+}
+
+/// The handshake messages of real rustls `ClientHello`s: several names and settings.
+fn rustls_messages() -> Vec<(Option<String>, Vec<u8>)> {
+    let mut out = Vec::new();
+    let names = [
+        "ok.test",
+        "a.b.wild.test",
+        "xn--bcher-kva.example",
+        "x",
+        "intranet",
+    ];
+    for (i, name) in names.iter().enumerate() {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let versions: &[&rustls::SupportedProtocolVersion] = match i % 3 {
+            0 => &[&rustls::version::TLS13],
+            1 => &[&rustls::version::TLS12],
+            _ => &[&rustls::version::TLS13, &rustls::version::TLS12],
+        };
+        let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(versions)
+            .unwrap()
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth();
+        cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        cfg.enable_sni = i != 3;
+        let server = pki_types::ServerName::try_from((*name).to_owned()).unwrap();
+        let mut conn = rustls::ClientConnection::new(Arc::new(cfg), server).unwrap();
+        let mut wire = Vec::new();
+        conn.write_tls(&mut wire).unwrap();
+        assert_eq!(wire[0], 0x16);
+        out.push((cfg_sni(i, name), wire[5..].to_vec()));
+    }
+    out
+}
+
+fn cfg_sni(i: usize, name: &str) -> Option<String> {
+    (i != 3).then(|| name.to_owned())
+}
+
+fn u16_be(n: usize) -> [u8; 2] {
+    u16::try_from(n).unwrap_or(u16::MAX).to_be_bytes()
+}
+
+/// The data of a `server_name` extension: mostly well-formed, often not.
+fn sni_data(rng: &mut fastrand::Rng) -> Vec<u8> {
+    let names: [&[u8]; 10] = [
+        b"ok.test",
+        b"OK.Test.",
+        b"other.test",
+        b"a.wild.test",
+        b"127.0.0.1",
+        b"ok.test\0.evil.test",
+        b"",
+        b"ok..test",
+        b"\xc3\xa9.test",
+        b"[::1]",
+    ];
+    let mut name: Vec<u8> = if rng.u8(..4) == 0 {
+        host_like(rng).into_bytes()
+    } else {
+        names[rng.usize(..names.len())].to_vec()
+    };
+    if rng.u8(..20) == 0 {
+        name = vec![b'a'; rng.usize(250..300)];
+    }
+    let mut entry = vec![if rng.u8(..10) == 0 { rng.u8(1..4) } else { 0 }];
+    entry.extend(u16_be(name.len()));
+    entry.extend(&name);
+    if rng.u8(..8) == 0 {
+        // A second entry, of the same or another type.
+        let other = b"other.test";
+        entry.push(u8::from(rng.bool()));
+        entry.extend(u16_be(other.len()));
+        entry.extend(other);
+    }
+    let mut data = u16_be(entry.len()).to_vec();
+    data.extend(entry);
+    if rng.u8(..10) == 0 {
+        let at = rng.usize(..data.len().min(5));
+        data[at] = data[at].wrapping_add(if rng.bool() { 1 } else { 255 });
+    }
+    data
+}
+
+/// A `ClientHello` handshake message made up here: random fields and extensions.
+fn built_message(rng: &mut fastrand::Rng) -> Vec<u8> {
+    let mut body = vec![3, if rng.bool() { 3 } else { 1 }];
+    body.extend((0..32).map(|_| rng.u8(..)));
+    let sid = if rng.u8(..20) == 0 {
+        33
+    } else {
+        rng.usize(0..=32)
+    };
+    body.push(u8::try_from(sid).unwrap());
+    body.extend((0..sid).map(|_| rng.u8(..)));
+    let suites: &[u8] = [
+        &[0x13, 0x01, 0x13, 0x02, 0xc0, 0x2f][..],
+        &[0x13, 0x01],
+        &[0x13],
+    ][usize::from(rng.u8(..20) == 0) * rng.usize(1..3)];
+    body.extend(u16_be(suites.len()));
+    body.extend(suites);
+    body.extend(if rng.u8(..20) == 0 { &[0][..] } else { &[1, 0] });
+    if rng.u8(..20) != 0 {
+        let mut exts = Vec::new();
+        let mut add = |kind: u16, data: &[u8]| {
+            exts.extend(kind.to_be_bytes());
+            exts.extend(u16_be(data.len()));
+            exts.extend(data);
+        };
+        // What rustls needs to accept a hello at all, mostly.
+        if rng.u8(..10) != 0 {
+            add(13, &[0, 4, 0x08, 0x04, 0x04, 0x03]); // signature_algorithms
+        }
+        if rng.bool() {
+            add(43, &[2, 3, 4]); // supported_versions: TLS 1.3
+            add(10, &[0, 2, 0, 29]); // supported_groups: x25519
+            let mut share = vec![0, 36, 0, 29, 0, 32];
+            share.extend((0..32).map(|_| rng.u8(..)));
+            add(51, &share); // key_share
+        }
+        for _ in 0..rng.usize(0..4) {
+            match rng.u8(..8) {
+                0..=3 => add(0, &sni_data(rng)),
+                4 => add([0xfe0d, 0xfe0a, 0xffce][rng.usize(..3)], &[0; 8]),
+                5 => add(16, &[0, 3, 2, b'h', b'2']),
+                6 => add(rng.u16(..), &[]),
+                _ => add(13, &[0, 2, 0x08, 0x04]),
+            }
+        }
+        body.extend(u16_be(exts.len()));
+        body.extend(exts);
+    }
+    let mut msg = vec![1];
+    msg.extend(&u32::try_from(body.len()).unwrap().to_be_bytes()[1..]);
+    msg.extend(body);
+    msg
+}
+
+/// A handshake message in records: mostly one, often many (a small size, or random
+/// cuts), now and then with an odd record in between or an odd header. Also whether
+/// the framing is one the proxy must take (nothing odd, at most 64 records).
+fn in_records(rng: &mut fastrand::Rng, msg: &[u8]) -> (Vec<u8>, bool) {
+    let mut cuts = vec![0];
+    match rng.u8(..4) {
+        0 | 1 => {}
+        2 => cuts.extend((1..msg.len()).filter(|_| rng.u8(..20) == 0)),
+        _ => {
+            let size = rng.usize(1..40);
+            cuts.extend((1..msg.len()).filter(|i| i % size == 0));
+        }
+    }
+    cuts.push(msg.len());
+    let mut out = Vec::new();
+    let mut clean = cuts.len() - 1 <= client_hello::MAX_RECORDS;
+    for w in cuts.windows(2) {
+        let chunk = &msg[w[0]..w[1]];
+        if rng.u8(..50) == 0 {
+            out.extend([[0x15, 0x17, 0x14][rng.usize(..3)], 3, 3, 0, 1, 0]);
+            clean = false;
+        }
+        let odd = rng.u8(..30) == 0;
+        clean &= !odd;
+        out.extend([0x16, 3, if odd { 9 } else { 1 }]);
+        out.extend(u16_be(chunk.len()));
+        out.extend(chunk);
+    }
+    if rng.u8(..10) == 0 {
+        // What may follow the hello: a change_cipher_spec, early data.
+        out.extend([0x14, 3, 3, 0, 1, 1, 0x17, 3, 3, 0, 2, 9, 9]);
+    }
+    (out, clean)
+}
+
+/// Flips, inserts or removes a few bytes.
+fn edit(rng: &mut fastrand::Rng, bytes: &mut Vec<u8>) {
+    for _ in 0..rng.usize(1..4) {
+        if bytes.is_empty() {
+            return;
+        }
+        let at = rng.usize(..bytes.len());
+        match rng.u8(..3) {
+            0 => bytes[at] = rng.u8(..),
+            1 => bytes.insert(at, rng.u8(..)),
+            _ => {
+                bytes.remove(at);
+            }
+        }
+    }
+}
+
+/// Tallies of one run.
+#[derive(Default, Debug)]
+struct HelloCounts {
+    hellos: u64,
+    named: u64,
+    refused: u64,
+    not_tls: u64,
+    both_accepted: u64,
+    /// Hellos the proxy refuses that rustls would accept.
+    stricter: u64,
+}
+
+/// Lowercase, one trailing dot dropped: how the proxy compares names.
+fn plain_name(name: &str) -> String {
+    let lower = name.to_ascii_lowercase();
+    lower.strip_suffix('.').map(str::to_owned).unwrap_or(lower)
+}
+
+/// Checks one case; `Err` says which property failed.
+fn check_hello(
+    rng: &mut fastrand::Rng,
+    bytes: &[u8],
+    pristine: Option<&Option<String>>,
+    c: &mut HelloCounts,
+) -> Result<(), String> {
+    let scanned = client_hello::scan(bytes);
+    if scanned == Ok(Scan::Incomplete) && bytes.len() >= MAX_BYTES {
+        return Err("waits for more past the limit".into());
+    }
+    // Liveness: a hello as rustls sends it, in at most 64 records, is read with its name.
+    if let Some(name) = pristine {
+        let read = match &scanned {
+            Ok(Scan::Hello { hello, .. }) => hello.server_name.clone(),
+            other => return Err(format!("a rustls hello read as {other:?}")),
+        };
+        if read.as_deref() != name.as_deref().map(str::as_bytes) {
+            return Err(format!(
+                "a rustls hello for {name:?} read as naming {read:?}"
+            ));
+        }
+    }
+    let (len, hello) = match scanned {
+        Ok(Scan::Hello { len, hello }) => (len, hello),
+        Ok(Scan::NotTls) => {
+            c.not_tls += 1;
+            if let Server::Accepts(_) = rustls_view(bytes) {
+                return Err("passed unchecked, yet a hello to rustls".into());
+            }
+            return Ok(());
+        }
+        Ok(Scan::Incomplete | Scan::Ssl2Hello) | Err(_) => {
+            c.refused += 1;
+            c.stricter += u64::from(matches!(rustls_view(bytes), Server::Accepts(_)));
+            return Ok(());
+        }
+    };
+    c.hellos += 1;
+    // However the bytes arrive, the answer is the same.
+    for _ in 0..3 {
+        let cut = rng.usize(..len);
+        if client_hello::scan(&bytes[..cut]) != Ok(Scan::Incomplete) {
+            return Err(format!("its prefix of {cut} bytes is not incomplete"));
+        }
+    }
+    let again = client_hello::scan(&bytes[..len]);
+    if again
+        != Ok(Scan::Hello {
+            len,
+            hello: hello.clone(),
+        })
+    {
+        return Err(format!("its first {len} bytes read as {again:?}"));
+    }
+    if hello.encrypted {
+        return Ok(()); // refused by the proxy whatever the name
+    }
+    let ours = match &hello.server_name {
+        None => None,
+        Some(raw) => match std::str::from_utf8(raw).map(Target::parse) {
+            Ok(Ok(Target::Name(n))) => Some(n),
+            // Not a host name: the proxy refuses it.
+            _ => return Ok(()),
+        },
+    };
+    c.named += u64::from(ours.is_some());
+    match rustls_view(&bytes[..len]) {
+        Server::Accepts(theirs) => {
+            c.both_accepted += 1;
+            let theirs = theirs.as_deref().map(plain_name);
+            if ours != theirs {
+                return Err(format!(
+                    "the proxy checks {ours:?}, the server sees {theirs:?}"
+                ));
+            }
+        }
+        Server::Waits => return Err("rustls waits for more of a hello the proxy has whole".into()),
+        Server::Refuses => {}
+    }
+    Ok(())
+}
+
+/// What the proxy's scan and a real server (rustls) make of the bytes must never
+/// differ in a way that lets a name through unchecked: a hello the proxy passes with a
+/// name is, to rustls, refused or a hello with that very name (case and one trailing
+/// dot aside); one it passes without a name has none to rustls either; bytes it takes
+/// for something other than TLS, rustls never accepts as a hello. The scan's answer
+/// does not depend on how the bytes arrive (every prefix of a hello waits for more),
+/// it never waits past `MAX_BYTES`, and every unedited rustls hello in at most 64
+/// records is read with its name.
+#[test]
+fn fuzz_tls_client_hello_agrees_with_a_tls_server() {
+    let budget = Budget::new(3000);
+    let mut rng = rng("fuzz_tls");
+    let real = rustls_messages();
+    let mut c = HelloCounts::default();
+    let started = Instant::now();
+    let mut n = 0u64;
+    for i in (0u64..).take_while(|&i| budget.more(i)) {
+        n += 1;
+        let (expected, msg) = if rng.bool() {
+            let (name, msg) = &real[rng.usize(..real.len())];
+            (Some(name.clone()), msg.clone())
+        } else {
+            (None, built_message(&mut rng))
+        };
+        let (mut bytes, clean) = in_records(&mut rng, &msg);
+        let edited = rng.u8(..3) == 0;
+        if edited {
+            edit(&mut rng, &mut bytes);
+        }
+        let pristine = expected.as_ref().filter(|_| clean && !edited);
+        if let Err(e) = check_hello(&mut rng, &bytes, pristine, &mut c) {
+            panic!("case {i}: {e}: {bytes:02x?}");
+        }
+    }
+    eprintln!(
+        "fuzz_tls: {n} cases in {:.1} s: {c:?}",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        c.both_accepted > n / 20,
+        "too few hellos both accept: {c:?}"
+    );
+    assert!(c.named > n / 20, "too few named hellos: {c:?}");
 }

@@ -3,8 +3,8 @@
 # each target's totals (cases, seed). A failure prints its seed; replay it with
 # FUZZ_SEED=SEED FUZZ_CASES=N cargo test --release --test fuzz TARGET.
 #
-#   tests/fuzz.sh                # the long run whose totals are in the README (10 million)
-#   tests/fuzz.sh 2000           # SCALE cases for render and proxy, 8 × SCALE for policy
+#   tests/fuzz.sh                # the long run whose totals are in the README (18 million)
+#   tests/fuzz.sh 2000           # SCALE cases for render and proxy, 8 × SCALE for policy and tls
 #   tests/fuzz.sh --seconds 60   # a time budget per target (`.ci/run` runs this)
 set -euo pipefail
 
@@ -13,12 +13,13 @@ budget=()
 if [[ ${1:-} == --seconds ]]; then
     [[ ${2:-} =~ ^[0-9]+$ ]] || { echo "usage: $0 [SCALE | --seconds N]" >&2; exit 2; }
     budget=(FUZZ_SECONDS="$2")
-    specs=(fuzz_render: fuzz_policy: fuzz_proxy:)
+    specs=(fuzz_render: fuzz_policy: fuzz_proxy: fuzz_tls:)
 else
     scale=${1:-1000000}
     [[ $scale =~ ^[0-9]+$ ]] || { echo "usage: $0 [SCALE | --seconds N]" >&2; exit 2; }
-    # The policy target is the cheapest per case (no unit rendered, no connection).
-    specs=("fuzz_render:$scale" "fuzz_policy:$((scale * 8))" "fuzz_proxy:$scale")
+    # The policy and tls targets are the cheapest per case (no unit rendered, no
+    # connection).
+    specs=("fuzz_render:$scale" "fuzz_policy:$((scale * 8))" "fuzz_proxy:$scale" "fuzz_tls:$((scale * 8))")
 fi
 
 cargo test --release --test fuzz --no-run

@@ -76,6 +76,9 @@ impl Upstream {
 struct TestResolver {
     table: Arc<HashMap<String, Vec<IpAddr>>>,
     lookups: Arc<Mutex<Vec<String>>>,
+    /// Ports dialled as other ports (443, which a test cannot listen on, as an
+    /// upstream's).
+    ports: Arc<HashMap<u16, u16>>,
 }
 
 impl Resolver for TestResolver {
@@ -88,7 +91,11 @@ impl Resolver for TestResolver {
     }
 
     async fn connect(&self, addr: SocketAddr) -> io::Result<TcpStream> {
-        TcpStream::connect(stand_in(addr)).await
+        let mut addr = stand_in(addr);
+        if let Some(&port) = self.ports.get(&addr.port()) {
+            addr.set_port(port);
+        }
+        TcpStream::connect(addr).await
     }
 }
 
@@ -126,6 +133,16 @@ impl Proxy {
         dns: &[(&str, &str)],
         tweak: impl FnOnce(&mut Config),
     ) -> Proxy {
+        Self::start_dialling(policy_text, dns, &[], tweak)
+    }
+
+    /// [`Proxy::start_with`] with ports dialled as others (`(443, upstream_port)`).
+    fn start_dialling(
+        policy_text: &str,
+        dns: &[(&str, &str)],
+        ports: &[(u16, u16)],
+        tweak: impl FnOnce(&mut Config),
+    ) -> Proxy {
         let dir = tempfile::tempdir().unwrap();
         let policy = dir.path().join("network.toml");
         std::fs::write(&policy, policy_text).unwrap();
@@ -139,6 +156,7 @@ impl Proxy {
         let resolver = TestResolver {
             table: Arc::new(table),
             lookups: Arc::default(),
+            ports: Arc::new(ports.iter().copied().collect()),
         };
         let lookups = resolver.lookups.clone();
         let logs: Arc<Mutex<Vec<String>>> = Arc::default();
@@ -851,7 +869,7 @@ async fn connections_past_the_cap_are_refused_quickly_and_quietly() {
             "ok.test".to_owned(),
             vec!["198.51.100.2".parse().unwrap()],
         )])),
-        lookups: Arc::default(),
+        ..TestResolver::default()
     };
     tokio::spawn(serve(listener, cfg, resolver, std::future::pending()));
     let target = format!("ok.test:{}", up.port());
@@ -1052,7 +1070,7 @@ async fn unix_listener_is_private_and_idle_exit_stops_the_proxy() {
             "ok.test".to_owned(),
             vec!["198.51.100.2".parse().unwrap()],
         )])),
-        lookups: Arc::default(),
+        ..TestResolver::default()
     };
     let server = tokio::spawn(serve(listener, cfg, resolver, std::future::pending()));
 
@@ -1321,3 +1339,5 @@ async fn the_policy_still_decides_whether_the_provider_may_be_reached() {
     assert_eq!(d["decision"], "denied");
     assert_eq!(d["host"], "api.anthropic.com");
 }
+
+mod tls;

@@ -11,8 +11,8 @@
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -34,6 +34,7 @@ use super::policy::{Decision, Target};
 use super::reload::PolicyStore;
 use super::resolve::Resolver;
 use super::server::{ActiveGuard, Config};
+use super::sni::{self, Stopped};
 use super::sniff::Head;
 use super::sniff::Recorder;
 
@@ -185,12 +186,12 @@ pub(crate) async fn handle<R: Resolver>(
         return Ok(keyed(&shared, &ctx, keys, &name, &path, req, pending).await);
     }
     let result = async {
-        let route = decide_and_route(&shared, &ctx.head, &req, &mut pending.rec)?;
+        let (route, check) = decide_and_route(&shared, &ctx.head, &req, &mut pending.rec)?;
         let tcp = resolve_and_connect(&shared, &route, &mut pending.rec).await?;
-        Ok::<_, Refusal>((route, tcp))
+        Ok::<_, Refusal>((route, check, tcp))
     }
     .await;
-    let (route, tcp) = match result {
+    let (route, check, tcp) = match result {
         Ok(ok) => ok,
         Err(refusal) => return Ok(refuse(&shared.cfg.client, pending, refusal)),
     };
@@ -198,7 +199,7 @@ pub(crate) async fn handle<R: Resolver>(
     if req.method() == Method::CONNECT {
         let on_upgrade = hyper::upgrade::on(&mut req);
         let idle = shared.cfg.idle_timeout;
-        tokio::spawn(tunnel(on_upgrade, tcp, pending, idle, ctx.slot));
+        tokio::spawn(tunnel(on_upgrade, tcp, check, pending, idle, ctx.slot));
         return Ok(Response::new(empty()));
     }
     Ok(forward(req, tcp, &route, pending).await)
@@ -243,13 +244,14 @@ fn empty() -> Body {
     Empty::new().map_err(|n| match n {}).boxed()
 }
 
-/// Everything decided before any DNS lookup: request shape, target, policy.
+/// Everything decided before any DNS lookup: request shape, target, policy. Also what a
+/// tunnel's `ClientHello` will be held against.
 fn decide_and_route<R>(
     shared: &Shared<R>,
     head: &Head,
     req: &Request<Incoming>,
     rec: &mut DecisionRecord,
-) -> Result<Route, Refusal> {
+) -> Result<(Route, sni::Check), Refusal> {
     if let Some(why) = head.smuggling() {
         return Err(Refusal::bad(format!("request smuggling attempt: {why}")));
     }
@@ -282,14 +284,23 @@ fn decide_and_route<R>(
     match policy.decide(&target, port) {
         Decision::Deny { reason } => Err(Refusal::forbidden(reason)),
         Decision::Allow { rule, private } => {
-            rec.rule = Some(rule);
-            Ok(Route {
+            rec.rule = Some(rule.clone());
+            let route = Route {
                 host,
                 port,
                 private,
                 literal: matches!(target, Target::Ip(_)),
                 authority,
-            })
+            };
+            let check = sni::Check {
+                host: target,
+                port,
+                rule,
+                private,
+                policy: loaded.clone(),
+                timeout: shared.cfg.header_read_timeout,
+            };
+            Ok((route, check))
         }
     }
 }
@@ -381,6 +392,7 @@ async fn resolve_and_connect<R: Resolver>(
 async fn tunnel(
     on_upgrade: hyper::upgrade::OnUpgrade,
     tcp: TcpStream,
+    check: sni::Check,
     mut pending: Pending,
     idle: Duration,
     _slot: Arc<ActiveGuard>,
@@ -388,12 +400,20 @@ async fn tunnel(
     let (up, down) = (pending.up.clone(), pending.down.clone());
     let progress = || up.load(Ordering::Relaxed) + down.load(Ordering::Relaxed);
     let zero_copy = AtomicBool::new(false);
+    let server_name = OnceLock::new();
+    let ends = Ends {
+        check: &check,
+        up: &pending.up,
+        down: &pending.down,
+        server_name: &server_name,
+    };
     tokio::select! {
-        r = carry(on_upgrade, tcp, &pending.up, &pending.down, &zero_copy) => {
+        r = carry(on_upgrade, tcp, ends, &zero_copy) => {
             pending.rec.error = r.err();
         }
         () = stalled(idle, progress) => pending.rec.error = Some(IDLE.to_owned()),
     }
+    pending.rec.sni = server_name.into_inner();
     pending.rec.copy = Some(if zero_copy.load(Ordering::Relaxed) {
         "splice"
     } else {
@@ -401,11 +421,38 @@ async fn tunnel(
     });
 }
 
+/// What both ways of carrying a tunnel need besides the two streams.
+#[derive(Clone, Copy)]
+struct Ends<'a> {
+    check: &'a sni::Check,
+    up: &'a Arc<AtomicU64>,
+    down: &'a Arc<AtomicU64>,
+    /// Set to the TLS server name once the first bytes are judged.
+    server_name: &'a OnceLock<String>,
+}
+
+impl Ends<'_> {
+    /// Notes a refusal of the first bytes; returns the tunnel's error and the alert to
+    /// send the client, if any.
+    fn refused(self, r: sni::Refused) -> (String, Option<[u8; 7]>) {
+        if let Some(name) = r.server_name {
+            let _ = self.server_name.set(name);
+        }
+        (r.reason, r.alert.map(sni::Alert::record))
+    }
+
+    fn passed(self, p: &sni::Passed) {
+        if let Some(name) = &p.server_name {
+            let _ = self.server_name.set(name.clone());
+        }
+        self.up.fetch_add(p.bytes.len() as u64, Ordering::Relaxed);
+    }
+}
+
 async fn carry(
     on_upgrade: hyper::upgrade::OnUpgrade,
     tcp: TcpStream,
-    up: &Arc<AtomicU64>,
-    down: &Arc<AtomicU64>,
+    ends: Ends<'_>,
     zero_copy: &AtomicBool,
 ) -> Result<(), String> {
     let upgraded = on_upgrade
@@ -416,7 +463,7 @@ async fn carry(
         Ok(parts) => {
             let client = parts.io.into_inner().into_inner();
             zero_copy.store(true, Ordering::Relaxed);
-            return spliced(&client, tcp, &parts.read_buf, up, down).await;
+            return spliced(&client, tcp, &parts.read_buf, ends).await;
         }
         Err(u) => u,
     };
@@ -424,41 +471,116 @@ async fn carry(
         Ok(parts) => {
             let client = parts.io.into_inner().into_inner();
             zero_copy.store(true, Ordering::Relaxed);
-            return spliced(&client, tcp, &parts.read_buf, up, down).await;
+            return spliced(&client, tcp, &parts.read_buf, ends).await;
         }
         Err(u) => u,
     };
-    let mut upstream = Counted {
-        inner: tcp,
-        written: up.clone(),
-        read: down.clone(),
-    };
-    let mut client = TokioIo::new(upgraded);
-    tokio::io::copy_bidirectional_with_sizes(&mut client, &mut upstream, 64 << 10, 64 << 10)
-        .await
-        .map(drop)
-        .map_err(|e| format!("tunnel: {e}"))
+    copied(TokioIo::new(upgraded), tcp, ends).await
 }
 
-/// The zero-copy tunnel: what the client sent after its `CONNECT` head (already read by
-/// hyper) goes first, then splice moves the rest both ways.
+/// The zero-copy tunnel: the client's first bytes — what it sent after its `CONNECT`
+/// head (already read by hyper) and what follows until they can be judged — are
+/// checked and forwarded, then splice moves the rest both ways.
 async fn spliced<C: super::splice::SpliceSocket>(
     client: &C,
-    mut tcp: TcpStream,
+    tcp: TcpStream,
     early: &[u8],
-    up: &Arc<AtomicU64>,
-    down: &Arc<AtomicU64>,
+    ends: Ends<'_>,
 ) -> Result<(), String> {
-    use tokio::io::AsyncWriteExt as _;
-    if !early.is_empty() {
-        tcp.write_all(early)
+    use super::splice;
+    let first = Box::pin(async {
+        let passed = sni::first_flight(ends.check, early, &mut Spliced(client)).await?;
+        splice::write_all(&tcp, &passed.bytes)
             .await
-            .map_err(|e| format!("tunnel: {e}"))?;
-        up.fetch_add(early.len() as u64, Ordering::Relaxed);
+            .map_err(Stopped::Io)?;
+        ends.passed(&passed);
+        Ok(())
+    });
+    match splice::tunnel(client, &tcp, first, ends.up, ends.down).await {
+        Ok(r) => r.map_err(|e| format!("tunnel: {e}")),
+        Err(Stopped::Io(e)) => Err(format!("tunnel: {e}")),
+        Err(Stopped::Refused(r)) => {
+            let (error, alert) = ends.refused(r);
+            if let Some(alert) = alert {
+                // The client may be gone already; the refusal stands either way.
+                let _ = splice::write_all(client, &alert).await;
+            }
+            Err(error)
+        }
     }
-    super::splice::tunnel(client, &tcp, up, down)
-        .await
-        .map_err(|e| format!("tunnel: {e}"))
+}
+
+/// The client's socket as the first bytes are read from it.
+struct Spliced<'a, C>(&'a C);
+
+impl<C: super::splice::SpliceSocket> sni::Source for Spliced<'_, C> {
+    async fn readable(&mut self) -> std::io::Result<()> {
+        self.0.ready(tokio::io::Interest::READABLE).await.map(drop)
+    }
+
+    async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        super::splice::read(self.0, buf).await
+    }
+}
+
+impl<C: AsyncRead + Send> sni::Source for tokio::io::ReadHalf<C> {
+    /// A stream cannot be asked without reading: the buffer is made at once.
+    async fn readable(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+
+    async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        tokio::io::AsyncReadExt::read(self, buf).await
+    }
+}
+
+/// The tunnel through the proxy's buffers, for a connection whose socket hyper does not
+/// hand back; the first bytes are checked the same way.
+async fn copied<C>(client: C, tcp: TcpStream, ends: Ends<'_>) -> Result<(), String>
+where
+    C: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    use tokio::io::{AsyncWriteExt as _, BufReader};
+    let upstream = Counted {
+        inner: tcp,
+        written: ends.up.clone(),
+        read: ends.down.clone(),
+    };
+    let (mut from_client, mut to_client) = tokio::io::split(client);
+    let (from_upstream, mut to_upstream) = tokio::io::split(upstream);
+    let first = Box::pin(async {
+        let passed = sni::first_flight(ends.check, &[], &mut from_client).await?;
+        // `Counted` counts these bytes as they go.
+        to_upstream
+            .write_all(&passed.bytes)
+            .await
+            .map_err(Stopped::Io)?;
+        if let Some(name) = passed.server_name {
+            let _ = ends.server_name.set(name);
+        }
+        Ok((from_client, to_upstream))
+    });
+    let up = |(from_client, mut to_upstream): (_, tokio::io::WriteHalf<Counted>)| async move {
+        let mut from_client = BufReader::with_capacity(64 << 10, from_client);
+        tokio::io::copy_buf(&mut from_client, &mut to_upstream).await?;
+        to_upstream.shutdown().await
+    };
+    let down = async {
+        let mut from_upstream = BufReader::with_capacity(64 << 10, from_upstream);
+        tokio::io::copy_buf(&mut from_upstream, &mut to_client).await?;
+        to_client.shutdown().await
+    };
+    match super::splice::gated(first, up, down).await {
+        Ok(r) => r.map_err(|e| format!("tunnel: {e}")),
+        Err(Stopped::Io(e)) => Err(format!("tunnel: {e}")),
+        Err(Stopped::Refused(r)) => {
+            let (error, alert) = ends.refused(r);
+            if let Some(alert) = alert {
+                let _ = to_client.write_all(&alert).await;
+            }
+            Err(error)
+        }
+    }
 }
 
 async fn forward(
@@ -771,7 +893,78 @@ impl AsyncWrite for Counted {
 
 #[cfg(test)]
 mod tests {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio::net::TcpListener;
+
+    use super::super::client_hello::build::hello;
+    use super::super::policy;
     use super::*;
+
+    fn check() -> sni::Check {
+        let policy = policy::parse(r#"allow = ["ok.example"]"#).unwrap();
+        sni::Check {
+            host: Target::parse("ok.example").unwrap(),
+            port: 443,
+            rule: "ok.example".to_owned(),
+            private: false,
+            policy: Arc::new(Ok(policy)),
+            timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// The tunnel through the proxy's buffers (used when hyper does not hand back the
+    /// client's socket) holds the `ClientHello` against the `CONNECT` as the spliced one
+    /// does: another name gets an alert and the upstream nothing; the right one goes
+    /// through, and the tunnel carries bytes both ways.
+    #[tokio::test]
+    async fn the_copying_tunnel_checks_the_server_name_too() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let check = check();
+        for (name, allowed) in [("other.example", false), ("ok.example", true)] {
+            let (up, down) = (Arc::default(), Arc::default());
+            let server_name = OnceLock::new();
+            let ends = Ends {
+                check: &check,
+                up: &up,
+                down: &down,
+                server_name: &server_name,
+            };
+            let (mut agent, proxy_side) = tokio::io::duplex(64 << 10);
+            let tcp = TcpStream::connect(addr).await.unwrap();
+            let (mut server, _) = listener.accept().await.unwrap();
+            let first = hello(name);
+            let talk = async {
+                agent.write_all(&first).await.unwrap();
+                if allowed {
+                    let mut got = vec![0; first.len()];
+                    server.read_exact(&mut got).await.unwrap();
+                    assert_eq!(got, first);
+                    server.write_all(b"pong").await.unwrap();
+                    server.shutdown().await.unwrap();
+                    agent.shutdown().await.unwrap();
+                }
+                let mut back = Vec::new();
+                agent.read_to_end(&mut back).await.unwrap();
+                let mut rest = Vec::new();
+                server.read_to_end(&mut rest).await.unwrap();
+                (back, rest)
+            };
+            let (carried, (back, rest)) = tokio::join!(copied(proxy_side, tcp, ends), talk);
+            assert_eq!(server_name.get().map(String::as_str), Some(name));
+            assert!(rest.is_empty(), "{rest:?}");
+            if allowed {
+                carried.unwrap();
+                assert_eq!(back, b"pong");
+                assert_eq!(up.load(Ordering::Relaxed), first.len() as u64);
+                assert_eq!(down.load(Ordering::Relaxed), 4);
+            } else {
+                assert!(carried.unwrap_err().contains("other.example"));
+                assert_eq!(back, sni::Alert::AccessDenied.record());
+                assert_eq!(up.load(Ordering::Relaxed), 0);
+            }
+        }
+    }
 
     #[test]
     fn hop_by_hop_headers_are_removed() {

@@ -31,6 +31,9 @@ pub enum Verdict {
 /// tunnel moves, so a long tunnel is visible while it is open and a proxy killed
 /// mid-tunnel has still logged it), and `close` when an allowed request ends, with byte
 /// counts and duration. A refused request is over at its decision and has no `close`.
+/// A tunnel whose first bytes are refused (a TLS server name other than the allowed
+/// host, see `sni.rs`) was allowed on its `CONNECT`: its `close` line has the reason in
+/// `error` (starting `TLS refused:`) and the name in `sni`, next to `host`.
 #[derive(Debug, Clone)]
 pub struct DecisionRecord {
     /// The connection's id, unique per proxy process (`PID-N`).
@@ -59,6 +62,9 @@ pub struct DecisionRecord {
     /// How a tunnel moved its bytes: `splice` (zero-copy, in the kernel) or `copy`
     /// (through the proxy's buffers).
     pub copy: Option<&'static str>,
+    /// The server name of a TLS tunnel's `ClientHello`, as sent (at most 255
+    /// characters), whether it was let through or refused.
+    pub sni: Option<String>,
 }
 
 impl DecisionRecord {
@@ -81,6 +87,7 @@ impl DecisionRecord {
             bytes_down: 0,
             duration_ms: 0,
             copy: None,
+            sni: None,
         }
     }
 }
@@ -119,6 +126,8 @@ struct CloseLine<'a> {
     duration_ms: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     copy: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sni: Option<&'a str>,
 }
 
 /// Lets one line through per interval and counts the rest, so a condition that
@@ -198,6 +207,7 @@ impl LogSink {
                 bytes_down: r.bytes_down,
                 duration_ms: r.duration_ms,
                 copy: r.copy,
+                sni: r.sni.as_deref(),
             },
         );
     }
@@ -254,6 +264,7 @@ mod tests {
         rec.bytes_up = 5;
         rec.duration_ms = 1;
         rec.error = Some("idle timeout".into());
+        rec.sni = Some("other.example\u{1b}[2J".into());
         sink.close(&rec);
         let lines = mem.lock().unwrap();
         assert_eq!(lines.len(), 2);
@@ -277,6 +288,8 @@ mod tests {
         assert_eq!(c["bytes_down"], 0);
         assert_eq!(c["duration_ms"], 1);
         assert_eq!(c["error"], "idle timeout");
+        assert_eq!(c["sni"], "other.example\u{1b}[2J");
+        assert!(lines[1].contains(r"\u001b"), "{}", lines[1]);
         assert!(c.get("decision").is_none());
     }
 

@@ -3,7 +3,8 @@
 //! on the requested *name* before any DNS lookup, refuses private, loopback,
 //! link-local and metadata answers unless the rule allows them, and logs a JSON line
 //! per decision and per closed connection. Any doubt — unreadable or invalid policy,
-//! malformed request — means no connection (fail closed). The client inside the
+//! malformed request — means no connection (fail closed). A tunnel's TLS server name
+//! (SNI) is held against the name its `CONNECT` was allowed on. The client inside the
 //! sandbox is assumed hostile: connections are capped, idle ones closed, repeating
 //! log lines rate-limited, and refusals tell it nothing about the host.
 //!
@@ -11,6 +12,7 @@
 //! resolver.
 
 mod addr;
+pub mod client_hello;
 mod handler;
 mod idle;
 pub mod keyed;
@@ -20,6 +22,7 @@ pub mod policy;
 mod reload;
 mod resolve;
 mod server;
+mod sni;
 mod sniff;
 mod splice;
 
@@ -75,6 +78,12 @@ impl ProxyOptions {
 
 /// Runs the proxy until SIGTERM or SIGINT (or the idle exit).
 pub fn run(opts: ProxyOptions) -> anyhow::Result<()> {
+    run_with(opts, SystemResolver)
+}
+
+/// [`run`] with another resolver (the benchmark's, which sends a test name to its
+/// local upstream).
+pub fn run_with<R: Resolver>(opts: ProxyOptions, resolver: R) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -87,7 +96,7 @@ pub fn run(opts: ProxyOptions) -> anyhow::Result<()> {
         cfg.idle_timeout = opts.idle_timeout;
         cfg.keys = opts.keys;
         let shutdown = shutdown_signal()?;
-        serve(listener, cfg, SystemResolver, shutdown).await;
+        serve(listener, cfg, resolver, shutdown).await;
         Ok(())
     })
 }

@@ -56,12 +56,16 @@ splice_socket!(TcpStream, true);
 splice_socket!(UnixStream, false);
 
 /// Moves bytes both ways until both directions have ended; counts each direction.
-pub(crate) async fn tunnel<A: SpliceSocket, B: SpliceSocket>(
+/// Upstream to client starts at once; client to upstream once `first` has succeeded
+/// (the caller reads, checks and forwards the client's first bytes there). If `first`
+/// fails, the tunnel ends at once with its error.
+pub(crate) async fn tunnel<A: SpliceSocket, B: SpliceSocket, E>(
     client: &A,
     upstream: &B,
+    first: impl Future<Output = Result<(), E>> + Unpin,
     up: &Arc<AtomicU64>,
     down: &Arc<AtomicU64>,
-) -> io::Result<()> {
+) -> Result<io::Result<()>, E> {
     // A bigger send buffer towards a Unix-socket client means fewer wake-ups per byte
     // for the three processes a tunnel involves. A TCP socket is left alone: a fixed
     // size would switch its autotuning off, and with the stock net.core.rmem_max
@@ -70,8 +74,73 @@ pub(crate) async fn tunnel<A: SpliceSocket, B: SpliceSocket>(
         let _ =
             rustix::net::sockopt::set_socket_send_buffer_size(client.as_fd(), CLIENT_SEND_BUFFER);
     }
-    let (a, b) = tokio::join!(pump(client, upstream, up), pump(upstream, client, down));
-    a.and(b)
+    gated(
+        first,
+        |()| pump(client, upstream, up),
+        pump(upstream, client, down),
+    )
+    .await
+}
+
+/// Runs `down` from the start and `up` (given what `first` returned) once `first` has
+/// succeeded, until both have ended; `up`'s error is reported before `down`'s. An error
+/// of `first` ends it at once, `down` being dropped wherever it was, and so does an
+/// error of `down` while `first` is still waiting (a tunnel that cannot carry bytes down,
+/// say for want of descriptors for its pipe, is not kept open for its client's first
+/// bytes). `first` is dropped as soon as it is done: boxed, its memory is not held for
+/// the tunnel's life.
+pub(crate) async fn gated<T, E, U: Future<Output = io::Result<()>>>(
+    mut first: impl Future<Output = Result<T, E>> + Unpin,
+    up: impl FnOnce(T) -> U,
+    down: impl Future<Output = io::Result<()>>,
+) -> Result<io::Result<()>, E> {
+    tokio::pin!(down);
+    let mut down_ended = None;
+    let checked = loop {
+        tokio::select! {
+            r = &mut first => break r?,
+            r = &mut down, if down_ended.is_none() => match r {
+                Ok(()) => down_ended = Some(Ok(())),
+                Err(e) => return Ok(Err(e)),
+            },
+        }
+    };
+    drop(first);
+    let (a, b) = if let Some(b) = down_ended {
+        (up(checked).await, b)
+    } else {
+        tokio::join!(up(checked), down)
+    };
+    Ok(a.and(b))
+}
+
+/// Reads what the socket has (at least one byte, or 0 at its end).
+pub(crate) async fn read<S: SpliceSocket>(sock: &S, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        sock.ready(Interest::READABLE).await?;
+        match sock.try_io(Interest::READABLE, || {
+            rustix::io::read(sock.as_fd(), &mut *buf).map_err(io::Error::from)
+        }) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            r => return r,
+        }
+    }
+}
+
+/// Writes all of `bytes`.
+pub(crate) async fn write_all<S: SpliceSocket>(sock: &S, mut bytes: &[u8]) -> io::Result<()> {
+    while !bytes.is_empty() {
+        sock.ready(Interest::WRITABLE).await?;
+        match sock.try_io(Interest::WRITABLE, || {
+            rustix::io::write(sock.as_fd(), bytes).map_err(io::Error::from)
+        }) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
@@ -140,7 +209,16 @@ mod tests {
         let up = Arc::new(AtomicU64::new(0));
         let down = Arc::new(AtomicU64::new(0));
         let (u, d) = (up.clone(), down.clone());
-        let task = tokio::spawn(async move { tunnel(&client, &upstream, &u, &d).await });
+        let task = tokio::spawn(async move {
+            tunnel(
+                &client,
+                &upstream,
+                Box::pin(async { Ok::<_, ()>(()) }),
+                &u,
+                &d,
+            )
+            .await
+        });
 
         let payload: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
         let (mut far_r, mut far_w) = client_far.into_split();
@@ -164,8 +242,51 @@ mod tests {
             .await
             .expect("client reads to EOF");
         assert_eq!(answer, b"answer");
-        task.await.expect("join").expect("tunnel");
+        task.await.expect("join").expect("gate").expect("tunnel");
         assert_eq!(up.load(Ordering::Relaxed), 3_000_000);
         assert_eq!(down.load(Ordering::Relaxed), 6);
+    }
+
+    #[tokio::test]
+    async fn the_way_down_runs_while_the_first_bytes_are_awaited() {
+        let order = std::sync::Mutex::new(Vec::new());
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let ended = gated(
+            Box::pin(async {
+                rx.await.expect("sent");
+                Ok::<_, ()>(7)
+            }),
+            |n| {
+                let order = &order;
+                async move {
+                    order.lock().expect("lock").push(format!("up {n}"));
+                    Ok(())
+                }
+            },
+            async {
+                order.lock().expect("lock").push("down".to_owned());
+                tx.send(()).expect("send");
+                Ok(())
+            },
+        )
+        .await;
+        assert!(matches!(ended, Ok(Ok(()))));
+        assert_eq!(*order.lock().expect("lock"), ["down", "up 7"]);
+        // A refusal ends it at once: the way up never starts, the way down is dropped.
+        let refused = gated(
+            std::future::ready(Err::<(), _>("refused")),
+            |()| async { unreachable!("the way up started") },
+            std::future::pending(),
+        )
+        .await;
+        assert_eq!(refused.err(), Some("refused"));
+        // An error on the way down does not wait for the first bytes.
+        let broken = gated(
+            Box::pin(std::future::pending::<Result<(), ()>>()),
+            |()| async { unreachable!("the way up started") },
+            async { Err(io::Error::other("no pipe")) },
+        )
+        .await;
+        assert!(matches!(broken, Ok(Err(e)) if e.to_string() == "no pipe"));
     }
 }

@@ -28,6 +28,11 @@ pub struct TestCa {
 
 impl TestCa {
     pub fn new() -> Self {
+        Self::for_names(&["api.anthropic.com", "api.openai.com"])
+    }
+
+    /// A CA whose server certificate names `names` (wildcards allowed).
+    pub fn for_names(names: &[&str]) -> Self {
         use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
         let ca_key = KeyPair::generate().unwrap();
         let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -36,18 +41,45 @@ impl TestCa {
             .push(DnType::CommonName, "sandboxctl test CA");
         let ca = rcgen::CertifiedIssuer::self_signed(ca, ca_key).unwrap();
         let key = KeyPair::generate().unwrap();
-        let leaf = CertificateParams::new(vec![
-            "api.anthropic.com".to_owned(),
-            "api.openai.com".to_owned(),
-        ])
-        .unwrap()
-        .signed_by(&key, &ca)
-        .unwrap();
+        let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+        let leaf = CertificateParams::new(names)
+            .unwrap()
+            .signed_by(&key, &ca)
+            .unwrap();
         Self {
             ca_pem: ca.pem(),
             cert_der: leaf.der().to_vec(),
             key_der: key.serialize_der(),
         }
+    }
+
+    /// A server configuration presenting the server certificate.
+    pub fn server_config(&self) -> rustls::ServerConfig {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![pki_types::CertificateDer::from(self.cert_der.clone())],
+                pki_types::PrivateKeyDer::Pkcs8(self.key_der.clone().into()),
+            )
+            .unwrap()
+    }
+
+    /// A client configuration trusting this CA only.
+    pub fn client_config(&self) -> rustls::ClientConfig {
+        use pki_types::pem::PemObject as _;
+        let mut roots = rustls::RootCertStore::empty();
+        for c in pki_types::CertificateDer::pem_slice_iter(self.ca_pem.as_bytes()) {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth()
     }
 }
 
@@ -144,17 +176,7 @@ impl hyper::body::Body for ChanBody {
 
 impl TlsUpstream {
     pub async fn start(ca: &TestCa) -> Self {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let cfg = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(
-                vec![pki_types::CertificateDer::from(ca.cert_der.clone())],
-                pki_types::PrivateKeyDer::Pkcs8(ca.key_der.clone().into()),
-            )
-            .unwrap();
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(ca.server_config()));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
