@@ -20,8 +20,6 @@
 
 use std::path::{Path, PathBuf};
 
-use std::io::Read;
-
 use anyhow::{Context, Result, bail};
 
 /// The credentials file's name in a Claude config dir.
@@ -106,34 +104,9 @@ impl Login {
 /// Reads `path` without following a symlink and without blocking on a FIFO; `None`
 /// if there is no file. Anything that is not a plain, small JSON login is an error.
 fn read_login(path: &Path) -> Result<Option<Login>> {
-    use rustix::fs::{Mode, OFlags};
-    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
-    let fd = match rustix::fs::open(path, flags, Mode::empty()) {
-        Ok(fd) => fd,
-        Err(rustix::io::Errno::NOENT) => return Ok(None),
-        Err(e) => {
-            return Err(std::io::Error::from(e)).with_context(|| {
-                format!(
-                    "cannot open {} (a symbolic link is refused)",
-                    path.display()
-                )
-            });
-        }
+    let Some(bytes) = crate::agent_file::AgentPath::new(path).read(MAX_CREDENTIALS)? else {
+        return Ok(None);
     };
-    let file = std::fs::File::from(fd);
-    let meta = file
-        .metadata()
-        .with_context(|| format!("cannot inspect {}", path.display()))?;
-    if !meta.is_file() {
-        bail!("{} is not a regular file", path.display());
-    }
-    let mut bytes = Vec::new();
-    file.take(MAX_CREDENTIALS + 1)
-        .read_to_end(&mut bytes)
-        .with_context(|| format!("cannot read {}", path.display()))?;
-    if bytes.len() as u64 > MAX_CREDENTIALS {
-        bail!("{} is larger than {MAX_CREDENTIALS} bytes", path.display());
-    }
     let (json, expires_at) =
         check_login(&bytes).with_context(|| format!("{} is not a Claude login", path.display()))?;
     Ok(Some(Login {
