@@ -139,6 +139,14 @@ impl Refusal {
             public: UNAVAILABLE,
         }
     }
+    /// A refusal on the key path, with what the agent is told.
+    fn key_path(reason: impl Into<String>, public: &'static str) -> Self {
+        Self {
+            status: StatusCode::FORBIDDEN,
+            reason: reason.into(),
+            public,
+        }
+    }
     fn bad_gateway(reason: impl Into<String>) -> Self {
         Self {
             status: StatusCode::BAD_GATEWAY,
@@ -729,14 +737,13 @@ async fn keyed<R: Resolver>(
         return refuse(
             client,
             pending,
-            Refusal {
-                status: StatusCode::FORBIDDEN,
-                reason: format!(
+            Refusal::key_path(
+                format!(
                     "key path /{}/ names no provider of this client's agent; no key is added",
                     name.chars().take(100).collect::<String>()
                 ),
-                public: "not a provider of this sandbox's agent",
-            },
+                "not a provider of this sandbox's agent",
+            ),
         );
     };
     pending.rec.host = Some(p.host.to_owned());
@@ -745,14 +752,13 @@ async fn keyed<R: Resolver>(
         return refuse(
             client,
             pending,
-            Refusal {
-                status: StatusCode::FORBIDDEN,
-                reason: format!(
+            Refusal::key_path(
+                format!(
                     "key path: {} is not an API path of the agent's; no key is added (`sandboxctl enable CLIENT --key-path PATH` allows one)",
                     crate::escape::display(&path.chars().take(200).collect::<String>())
                 ),
-                public: "this API path does not get the key held for this sandbox; the user can allow it with `sandboxctl enable CLIENT --key-path PATH`",
-            },
+                "this API path does not get the key held for this sandbox; the user can allow it with `sandboxctl enable CLIENT --key-path PATH`",
+            ),
         );
     }
     // The policy still decides whether the provider's host may be reached at all.
@@ -776,11 +782,10 @@ async fn keyed<R: Resolver>(
             return refuse(
                 client,
                 pending,
-                Refusal {
-                    status: StatusCode::FORBIDDEN,
-                    reason: format!("no key held for {}: {e:#}", p.key_var),
-                    public: "no API key is held for this client",
-                },
+                Refusal::key_path(
+                    format!("no key held for {}: {e:#}", p.key_var),
+                    "no API key is held for this client",
+                ),
             );
         }
     };
