@@ -433,8 +433,14 @@ fn sn_codex_notify_program_reports_finished() {
         || c.diagnostics(),
     );
     assert!(args.contains(notify), "{args}");
-    let row = session_row(&c, "main").expect("main listed");
-    assert_eq!(row["command"], "codex", "{row}");
+    // At its start Codex runs git in the foreground for a moment (the repository's
+    // state), and the pane's command is then `git`: wait for codex itself.
+    let row = wait_for(
+        "main showing codex running",
+        Duration::from_secs(30),
+        || session_row(&c, "main").filter(|r| r["command"] == "codex"),
+        || c.diagnostics(),
+    );
     assert_eq!(row["activity"], "running", "{row}");
     // The program as Codex calls it: its JSON appended.
     let program = "/usr/local/bin/agent-event finished '{\"type\":\"agent-turn-complete\"}'";
@@ -503,4 +509,62 @@ fn sn_the_agent_starts_with_its_unit() {
         "`start` returned before the agent ran: {:?}",
         descendants(c.host_pid())
     );
+}
+
+/// #26 part 9: a pane whose directory name holds line breaks, tabs and what looks like
+/// tmux's and ps's output, and a session whose name holds a line break, forge nothing:
+/// `sessions` lists each real session once, the directory as one sanitised path, and
+/// the command the pane really runs.
+#[test]
+fn sn_names_with_line_breaks_forge_no_sessions() {
+    let c = Client::new("sn5");
+    c.enable(&[]);
+    c.start();
+    let evil = "/tmp/evil\nmain\t1\tclaude\t/\n#ps\n1 0 1 1 claude";
+    c.exec(&["mkdir", "-p", evil]).success();
+    for (name, dir) in [("hostile", evil), ("two\nforged\t1", "/tmp")] {
+        c.exec(&[
+            "tmux",
+            "new-session",
+            "-d",
+            "-s",
+            name,
+            "-c",
+            dir,
+            "sleep",
+            "600",
+        ])
+        .success();
+    }
+    let rows = wait_for(
+        "three sessions listed",
+        Duration::from_secs(30),
+        || {
+            let out = sbx(["sessions", &c.name, "--json"]).run().success();
+            let rows = out.json().as_array().expect("an array").clone();
+            (rows.len() >= 3).then_some(rows)
+        },
+        || c.diagnostics(),
+    );
+    let names: Vec<&str> = rows.iter().filter_map(|r| r["session"].as_str()).collect();
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    assert!(
+        names.contains(&"main") && names.contains(&"hostile"),
+        "{names:?}"
+    );
+    assert!(
+        !names.iter().any(|n| n.starts_with("forged")),
+        "a line break in a session name made a row: {names:?}"
+    );
+    let hostile = rows
+        .iter()
+        .find(|r| r["session"] == "hostile")
+        .expect("hostile");
+    assert_eq!(hostile["command"], "sleep", "{hostile}");
+    assert_eq!(
+        hostile["path"], "/tmp/evil^Jmain\t1\tclaude\t/^J#ps^J1 0 1 1 claude",
+        "{hostile}"
+    );
+    let main = rows.iter().find(|r| r["session"] == "main").expect("main");
+    assert_ne!(main["command"], "claude", "{main}");
 }
