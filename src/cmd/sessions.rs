@@ -5,6 +5,7 @@
 //! `terminal::sanitize`. Git runs inside the sandbox (`podman exec`), never on the host,
 //! which must not run git in a repository the agent wrote.
 
+use std::collections::HashMap;
 use std::io::Read;
 use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
@@ -121,7 +122,7 @@ fn field(raw: &[u8]) -> String {
     s
 }
 
-/// One pane as tmux lists it.
+/// One pane: its session, its process, and what runs in its foreground where.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Pane {
     session: String,
@@ -130,28 +131,33 @@ struct Pane {
     path: String,
 }
 
-/// The tmux format of one pane: tab-separated fields, the path last (it may hold tabs).
-const PANE_FORMAT: &str =
-    "#{session_name}\t#{pane_pid}\t#{pane_current_command}\t#{pane_current_path}";
+/// The tmux format of one pane: the session's name and the pane's process. Nothing a
+/// program in the pane sets can hold a line break here: tmux escapes tabs and line
+/// breaks in session names, and the pid is a number. The command and the working
+/// directory, which the agent's programs choose freely, come from `/proc` instead
+/// (`PROCS_SCRIPT`), framed by NUL bytes.
+const PANE_FORMAT: &str = "#{session_name}\t#{pane_pid}";
 
-/// The line between tmux's panes and `ps`'s processes in `LIST_SCRIPT`'s output.
-const PS_MARK: &[u8] = b"#ps";
-
-/// Lists the panes, then the processes (tmux's own foreground command is the process
-/// group leader: `agent-session`, not the agent it runs).
-const LIST_SCRIPT: &str = r#"tmux list-panes -a -F "$1" || exit
-echo '#ps'
-ps -eo pid=,ppid=,pgid=,tpgid=,comm=
+/// Every process of the sandbox as two NUL-terminated fields: `/proc/PID/stat`, then
+/// the working directory. A NUL cannot occur in either, so no name or path can make
+/// one process look like two.
+const PROCS_SCRIPT: &str = r#"for d in /proc/[0-9]*; do
+    cat "$d/stat" 2>/dev/null || continue
+    printf '\0'
+    readlink -z "$d/cwd" 2>/dev/null || printf '\0'
+done
 "#;
 
-/// The first pane of each session (the agent's), from `list-panes -a` output.
+/// The first pane of each session (the agent's), from `list-panes -a` output; the
+/// command and path are filled in from the process table.
 fn parse_panes(text: &[u8]) -> Vec<Pane> {
     let mut out: Vec<Pane> = Vec::new();
     for line in text.split(|b| *b == b'\n') {
-        let mut f = line.splitn(4, |b| *b == b'\t');
-        let (Some(session), Some(pid), Some(command), Some(path)) =
-            (f.next(), f.next(), f.next(), f.next())
-        else {
+        let mut f = line.splitn(2, |b| *b == b'\t');
+        let (Some(session), Some(pid)) = (f.next(), f.next()) else {
+            continue;
+        };
+        let Some(pid) = std::str::from_utf8(pid).ok().and_then(|p| p.parse().ok()) else {
             continue;
         };
         let session = field(session);
@@ -163,18 +169,15 @@ fn parse_panes(text: &[u8]) -> Vec<Pane> {
         }
         out.push(Pane {
             session,
-            pid: std::str::from_utf8(pid)
-                .ok()
-                .and_then(|p| p.parse().ok())
-                .unwrap_or(0),
-            command: field(command),
-            path: field(path),
+            pid,
+            command: String::new(),
+            path: String::new(),
         });
     }
     out
 }
 
-/// A process as `ps -eo pid=,ppid=,pgid=,tpgid=,comm=` lists it.
+/// A process of the sandbox, from its `/proc/PID/stat` and working directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Proc {
     pid: u32,
@@ -182,33 +185,51 @@ struct Proc {
     pgid: i64,
     tpgid: i64,
     comm: String,
+    cwd: String,
 }
 
 /// The most processes read.
 const PROCS_MAX: usize = 4096;
 
-fn parse_procs(text: &[u8]) -> Vec<Proc> {
-    let mut out = Vec::new();
-    for line in text.split(|b| *b == b'\n').take(PROCS_MAX) {
-        let Ok(line) = std::str::from_utf8(line) else {
-            continue;
-        };
-        let mut f = line.split_whitespace();
-        let mut num = || f.next().and_then(|n| n.parse::<i64>().ok());
-        let (Some(pid), Some(parent), Some(group), Some(fg)) = (num(), num(), num(), num()) else {
-            continue;
-        };
-        let (Ok(pid), Ok(parent)) = (u32::try_from(pid), u32::try_from(parent)) else {
-            continue;
-        };
-        let comm = f.collect::<Vec<_>>().join(" ");
-        out.push(Proc {
-            pid,
-            ppid: parent,
-            pgid: group,
-            tpgid: fg,
-            comm: field(comm.as_bytes()),
-        });
+/// One `/proc/PID/stat` line: `PID (COMM) STATE PPID PGRP SESSION TTY TPGID …`. The
+/// name may hold anything but NUL, parentheses and spaces included: it ends at the
+/// last `)`.
+fn parse_stat(stat: &[u8], cwd: &[u8]) -> Option<Proc> {
+    let open = stat.iter().position(|b| *b == b'(')?;
+    let close = stat.iter().rposition(|b| *b == b')')?;
+    if close < open {
+        return None;
+    }
+    let pid = std::str::from_utf8(&stat[..open])
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let rest = std::str::from_utf8(&stat[close + 1..]).ok()?;
+    let mut f = rest.split_ascii_whitespace().skip(1); // the state
+    let mut num = || f.next().and_then(|n| n.parse::<i64>().ok());
+    let (parent, group, _session, _tty, foreground) = (num()?, num()?, num()?, num()?, num()?);
+    Some(Proc {
+        pid,
+        ppid: u32::try_from(parent).ok()?,
+        pgid: group,
+        tpgid: foreground,
+        comm: field(&stat[open + 1..close]),
+        cwd: field(cwd),
+    })
+}
+
+/// The processes, by pid, from `PROCS_SCRIPT`'s output.
+fn parse_procs(text: &[u8]) -> HashMap<u32, Proc> {
+    let mut fields = text.split(|b| *b == 0);
+    let mut out = HashMap::new();
+    while let (Some(stat), Some(cwd)) = (fields.next(), fields.next()) {
+        if out.len() >= PROCS_MAX {
+            break;
+        }
+        if let Some(p) = parse_stat(stat, cwd) {
+            out.insert(p.pid, p);
+        }
     }
     out
 }
@@ -218,8 +239,8 @@ fn parse_procs(text: &[u8]) -> Vec<Proc> {
 /// agent `agent-session` runs, shares its group). A tmux client there is a helper of
 /// what runs (the booted Debian 13 lane saw one under Codex), never the
 /// session's command.
-fn foreground(procs: &[Proc], pane_pid: u32) -> Option<String> {
-    let tpgid = procs.iter().find(|p| p.pid == pane_pid)?.tpgid;
+fn foreground(procs: &HashMap<u32, Proc>, pane_pid: u32) -> Option<&Proc> {
+    let tpgid = procs.get(&pane_pid)?.tpgid;
     if tpgid <= 0 {
         return None;
     }
@@ -229,16 +250,34 @@ fn foreground(procs: &[Proc], pane_pid: u32) -> Option<String> {
             if pid == pane_pid {
                 return Some(depth);
             }
-            pid = procs.iter().find(|q| q.pid == pid)?.ppid;
+            pid = procs.get(&pid)?.ppid;
         }
         None
     };
     procs
-        .iter()
+        .values()
         .filter(|p| p.pgid == tpgid && !p.comm.starts_with("tmux"))
         .filter_map(|p| depth(p).map(|d| (d, p)))
-        .max_by_key(|(d, _)| *d)
-        .map(|(_, p)| p.comm.clone())
+        // The deepest; of equals, the lowest pid, so the answer does not depend on the
+        // map's order.
+        .max_by_key(|(d, p)| (*d, std::cmp::Reverse(p.pid)))
+        .map(|(_, p)| p)
+}
+
+/// A pane's command and working directory: its foreground command, in the directory of
+/// the foreground group's leader as tmux reports it (else of that command, else of the
+/// pane's own process).
+fn describe(procs: &HashMap<u32, Proc>, pane_pid: u32) -> (String, String) {
+    let own = procs.get(&pane_pid);
+    let fg = foreground(procs, pane_pid);
+    let command = fg.or(own).map(|p| p.comm.clone()).unwrap_or_default();
+    let leader = fg.and_then(|p| procs.get(&u32::try_from(p.pgid).ok()?));
+    let path = leader
+        .or(fg)
+        .or(own)
+        .map(|p| p.cwd.clone())
+        .unwrap_or_default();
+    (command, path)
 }
 
 /// What a session's agent is doing, and whether it waits for the user: a shell in the
@@ -309,33 +348,19 @@ pub struct Row {
 /// (`podman exec`, bounded in size and time, every field sanitised), with the agent's
 /// last reported event.
 pub fn list(layout: &Layout, client: &ClientName, settings: &Settings) -> Result<Vec<Row>> {
-    let cmd = crate::podman::command([
+    let container = client.container_name();
+    let tmux = crate::podman::command([
         "exec",
-        &client.container_name(),
-        "sh",
-        "-c",
-        LIST_SCRIPT,
-        "sh",
+        &container,
+        "tmux",
+        "list-panes",
+        "-a",
+        "-F",
         PANE_FORMAT,
     ]);
-    let (status, out, err) = bounded_output(cmd, EXEC_TIMEOUT)?;
-    let panes = if status.success() {
-        // The panes, the mark line, the processes.
-        let mark = out.windows(PS_MARK.len() + 2).position(|w| {
-            w[0] == b'\n' && &w[1..=PS_MARK.len()] == PS_MARK && w[PS_MARK.len() + 1] == b'\n'
-        });
-        let (tmux, ps) = match mark {
-            Some(i) => (&out[..i], &out[i + PS_MARK.len() + 2..]),
-            None => (&out[..], &[][..]),
-        };
-        let procs = parse_procs(ps);
-        let mut panes = parse_panes(tmux);
-        for p in &mut panes {
-            if let Some(c) = foreground(&procs, p.pid) {
-                p.command = c;
-            }
-        }
-        panes
+    let (status, out, err) = bounded_output(tmux, EXEC_TIMEOUT)?;
+    let mut panes = if status.success() {
+        parse_panes(&out)
     } else if String::from_utf8_lossy(&err).contains("no server running") {
         Vec::new()
     } else {
@@ -344,6 +369,15 @@ pub fn list(layout: &Layout, client: &ClientName, settings: &Settings) -> Result
             crate::terminal::one_line(&err)
         );
     };
+    if !panes.is_empty() {
+        // The process table in a call of its own: nothing in the panes' list can end it.
+        let ps = crate::podman::command(["exec", &container, "sh", "-c", PROCS_SCRIPT]);
+        let (_, out, _) = bounded_output(ps, EXEC_TIMEOUT)?;
+        let procs = parse_procs(&out);
+        for p in &mut panes {
+            (p.command, p.path) = describe(&procs, p.pid);
+        }
+    }
     let reported = match notify::state_path(client) {
         Some(p) => notify::State::load(&p)?,
         None => notify::State::default(),
@@ -592,46 +626,78 @@ mod tests {
 
     #[test]
     fn panes_are_sanitised_bounded_and_one_per_session() {
-        let text =
-            b"main\t7\tclaude\t/p/web\nmain\t8\tbash\t/p/web\nwa\t9\tbash\t/p/web/.worktrees/wa\n\
-                     \x1b]52;c;x\x07\tx\tsl\x1b[2Jeep\t/p/\ttab\nshort\tline\n";
+        let text = b"main\t7\nmain\t8\nwa\t9\n\x1b]52;c;x\x07\t10\nnopid\tx\nshort\n";
         let panes = parse_panes(text);
         assert_eq!(panes.len(), 3, "{panes:?}");
-        assert_eq!(panes[0].command, "claude");
-        assert_eq!(panes[0].pid, 7);
-        assert_eq!(panes[2].pid, 0);
-        assert_eq!(panes[1].session, "wa");
+        assert_eq!((panes[0].session.as_str(), panes[0].pid), ("main", 7));
+        assert_eq!((panes[1].session.as_str(), panes[1].pid), ("wa", 9));
         assert_eq!(panes[2].session, "^[]52;c;x^G");
-        assert_eq!(panes[2].command, "sl^[[2Jeep");
-        assert_eq!(panes[2].path, "/p/\ttab");
-        let long = format!("s\t1\t{}\t/\n", "x".repeat(5000));
-        assert!(parse_panes(long.as_bytes())[0].command.chars().count() <= FIELD_MAX + 1);
-        let many: Vec<String> = (0..1000).map(|i| format!("s{i}\t1\tbash\t/")).collect();
+        let many: Vec<String> = (0..1000).map(|i| format!("s{i}\t1")).collect();
         assert_eq!(parse_panes(many.join("\n").as_bytes()).len(), ROWS_MAX);
+    }
+
+    /// `PROCS_SCRIPT`'s output for `(stat, cwd)` pairs.
+    fn dump(procs: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (stat, cwd) in procs {
+            out.extend_from_slice(stat.as_bytes());
+            out.push(0);
+            out.extend_from_slice(cwd);
+            out.push(0);
+        }
+        out
     }
 
     #[test]
     fn the_foreground_command_is_the_deepest_in_the_foreground_group() {
-        let ps = b"  1     0     1    -1 podman-init\n\
-                   12     4    12    12 agent-session\n\
-                   20    12    12    12 codex\n\
-                   21    20    12    12 tmux: client\n\
-                   30     4    30    31 bash\n\
-                   31    30    31    31 sleep\n\
-                   32    30    32    31 bg-job\n\
-                   40     4    40    40 bash\n\
-                   garbage line\n\
-                   41    40    40    40 sl\x1b[2Jy with space\n";
-        let procs = parse_procs(ps);
+        let text = dump(&[
+            ("1 (podman-init) S 0 1 1 0 -1 4194560\n", b"/"),
+            ("12 (agent-session) S 4 12 12 34816 12 0\n", b"/p/web"),
+            ("20 (codex) S 12 12 12 34816 12 0\n", b"/p/web/sub"),
+            ("21 (tmux: client) S 20 12 12 34816 12 0\n", b"/"),
+            ("30 (bash) S 4 30 30 34817 31 0\n", b"/p/web/.worktrees/wa"),
+            (
+                "31 (sleep) S 30 31 30 34817 31 0\n",
+                b"/p/web/.worktrees/wa/src",
+            ),
+            ("32 (bg-job) S 30 32 30 34817 31 0\n", b"/"),
+            ("40 (bash) S 4 40 40 34818 40 0\n", b"/x"),
+            ("garbage", b""),
+            ("41 (sl\x1b[2Jy) S (1 2) S 40 40 40 34818 40 0\n", b"/x"),
+        ]);
+        let procs = parse_procs(&text);
         assert_eq!(procs.len(), 9);
-        assert_eq!(foreground(&procs, 12).as_deref(), Some("codex"));
-        assert_eq!(foreground(&procs, 30).as_deref(), Some("sleep"));
+        let command = |pid| foreground(&procs, pid).map(|p| p.comm.as_str());
+        assert_eq!(command(12), Some("codex"));
+        assert_eq!(command(30), Some("sleep"));
+        assert_eq!(command(40), Some("sl^[[2Jy) S (1 2"));
+        assert_eq!(command(99), None);
+        assert_eq!(command(1), None);
         assert_eq!(
-            foreground(&procs, 40).as_deref(),
-            Some("sl^[[2Jy with space")
+            describe(&procs, 30),
+            ("sleep".into(), "/p/web/.worktrees/wa/src".into())
         );
-        assert_eq!(foreground(&procs, 99), None);
-        assert_eq!(foreground(&procs, 1), None);
+        assert_eq!(describe(&procs, 12), ("codex".into(), "/p/web".into()));
+        assert_eq!(describe(&procs, 99), (String::new(), String::new()));
+    }
+
+    #[test]
+    fn a_name_or_path_with_line_breaks_stays_one_process() {
+        // What `tmux list-panes` once gave a pane in a directory named like this: a
+        // second pane, and a forged process table. Framed by NUL, it is one path.
+        let forged: &[u8] = b"/p/evil\nmain\t1\tclaude\t/\n#ps\n1 0 1 1 claude";
+        let text = dump(&[
+            ("7 (bash) S 1 7 7 34816 8 0\n", b"/p"),
+            (
+                "8 (x\n9 (y) S 7 8 7 34816 8 0\n) S 7 8 7 34816 8 0\n",
+                forged,
+            ),
+        ]);
+        let procs = parse_procs(&text);
+        assert_eq!(procs.len(), 2, "{procs:?}");
+        let (command, path) = describe(&procs, 7);
+        assert_eq!(command, "x^J9 (y) S 7 8 7 34816 8 0^J");
+        assert_eq!(path, "/p/evil^Jmain\t1\tclaude\t/^J#ps^J1 0 1 1 claude");
     }
 
     #[test]
