@@ -19,6 +19,7 @@ pub mod journal;
 pub mod layout;
 pub mod limits;
 pub mod lock;
+pub mod log_file;
 pub mod logs;
 pub mod model;
 pub mod notify;

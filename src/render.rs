@@ -158,6 +158,19 @@ fn log_file(spec: &SandboxSpec) -> Result<Option<LogFile>> {
         .transpose()
 }
 
+/// Without journald podman keeps the container's output in a file of its own (its
+/// `k8s-file` log driver), which the agent can write to without end: capped there. With
+/// journald the output goes to the journal, which has its own limits.
+fn container_log_cap(spec: &SandboxSpec) -> Option<&'static str> {
+    spec.adaptations
+        .iter()
+        .any(|a| matches!(a.kind, AdaptationKind::LogToFile { .. }))
+        .then_some(CONTAINER_LOG_CAP)
+}
+
+const CONTAINER_LOG_CAP: &str = "--log-opt=max-size=8mb";
+const CONTAINER_LOG_CAP_WHY: &str = "host adaptation: no journald here, so podman keeps the container's output in a file, which this caps";
+
 /// The podman arguments of `limits` that no Quadlet key expresses: swap capped at the
 /// memory limit (so a runaway process is killed rather than thrashing the host) and the
 /// CPU quota.

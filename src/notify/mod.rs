@@ -364,7 +364,7 @@ pub fn serve(
         };
         busy.store(true, Ordering::SeqCst);
         let line = handle(stream, client, state_path, notifier, now_secs());
-        eprintln!("{client}: {line}");
+        crate::log_file::write_line(format!("{client}: {line}\n").as_bytes());
         last.store(now_secs(), Ordering::SeqCst);
         busy.store(false, Ordering::SeqCst);
     }

@@ -2,7 +2,6 @@
 //! systemd): a `decision` line when a request is allowed or refused, a `close` line
 //! when an allowed one ends, plus policy, capacity and lifecycle events.
 
-use std::io::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -228,8 +227,9 @@ impl LogSink {
             LogSink::Stderr => {
                 line.push('\n');
                 // One write per line so concurrent lines never interleave; a log that
-                // cannot be written must not take the proxy down.
-                let _ = std::io::stderr().lock().write_all(line.as_bytes());
+                // cannot be written must not take the proxy down. Without journald the
+                // file behind stderr is capped (`log_file`).
+                crate::log_file::write_line(line.as_bytes());
             }
             LogSink::Memory(lines) => {
                 if let Ok(mut l) = lines.lock() {

@@ -113,6 +113,9 @@ pub fn run_args(spec: &SandboxSpec) -> Result<Vec<Word>> {
     if cgroups_disabled {
         a.push(arg("--cgroups=disabled")?);
     }
+    if let Some(cap) = super::container_log_cap(spec) {
+        a.push(arg(cap)?);
+    }
     for x in &spec.extra_podman_args {
         a.push(arg(x)?);
     }

@@ -280,6 +280,12 @@ fn podman_args(
             why: Some(a.why),
         });
     }
+    if let Some(cap) = super::container_log_cap(spec) {
+        podman_args.push(PodmanArg {
+            value: escape::word("podman argument", cap)?,
+            why: Some(super::CONTAINER_LOG_CAP_WHY),
+        });
+    }
     for a in &spec.extra_podman_args {
         podman_args.push(PodmanArg {
             value: escape::word("podman argument", a)?,
