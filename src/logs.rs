@@ -33,10 +33,34 @@ pub fn last_lines(client: &ClientName, n: usize) -> Vec<String> {
             .unwrap_or_default()
     } else {
         unit_log_file(client)
-            .and_then(|f| std::fs::read(f).ok())
+            .and_then(|f| read_tail(&f, TAIL_MAX).ok())
             .unwrap_or_default()
     };
     tail(&text, n)
+}
+
+/// The most bytes read from the end of a unit's log file.
+const TAIL_MAX: u64 = 1 << 20;
+
+/// The whole lines in the last `max` bytes of the file at `path` (its lines come from
+/// the container).
+fn read_tail(path: &std::path::Path, max: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::{Read as _, Seek as _, SeekFrom};
+    let mut f = std::fs::File::open(path)?;
+    let len = f.metadata()?.len();
+    let start = len.saturating_sub(max);
+    f.seek(SeekFrom::Start(start))?;
+    let mut out = Vec::new();
+    f.take(max).read_to_end(&mut out)?;
+    if start > 0 {
+        // The first line is cut: it starts before what was read.
+        let cut = out
+            .iter()
+            .position(|b| *b == b'\n')
+            .map_or(out.len(), |i| i + 1);
+        out.drain(..cut);
+    }
+    Ok(out)
 }
 
 /// Whether a log line is only a container ID: Quadlet's `podman run -d` prints the new
@@ -55,6 +79,15 @@ fn tail(text: &[u8], n: usize) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn only_the_end_of_a_log_is_read() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path = dir.path().join("agent-acme.log");
+        std::fs::write(&path, "a\nbb\nccc\n").expect("written");
+        assert_eq!(super::read_tail(&path, 6).expect("read"), b"ccc\n");
+        assert_eq!(super::read_tail(&path, 100).expect("read"), b"a\nbb\nccc\n");
+    }
+
     #[test]
     fn tail_keeps_last_non_empty_lines() {
         assert_eq!(super::tail(b"a\n\nb\nc\n", 2), ["b", "c"]);

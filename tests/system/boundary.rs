@@ -273,3 +273,89 @@ fn b7_the_proxy_runs_sandboxed_and_limited() {
         eprintln!("{service}: {}", line.trim());
     }
 }
+
+/// #26 part 9: what the agent makes the host log cannot fill the runtime directory or
+/// the disk. Without journald, 20 MB on the container's standard output leave podman's
+/// file of it within its 8 MiB cap, and a flood of refused requests (a log line each)
+/// rotates the proxy's log file in `$XDG_RUNTIME_DIR` at 4 MiB, keeping one old file.
+/// Where journald runs, both go to the journal and no such file grows.
+#[test]
+fn b8_floods_of_output_and_requests_stay_within_the_log_caps() {
+    let c = Client::new("b8");
+    c.enable(&["--network", "allowlist"]);
+    c.start();
+    let journald = Path::new("/run/systemd/journal/socket").exists();
+
+    c.sh("head -c 20000000 /dev/zero | tr '\\0' x | fold -w 1000 >/proc/1/fd/1")
+        .success();
+    let log = crate::harness::podman([
+        "inspect",
+        "--format",
+        "{{.HostConfig.LogConfig.Type}} {{.HostConfig.LogConfig.Path}}",
+        &c.container(),
+    ])
+    .run()
+    .success();
+    let (driver, path) = log.stdout.trim().split_once(' ').expect("driver and path");
+    if journald {
+        assert_eq!(driver, "journald", "{log}");
+    } else {
+        assert_eq!(driver, "k8s-file", "{log}");
+        // In the store, which belongs to the user namespace's root.
+        let stat = crate::harness::podman(["unshare", "stat", "-c", "%s", path])
+            .run()
+            .success();
+        let size: u64 = stat.stdout.trim().parse().expect("a size");
+        eprintln!("the container's log after 20 MB: {size} bytes");
+        assert!(size <= 8 << 20, "the container's log holds {size} bytes");
+    }
+
+    // Refused requests with long names: about 450 bytes of log a request.
+    let flood = r#"
+import socket
+label = "x" * 60
+for i in range(12000):
+    s = socket.socket(socket.AF_UNIX)
+    s.connect("/run/sandbox-proxy/proxy.sock")
+    host = "d%d.%s.%s.%s.example" % (i, label, label, label)
+    s.sendall(("GET http://%s/ HTTP/1.1\r\nHost: %s\r\n\r\n" % (host, host)).encode())
+    s.recv(4096)
+    s.close()
+"#;
+    c.exec(&["python3", "-c", flood]).success();
+    let file = env()
+        .runtime_dir
+        .join(format!("sandboxctl-proxy-{}.log", c.name));
+    let old = env()
+        .runtime_dir
+        .join(format!("sandboxctl-proxy-{}.log.1", c.name));
+    if journald {
+        assert!(!file.exists() && !old.exists(), "a log file with journald");
+        return;
+    }
+    let sizes = wait_for(
+        "the proxy's log rotated",
+        Duration::from_secs(30),
+        || {
+            let now = std::fs::metadata(&file).ok()?.len();
+            let before = std::fs::metadata(&old).ok()?.len();
+            Some((now, before))
+        },
+        || {
+            let ls = Cmd::new("ls").args(["-l"]).arg(&env().runtime_dir).run();
+            format!("{ls}")
+        },
+    );
+    eprintln!("the proxy's log files after the flood: {sizes:?} bytes");
+    let cap = 4 << 20;
+    assert!(
+        sizes.0 <= cap + 4096 && sizes.1 <= cap + 4096 && sizes.1 > cap,
+        "log sizes {sizes:?}"
+    );
+    // The newest lines are in the new file: the proxy goes on logging there.
+    let text = std::fs::read_to_string(&file).expect("the proxy's log");
+    assert!(
+        text.contains("d11999."),
+        "the last request is not in the new file"
+    );
+}
