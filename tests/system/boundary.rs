@@ -359,3 +359,98 @@ for i in range(12000):
         "the last request is not in the new file"
     );
 }
+
+/// #26 part 3, from inside the sandbox: a tunnel allowed on its `CONNECT` carries a TLS
+/// hello for another name (a site behind the same shared address): the proxy answers
+/// with an alert, not a byte of it reaches the upstream, and its log names both. A hello
+/// without a name, to the address the tunnel was allowed on, goes through.
+#[test]
+fn b9_a_tunnels_tls_name_must_be_the_one_it_was_allowed_on() {
+    use std::io::Read as _;
+    use std::sync::{Arc, Mutex};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    // The bytes each connection brought, once it ended.
+    let received: Arc<Mutex<Vec<usize>>> = Arc::default();
+    let seen = received.clone();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let seen = seen.clone();
+            std::thread::spawn(move || {
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+                let mut buf = Vec::new();
+                let _ = stream.read_to_end(&mut buf);
+                seen.lock().expect("lock").push(buf.len());
+            });
+        }
+    });
+    let c = Client::new("b9");
+    c.enable(&["--network", "allowlist"]);
+    let authority = format!("127.0.0.1:{port}");
+    sbx(["allow", &c.name, "--private", &authority])
+        .run()
+        .success();
+    c.start();
+    let tunnel = format!(
+        r#"
+import socket, ssl, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect("/run/sandbox-proxy/proxy.sock")
+s.sendall(b"CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n")
+head = b""
+while b"\r\n\r\n" not in head:
+    head += s.recv(1)
+assert head.startswith(b"HTTP/1.1 200"), head
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+t = ctx.wrap_socket(s, server_hostname=sys.argv[1] or None, do_handshake_on_connect=False)
+t.settimeout(10)
+try:
+    t.do_handshake()
+    print("handshake done")
+except ssl.SSLError as e:
+    print("tls error:", e.reason)
+except Exception as e:
+    print("error:", type(e).__name__)
+"#
+    );
+    let refused = c
+        .exec(&["python3", "-c", &tunnel, "evil.example"])
+        .success();
+    assert!(
+        refused.stdout.contains("TLSV1_ALERT_ACCESS_DENIED"),
+        "{refused}"
+    );
+    let log = wait_for(
+        "the refusal in the proxy's log",
+        Duration::from_secs(20),
+        || {
+            let out = sbx(["logs", &c.name, "--network", "-n", "50"]).run();
+            out.stdout
+                .lines()
+                .find(|l| l.contains("TLS refused") && l.contains("evil.example"))
+                .map(str::to_owned)
+        },
+        || format!("{}", sbx(["logs", &c.name, "--network", "-n", "20"]).run()),
+    );
+    assert!(log.contains("127.0.0.1"), "{log}");
+
+    // No name, to the address: the hello goes upstream (which speaks no TLS).
+    let passed = c.exec(&["python3", "-c", &tunnel, ""]).success();
+    assert!(!passed.stdout.contains("ACCESS_DENIED"), "{passed}");
+    let counts = wait_for(
+        "the upstream got the nameless hello",
+        Duration::from_secs(20),
+        || {
+            let r = received.lock().expect("lock").clone();
+            r.iter().any(|n| *n > 0).then_some(r)
+        },
+        || format!("{:?}", received.lock().map(|r| r.clone())),
+    );
+    assert_eq!(
+        counts.iter().filter(|n| **n > 0).count(),
+        1,
+        "bytes of the refused hello reached the upstream: {counts:?}"
+    );
+}
