@@ -386,6 +386,15 @@ pub struct SandboxOptions {
     /// (`*` at the end: that path and everything below it).
     #[arg(long = "key-path", value_name = "PATH")]
     pub key_paths: Vec<String>,
+    /// Files of the projects the sandbox sees empty and read-only, beyond the defaults
+    /// (repeatable; replaces the list, `--reset` clears it): a file name at any depth or
+    /// a path below the project, with `*` and `?`, e.g. `--mask 'secrets.*'`.
+    #[arg(long = "mask", value_name = "PATTERN")]
+    pub masks: Vec<String>,
+    /// Mask the default set (`.env`, `.env.*`, keys and certificates, `.npmrc`, cloud
+    /// credential files; `enable` prints it): on or off [default: on].
+    #[arg(long, value_name = "on|off", value_parser = parse_on_off)]
+    pub default_masks: Option<bool>,
 }
 
 fn parse_on_off(s: &str) -> Result<bool, String> {

@@ -21,6 +21,9 @@ pub const SETTINGS_FILE: &str = "sandbox.toml";
 /// The client's network policy (allowlist mode), under its `config/` directory.
 pub const POLICY_FILE: &str = "network.toml";
 
+/// The empty file masks mount, in the client's `config/`.
+pub const MASK_FILE: &str = "masked";
+
 #[derive(Debug, Clone)]
 pub struct Layout {
     /// `$AGENT_SANDBOX_DATA`, default `$XDG_DATA_HOME/agent-sandbox`.
@@ -122,9 +125,24 @@ impl Layout {
     }
 
     /// Creates the client's directories (mode 0700), tightening modes of existing ones.
+    /// The empty read-only file mounted over each masked file (see `mask`), in the
+    /// client's `config/`, which no sandbox mounts.
+    pub fn mask_file(&self, client: &ClientName) -> PathBuf {
+        self.client_subdir(client, "config").join(MASK_FILE)
+    }
+
     pub fn create_client_dirs(&self, client: &ClientName) -> Result<()> {
         for sub in CLIENT_SUBDIRS {
             create_private_dir(&self.client_subdir(client, sub))?;
+        }
+        let mask = self.mask_file(client);
+        if fs::symlink_metadata(&mask).is_err() {
+            std::os::unix::fs::OpenOptionsExt::mode(
+                fs::OpenOptions::new().write(true).create_new(true),
+                0o444,
+            )
+            .open(&mask)
+            .with_context(|| format!("cannot create {}", mask.display()))?;
         }
         set_mode(&self.client_dir(client), 0o700)?;
         set_mode(&self.clients_dir(), 0o700)?;

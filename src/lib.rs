@@ -21,6 +21,7 @@ pub mod limits;
 pub mod lock;
 pub mod log_file;
 pub mod logs;
+pub mod mask;
 pub mod model;
 pub mod notify;
 pub mod options;

@@ -161,6 +161,8 @@ pub enum BindRole {
     NotifyEvents,
     /// A mount the user asked for (`--mount`, `--mount-rw`).
     User,
+    /// The empty file over a masked file of a project (`mask`).
+    Mask,
 }
 
 impl Bind {
@@ -609,6 +611,16 @@ fn mounts(sandbox: &Sandbox<'_>) -> Result<Vec<Mount>> {
                 )?;
             }
         }
+        // Masked files, over the project mount: the client's empty file, read-only.
+        for (empty, file) in masks(sandbox, project)? {
+            bind(
+                BindRole::Mask,
+                BindSource::Host(empty),
+                file,
+                Access::ReadOnly,
+                Some(Relabel::Private),
+            )?;
+        }
     }
     // The client's own dirs are sandboxctl's: private SELinux label.
     let own = |sub: &str| -> Result<BindSource> {
@@ -669,6 +681,16 @@ fn mounts(sandbox: &Sandbox<'_>) -> Result<Vec<Mount>> {
         bind(BindRole::User, BindSource::Host(h), c, access, None)?;
     }
     Ok(out)
+}
+
+/// The masked files of `project`, each with the empty file mounted over it.
+fn masks(sandbox: &Sandbox<'_>, project: &Path) -> Result<Vec<(String, String)>> {
+    let patterns = crate::mask::patterns(sandbox.settings);
+    let empty = checked_path("mask file", &sandbox.layout.mask_file(sandbox.client))?;
+    crate::mask::files(project, &patterns)?
+        .iter()
+        .map(|f| Ok((empty.clone(), checked_path("masked file", f)?)))
+        .collect()
 }
 
 /// A path as UTF-8 that a volume can express; the error names `what`.

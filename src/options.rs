@@ -132,6 +132,15 @@ pub fn apply(
         }
         s.key_paths.clone_from(&o.key_paths);
     }
+    if !o.masks.is_empty() {
+        for p in &o.masks {
+            crate::mask::check_pattern(p)?;
+        }
+        s.masks.clone_from(&o.masks);
+    }
+    if let Some(d) = o.default_masks {
+        s.default_masks = d;
+    }
     if let Some(k) = o.key_in_sandbox {
         s.key_in_sandbox = k;
         if k {

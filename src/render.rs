@@ -54,6 +54,9 @@ pub fn plain_wants_link(layout: &Layout, client: &ClientName) -> PathBuf {
         .join(client.service_name())
 }
 
+/// A client's unit is private to its user: it names every project and mount.
+pub const UNIT_MODE: u32 = 0o600;
+
 /// Both places a client's unit may be, Quadlet's first.
 pub fn all_unit_paths(layout: &Layout, client: &ClientName) -> [PathBuf; 2] {
     [layout.unit_path(client), plain_unit_path(layout, client)]

@@ -145,6 +145,8 @@ pub struct ExtraMount {
 /// Everything that describes one client's sandbox.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+// Each bool is one on/off option of `enable`, kept as the user gave it.
+#[allow(clippy::struct_excessive_bools)]
 pub struct Settings {
     pub agent: Agent,
     pub image: String,
@@ -198,6 +200,12 @@ pub struct Settings {
     /// API paths the proxy adds the held key to beyond the agent's own (`--key-path`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub key_paths: Vec<String>,
+    /// Files of the projects the sandbox sees empty (`--mask`), beyond the defaults.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub masks: Vec<String>,
+    /// Whether `mask::DEFAULT_PATTERNS` apply (`--default-masks`).
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub default_masks: bool,
 }
 
 fn yes() -> bool {
@@ -236,6 +244,8 @@ impl Default for Settings {
             limits: crate::limits::Limits::default(),
             key_in_sandbox: false,
             key_paths: Vec::new(),
+            masks: Vec::new(),
+            default_masks: true,
         }
     }
 }
@@ -348,6 +358,8 @@ mod tests {
             },
             key_in_sandbox: true,
             key_paths: vec!["/v1/files*".into()],
+            masks: vec!["secrets.*".into(), "config/*.yml".into()],
+            default_masks: false,
         }
     }
 

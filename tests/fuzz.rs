@@ -265,6 +265,8 @@ fn settings_of(d: &Drawn) -> Settings {
         }],
         podman_args: vec![d.podman_arg.clone()],
         git_name: Some(d.git_name.clone()),
+        // Drawn projects are paths of this host ("/" among them): masks would walk them.
+        default_masks: false,
         ..Settings::default()
     }
 }

@@ -33,6 +33,8 @@ mod keyproxy;
 mod kube;
 #[path = "system/limits.rs"]
 mod limits;
+#[path = "system/masks.rs"]
+mod masks;
 #[path = "system/network.rs"]
 mod network;
 #[path = "system/packaging.rs"]

@@ -79,8 +79,7 @@ pub fn attach_to(layout: &Layout, name: &str, session: &str, worktree: Option<&s
         .first()
         .is_some_and(crate::systemd::UnitState::is_active)
     {
-        super::lifecycle::recreate_client_dirs(layout, &client)?;
-        super::lifecycle::warn_unpinned(layout, &client, &settings);
+        super::lifecycle::prepare_start(layout, &systemd, &client, &settings)?;
         super::lifecycle::run_job(&systemd, &client, &settings, Verb::Start)?;
     }
     let mut args = attach_args(&client.container_name(), session);

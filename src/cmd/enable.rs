@@ -19,7 +19,7 @@ use crate::systemd::{Systemd, UnitState, Verb};
 use crate::{claude_login, secrets};
 
 /// Unit files are readable by their owner only.
-const UNIT_MODE: u32 = 0o600;
+use crate::render::UNIT_MODE;
 
 /// A client ready to be written: its settings and unit.
 struct Planned {
@@ -807,7 +807,7 @@ fn write_clients(layout: &Layout, clients: &[ClientName], req: &Request<'_>) -> 
 impl Written {
     /// Warnings and one line per client; without `now`, says which running sandbox
     /// still has its previous settings.
-    fn report(&self, now: bool) {
+    fn report(&self, layout: &Layout, now: bool) {
         for (p, running) in self.planned.iter().zip(&self.running) {
             for w in options::warnings(&p.client, &p.settings) {
                 eprintln!("{w}");
@@ -820,6 +820,8 @@ impl Written {
                 p.settings.network,
                 p.settings.autonomy
             );
+            let masked = crate::mask::in_unit(&p.unit.text, &layout.mask_file(client)).len();
+            outln!("{}", crate::mask::summary(&p.settings, masked));
             if *running && p.changed && !now {
                 outln!(
                     "{0} is running the previous settings; `sandboxctl restart {0}` applies them (the agent restarts)",
@@ -924,7 +926,7 @@ pub fn enable_clients(
     now: bool,
 ) -> Result<()> {
     let written = write_clients(layout, clients, req)?;
-    written.report(now);
+    written.report(layout, now);
     if now {
         for i in 0..written.planned.len() {
             written.start_or_restart(i)?;
@@ -1030,7 +1032,7 @@ pub fn run(layout: &Layout, args: &RunArgs) -> Result<()> {
         reset: false,
     };
     let written = write_clients(layout, std::slice::from_ref(&client), &req)?;
-    written.report(true);
+    written.report(layout, true);
     if args.firewall {
         firewall_bundles(layout, &client, &written.planned[0].settings)?;
     }

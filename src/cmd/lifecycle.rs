@@ -31,8 +31,7 @@ pub fn run(
     // A shared Claude login: the fresher copy wins before a start and after a stop.
     crate::claude_login::sync_client(layout, client, settings);
     if !matches!(verb, Verb::Stop) {
-        recreate_client_dirs(layout, client)?;
-        warn_unpinned(layout, client, settings);
+        prepare_start(layout, systemd, client, settings)?;
     }
     run_job(systemd, client, settings, verb)?;
     if !matches!(verb, Verb::Stop) {
@@ -76,13 +75,27 @@ pub fn run_job(
     }
 }
 
+/// What every start by sandboxctl does first: the client's directories, the git pins'
+/// needs, the masks looked for again.
+pub fn prepare_start(
+    layout: &Layout,
+    systemd: &Systemd,
+    client: &ClientName,
+    settings: &Settings,
+) -> Result<()> {
+    recreate_client_dirs(layout, client)?;
+    warn_unpinned(layout, client, settings);
+    refresh_masks(layout, systemd, client, settings)
+}
+
 /// Before a start: recreates a client directory the unit mounts that is gone (a deleted
 /// `home/`, or a client enabled before it existed), since Podman refuses to start
 /// with a missing bind source. Says which, since the agent finds it empty.
-pub fn recreate_client_dirs(layout: &Layout, client: &ClientName) -> Result<()> {
+fn recreate_client_dirs(layout: &Layout, client: &ClientName) -> Result<()> {
     let missing: Vec<std::path::PathBuf> = crate::layout::CLIENT_SUBDIRS
         .iter()
         .map(|sub| layout.client_subdir(client, sub))
+        .chain(std::iter::once(layout.mask_file(client)))
         .filter(|p| std::fs::symlink_metadata(p).is_err())
         .collect();
     if missing.is_empty() {
@@ -98,7 +111,7 @@ pub fn recreate_client_dirs(layout: &Layout, client: &ClientName) -> Result<()> 
 /// Before a start: recreates what the git pins need (a deleted `commondir`, say, which
 /// Podman would refuse to mount), and says how to pin git dirs that appeared after the
 /// unit was written (a repository, worktree or submodule), which the agent can write.
-pub fn warn_unpinned(layout: &Layout, client: &ClientName, settings: &Settings) {
+fn warn_unpinned(layout: &Layout, client: &ClientName, settings: &Settings) {
     // The Quadlet unit or the plain service, whichever this client has.
     let Some(unit) = crate::render::all_unit_paths(layout, client)
         .iter()
@@ -129,6 +142,61 @@ pub fn warn_unpinned(layout: &Layout, client: &ClientName, settings: &Settings) 
             p.display()
         );
     }
+}
+
+/// Before a start: looks for the files to mask again, and rewrites the unit (and
+/// reloads) when they are not the ones it masks, so a secret file added since `enable`
+/// is hidden too. A project that cannot be looked through, or a file that cannot be
+/// masked, stops the start (`mask` fails closed).
+fn refresh_masks(
+    layout: &Layout,
+    systemd: &Systemd,
+    client: &ClientName,
+    settings: &Settings,
+) -> Result<()> {
+    let Some((path, unit)) = crate::render::all_unit_paths(layout, client)
+        .into_iter()
+        .find_map(|p| std::fs::read_to_string(&p).ok().map(|t| (p, t)))
+    else {
+        return Ok(());
+    };
+    let patterns = crate::mask::patterns(settings);
+    let mut now = Vec::new();
+    for project in &settings.projects {
+        for f in crate::mask::files(project, &patterns)? {
+            now.push(f.to_string_lossy().into_owned());
+        }
+    }
+    let mut before = crate::mask::in_unit(&unit, &layout.mask_file(client));
+    now.sort();
+    before.sort();
+    if now == before {
+        return Ok(());
+    }
+    let _lock = crate::lock::ChangeLock::take(layout)?;
+    let host = crate::host::HostProfile::detect(&layout.cache_dir, false);
+    let sandbox = crate::model::Sandbox {
+        client,
+        settings,
+        layout,
+        host: &host,
+    };
+    let fresh = crate::render::unit_file(&sandbox)?;
+    if fresh.path != path {
+        eprintln!(
+            "warning: the files to mask in {client} changed, but this host now gets {} instead of {}: run `sandboxctl enable {client}` to write it",
+            fresh.path.display(),
+            path.display()
+        );
+        return Ok(());
+    }
+    crate::atomic::write(&path, fresh.text.as_bytes(), crate::render::UNIT_MODE)?;
+    systemd.reload()?;
+    outln!(
+        "{client}: {} (the unit now masks what matches)",
+        crate::mask::summary(settings, now.len())
+    );
+    Ok(())
 }
 
 /// Adds what the user needs to act on a failed job: why it failed, in words where

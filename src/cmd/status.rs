@@ -47,6 +47,8 @@ struct ClientStatus {
     /// sandbox that is not running only).
     #[serde(skip_serializing_if = "Option::is_none")]
     storage_full: Option<crate::podman::Storage>,
+    /// The files of the projects the unit masks (empty and read-only in the sandbox).
+    masked: Vec<String>,
 }
 
 /// Where a client's API key is, for `status`.
@@ -126,6 +128,11 @@ pub fn status(layout: &Layout, name: Option<&str>, json: bool) -> Result<()> {
             api_key: api_key_place(layout, c, s),
             image_missing: None,
             storage_full: None,
+            masked: crate::render::all_unit_paths(layout, c)
+                .iter()
+                .find_map(|p| std::fs::read_to_string(p).ok())
+                .map(|unit| crate::mask::in_unit(&unit, &layout.mask_file(c)))
+                .unwrap_or_default(),
         })
         .collect();
     if name.is_some() {
@@ -198,6 +205,11 @@ pub fn status(layout: &Layout, name: Option<&str>, json: bool) -> Result<()> {
             );
         }
         r.api_key.iter().for_each(|k| outln!("{c}: API key: {k}"));
+        if name.is_some() {
+            for m in &r.masked {
+                outln!("{c}: masked: {}", crate::terminal::sanitize(m.as_bytes()));
+            }
+        }
         if let Some(f) = &r.failure {
             let words =
                 super::lifecycle::stopped_by_start_limit(c, &r.unit, f).unwrap_or_else(|| {

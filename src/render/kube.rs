@@ -245,7 +245,7 @@ fn agent_pod(
                         );
                         continue;
                     }
-                    BindRole::User => {
+                    BindRole::User | BindRole::Mask => {
                         dropped.push(host_mount_dropped(b));
                         continue;
                     }
@@ -349,6 +349,12 @@ fn agent_env(spec: &SandboxSpec, n: &Names) -> Vec<Value> {
 }
 
 fn host_mount_dropped(b: &crate::model::Bind) -> String {
+    if b.role == BindRole::Mask {
+        return format!(
+            "the mask of {}: the cluster's project volume has no masks, so leave that file out of what you copy into it",
+            crate::escape::display(&b.target)
+        );
+    }
     let (crate::model::BindSource::Host(source) | crate::model::BindSource::Runtime(source)) =
         &b.source;
     format!(
