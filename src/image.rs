@@ -528,6 +528,18 @@ pub fn tag(source: &str, target: &str) -> Result<()> {
 /// tags of one repository keep one previous image each. `None` for a name pinned by
 /// digest (it never points to another image) or one whose tag would grow too long.
 pub fn previous_name(image: &str) -> Option<String> {
+    keep_name(image, "previous")
+}
+
+/// The name `update` keeps the image one client is pinned to under after its update
+/// failed (`REPO:TAG-pinned-CLIENT`), so that no prune removes it while the client
+/// needs it; the pin itself is the image's ID in the client's unit.
+pub fn pinned_name(image: &str, client: &crate::client::ClientName) -> Option<String> {
+    keep_name(image, &format!("pinned-{client}"))
+}
+
+/// `REPO:TAG-SUFFIX`, or `None` for a name pinned by digest or a tag too long.
+fn keep_name(image: &str, suffix: &str) -> Option<String> {
     if image.contains('@') {
         return None;
     }
@@ -536,9 +548,21 @@ pub fn previous_name(image: &str) -> Option<String> {
         Some(i) => (&image[..last_slash + i], &image[last_slash + i + 1..]),
         None => (image, "latest"),
     };
-    let tag = format!("{tag}-previous");
+    let tag = format!("{tag}-{suffix}");
     // The longest tag the OCI distribution spec allows.
     (!repo.is_empty() && tag.len() <= 128).then(|| format!("{repo}:{tag}"))
+}
+
+/// Removes the name `name` (not the image); a name that is not there is fine.
+pub fn untag(name: &str) -> Result<()> {
+    let out = output_checked(&mut crate::podman::command(["untag", name, name]))?;
+    if !out.status.success() && !crate::podman::stderr_line(&out).contains("not known") {
+        bail!(
+            "podman untag {name} failed: {}",
+            crate::podman::stderr_line(&out)
+        );
+    }
+    Ok(())
 }
 
 /// `sha256:0123456789abcdef…` → `0123456789ab`, as podman shows IDs.
@@ -687,6 +711,12 @@ mod tests {
             assert_eq!(previous_name(image).as_deref(), previous, "{image}");
         }
         assert_eq!(previous_name(&format!("x:{}", "t".repeat(120))), None);
+        let acme = crate::client::ClientName::parse("acme").expect("a name");
+        assert_eq!(
+            pinned_name("localhost/agent-sandbox:latest", &acme).as_deref(),
+            Some("localhost/agent-sandbox:latest-pinned-acme")
+        );
+        assert_eq!(pinned_name("localhost/x@sha256:00ff", &acme), None);
         assert_eq!(
             short_id(&format!("sha256:{}", "ab".repeat(32))),
             "abababababab"

@@ -349,7 +349,7 @@ impl SandboxSpec {
     pub fn new(sandbox: &Sandbox<'_>) -> Result<Self> {
         let s = sandbox.settings;
         let client = sandbox.client;
-        let image = image_ref(&s.image)?;
+        let image = image_ref(s.running_image())?;
         let working_dir = match s.projects.first() {
             Some(p) => path_str("project directory", p)?,
             None => HOME.to_owned(),

@@ -83,8 +83,12 @@ pub fn apply(
     if let Some(agent) = o.agent {
         s.agent = agent;
     }
-    if let Some(image) = &o.image {
+    if let Some(image) = &o.image
+        && *image != s.image
+    {
         s.image.clone_from(image);
+        // A pin after a failed update was to the image of the old name.
+        s.image_pin = None;
     }
     if let Some(network) = req.network.or(defaults.network) {
         s.network = network;

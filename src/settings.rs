@@ -206,6 +206,10 @@ pub struct Settings {
     /// Whether `mask::DEFAULT_PATTERNS` apply (`--default-masks`).
     #[serde(default = "yes", skip_serializing_if = "is_true")]
     pub default_masks: bool,
+    /// The image ID this client runs instead of what `image` names, after `update` to
+    /// that image failed (the shared name stays); the next `update` tries again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pin: Option<String>,
 }
 
 fn yes() -> bool {
@@ -246,6 +250,7 @@ impl Default for Settings {
             key_paths: Vec::new(),
             masks: Vec::new(),
             default_masks: true,
+            image_pin: None,
         }
     }
 }
@@ -308,6 +313,11 @@ impl Settings {
         ))
     }
 
+    /// The image the unit runs: the pinned ID after a failed update, else `image`.
+    pub fn running_image(&self) -> &str {
+        self.image_pin.as_deref().unwrap_or(&self.image)
+    }
+
     /// Writes the settings atomically (mode 0600).
     pub fn save(&self, path: &Path, client: &ClientName) -> Result<()> {
         crate::atomic::write(path, self.to_file_text(client)?.as_bytes(), 0o600)
@@ -360,6 +370,9 @@ mod tests {
             key_paths: vec!["/v1/files*".into()],
             masks: vec!["secrets.*".into(), "config/*.yml".into()],
             default_masks: false,
+            image_pin: Some(
+                "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef".into(),
+            ),
         }
     }
 

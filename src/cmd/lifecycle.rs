@@ -85,7 +85,7 @@ pub fn prepare_start(
 ) -> Result<()> {
     recreate_client_dirs(layout, client)?;
     warn_unpinned(layout, client, settings);
-    refresh_masks(layout, systemd, client, settings)
+    refresh_unit(layout, systemd, client, settings)
 }
 
 /// Before a start: recreates a client directory the unit mounts that is gone (a deleted
@@ -144,11 +144,12 @@ fn warn_unpinned(layout: &Layout, client: &ClientName, settings: &Settings) {
     }
 }
 
-/// Before a start: looks for the files to mask again, and rewrites the unit (and
-/// reloads) when they are not the ones it masks, so a secret file added since `enable`
-/// is hidden too. A project that cannot be looked through, or a file that cannot be
-/// masked, stops the start (`mask` fails closed).
-fn refresh_masks(
+/// Before a start: rewrites the unit (and reloads) when it masks other files than the
+/// projects now hold (a secret file added since `enable` is hidden too) or runs another
+/// image than the settings say (`update` pins a client, or ends its pin, through the
+/// settings). A project that cannot be looked through, or a file that cannot be masked,
+/// stops the start (`mask` fails closed).
+fn refresh_unit(
     layout: &Layout,
     systemd: &Systemd,
     client: &ClientName,
@@ -170,7 +171,12 @@ fn refresh_masks(
     let mut before = crate::mask::in_unit(&unit, &layout.mask_file(client));
     now.sort();
     before.sort();
-    if now == before {
+    let image = settings.running_image();
+    let runs_image = unit.lines().map(str::trim).any(|l| {
+        l == format!("Image={image}")
+            || l.trim_end_matches('\\').trim_end() == format!("\"{image}\"")
+    });
+    if now == before && runs_image {
         return Ok(());
     }
     let _lock = crate::lock::ChangeLock::take(layout)?;
@@ -192,10 +198,12 @@ fn refresh_masks(
     }
     crate::atomic::write(&path, fresh.text.as_bytes(), crate::render::UNIT_MODE)?;
     systemd.reload()?;
-    outln!(
-        "{client}: {} (the unit now masks what matches)",
-        crate::mask::summary(settings, now.len())
-    );
+    if now != before {
+        outln!(
+            "{client}: {} (the unit now masks what matches)",
+            crate::mask::summary(settings, now.len())
+        );
+    }
     Ok(())
 }
 

@@ -49,6 +49,8 @@ struct ClientStatus {
     storage_full: Option<crate::podman::Storage>,
     /// The files of the projects the unit masks (empty and read-only in the sandbox).
     masked: Vec<String>,
+    /// The image ID the client runs instead of `image`, after a failed `update`.
+    image_pin: Option<String>,
 }
 
 /// Where a client's API key is, for `status`.
@@ -110,6 +112,7 @@ pub fn status(layout: &Layout, name: Option<&str>, json: bool) -> Result<()> {
             sub_state: st.sub_state,
             agent: s.agent.to_string(),
             image: s.image.clone(),
+            image_pin: s.image_pin.clone(),
             network: s.network.to_string(),
             notify: s.notify,
             projects: s.projects.iter().map(|p| p.display().to_string()).collect(),
@@ -205,6 +208,13 @@ pub fn status(layout: &Layout, name: Option<&str>, json: bool) -> Result<()> {
             );
         }
         r.api_key.iter().for_each(|k| outln!("{c}: API key: {k}"));
+        if let Some(pin) = &r.image_pin {
+            outln!(
+                "{c}: pinned to image {} after a failed update; `sandboxctl update {c}` tries {} again",
+                crate::image::short_id(pin),
+                r.image
+            );
+        }
         if name.is_some() {
             for m in &r.masked {
                 outln!("{c}: masked: {}", crate::terminal::sanitize(m.as_bytes()));

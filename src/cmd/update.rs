@@ -5,10 +5,14 @@
 //! A client is restarted only when none of its tmux sessions is busy (see
 //! `sessions::Row::busy`) unless `--force`. Before the restart the old image gets the
 //! name `REPO:TAG-previous` (`image::previous_name`), so that neither a prune nor a
-//! later build loses it; the rollback itself points the client's name back at the old
-//! image's ID, which it knew before the restart. What the sandbox says (its tmux
-//! sessions) is read bounded and sanitised by `sessions::list`; image labels are shown
-//! through `terminal::one_line` (`image::inspect_image`).
+//! later build loses it. The rollback is the client's alone: its settings pin the old
+//! image's ID (`Settings::image_pin`), which its unit then runs, and the old image keeps
+//! a name of that client's (`image::pinned_name`). The name every client shares stays
+//! on the new image, so one client's failed start (which its agent can cause) changes
+//! nothing for the others; the next `update` of the pinned client tries the new image
+//! again. What the sandbox says (its tmux sessions) is read bounded and sanitised by
+//! `sessions::list`; image labels are shown through `terminal::one_line`
+//! (`image::inspect_image`).
 
 use std::time::{Duration, Instant};
 
@@ -113,6 +117,10 @@ fn update_one(
         );
     };
     if new.id == old_id {
+        if settings.image_pin.is_some() && !dry_run {
+            // Pinned to what the name points to again: the pin is not needed.
+            save_pin(layout, client, settings, None)?;
+        }
         outln!("{client}: up to date ({})", image::short_id(&new.id));
         return Ok(Outcome::Done);
     }
@@ -142,30 +150,61 @@ fn update_one(
     if let Some(previous) = image::previous_name(&settings.image) {
         image::tag(old_ref, &previous)?;
     }
-    let failed = match restart_and_watch(layout, systemd, client, settings, &new.id) {
+    if settings.image_pin.is_some() {
+        outln!(
+            "{client}: pinned to {} after a failed update; trying {} again",
+            image::short_id(&old_id),
+            settings.image
+        );
+    }
+    let trial = save_pin(layout, client, settings, None)?;
+    let failed = match restart_and_watch(layout, systemd, client, &trial, &new.id) {
         Ok(()) => {
             outln!("{client}: updated: {change}");
             return Ok(Outcome::Done);
         }
         Err(why) => why,
     };
-    // Roll back: the client's name points at the old image again.
+    // Roll back this client alone: its unit runs the old image's ID.
     outln!(
         "{client}: the new image did not come up; rolling back to {}",
         image::short_id(&old_id)
     );
-    image::tag(old_ref, &settings.image)?;
+    if let Some(name) = image::pinned_name(&settings.image, client) {
+        image::tag(old_ref, &name)?;
+    }
+    let pinned = save_pin(layout, client, settings, Some(old_ref.to_owned()))?;
     let failed_image = format!("{} ({})", image::short_id(&new.id), settings.image);
-    if let Err(again) = restart_and_watch(layout, systemd, client, settings, &old_id) {
+    if let Err(again) = restart_and_watch(layout, systemd, client, &pinned, &old_id) {
         bail!(
             "the new image {failed_image} did not come up ({failed}); rolled back to {} but that did not come up either ({again}); see `sandboxctl logs {client}`",
             image::short_id(&old_id)
         );
     }
     bail!(
-        "the new image {failed_image} did not come up ({failed}); rolled back to {}, which runs again; see `sandboxctl logs {client}`",
+        "the new image {failed_image} did not come up ({failed}); rolled back to {}, which runs again (for {client} only: `sandboxctl update {client}` tries the new image again); see `sandboxctl logs {client}`",
         image::short_id(&old_id)
     )
+}
+
+/// Saves the client's settings with `pin` (an image ID, or none) and returns them; a
+/// pin ended also drops the image's name kept for it.
+fn save_pin(
+    layout: &Layout,
+    client: &ClientName,
+    settings: &Settings,
+    pin: Option<String>,
+) -> Result<Settings> {
+    let mut s = settings.clone();
+    let ended = pin.is_none() && s.image_pin.is_some();
+    s.image_pin = pin;
+    if s != *settings {
+        s.save(&layout.settings_path(client), client)?;
+    }
+    if ended && let Some(name) = image::pinned_name(&settings.image, client) {
+        image::untag(&name)?;
+    }
+    Ok(s)
 }
 
 /// `0123456789ab → 89abcdef0123 (Claude Code 2.1.300 → 2.1.332, Codex 0.171.0)`.

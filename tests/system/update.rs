@@ -176,12 +176,53 @@ fn up_update_rolls_forward_and_back() {
     );
     assert_eq!(unit_property(&c.unit(), "ActiveState"), "active", "{out}");
     assert_eq!(runs(&c), "b", "not rolled back:\n{out}");
-    let now = podman(["image", "inspect", "--format", "{{.Id}}", &tag])
+    assert_eq!(c.sh("cat \"$HOME/upd-marker\"").success().stdout, "kept\n");
+    let pinned_name = rolled_back_alone(&c, &tag, &broken, &b);
+    images.names.push(pinned_name.clone());
+
+    // A good image on the name: the next update moves the client there and ends the pin.
+    wait_idle(&c);
+    let d = build(&dir, &tag, "d", "");
+    images.names.push(d.clone());
+    let out = sbx(["update", &c.name])
+        .timeout(Duration::from_mins(3))
         .run()
         .success();
-    assert_eq!(now.stdout.trim(), b, "the name does not point at B again");
-    assert_eq!(c.sh("cat \"$HOME/upd-marker\"").success().stdout, "kept\n");
-    let out = sbx(["update", &c.name]).run().success();
-    assert!(out.stdout.contains("up to date"), "{out}");
+    assert!(
+        out.stdout.contains("trying") && out.stdout.contains("updated"),
+        "{out}"
+    );
+    assert_eq!(runs(&c), "d");
+    let status = sbx(["status", &c.name, "--json"]).run().success().json();
+    assert!(status["image_pin"].is_null(), "{status}");
+    let gone = podman(["image", "exists", &pinned_name]).run();
+    assert!(!gone.status.success(), "the pinned name is left: {gone}");
     drop(c);
+}
+
+/// After a failed update: the rollback is the client's alone. The name every client
+/// shares stays on the broken image (a client's agent can make its own restart fail),
+/// the client's settings pin the old image's ID, and that image keeps a name of this
+/// client's, which is returned.
+fn rolled_back_alone(c: &Client, tag: &str, broken: &str, old: &str) -> String {
+    let id_of = |name: &str| {
+        podman(["image", "inspect", "--format", "{{.Id}}", name])
+            .run()
+            .success()
+            .stdout
+            .trim()
+            .to_owned()
+    };
+    assert_eq!(id_of(tag), broken, "the shared name was moved back");
+    let pinned_name = format!("{tag}-pinned-{}", c.name);
+    assert_eq!(id_of(&pinned_name), old);
+    let status = sbx(["status", &c.name, "--json"]).run().success().json();
+    assert_eq!(
+        status["image_pin"],
+        old.trim_start_matches("sha256:"),
+        "{status}"
+    );
+    let out = sbx(["update", "--dry-run", &c.name]).run().success();
+    assert!(out.stdout.contains("would restart"), "{out}");
+    pinned_name
 }
