@@ -58,7 +58,7 @@ impl AgentPath {
         }
         if meta.len() > max {
             bail!(
-                "{} is larger than {max} bytes ({} bytes); sandboxctl reads no more from a file the sandbox can write",
+                "{} is larger than {max} bytes ({} bytes); sandboxctl reads no more from a file the sandbox can write: delete it and run the command again",
                 path.display(),
                 meta.len()
             );

@@ -505,3 +505,57 @@ fn h5_an_agent_made_worktrees_git_file_cannot_be_redirected() {
     git(&wt, &["status", "--short"]).success();
     assert_nothing_ran(&marks);
 }
+
+/// Issue 26, part 5, from inside: the agent leaves a FIFO where its Claude login is and
+/// a sparse file of 1 TiB where Claude Code's state is. The host reads both (the login
+/// sync at stop and start, `enable`'s copies for its undo log) bounded and without
+/// following or blocking: `stop` finishes with a warning naming the FIFO; `enable`
+/// refuses at once, in one line naming the big file, and changes nothing; once the user
+/// deletes it, `enable` and `start` work, and the host's login stays as it was.
+#[test]
+fn h7_a_fifo_or_a_huge_file_for_a_login_neither_hangs_nor_is_read() {
+    let mut c = Client::new("h7");
+    let host_login = login("host1", 1_000);
+    let dir = enable_shared_claude(&mut c, &host_login);
+    c.start();
+    c.sh(
+        "cd \"$CLAUDE_CONFIG_DIR\" && rm -f .credentials.json && mkfifo .credentials.json \
+         && truncate -s 1T .claude.json",
+    )
+    .success();
+    let limit = Duration::from_mins(1);
+    let stop = sbx(["stop", &c.name]).timeout(limit).run().success();
+    assert!(stop.stderr.contains(".credentials.json"), "{stop}");
+    let state = env()
+        .data_root()
+        .join("clients")
+        .join(&c.name)
+        .join("claude/.claude.json");
+    let enable = || {
+        c.enable_cmd(&env().image)
+            .args([
+                "--network",
+                "none",
+                "--claude-config",
+                dir.to_str().expect("utf8"),
+            ])
+            .timeout(limit)
+            .run()
+    };
+    // Refused, in one line naming the file and what to do, with nothing changed.
+    let refused = enable().failure();
+    assert!(
+        refused.stderr.contains(".claude.json is larger than")
+            && refused.stderr.contains("delete it")
+            && refused.stderr.trim().lines().count() == 1,
+        "{refused}"
+    );
+    std::fs::remove_file(&state).expect("the user deletes it");
+    enable().success();
+    sbx(["start", &c.name]).timeout(limit).run().success();
+    assert_eq!(
+        std::fs::read_to_string(dir.join(".credentials.json")).expect("login"),
+        host_login,
+        "the host's login changed"
+    );
+}
