@@ -77,6 +77,9 @@ struct Step<'a> {
     /// What the step may change, written to the journal before it runs.
     touches: Vec<Touch>,
     apply: Box<dyn FnOnce() -> Result<Applied<'a>> + 'a>,
+    /// Whether the step would change nothing (a file that already holds its bytes):
+    /// then it is neither journaled nor run.
+    unchanged: Option<Box<dyn Fn() -> bool + 'a>>,
 }
 
 /// A list of effects applied as a whole.
@@ -127,6 +130,7 @@ impl<'a> Plan<'a> {
             what: what.into(),
             touches,
             apply: Box::new(apply),
+            unchanged: None,
         });
     }
 
@@ -135,6 +139,7 @@ impl<'a> Plan<'a> {
     pub fn write_file(&mut self, path: PathBuf, contents: Vec<u8>, mode: u32) {
         let mut touches = vec![Touch::Path(path.clone())];
         touches.extend(path.parent().map(|d| Touch::Dir(d.to_path_buf())));
+        let (same_path, same_contents) = (path.clone(), contents.clone());
         self.step_touching(format!("write {}", path.display()), touches, move || {
             let before = read_if_exists(&path)?;
             if before.as_ref().map(|(b, _)| b.as_slice()) == Some(contents.as_slice()) {
@@ -153,6 +158,9 @@ impl<'a> Plan<'a> {
                 dirs.run()
             })))
         });
+        if let Some(step) = self.steps.last_mut() {
+            step.unchanged = Some(Box::new(move || holds(&same_path, &same_contents, mode)));
+        }
     }
 
     /// Removes `path` if it exists; the undo writes it back.
@@ -202,9 +210,10 @@ impl<'a> Plan<'a> {
         let mut commits: Vec<Action<'a>> = Vec::new();
         let journal = self.journal;
         for (i, step) in self.steps.into_iter().enumerate() {
+            let skip = step.unchanged.as_ref().is_some_and(|same| same());
             let recorded = match &journal {
-                Some(j) => j.record(&step.touches),
-                None => Ok(()),
+                Some(j) if !skip => j.record(&step.touches),
+                _ => Ok(()),
             };
             crate::fault::checkpoint();
             if self.die_at == Some(i) {
@@ -213,6 +222,8 @@ impl<'a> Plan<'a> {
             }
             let result = if self.fail_at == Some(i) {
                 Err(anyhow!("injected failure before: {}", step.what))
+            } else if skip {
+                Ok(Applied::nothing())
             } else {
                 recorded.and_then(|()| (step.apply)())
             };
@@ -334,6 +345,23 @@ fn read_agent_file(path: &Path) -> Result<Option<(Vec<u8>, u32)>> {
     Ok(Some((bytes, mode)))
 }
 
+/// Whether `path` is a regular file (not a link) with exactly `contents` and `mode`;
+/// read bounded, without following or blocking (the file may be the agent's).
+fn holds(path: &Path, contents: &[u8], mode: u32) -> bool {
+    use std::os::unix::fs::PermissionsExt as _;
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return false;
+    };
+    meta.is_file()
+        && meta.len() == contents.len() as u64
+        && meta.permissions().mode() & 0o7777 == mode
+        && crate::agent_file::AgentPath::new(path)
+            .read(contents.len() as u64)
+            .ok()
+            .flatten()
+            .is_some_and(|b| b == contents)
+}
+
 fn read_if_exists(path: &Path) -> Result<Option<(Vec<u8>, u32)>> {
     use std::os::unix::fs::PermissionsExt as _;
     match std::fs::read(path) {
@@ -411,6 +439,40 @@ mod tests {
             *log.borrow(),
             ["reload", "record", "unrecord", "reload again"]
         );
+    }
+
+    /// A file that already holds its bytes and mode is neither journaled nor written;
+    /// one that differs is both.
+    #[test]
+    fn an_unchanged_file_is_neither_journaled_nor_written() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let layout = crate::layout::Layout::under(tmp.path());
+        let dir = layout.clients_dir();
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let (same, other) = (dir.join("same"), dir.join("other"));
+        for f in [&same, &other] {
+            crate::atomic::write(f, b"text", 0o600).expect("write");
+        }
+        let inode =
+            |p: &Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).expect("meta"));
+        let (same_ino, other_ino) = (inode(&same), inode(&other));
+        let journal = crate::journal::Journal::begin(&layout).expect("journal");
+        let mut plan = Plan::new().journaled(journal);
+        plan.write_file(same.clone(), b"text".to_vec(), 0o600);
+        plan.write_file(other.clone(), b"new text".to_vec(), 0o600);
+        // Killed after both steps: the log holds what a kill leaves.
+        plan.die_at(2);
+        assert!(plan.apply().is_err());
+        assert_eq!(inode(&same), same_ino, "an unchanged file was rewritten");
+        assert_ne!(inode(&other), other_ino, "a changed file was not written");
+        let entries: Vec<PathBuf> = std::fs::read_dir(layout.data_dir.join(".journal"))
+            .expect("the log")
+            .filter_map(|e| Some(e.ok()?.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .collect();
+        // The changed file's entry and its directory's, nothing for the unchanged one.
+        assert_eq!(entries.len(), 2, "{entries:?}");
+        crate::journal::recover(&layout).expect("recover");
     }
 
     #[test]
