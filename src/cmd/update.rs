@@ -104,10 +104,17 @@ fn update_one(
         None
     };
     let Some(old_id) = running else {
-        outln!(
-            "{client}: not running; its next start runs {}",
-            settings.image
-        );
+        match &settings.image_pin {
+            Some(pin) => outln!(
+                "{client}: not running; its next start runs {} (pinned after a failed update; `sandboxctl update {client}` while it runs tries {} again)",
+                image::short_id(pin),
+                settings.image
+            ),
+            None => outln!(
+                "{client}: not running; its next start runs {}",
+                settings.image
+            ),
+        }
         return Ok(Outcome::Done);
     };
     let Some(new) = image::inspect_image(&settings.image) else {
