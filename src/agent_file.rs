@@ -7,23 +7,104 @@
 //! files only (checked on the open descriptor, so nothing can be swapped in between),
 //! and a size cap; directory listings are capped in length too. Each error is one line
 //! naming the path.
+//!
+//! The type is the boundary: code that holds an [`AgentPath`] can look at what is there
+//! ([`AgentPath::kind`]), list it and read it only through the methods here, and derive
+//! paths below it ([`AgentPath::join`]) that keep the type. Calling something that takes
+//! a `&Path` on one needs [`AgentPath::as_path`], which is for naming the path only, so
+//! every other host access to agent-written data stands out.
 
+use std::ffi::{OsStr, OsString};
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
 /// A path that a sandbox can write.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Typing a path the sandbox cannot write as one is harmless (its reads are only
+/// stricter), so the methods that derive paths ([`join`](Self::join),
+/// [`parent`](Self::parent)) keep the type without checking.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct AgentPath(PathBuf);
+
+/// What is at a path, looked at without following a symbolic link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Missing,
+    File,
+    Dir,
+    Symlink,
+    /// A FIFO, socket or device.
+    Other,
+}
+
+/// One entry of a directory the sandbox can write.
+#[derive(Debug)]
+pub struct Entry {
+    pub name: OsString,
+    pub path: AgentPath,
+    /// The entry itself, not followed; [`Kind::Other`] too when it cannot be inspected.
+    pub kind: Kind,
+}
 
 impl AgentPath {
     pub fn new(path: impl Into<PathBuf>) -> Self {
         Self(path.into())
     }
 
+    /// The path as a name: for mount strings, messages and comparing paths. Never to
+    /// open, inspect, list or resolve it, which would skip the checks of the methods
+    /// here.
     pub fn as_path(&self) -> &Path {
         &self.0
+    }
+
+    /// For messages.
+    pub fn display(&self) -> std::path::Display<'_> {
+        self.0.display()
+    }
+
+    /// A path below this one, which the sandbox can write too. `rel` is meant to descend
+    /// (see the type's note on paths it names otherwise).
+    #[must_use]
+    pub fn join(&self, rel: impl AsRef<Path>) -> Self {
+        Self(self.0.join(rel))
+    }
+
+    /// The directory above, typed as the sandbox's too (see the type's note).
+    pub fn parent(&self) -> Option<Self> {
+        self.0.parent().map(|p| Self(p.to_owned()))
+    }
+
+    pub fn file_name(&self) -> Option<&OsStr> {
+        self.0.file_name()
+    }
+
+    /// `path` as a path the sandbox can write when it lies at or below this directory,
+    /// compared by name (`..` is not resolved: normalize first).
+    pub fn below(&self, path: &Path) -> Option<Self> {
+        path.starts_with(&self.0).then(|| Self(path.to_owned()))
+    }
+
+    /// What is at the path (`symlink_metadata`: a symbolic link is reported as one,
+    /// never followed). Like [`read`](Self::read), this is about the last component: a
+    /// link in a directory above is resolved by the kernel, so a caller that must not
+    /// pass one looks at each component on the way.
+    pub fn kind(&self) -> Result<Kind> {
+        match std::fs::symlink_metadata(&self.0) {
+            Ok(m) => Ok(kind_of(m.file_type())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Kind::Missing),
+            Err(e) => Err(e).with_context(|| format!("cannot inspect {}", self.0.display())),
+        }
+    }
+
+    /// Where the path leads with every symbolic link and `..` resolved (`realpath`), if
+    /// it exists. The one method that follows links: it reads no file, only names the
+    /// target, as a plain path, which the caller types again with [`below`](Self::below)
+    /// where it must lie in a directory of the sandbox's.
+    pub fn resolved(&self) -> Option<PathBuf> {
+        std::fs::canonicalize(&self.0).ok()
     }
 
     /// The file's bytes, at most `max`; `None` if there is no such file. A symbolic
@@ -75,7 +156,7 @@ impl AgentPath {
 
     /// The entries of the directory (not followed through a symbolic link), at most
     /// `max`; an empty list if it does not exist.
-    pub fn read_dir(&self, max: usize) -> Result<Vec<std::fs::DirEntry>> {
+    pub fn read_dir(&self, max: usize) -> Result<Vec<Entry>> {
         let path = &self.0;
         match std::fs::symlink_metadata(path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -93,9 +174,27 @@ impl AgentPath {
                     path.display()
                 );
             }
-            out.push(entry.with_context(|| format!("cannot list {}", path.display()))?);
+            let entry = entry.with_context(|| format!("cannot list {}", path.display()))?;
+            let name = entry.file_name();
+            out.push(Entry {
+                path: self.join(&name),
+                kind: entry.file_type().map_or(Kind::Other, kind_of),
+                name,
+            });
         }
         Ok(out)
+    }
+}
+
+fn kind_of(t: std::fs::FileType) -> Kind {
+    if t.is_symlink() {
+        Kind::Symlink
+    } else if t.is_dir() {
+        Kind::Dir
+    } else if t.is_file() {
+        Kind::File
+    } else {
+        Kind::Other
     }
 }
 
@@ -168,5 +267,90 @@ mod tests {
         );
         std::os::unix::fs::symlink(&d, tmp.path().join("l")).expect("symlink");
         assert!(AgentPath::new(tmp.path().join("l")).read_dir(9).is_err());
+    }
+
+    #[test]
+    fn kinds_are_of_the_path_itself_never_followed() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let d = AgentPath::new(tmp.path());
+        std::fs::write(d.join("f").as_path(), b"x").expect("write");
+        std::fs::create_dir(d.join("dir").as_path()).expect("mkdir");
+        std::os::unix::fs::symlink(d.join("f").as_path(), d.join("to-file").as_path())
+            .expect("symlink");
+        std::os::unix::fs::symlink(d.join("dir").as_path(), d.join("to-dir").as_path())
+            .expect("symlink");
+        std::os::unix::fs::symlink("/nonexistent", d.join("dangling").as_path()).expect("symlink");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            d.join("fifo").as_path(),
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .expect("mkfifo");
+        let kind = |name: &str| d.join(name).kind().expect("kind");
+        assert_eq!(kind("f"), Kind::File);
+        assert_eq!(kind("dir"), Kind::Dir);
+        assert_eq!(kind("to-file"), Kind::Symlink);
+        assert_eq!(kind("to-dir"), Kind::Symlink);
+        assert_eq!(kind("dangling"), Kind::Symlink);
+        assert_eq!(kind("fifo"), Kind::Other);
+        assert_eq!(kind("missing"), Kind::Missing);
+        assert!(d.join("f/x").kind().is_err(), "below a file");
+
+        let mut listed: Vec<(String, Kind, bool)> = d
+            .read_dir(16)
+            .expect("list")
+            .into_iter()
+            .map(|e| {
+                let name = e.name.to_string_lossy().into_owned();
+                let joined = e.path == d.join(&e.name);
+                (name, e.kind, joined)
+            })
+            .collect();
+        listed.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(
+            listed,
+            [
+                ("dangling".to_owned(), Kind::Symlink, true),
+                ("dir".to_owned(), Kind::Dir, true),
+                ("f".to_owned(), Kind::File, true),
+                ("fifo".to_owned(), Kind::Other, true),
+                ("to-dir".to_owned(), Kind::Symlink, true),
+                ("to-file".to_owned(), Kind::Symlink, true),
+            ]
+        );
+    }
+
+    #[test]
+    fn derived_paths_keep_the_type_and_below_compares_names() {
+        let p = AgentPath::new("/srv/p");
+        assert_eq!(
+            p.join(".git").join("config").as_path(),
+            Path::new("/srv/p/.git/config")
+        );
+        assert_eq!(p.join(".git").parent(), Some(p.clone()));
+        assert_eq!(p.join(".git").file_name(), Some(OsStr::new(".git")));
+        assert_eq!(
+            p.below(Path::new("/srv/p/a/b")),
+            Some(AgentPath::new("/srv/p/a/b"))
+        );
+        assert_eq!(p.below(Path::new("/srv/p")), Some(p.clone()));
+        assert_eq!(p.below(Path::new("/srv/pq")), None);
+        assert_eq!(p.below(Path::new("/srv")), None);
+    }
+
+    /// `resolved` names where links lead, for the caller to check; a missing path has
+    /// none.
+    #[test]
+    fn resolved_names_the_target_of_links() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = std::fs::canonicalize(tmp.path()).expect("canonical");
+        let d = AgentPath::new(&root);
+        std::fs::create_dir(root.join("real")).expect("mkdir");
+        std::os::unix::fs::symlink(root.join("real"), root.join("link")).expect("symlink");
+        assert_eq!(d.join("link").resolved(), Some(root.join("real")));
+        assert_eq!(d.join("link/../link").resolved(), Some(root.join("real")));
+        assert_eq!(d.join("none").resolved(), None);
     }
 }

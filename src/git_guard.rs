@@ -19,6 +19,10 @@
 //!
 //! Everything else in the git dir stays writable, so the agent can commit, branch,
 //! fetch and push. The mounts are computed when the unit is written (`enable`).
+//!
+//! The project is the agent's to write, so the planner sees it only as an [`AgentPath`]:
+//! it looks at what is there without following a link, reads git files bounded, and
+//! types a path a git file names as the project's only once it lies there by name.
 
 use std::fs;
 use std::io::ErrorKind;
@@ -28,7 +32,7 @@ use std::io::Read as _;
 
 use anyhow::{Context, Result, bail};
 
-use crate::agent_file::AgentPath;
+use crate::agent_file::{AgentPath, Kind};
 
 /// One bind mount of a path over itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,7 +82,7 @@ pub struct Plan {
 const MAX_DEPTH: usize = 4;
 
 /// Inspects `project` (an absolute, canonical directory) and plans its pins. Reads only.
-pub fn plan(project: &Path) -> Result<Plan> {
+pub fn plan(project: &AgentPath) -> Result<Plan> {
     let mut plan = Plan::default();
     let dotgit = project.join(".git");
     match kind(&dotgit)? {
@@ -99,6 +103,7 @@ pub fn plan(project: &Path) -> Result<Plan> {
             // project is not mounted at all, so the agent cannot write it.
             pin_gitdir_file(project, &dotgit, &mut plan)?;
         }
+        Kind::Other => unreachable!("kind() refuses it"),
         Kind::Symlink => bail!(
             "{} is a symbolic link: the agent could replace it with a repository whose config git on the host runs; make it a directory, or allow it with --git-writable-config",
             dotgit.display()
@@ -126,7 +131,8 @@ pub fn plan(project: &Path) -> Result<Plan> {
 /// agent could move `.worktrees/feat` aside with its pinned `.git` file and write a new
 /// one in its place, which git on the host then reads. So every directory between the
 /// project and a pin is pinned onto itself too (read-write), parents before children.
-fn fix_ancestors(project: &Path, plan: &mut Plan) {
+fn fix_ancestors(project: &AgentPath, plan: &mut Plan) {
+    let project = project.as_path();
     let mut ancestors: Vec<PathBuf> = Vec::new();
     for pin in &plan.pins {
         for dir in pin.path.ancestors().skip(1) {
@@ -146,26 +152,26 @@ fn fix_ancestors(project: &Path, plan: &mut Plan) {
 }
 
 /// The first symbolic link on the way from `project` (excluded) to `path` (included), or
-/// the path itself when it lies outside the project.
-fn symlink_on_the_way(project: &Path, path: &Path) -> Result<Option<PathBuf>> {
-    let Ok(rel) = path.strip_prefix(project) else {
+/// the path itself when it lies outside the project; named for a message.
+fn symlink_on_the_way(project: &AgentPath, path: &Path) -> Result<Option<PathBuf>> {
+    let Ok(rel) = path.strip_prefix(project.as_path()) else {
         return Ok(Some(path.to_owned()));
     };
-    let mut at = project.to_path_buf();
+    let mut at = project.clone();
     for c in rel.components() {
         if !matches!(c, std::path::Component::Normal(_)) {
             return Ok(Some(path.to_owned()));
         }
-        at.push(c);
+        at = at.join(c);
         if kind(&at)? == Kind::Symlink {
-            return Ok(Some(at));
+            return Ok(Some(at.as_path().to_owned()));
         }
     }
     Ok(None)
 }
 
 /// The `Volume=` values (`PATH:PATH:ro|rw`) of a project's pins.
-pub fn volumes(project: &Path) -> Result<Vec<String>> {
+pub fn volumes(project: &AgentPath) -> Result<Vec<String>> {
     plan(project)?
         .pins
         .iter()
@@ -191,41 +197,44 @@ pub fn unpinned(settings: &crate::settings::Settings, unit: &str) -> Vec<PathBuf
     }
     let lines: Vec<&str> = unit.lines().collect();
     settings
-        .projects
-        .iter()
+        .agent_projects()
+        .into_iter()
         .filter(|p| {
             volumes(p).map_or(true, |vols| {
                 vols.iter()
                     .any(|v| !lines.contains(&format!("Volume={v}").as_str()))
             })
         })
-        .cloned()
+        .map(|p| p.as_path().to_owned())
         .collect()
 }
 
 /// Paths the unit pins (self-bind `Volume=` lines inside a project) that no longer
 /// exist: Podman refuses to start the container until `enable` writes a new unit.
 pub fn missing_pins(settings: &crate::settings::Settings, unit: &str) -> Vec<PathBuf> {
+    let projects = settings.agent_projects();
     unit.lines()
         .filter_map(|l| l.strip_prefix("Volume="))
         .filter_map(|v| {
             let mut parts = v.splitn(3, ':');
             let (host, target) = (parts.next()?, parts.next()?);
+            if host != target {
+                return None;
+            }
             let path = Path::new(host);
-            (host == target
-                && settings
-                    .projects
-                    .iter()
-                    .any(|p| path.starts_with(p) && path != p)
-                && fs::symlink_metadata(path).is_err())
-            .then(|| path.to_owned())
+            let pin = projects
+                .iter()
+                .find_map(|p| p.below(path).filter(|pin| pin != p))?;
+            pin.kind()
+                .map_or(true, |k| k == Kind::Missing)
+                .then(|| path.to_owned())
         })
         .collect()
 }
 
 /// Submodules checked out in the project (`path = …` in `.gitmodules`): their `.git`
 /// file is pinned, and their git dir when it is a directory inside the project.
-fn plan_submodules(project: &Path, plan: &mut Plan) -> Result<()> {
+fn plan_submodules(project: &AgentPath, plan: &mut Plan) -> Result<()> {
     let gitmodules = project.join(".gitmodules");
     if kind(&gitmodules)? != Kind::File {
         return Ok(());
@@ -244,7 +253,7 @@ fn plan_submodules(project: &Path, plan: &mut Plan) -> Result<()> {
             continue;
         }
         let dotgit = project.join(rel).join(".git");
-        if let Some(link) = symlink_on_the_way(project, &dotgit)? {
+        if let Some(link) = symlink_on_the_way(project, dotgit.as_path())? {
             // Through a link the git dir is another repository (outside the project, or
             // one pinned under its own path): nothing is mounted or created for it.
             plan.skipped.push(format!(
@@ -259,7 +268,7 @@ fn plan_submodules(project: &Path, plan: &mut Plan) -> Result<()> {
                 pin_gitdir_file(project, &dotgit, plan)?;
             }
             Kind::Dir => plan_gitdir(project, &dotgit, 1, plan)?,
-            Kind::Missing | Kind::Symlink => {}
+            Kind::Missing | Kind::Symlink | Kind::Other => {}
         }
     }
     Ok(())
@@ -275,7 +284,7 @@ pub fn prepare(plan: &Plan) -> Result<()> {
                 Err(e) => return Err(e).with_context(|| format!("cannot create {}", d.display())),
             },
             Create::Upgrade(f) => {
-                if read_small(f)? == OLD_COMMONDIR_SELF {
+                if read_small(&AgentPath::new(f))? == OLD_COMMONDIR_SELF {
                     crate::atomic::write(f, COMMONDIR_SELF, 0o644)?;
                 }
             }
@@ -310,7 +319,7 @@ pub fn warnings(plan: &Plan) -> Vec<String> {
         .iter()
         .filter(|p| !p.writable && p.path.file_name().is_some_and(|n| n == "config"))
         .filter_map(|p| {
-            let keys = risky_config_keys(&read_small(&p.path).ok()?);
+            let keys = risky_config_keys(&read_small(&AgentPath::new(&p.path)).ok()?);
             (!keys.is_empty()).then(|| {
                 format!(
                     "warning: {} sets {}: git on the host runs these; check that you wrote them",
@@ -324,10 +333,10 @@ pub fn warnings(plan: &Plan) -> Vec<String> {
 
 /// A note for `enable` when a project is a repository and your own git config lets
 /// `git status` enter submodules, which the agent can add (see the README's limits).
-pub fn submodule_note(projects: &[PathBuf]) -> Option<String> {
+pub fn submodule_note(projects: &[AgentPath]) -> Option<String> {
     let repo = projects
         .iter()
-        .any(|p| fs::symlink_metadata(p.join(".git")).is_ok());
+        .any(|p| p.join(".git").kind().is_ok_and(|k| k != Kind::Missing));
     let set = global_configs()
         .iter()
         .any(|t| !config_values(t, "diff", "ignoresubmodules").is_empty());
@@ -383,36 +392,28 @@ pub fn risky_config_keys(config_text: &str) -> Vec<String> {
     out
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Missing,
-    Dir,
-    File,
-    Symlink,
-}
-
-fn kind(p: &Path) -> Result<Kind> {
-    match fs::symlink_metadata(p) {
-        Ok(m) if m.file_type().is_symlink() => Ok(Kind::Symlink),
-        Ok(m) if m.is_dir() => Ok(Kind::Dir),
-        Ok(m) if m.is_file() => Ok(Kind::File),
-        Ok(_) => bail!(
+/// What is at a path of the project; a FIFO, socket or device there is an error.
+fn kind(p: &AgentPath) -> Result<Kind> {
+    match p.kind()? {
+        Kind::Other => bail!(
             "{} is neither a file nor a directory; remove it",
             p.display()
         ),
-        Err(e) if e.kind() == ErrorKind::NotFound => Ok(Kind::Missing),
-        Err(e) => Err(e).with_context(|| format!("cannot inspect {}", p.display())),
+        k => Ok(k),
     }
 }
 
-/// The directory a `gitdir: PATH` file names, made absolute.
-fn gitdir_of_file(file: &Path) -> Result<Option<PathBuf>> {
+/// The directory a `gitdir: PATH` file names, resolved, when it lies in the project.
+fn gitdir_of_file(project: &AgentPath, file: &AgentPath) -> Result<Option<AgentPath>> {
     let text = read_small(file)?;
     let Some(target) = text.trim_end().strip_prefix("gitdir: ") else {
         return Ok(None);
     };
-    let base = file.parent().unwrap_or(Path::new("/"));
-    Ok(fs::canonicalize(base.join(target)).ok())
+    let base = file.parent().unwrap_or_else(|| AgentPath::new("/"));
+    Ok(base
+        .join(target)
+        .resolved()
+        .and_then(|dir| project.below(&dir)))
 }
 
 /// Largest git file (config, `.gitmodules`, `gitdir`, `commondir`) the planner reads.
@@ -423,8 +424,8 @@ const MAX_GIT_ENTRIES: usize = 10_000;
 
 /// A file of a project, which the agent writes: read bounded, never through a link, and
 /// never blocking on a FIFO (see [`AgentPath`]).
-fn read_small(file: &Path) -> Result<String> {
-    let bytes = AgentPath::new(file)
+fn read_small(file: &AgentPath) -> Result<String> {
+    let bytes = file
         .read(MAX_GIT_FILE)?
         .with_context(|| format!("{} is missing", file.display()))?;
     Ok(String::from_utf8_lossy(&bytes).into_owned())
@@ -432,13 +433,12 @@ fn read_small(file: &Path) -> Result<String> {
 
 /// A `.git` file (a linked worktree or a submodule) is pinned read-only, and the git dir
 /// it names is planned too when it lies inside the project.
-fn pin_gitdir_file(project: &Path, dotgit: &Path, plan: &mut Plan) -> Result<()> {
+fn pin_gitdir_file(project: &AgentPath, dotgit: &AgentPath, plan: &mut Plan) -> Result<()> {
     plan.pins.push(Pin {
-        path: dotgit.to_path_buf(),
+        path: dotgit.as_path().to_owned(),
         writable: false,
     });
-    if let Some(gitdir) = gitdir_of_file(dotgit)?
-        && gitdir.starts_with(project)
+    if let Some(gitdir) = gitdir_of_file(project, dotgit)?
         && kind(&gitdir)? == Kind::Dir
     {
         plan_gitdir(project, &gitdir, 1, plan)?;
@@ -446,18 +446,29 @@ fn pin_gitdir_file(project: &Path, dotgit: &Path, plan: &mut Plan) -> Result<()>
     Ok(())
 }
 
-fn plan_gitdir(project: &Path, gitdir: &Path, depth: usize, plan: &mut Plan) -> Result<()> {
-    if depth > MAX_DEPTH || plan.pins.iter().any(|p| p.path == gitdir) {
+/// Whether the plan pins `path` already.
+fn pinned(plan: &Plan, path: &AgentPath) -> bool {
+    plan.pins.iter().any(|p| p.path == path.as_path())
+}
+
+fn plan_gitdir(
+    project: &AgentPath,
+    gitdir: &AgentPath,
+    depth: usize,
+    plan: &mut Plan,
+) -> Result<()> {
+    if depth > MAX_DEPTH || pinned(plan, gitdir) {
         return Ok(());
     }
     plan.pins.push(Pin {
-        path: gitdir.to_owned(),
+        path: gitdir.as_path().to_owned(),
         writable: true,
     });
     let config = gitdir.join("config");
     let config_text = match kind(&config)? {
         Kind::Missing => {
-            plan.create.push(Create::File(config.clone(), b""));
+            plan.create
+                .push(Create::File(config.as_path().to_owned(), b""));
             String::new()
         }
         Kind::File => read_small(&config)?,
@@ -470,12 +481,12 @@ fn plan_gitdir(project: &Path, gitdir: &Path, depth: usize, plan: &mut Plan) -> 
     // What the config names inside the project: a hooks dir (`core.hooksPath`, e.g.
     // husky's), relative to the work tree, and included config files, relative to the
     // git dir. Both would run the agent's code on the host.
-    let worktree = if gitdir == project.join(".git") {
-        project.to_owned()
+    let worktree = if *gitdir == project.join(".git") {
+        project.clone()
     } else {
         config_values(&config_text, "core", "worktree")
             .last()
-            .map_or_else(|| gitdir.to_owned(), |w| gitdir.join(w))
+            .map_or_else(|| gitdir.clone(), |w| gitdir.join(w))
     };
     for v in config_values(&config_text, "core", "hookspath") {
         pin_named(project, &worktree, &v, Kind::Dir, plan)?;
@@ -489,22 +500,25 @@ fn plan_gitdir(project: &Path, gitdir: &Path, depth: usize, plan: &mut Plan) -> 
     }
     let hooks = gitdir.join("hooks");
     if kind(&hooks)? == Kind::Missing {
-        plan.create.push(Create::Dir(hooks.clone()));
+        plan.create.push(Create::Dir(hooks.as_path().to_owned()));
     }
     pin_ro(&hooks, Kind::Dir, plan)?;
     let commondir = gitdir.join("commondir");
     match kind(&commondir)? {
         Kind::Missing => plan
             .create
-            .push(Create::File(commondir.clone(), COMMONDIR_SELF)),
+            .push(Create::File(commondir.as_path().to_owned(), COMMONDIR_SELF)),
         Kind::File => {
             let target = read_small(&commondir)?;
             if target == OLD_COMMONDIR_SELF {
-                plan.create.push(Create::Upgrade(commondir.clone()));
+                plan.create
+                    .push(Create::Upgrade(commondir.as_path().to_owned()));
             }
-            if let Ok(common) = fs::canonicalize(gitdir.join(target.trim_end_matches(['\n', '\r'])))
-                && common.starts_with(project)
-                && common != gitdir
+            if let Some(common) = gitdir
+                .join(target.trim_end_matches(['\n', '\r']))
+                .resolved()
+                .and_then(|c| project.below(&c))
+                && common != *gitdir
             {
                 plan_gitdir(project, &common, depth + 1, plan)?;
             }
@@ -518,7 +532,7 @@ fn plan_gitdir(project: &Path, gitdir: &Path, depth: usize, plan: &mut Plan) -> 
     }
     for admin in subdirs(&gitdir.join("worktrees"))? {
         plan.pins.push(Pin {
-            path: admin.clone(),
+            path: admin.as_path().to_owned(),
             writable: true,
         });
         let c = admin.join("commondir");
@@ -531,7 +545,7 @@ fn plan_gitdir(project: &Path, gitdir: &Path, depth: usize, plan: &mut Plan) -> 
         // The worktree's own `.git` file names this admin dir; writable, it could name a
         // git dir the agent made, whose config git on the host obeys in that worktree.
         if let Some(file) = worktree_dotgit(project, &admin)?
-            && !plan.pins.iter().any(|p| p.path == file)
+            && !pinned(plan, &file)
         {
             pin_ro(&file, Kind::File, plan)?;
         }
@@ -545,16 +559,24 @@ fn plan_gitdir(project: &Path, gitdir: &Path, depth: usize, plan: &mut Plan) -> 
 /// The `.git` file of the linked worktree whose admin dir is `admin` (its `gitdir` file
 /// names it, absolute or relative to `admin`), when it lies in the project, is reached
 /// without a symbolic link and is a regular file.
-fn worktree_dotgit(project: &Path, admin: &Path) -> Result<Option<PathBuf>> {
+fn worktree_dotgit(project: &AgentPath, admin: &AgentPath) -> Result<Option<AgentPath>> {
     let named = admin.join("gitdir");
     if kind(&named)? != Kind::File {
         return Ok(None);
     }
-    let file = normalize(&admin.join(read_small(&named)?.trim_end_matches(['\n', '\r'])));
-    if file.file_name().is_none_or(|n| n != ".git")
-        || symlink_on_the_way(project, &file)?.is_some()
-        || kind(&file)? != Kind::File
-    {
+    let file = normalize(
+        admin
+            .join(read_small(&named)?.trim_end_matches(['\n', '\r']))
+            .as_path(),
+    );
+    if file.file_name().is_none_or(|n| n != ".git") {
+        return Ok(None);
+    }
+    // Outside the project it is not ours to pin (`symlink_on_the_way` says so too).
+    let Some(file) = project.below(&file) else {
+        return Ok(None);
+    };
+    if symlink_on_the_way(project, file.as_path())?.is_some() || kind(&file)? != Kind::File {
         return Ok(None);
     }
     Ok(Some(file))
@@ -574,25 +596,36 @@ pub fn pinned_read_only(unit: &str, path: &Path) -> bool {
 
 /// Pins a path a config names (`~/`, absolute, or relative to `base`) when it lies in the
 /// project, creating it empty if it is missing so the agent cannot create it.
-fn pin_named(project: &Path, base: &Path, value: &str, want: Kind, plan: &mut Plan) -> Result<()> {
-    let path = match value.strip_prefix("~/") {
+fn pin_named(
+    project: &AgentPath,
+    base: &AgentPath,
+    value: &str,
+    want: Kind,
+    plan: &mut Plan,
+) -> Result<()> {
+    // Only a name until it is found to lie in the project.
+    let named = match value.strip_prefix("~/") {
         Some(rest) => match dirs::home_dir() {
             Some(home) => home.join(rest),
             None => return Ok(()),
         },
-        None => base.join(value),
+        None => base.as_path().join(value),
     };
-    let path = normalize(&path);
-    if !path.starts_with(project) || plan.pins.iter().any(|p| p.path == path) {
+    let Some(path) = project.below(&normalize(&named)) else {
+        return Ok(());
+    };
+    if pinned(plan, &path) {
         return Ok(());
     }
     // Through a symlink the mount (and the file `enable` creates) would land elsewhere.
     for dir in path
+        .as_path()
         .ancestors()
         .skip(1)
-        .take_while(|d| d.starts_with(project) && *d != project)
+        .map_while(|d| project.below(d))
+        .take_while(|d| d != project)
     {
-        if kind(dir)? == Kind::Symlink {
+        if kind(&dir)? == Kind::Symlink {
             bail!(
                 "{} (named by a git config) is reached through the symbolic link {}; sandboxctl cannot make it read-only for the agent; replace the link, or allow it with --git-writable-config",
                 path.display(),
@@ -601,9 +634,10 @@ fn pin_named(project: &Path, base: &Path, value: &str, want: Kind, plan: &mut Pl
         }
     }
     if kind(&path)? == Kind::Missing {
+        let name = path.as_path().to_owned();
         plan.create.push(match want {
-            Kind::Dir => Create::Dir(path.clone()),
-            _ => Create::File(path.clone(), b""),
+            Kind::Dir => Create::Dir(name),
+            _ => Create::File(name, b""),
         });
     }
     pin_ro(&path, want, plan)
@@ -680,16 +714,17 @@ fn config_values(text: &str, section: &str, key: &str) -> Vec<String> {
     out
 }
 
-fn pin_created_file(path: &Path, plan: &mut Plan) -> Result<()> {
+fn pin_created_file(path: &AgentPath, plan: &mut Plan) -> Result<()> {
     if kind(path)? == Kind::Missing {
-        plan.create.push(Create::File(path.to_owned(), b""));
+        plan.create
+            .push(Create::File(path.as_path().to_owned(), b""));
     }
     pin_ro(path, Kind::File, plan)
 }
 
 /// A read-only pin; a path that exists must be what git expects, never a symlink (a
 /// mount would follow it).
-fn pin_ro(path: &Path, want: Kind, plan: &mut Plan) -> Result<()> {
+fn pin_ro(path: &AgentPath, want: Kind, plan: &mut Plan) -> Result<()> {
     let k = kind(path)?;
     if k != Kind::Missing && k != want {
         bail!(
@@ -703,35 +738,37 @@ fn pin_ro(path: &Path, want: Kind, plan: &mut Plan) -> Result<()> {
         );
     }
     plan.pins.push(Pin {
-        path: path.to_owned(),
+        path: path.as_path().to_owned(),
         writable: false,
     });
     Ok(())
 }
 
 /// Real subdirectories (not symlinks) of `dir`, sorted; none if it does not exist.
-fn subdirs(dir: &Path) -> Result<Vec<PathBuf>> {
+fn subdirs(dir: &AgentPath) -> Result<Vec<AgentPath>> {
     if kind(dir)? != Kind::Dir {
         return Ok(Vec::new());
     }
-    let mut out = Vec::new();
-    for entry in AgentPath::new(dir).read_dir(MAX_GIT_ENTRIES)? {
-        if entry.file_type().is_ok_and(|t| t.is_dir()) {
-            out.push(entry.path());
-        }
-    }
+    let mut out: Vec<AgentPath> = dir
+        .read_dir(MAX_GIT_ENTRIES)?
+        .into_iter()
+        .filter(|e| e.kind == Kind::Dir)
+        .map(|e| e.path)
+        .collect();
     out.sort();
     Ok(out)
 }
 
 /// Submodule git dirs below `.git/modules` (names may contain `/`): dirs with a `HEAD`.
-fn module_gitdirs(dir: &Path, depth: usize) -> Result<Vec<PathBuf>> {
+/// A `HEAD` that is a symbolic link counts (git writes one where `core.preferSymlinkRefs`
+/// is set); it is not followed.
+fn module_gitdirs(dir: &AgentPath, depth: usize) -> Result<Vec<AgentPath>> {
     let mut out = Vec::new();
     if depth > MAX_DEPTH {
         return Ok(out);
     }
     for d in subdirs(dir)? {
-        if d.join("HEAD").is_file() {
+        if matches!(d.join("HEAD").kind(), Ok(Kind::File | Kind::Symlink)) {
             out.push(d);
         } else {
             out.extend(module_gitdirs(&d, depth + 1)?);
@@ -743,6 +780,19 @@ fn module_gitdirs(dir: &Path, depth: usize) -> Result<Vec<PathBuf>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // The planner takes a project as the agent's path; the tests name theirs plainly.
+    fn plan(project: &Path) -> Result<Plan> {
+        super::plan(&AgentPath::new(project))
+    }
+
+    fn volumes(project: &Path) -> Result<Vec<String>> {
+        super::volumes(&AgentPath::new(project))
+    }
+
+    fn symlink_on_the_way(project: &Path, path: &Path) -> Result<Option<PathBuf>> {
+        super::symlink_on_the_way(&AgentPath::new(project), path)
+    }
 
     fn git_dir(root: &Path) -> PathBuf {
         let g = root.join(".git");
@@ -886,6 +936,22 @@ mod tests {
                 path.display()
             );
         }
+    }
+
+    /// A submodule git dir whose `HEAD` is a symbolic link (git accepts one naming
+    /// `refs/…`) is a git dir all the same, found without following the link.
+    #[test]
+    fn a_module_with_a_symlinked_head_is_pinned() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let g = git_dir(tmp.path());
+        let m = g.join("modules/lib");
+        fs::create_dir_all(m.join("hooks")).expect("mkdir");
+        std::os::unix::fs::symlink("refs/heads/main", m.join("HEAD")).expect("symlink");
+        let got = pins(&plan(tmp.path()).expect("plan"));
+        assert!(
+            got.contains(&(m.join("config").display().to_string(), false)),
+            "{got:?}"
+        );
     }
 
     #[test]
@@ -1146,7 +1212,7 @@ mod tests {
         // Not through a symlink: it could point anywhere on the host.
         fs::create_dir(p.join("elsewhere")).expect("mkdir");
         std::os::unix::fs::symlink(p.join("elsewhere"), p.join(".husky")).expect("symlink");
-        let err = format!("{:#}", super::plan(p).expect_err("symlink"));
+        let err = format!("{:#}", self::plan(p).expect_err("symlink"));
         assert!(
             err.contains("symbolic link") && err.contains(".husky"),
             "{err}"

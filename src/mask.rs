@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
 
-use crate::agent_file::AgentPath;
+use crate::agent_file::{AgentPath, Kind};
 use crate::escape;
 
 /// What `enable` masks unless told otherwise (`--default-masks off`): a pattern without
@@ -109,15 +109,15 @@ fn matches(pattern: &str, relative: &str) -> bool {
 }
 
 /// The files of `project` that match `patterns`, sorted; empty without patterns.
-pub fn files(project: &Path, patterns: &[String]) -> Result<Vec<PathBuf>> {
+pub fn files(project: &AgentPath, patterns: &[String]) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     if patterns.is_empty() {
         return Ok(out);
     }
     let mut entries = 0usize;
-    let mut todo = vec![(project.to_path_buf(), String::new(), 0usize)];
+    let mut todo = vec![(project.clone(), String::new(), 0usize)];
     while let Some((dir, rel, depth)) = todo.pop() {
-        let listing = AgentPath::new(&dir).read_dir(MAX_ENTRIES)?;
+        let listing = dir.read_dir(MAX_ENTRIES)?;
         entries += listing.len();
         if entries > MAX_ENTRIES {
             bail!(
@@ -126,36 +126,33 @@ pub fn files(project: &Path, patterns: &[String]) -> Result<Vec<PathBuf>> {
             );
         }
         for entry in listing {
-            let name = entry.file_name();
-            let Some(name) = name.to_str() else {
+            let Some(name) = entry.name.to_str() else {
                 bail!(
                     "cannot mask in {}: the name {} is not UTF-8; rename it",
                     dir.display(),
-                    escape::display(&name.to_string_lossy())
+                    escape::display(&entry.name.to_string_lossy())
                 );
             };
-            let path = entry.path();
             let relative = if rel.is_empty() {
                 name.to_owned()
             } else {
                 format!("{rel}/{name}")
             };
             // Not followed: the type of the entry itself.
-            let Ok(kind) = entry.file_type() else {
-                continue;
-            };
-            if kind.is_dir() {
+            if entry.kind == Kind::Dir {
                 if depth < MAX_DEPTH && !SKIPPED_DIRS.contains(&name) {
-                    todo.push((path, relative, depth + 1));
+                    todo.push((entry.path, relative, depth + 1));
                 }
-            } else if kind.is_file() && patterns.iter().any(|p| matches(p, &relative)) {
+            } else if entry.kind == Kind::File && patterns.iter().any(|p| matches(p, &relative)) {
+                // The file's name, for its mount: not read.
+                let path = entry.path.as_path();
                 if escape::volume_path("masked file", &path.to_string_lossy()).is_err() {
                     bail!(
                         "cannot mask {}: its name cannot be written as a mount (':', a quote, a backslash or a control character); rename it",
                         escape::display(&path.to_string_lossy())
                     );
                 }
-                out.push(path);
+                out.push(path.to_owned());
                 if out.len() > MAX_FILES {
                     bail!(
                         "more than {MAX_FILES} files in {} match the masks; narrow them (`sandboxctl enable CLIENT --mask …` or `--default-masks off`)",
@@ -199,6 +196,11 @@ pub fn summary(settings: &crate::settings::Settings, masked: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // The walk takes a project as the agent's path; the tests name theirs plainly.
+    fn files(project: &Path, patterns: &[String]) -> Result<Vec<PathBuf>> {
+        super::files(&AgentPath::new(project), patterns)
+    }
 
     #[test]
     fn patterns_match_names_at_any_depth_and_paths_from_the_top() {

@@ -10,6 +10,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
+use crate::agent_file::AgentPath;
 use crate::client::ClientName;
 use crate::escape;
 use crate::host::{Cgroups, HostProfile, Version};
@@ -583,8 +584,8 @@ fn mounts(sandbox: &Sandbox<'_>) -> Result<Vec<Mount>> {
     // Projects keep their host path, so an agent's per-directory history and
     // `--resume` line up with the host. `z` (shared label) rather than `Z`: a project
     // may be used by other containers and tools too.
-    for project in &s.projects {
-        let p = checked_path("project directory", project)?;
+    for project in s.agent_projects() {
+        let p = checked_path("project directory", project.as_path())?;
         bind(
             BindRole::Project,
             BindSource::Host(p.clone()),
@@ -595,7 +596,7 @@ fn mounts(sandbox: &Sandbox<'_>) -> Result<Vec<Mount>> {
         // Git dirs pinned over the project mount, so the agent cannot write what git
         // on the host executes (see `git_guard`).
         if !s.git_writable_config {
-            for pin in crate::git_guard::plan(project)?.pins {
+            for pin in crate::git_guard::plan(&project)?.pins {
                 let path = checked_path("git path", &pin.path)?;
                 let access = if pin.writable {
                     Access::ReadWrite
@@ -612,7 +613,7 @@ fn mounts(sandbox: &Sandbox<'_>) -> Result<Vec<Mount>> {
             }
         }
         // Masked files, over the project mount: the client's empty file, read-only.
-        for (empty, file) in masks(sandbox, project)? {
+        for (empty, file) in masks(sandbox, &project)? {
             bind(
                 BindRole::Mask,
                 BindSource::Host(empty),
@@ -684,7 +685,7 @@ fn mounts(sandbox: &Sandbox<'_>) -> Result<Vec<Mount>> {
 }
 
 /// The masked files of `project`, each with the empty file mounted over it.
-fn masks(sandbox: &Sandbox<'_>, project: &Path) -> Result<Vec<(String, String)>> {
+fn masks(sandbox: &Sandbox<'_>, project: &AgentPath) -> Result<Vec<(String, String)>> {
     let patterns = crate::mask::patterns(sandbox.settings);
     let empty = checked_path("mask file", &sandbox.layout.mask_file(sandbox.client))?;
     crate::mask::files(project, &patterns)?

@@ -256,6 +256,15 @@ impl Default for Settings {
 }
 
 impl Settings {
+    /// The project directories, as paths the sandbox writes: what the host reads of
+    /// them goes through [`AgentPath`](crate::agent_file::AgentPath).
+    pub fn agent_projects(&self) -> Vec<crate::agent_file::AgentPath> {
+        self.projects
+            .iter()
+            .map(crate::agent_file::AgentPath::new)
+            .collect()
+    }
+
     /// The provider whose key the egress proxy adds for this client, if it does: an
     /// agent with an API-key provider whose key is stored, in allowlist mode (the only
     /// mode with a proxy), without `--key-in-sandbox on`.

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
+use crate::agent_file::{AgentPath, Kind};
 use crate::cli::{EnableArgs, RunArgs};
 use crate::client::ClientName;
 use crate::host::{HostProfile, TemplateUnits, UnitTarget};
@@ -308,8 +309,8 @@ fn client_files<'a>(
     if !p.settings.git_writable_config {
         plan.step_touching(
             format!("pin the git dirs of {client}'s projects"),
-            git_pin_touches(&p.settings.projects),
-            move || pin_git_dirs(&p.settings.projects),
+            git_pin_touches(&p.settings.agent_projects()),
+            move || pin_git_dirs(&p.settings.agent_projects()),
         );
     }
     Ok(())
@@ -513,7 +514,7 @@ const BINARY_BACKUP: &str = ".sandboxctl.before-enable";
 
 /// What pinning the git dirs of `projects` may create. A project whose pins cannot be
 /// planned has none: its step fails before creating anything.
-fn git_pin_touches(projects: &[PathBuf]) -> Vec<Touch> {
+fn git_pin_touches(projects: &[AgentPath]) -> Vec<Touch> {
     let mut touches = Vec::new();
     for project in projects {
         let Ok(plan) = crate::git_guard::plan(project) else {
@@ -535,7 +536,7 @@ fn git_pin_touches(projects: &[PathBuf]) -> Vec<Touch> {
 
 /// Creates what the git pins of `projects` need (a `commondir`, an empty `config` or
 /// `hooks/`), and says what the pins do not cover; the undo removes what it created.
-fn pin_git_dirs(projects: &[PathBuf]) -> Result<Applied<'static>> {
+fn pin_git_dirs(projects: &[AgentPath]) -> Result<Applied<'static>> {
     let mut created: Vec<PathBuf> = Vec::new();
     let result = (|| -> Result<()> {
         for project in projects {
@@ -554,7 +555,10 @@ fn pin_git_dirs(projects: &[PathBuf]) -> Result<Applied<'static>> {
                         new.push(d);
                     }
                 }
-                if std::fs::symlink_metadata(path).is_err() && !new.iter().any(|n| n == path) {
+                let missing = AgentPath::new(path)
+                    .kind()
+                    .map_or(true, |k| k == Kind::Missing);
+                if missing && !new.iter().any(|n| n == path) {
                     new.push(path.to_path_buf());
                 }
             }

@@ -123,9 +123,9 @@ fn warn_unpinned(layout: &Layout, client: &ClientName, settings: &Settings) {
     if settings.git_writable_config {
         return;
     }
-    for project in &settings.projects {
+    for project in settings.agent_projects() {
         if let Err(e) =
-            crate::git_guard::plan(project).and_then(|plan| crate::git_guard::prepare(&plan))
+            crate::git_guard::plan(&project).and_then(|plan| crate::git_guard::prepare(&plan))
         {
             eprintln!("warning: {e:#}");
         }
@@ -163,8 +163,8 @@ fn refresh_unit(
     };
     let patterns = crate::mask::patterns(settings);
     let mut now = Vec::new();
-    for project in &settings.projects {
-        for f in crate::mask::files(project, &patterns)? {
+    for project in settings.agent_projects() {
+        for f in crate::mask::files(&project, &patterns)? {
             now.push(f.to_string_lossy().into_owned());
         }
     }
