@@ -449,6 +449,39 @@ pub fn sessions(layout: &Layout, name: &str, json: bool) -> Result<()> {
     Ok(())
 }
 
+/// The permission mode the agent shows in the `main` pane, as it words it (Claude
+/// Code's footer: `manual mode on`, `accept edits on`, `bypass permissions on`, …), if
+/// it shows one. Read from the pane's text (`tmux capture-pane`, bounded, sanitised):
+/// what the agent says it does, not the flag it was given.
+pub fn agent_mode(client: &ClientName) -> Option<String> {
+    let cmd = crate::podman::command([
+        "exec",
+        &client.container_name(),
+        "tmux",
+        "capture-pane",
+        "-p",
+        "-t",
+        "main",
+    ]);
+    let (status, out, _) = bounded_output(cmd, EXEC_TIMEOUT).ok()?;
+    status.success().then(|| mode_in(&out)).flatten()
+}
+
+/// The mode line in a pane's text: the last line that says `… mode on`, `… permissions
+/// on` or `… edits on`, from its first letter to that `on`.
+fn mode_in(screen: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(screen);
+    text.lines().rev().find_map(|line| {
+        ["mode on", "permissions on", "edits on"]
+            .iter()
+            .find_map(|marker| {
+                let end = line.find(marker)? + marker.len();
+                let start = line[..end].find(|c: char| c.is_alphabetic())?;
+                Some(field(&line.as_bytes()[start..end]))
+            })
+    })
+}
+
 /// How long a start waits for the agent's session to run.
 const AGENT_START_DEADLINE: Duration = Duration::from_secs(15);
 
@@ -743,6 +776,18 @@ mod tests {
         assert_eq!(worktree_of(p, "/p/website/.worktrees/wa"), None);
         assert_eq!(worktree_of(p, "/p/web/.worktrees/a b"), None);
         assert_eq!(worktree_of(None, "/p/web/.worktrees/wa"), None);
+    }
+
+    #[test]
+    fn the_mode_is_what_the_footer_says() {
+        let screen = "> say hello\n\n  ⏸ manual mode on (shift+tab to cycle)\n".as_bytes();
+        assert_eq!(mode_in(screen).as_deref(), Some("manual mode on"));
+        let bypass = "x\n  ⏵⏵ bypass permissions on (shift+tab to cycle)\n".as_bytes();
+        assert_eq!(mode_in(bypass).as_deref(), Some("bypass permissions on"));
+        assert_eq!(mode_in(b"$ \n"), None);
+        // The last one wins (capture-pane gives text without escape sequences).
+        let two = "plan mode on\n\u{7}  auto mode on\n".as_bytes();
+        assert_eq!(mode_in(two).as_deref(), Some("auto mode on"));
     }
 
     #[test]

@@ -51,6 +51,10 @@ struct ClientStatus {
     masked: Vec<String>,
     /// The image ID the client runs instead of `image`, after a failed `update`.
     image_pin: Option<String>,
+    /// The permission mode the agent itself shows (`status CLIENT` of a running Claude
+    /// Code client), e.g. `manual mode on` for autonomy `ask`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    agent_mode: Option<String>,
 }
 
 /// Where a client's API key is, for `status`.
@@ -113,6 +117,7 @@ pub fn status(layout: &Layout, name: Option<&str>, json: bool) -> Result<()> {
             agent: s.agent.to_string(),
             image: s.image.clone(),
             image_pin: s.image_pin.clone(),
+            agent_mode: None,
             network: s.network.to_string(),
             notify: s.notify,
             projects: s.projects.iter().map(|p| p.display().to_string()).collect(),
@@ -143,6 +148,9 @@ pub fn status(layout: &Layout, name: Option<&str>, json: bool) -> Result<()> {
         for (r, (_, s)) in rows.iter_mut().zip(&clients) {
             r.image_missing =
                 Some(r.image_state.is_none() && crate::image::exists(&s.image).ok() == Some(false));
+            if r.active_state == "active" && s.agent != crate::settings::Agent::Shell {
+                r.agent_mode = super::sessions::agent_mode(&ClientName::parse(&r.client)?);
+            }
             // A sandbox that does not run may be kept from starting by a full store.
             if r.active_state != "active" {
                 r.storage_full = crate::podman::Storage::probe()
@@ -208,6 +216,9 @@ pub fn status(layout: &Layout, name: Option<&str>, json: bool) -> Result<()> {
             );
         }
         r.api_key.iter().for_each(|k| outln!("{c}: API key: {k}"));
+        if let Some(mode) = &r.agent_mode {
+            outln!("{c}: autonomy {}; the agent shows: {mode}", r.autonomy);
+        }
         if let Some(pin) = &r.image_pin {
             outln!(
                 "{c}: pinned to image {} after a failed update; `sandboxctl update {c}` tries {} again",

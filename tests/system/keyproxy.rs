@@ -383,6 +383,9 @@ fn kp5_the_first_attach_asks_nothing_and_the_prompt_gets_an_answer() {
     ] {
         assert!(!screen.contains(question), "asked {question:?}:\n{screen}");
     }
+    // What the agent itself shows as its permission mode, for autonomy ask.
+    let status = sbx(["status", &c.name, "--json"]).run().success().json();
+    assert_eq!(status["agent_mode"], "manual mode on", "{status}\n{screen}");
     term.type_line("say hello");
     wait_for(
         "the stand-in API's answer on the attached terminal",
