@@ -559,3 +559,50 @@ fn h7_a_fifo_or_a_huge_file_for_a_login_neither_hangs_nor_is_read() {
         "the host's login changed"
     );
 }
+
+/// Issue 26, part 1, from inside: the agent writes `.gitmodules` with `path = link` and
+/// a symbolic link `link` to another repository the user owns (here another client's
+/// project). The next `enable` and `restart` pin nothing through the link: a warning
+/// names it, the unit mounts nothing of the other repository, no file is created in
+/// its git dir, and it stays out of the sandbox's reach.
+#[test]
+fn h8_a_submodule_behind_a_symlink_pins_no_other_repository() {
+    let mut c = Client::new("h8");
+    let other = c.scratch_dir("other-client-project");
+    git(&other, &["init", "-q", "-b", "main"]).success();
+    let before = tree(&other.join(".git"));
+    let p = c.project.clone();
+    git(&p, &["init", "-q", "-b", "main"]).success();
+    c.enable(&["--network", "none"]);
+    c.start();
+    c.sh(&format!(
+        "cd '{}' && printf '[submodule \"x\"]\\n\\tpath = link\\n\\turl = ./x\\n' > .gitmodules \
+         && ln -s '{}' link",
+        p.display(),
+        other.display()
+    ))
+    .success();
+    let out = c.enable(&["--network", "none"]);
+    assert!(
+        out.stderr.contains("submodule path")
+            && out.stderr.contains("is reached through the symbolic link"),
+        "{out}"
+    );
+    sbx(["restart", &c.name]).run().success();
+    let unit = std::fs::read_to_string(c.unit_file()).expect("the unit");
+    let other_str = other.to_str().expect("UTF-8");
+    assert!(
+        !unit.contains(other_str),
+        "the unit mounts the other repository:\n{unit}"
+    );
+    assert_eq!(
+        tree(&other.join(".git")),
+        before,
+        "files were created or changed in the other repository's git dir"
+    );
+    let inside = c.sh(&format!("ls '{other_str}/.git'"));
+    assert!(
+        !inside.status.success(),
+        "the other repository is reachable inside: {inside}"
+    );
+}
