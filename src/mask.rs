@@ -126,13 +126,10 @@ pub fn files(project: &AgentPath, patterns: &[String]) -> Result<Vec<PathBuf>> {
             );
         }
         for entry in listing {
-            let Some(name) = entry.name.to_str() else {
-                bail!(
-                    "cannot mask in {}: the name {} is not UTF-8; rename it",
-                    dir.display(),
-                    escape::display(&entry.name.to_string_lossy())
-                );
-            };
+            // A name that is not UTF-8 is matched as shown; only a matching file of
+            // such a name stops the walk (no mount can name it).
+            let name = entry.name.to_string_lossy();
+            let name = name.as_ref();
             let relative = if rel.is_empty() {
                 name.to_owned()
             } else {
@@ -146,7 +143,9 @@ pub fn files(project: &AgentPath, patterns: &[String]) -> Result<Vec<PathBuf>> {
             } else if entry.kind == Kind::File && patterns.iter().any(|p| matches(p, &relative)) {
                 // The file's name, for its mount: not read.
                 let path = entry.path.as_path();
-                if escape::volume_path("masked file", &path.to_string_lossy()).is_err() {
+                if entry.name.to_str().is_none()
+                    || escape::volume_path("masked file", &path.to_string_lossy()).is_err()
+                {
                     bail!(
                         "cannot mask {}: its name cannot be written as a mount (':', a quote, a backslash or a control character); rename it",
                         escape::display(&path.to_string_lossy())
@@ -271,8 +270,17 @@ mod tests {
 
     #[test]
     fn what_cannot_be_masked_fails_closed() {
+        use std::os::unix::ffi::OsStrExt as _;
         let tmp = tempfile::tempdir().expect("tempdir");
         let p = tmp.path();
+        // A name that is not UTF-8 stops the walk only where it matches.
+        let odd = |tail: &[u8]| p.join(std::ffi::OsStr::from_bytes(&[b"\xff", tail].concat()));
+        std::fs::write(odd(b".txt"), "x").expect("write");
+        assert!(files(p, &["*.pem".to_owned()]).expect("walked").is_empty());
+        std::fs::write(odd(b".pem"), "x").expect("write");
+        let e = files(p, &["*.pem".to_owned()]).expect_err("refused");
+        assert!(format!("{e:#}").contains("cannot mask"), "{e:#}");
+        std::fs::remove_file(odd(b".pem")).expect("rm");
         std::fs::write(p.join("a:b.pem"), "x").expect("write");
         let e = files(p, &["*.pem".to_owned()]).expect_err("refused");
         assert!(
