@@ -62,6 +62,14 @@ pub fn all_unit_paths(layout: &Layout, client: &ClientName) -> [PathBuf; 2] {
     [layout.unit_path(client), plain_unit_path(layout, client)]
 }
 
+/// The client's written unit, the Quadlet unit or the plain service, whichever it has:
+/// its path and text.
+pub fn written_unit(layout: &Layout, client: &ClientName) -> Option<(PathBuf, String)> {
+    all_unit_paths(layout, client)
+        .into_iter()
+        .find_map(|p| std::fs::read_to_string(&p).ok().map(|t| (p, t)))
+}
+
 /// Renders the client's unit for the target this host gets.
 pub fn unit_file(sandbox: &Sandbox<'_>) -> Result<UnitFile> {
     let spec = SandboxSpec::new(sandbox)?;

@@ -112,11 +112,7 @@ fn recreate_client_dirs(layout: &Layout, client: &ClientName) -> Result<()> {
 /// Podman would refuse to mount), and says how to pin git dirs that appeared after the
 /// unit was written (a repository, worktree or submodule), which the agent can write.
 fn warn_unpinned(layout: &Layout, client: &ClientName, settings: &Settings) {
-    // The Quadlet unit or the plain service, whichever this client has.
-    let Some(unit) = crate::render::all_unit_paths(layout, client)
-        .iter()
-        .find_map(|p| std::fs::read_to_string(p).ok())
-    else {
+    let Some((_, unit)) = crate::render::written_unit(layout, client) else {
         return;
     };
     let unit = crate::render::volume_lines(&unit).join("\n");
@@ -155,10 +151,7 @@ fn refresh_unit(
     client: &ClientName,
     settings: &Settings,
 ) -> Result<()> {
-    let Some((path, unit)) = crate::render::all_unit_paths(layout, client)
-        .into_iter()
-        .find_map(|p| std::fs::read_to_string(&p).ok().map(|t| (p, t)))
-    else {
+    let Some((path, unit)) = crate::render::written_unit(layout, client) else {
         return Ok(());
     };
     let patterns = crate::mask::patterns(settings);

@@ -383,9 +383,8 @@ pub fn list(layout: &Layout, client: &ClientName, settings: &Settings) -> Result
         None => notify::State::default(),
     };
     let project = settings.projects.first().map(std::path::PathBuf::as_path);
-    let unit = crate::render::all_unit_paths(layout, client)
-        .iter()
-        .find_map(|p| std::fs::read_to_string(p).ok())
+    let unit = crate::render::written_unit(layout, client)
+        .map(|(_, text)| text)
         .unwrap_or_default();
     let rows: Vec<Row> = panes
         .into_iter()

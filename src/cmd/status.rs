@@ -136,20 +136,18 @@ pub fn status(layout: &Layout, name: Option<&str>, json: bool) -> Result<()> {
             api_key: api_key_place(layout, c, s),
             image_missing: None,
             storage_full: None,
-            masked: crate::render::all_unit_paths(layout, c)
-                .iter()
-                .find_map(|p| std::fs::read_to_string(p).ok())
-                .map(|unit| crate::mask::in_unit(&unit, &layout.mask_file(c)))
+            masked: crate::render::written_unit(layout, c)
+                .map(|(_, unit)| crate::mask::in_unit(&unit, &layout.mask_file(c)))
                 .unwrap_or_default(),
         })
         .collect();
     if name.is_some() {
         // One more podman call, only when the image could not be inspected.
-        for (r, (_, s)) in rows.iter_mut().zip(&clients) {
+        for (r, (c, s)) in rows.iter_mut().zip(&clients) {
             r.image_missing =
                 Some(r.image_state.is_none() && crate::image::exists(&s.image).ok() == Some(false));
             if r.active_state == "active" && s.agent != crate::settings::Agent::Shell {
-                r.agent_mode = super::sessions::agent_mode(&ClientName::parse(&r.client)?);
+                r.agent_mode = super::sessions::agent_mode(c);
             }
             // A sandbox that does not run may be kept from starting by a full store.
             if r.active_state != "active" {
