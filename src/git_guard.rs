@@ -332,7 +332,7 @@ pub fn warnings(plan: &Plan) -> Vec<String> {
 }
 
 /// A note for `enable` when a project is a repository and your own git config lets
-/// `git status` enter submodules, which the agent can add (see the README's limits).
+/// `git status` enter submodules, which the agent can add (see docs/security.md, "Git on the host").
 pub fn submodule_note(projects: &[AgentPath]) -> Option<String> {
     let repo = projects
         .iter()

@@ -3,7 +3,7 @@
 # each target's totals (cases, seed). A failure prints its seed; replay it with
 # FUZZ_SEED=SEED FUZZ_CASES=N cargo test --release --test fuzz TARGET.
 #
-#   tests/fuzz.sh                # the long run whose totals are in the README (18 million)
+#   tests/fuzz.sh                # the long run whose totals are in docs/testing.md (18 million)
 #   tests/fuzz.sh 2000           # SCALE cases for render and proxy, 8 × SCALE for policy and tls
 #   tests/fuzz.sh --seconds 60   # a time budget per target
 #   tests/fuzz.sh --dev --seconds 40

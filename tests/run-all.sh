@@ -85,7 +85,7 @@ run "cargo test" as_invoker cargo test --all-targets
 # The property tests for a time budget each (four targets: 40 s each keeps the step under
 # three minutes), in the test profile `cargo test` has just built: a release build of the
 # test dependencies would add five minutes, and overflow checks stay on. The long release
-# run's totals are in the README's "Reliability".
+# run's totals are in docs/testing.md, "Reliability".
 run "fuzz: 40 s per target" as_invoker tests/fuzz.sh --dev --seconds 40
 # The Kubernetes export against pinned schemas (venv under /var/cache, made on first use).
 run "kube export schemas" tests/kube/validate.sh

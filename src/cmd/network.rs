@@ -117,7 +117,7 @@ fn proxy_keys(layout: &Layout, client: &ClientName) -> Option<crate::proxy::keye
         }
     };
     let provider = settings.proxy_held_key()?;
-    // Test-only overrides (documented in README "Credentials"): a CA file to trust and
+    // Test-only overrides (documented in docs/credentials.md): a CA file to trust and
     // the address to reach the provider at. Only a `test-hooks` build reads them.
     let test_env = |name: &str| {
         if cfg!(feature = "test-hooks") {
