@@ -14,9 +14,37 @@ pub fn write(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
         .with_context(|| format!("cannot write {}", path.display()))
 }
 
+/// [`write`] for one of several files of a directory written together: the rename is
+/// durable only once the caller has called [`sync_dir`] on the directory.
+pub fn write_before_dir_sync(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
+    replace(path, mode, |f| f.write_all(contents))
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Makes the renames into `dir` durable.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("cannot sync {}", dir.display()))
+}
+
 /// Writes `path` atomically with the given permission bits, its contents written by
 /// `fill` into the temporary file (which is then synced and renamed over `path`).
 pub fn write_with(
+    path: &Path,
+    mode: u32,
+    fill: impl FnOnce(&mut fs::File) -> std::io::Result<()>,
+) -> Result<()> {
+    replace(path, mode, fill)?;
+    // Make the rename itself durable.
+    if let Some(d) = path.parent().and_then(|d| fs::File::open(d).ok()) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// A temporary file filled by `fill`, synced and renamed over `path`.
+fn replace(
     path: &Path,
     mode: u32,
     fill: impl FnOnce(&mut fs::File) -> std::io::Result<()>,
@@ -43,10 +71,6 @@ pub fn write_with(
     tmp.persist(path)
         .map_err(|e| e.error)
         .with_context(|| format!("cannot replace {}", path.display()))?;
-    // Make the rename itself durable.
-    if let Ok(d) = fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
     Ok(())
 }
 

@@ -77,6 +77,19 @@ pub fn prepare(
     Ok(said)
 }
 
+/// Whether [`prepare`] would change nothing: the first-run state is there, and so is
+/// a login, unless the client has a key or the host has no login to copy. Anything
+/// but a plain file there (the agent's FIFO or link) is for `prepare` to refuse.
+pub fn prepared(client_dir: &Path, host_dir: Option<&Path>, has_api_key: bool) -> bool {
+    let file = |name: &str| {
+        std::fs::symlink_metadata(client_dir.join(name)).is_ok_and(|m| m.file_type().is_file())
+    };
+    file(".claude.json")
+        && (has_api_key
+            || file(".credentials.json")
+            || !host_dir.is_some_and(|d| d.join(".credentials.json").is_file()))
+}
+
 /// Claude Code keeps its first-run state in `.claude.json` inside its config dir;
 /// without it, every new client would walk through onboarding again.
 pub fn mark_onboarded(client_dir: &Path) -> Result<()> {

@@ -7,13 +7,15 @@
 //! reverse order, and reloads the user manager: the interrupted command's clients are
 //! then exactly as they were before it, and running it again applies it whole.
 //!
-//! Layout: `DATA/.journal/NNNN.json` (one entry each, written atomically after its
-//! saved bytes `NNNN.data`), so a log cut short by the kill is still a valid log.
+//! Layout: `DATA/.journal/NNNN.json`, one entry each (a file's bytes inside it), each
+//! written atomically, and the directory synced once per step, so a log cut short by
+//! the kill is still a valid log.
 //!
 //! Recovery trusts a log only as far as a plan could have written it: every path it
 //! restores lies below sandboxctl's own directories or a client's projects or shared
 //! Claude config (as the client's settings name them), without `..`; a saved copy is
-//! the entry's own `NNNN.data` or its link next to the file. A log with any other
+//! the entry's own bytes, its link next to the file, or (in a log an earlier version
+//! wrote) its `NNNN.data`. A log with any other
 //! entry is refused whole, before anything is undone.
 
 use std::fs;
@@ -59,6 +61,11 @@ enum Before {
     /// of a hard link next to the file.
     File {
         data: PathBuf,
+        mode: u32,
+    },
+    /// A file's bytes, kept in the entry itself.
+    Bytes {
+        bytes: Vec<u8>,
         mode: u32,
     },
     Link {
@@ -116,18 +123,26 @@ impl Journal {
         })
     }
 
-    /// Writes down, before a step runs, the present state of what it may change.
+    /// Writes down, before a step runs, the present state of what it may change (a
+    /// file's bytes in its entry, a large file's as a link next to it), made durable
+    /// by one sync of the log's directory for the whole step: a step's entries are on
+    /// disk before the step runs.
     pub fn record(&self, touches: &[Touch]) -> Result<()> {
+        let mut entries = Vec::new();
         for t in touches {
-            let n = self.next.get();
+            let n = self.next.get() + entries.len();
             let entry = match t {
                 Touch::Path(path) => Entry::Path {
                     path: path.clone(),
                     before: self.save(path, n)?,
                 },
-                Touch::Dir(dir) => Entry::Dirs {
-                    missing: crate::plan::missing_dirs(dir),
-                },
+                Touch::Dir(dir) => {
+                    let missing = crate::plan::missing_dirs(dir);
+                    if missing.is_empty() {
+                        continue;
+                    }
+                    Entry::Dirs { missing }
+                }
                 Touch::Tree(dir) => {
                     if fs::symlink_metadata(dir).is_ok() {
                         continue;
@@ -146,11 +161,22 @@ impl Journal {
                 }
                 Touch::Reload => Entry::Reload,
             };
-            let text = serde_json::to_vec(&entry).context("cannot encode a journal entry")?;
-            crate::atomic::write(&self.dir.join(format!("{n:04}.json")), &text, 0o600)?;
+            entries.push(entry);
+        }
+        if entries.is_empty() {
+            return Ok(());
+        }
+        for entry in &entries {
+            let n = self.next.get();
+            let text = serde_json::to_vec(entry).context("cannot encode a journal entry")?;
+            crate::atomic::write_before_dir_sync(
+                &self.dir.join(format!("{n:04}.json")),
+                &text,
+                0o600,
+            )?;
             self.next.set(n + 1);
         }
-        Ok(())
+        crate::atomic::sync_dir(&self.dir)
     }
 
     /// Keeps a copy of `path` as entry `n`'s data.
@@ -175,19 +201,18 @@ impl Journal {
             let link = dir.join(format!("{LINK_PREFIX}{n:04}"));
             let _ = fs::remove_file(&link);
             if fs::hard_link(path, &link).is_ok() {
+                crate::atomic::sync_dir(dir)?;
                 self.links.borrow_mut().push(link.clone());
                 return Ok(Before::File { data: link, mode });
             }
         }
-        let name = PathBuf::from(format!("{n:04}.data"));
         // Some of these files are the agent's (its login files, git pins in a project):
         // read without following a link, without blocking on a FIFO swapped in since the
         // check above, and no more than a small file holds.
         let bytes = crate::agent_file::AgentPath::new(path)
             .read(LINK_ABOVE)?
             .with_context(|| format!("{} disappeared while read", path.display()))?;
-        crate::atomic::write(&self.dir.join(&name), &bytes, 0o600)?;
-        Ok(Before::File { data: name, mode })
+        Ok(Before::Bytes { bytes, mode })
     }
 
     /// The plan is applied (or undone in memory): the log is not needed any more.
@@ -441,16 +466,13 @@ fn restore_path(dir: &Path, path: &Path, before: Before) -> Result<()> {
             std::os::unix::fs::symlink(&target, path)
                 .with_context(|| format!("cannot create {}", path.display()))
         }
+        Before::Bytes { bytes, mode } => write_back(path, &bytes, mode),
         Before::File { data, mode } => {
             let saved = dir.join(data);
             if saved.starts_with(dir) {
                 let bytes =
                     fs::read(&saved).with_context(|| format!("cannot read {}", saved.display()))?;
-                if let Some(parent) = path.parent() {
-                    fs::create_dir_all(parent)
-                        .with_context(|| format!("cannot create {}", parent.display()))?;
-                }
-                return crate::atomic::write(path, &bytes, mode);
+                return write_back(path, &bytes, mode);
             }
             // A link next to the file: it becomes the file again. Gone already means
             // an earlier recovery did this and was stopped before removing the log.
@@ -462,6 +484,14 @@ fn restore_path(dir: &Path, path: &Path, before: Before) -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn write_back(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
+    }
+    crate::atomic::write(path, bytes, mode)
 }
 
 /// Removes the temporary files an atomic write killed half-way leaves in `dir`.

@@ -149,6 +149,21 @@ impl Layout {
         Ok(())
     }
 
+    /// Whether `create_client_dirs` would change nothing: every directory there and
+    /// private, and the mask file there.
+    pub fn client_dirs_ready(&self, client: &ClientName) -> bool {
+        let private = |d: &Path| {
+            fs::symlink_metadata(d)
+                .is_ok_and(|m| m.is_dir() && m.permissions().mode() & 0o7777 == 0o700)
+        };
+        CLIENT_SUBDIRS
+            .iter()
+            .all(|sub| private(&self.client_subdir(client, sub)))
+            && private(&self.client_dir(client))
+            && private(&self.clients_dir())
+            && fs::symlink_metadata(self.mask_file(client)).is_ok()
+    }
+
     /// Clients that have a settings file, sorted by name.
     pub fn list_clients(&self) -> Result<Vec<ClientName>> {
         let dir = self.clients_dir();

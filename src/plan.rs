@@ -80,6 +80,9 @@ struct Step<'a> {
     /// Whether the step would change nothing (a file that already holds its bytes):
     /// then it is neither journaled nor run.
     unchanged: Option<Box<dyn Fn() -> bool + 'a>>,
+    /// Runs only when an earlier step that touches something ran, or `needed` says
+    /// so (a reload after files that were all unchanged).
+    only_after_change: Option<Box<dyn Fn() -> Result<bool> + 'a>>,
 }
 
 /// A list of effects applied as a whole.
@@ -131,7 +134,24 @@ impl<'a> Plan<'a> {
             touches,
             apply: Box::new(apply),
             unchanged: None,
+            only_after_change: None,
         });
+    }
+
+    /// The step added last is skipped (neither journaled nor run) when `unchanged`
+    /// says it would change nothing; the check runs when the step's turn comes.
+    pub fn skip_if(&mut self, unchanged: impl Fn() -> bool + 'a) {
+        if let Some(step) = self.steps.last_mut() {
+            step.unchanged = Some(Box::new(unchanged));
+        }
+    }
+
+    /// The step added last runs only if an earlier step that touches something ran,
+    /// or `needed` says it must anyway.
+    pub fn only_after_change(&mut self, needed: impl Fn() -> Result<bool> + 'a) {
+        if let Some(step) = self.steps.last_mut() {
+            step.only_after_change = Some(Box::new(needed));
+        }
     }
 
     /// Writes `contents` to `path` atomically (creating its directory); the undo puts
@@ -158,14 +178,13 @@ impl<'a> Plan<'a> {
                 dirs.run()
             })))
         });
-        if let Some(step) = self.steps.last_mut() {
-            step.unchanged = Some(Box::new(move || holds(&same_path, &same_contents, mode)));
-        }
+        self.skip_if(move || holds(&same_path, &same_contents, mode));
     }
 
     /// Removes `path` if it exists; the undo writes it back.
     pub fn remove_file(&mut self, path: PathBuf) {
         let touches = vec![Touch::Path(path.clone())];
+        let absent = path.clone();
         self.step_touching(format!("remove {}", path.display()), touches, move || {
             let Some(before) = read_if_exists(&path)? else {
                 return Ok(Applied::nothing());
@@ -174,6 +193,7 @@ impl<'a> Plan<'a> {
                 .with_context(|| format!("cannot remove {}", path.display()))?;
             Ok(Applied::undo(restore(path, Some(before))))
         });
+        self.skip_if(move || std::fs::symlink_metadata(&absent).is_err());
     }
 
     /// The number of effects.
@@ -209,8 +229,20 @@ impl<'a> Plan<'a> {
         let mut undos: Vec<Undo<'a>> = Vec::new();
         let mut commits: Vec<Action<'a>> = Vec::new();
         let journal = self.journal;
+        // Whether a step that touches something has run.
+        let mut changed = false;
         for (i, step) in self.steps.into_iter().enumerate() {
-            let skip = step.unchanged.as_ref().is_some_and(|same| same());
+            let skip = match &step.only_after_change {
+                Some(needed) if !changed => match needed() {
+                    Ok(needed) => !needed,
+                    Err(e) => {
+                        let e = rollback(e, undos);
+                        return Err(finish_after_failure(e, journal));
+                    }
+                },
+                _ => false,
+            } || step.unchanged.as_ref().is_some_and(|same| same());
+            changed |= !skip && !step.touches.is_empty();
             let recorded = match &journal {
                 Some(j) if !skip => j.record(&step.touches),
                 _ => Ok(()),
@@ -234,10 +266,7 @@ impl<'a> Plan<'a> {
                 }
                 Err(e) => {
                     let e = rollback(e, undos);
-                    return match journal.map(Journal::finish) {
-                        Some(Err(j)) => Err(e.context(format!("{j:#}"))),
-                        _ => Err(e),
-                    };
+                    return Err(finish_after_failure(e, journal));
                 }
             }
         }
@@ -257,6 +286,14 @@ impl<'a> Plan<'a> {
             }
         }
         Ok(())
+    }
+}
+
+/// Removes the log of a plan whose applied steps were undone in memory.
+fn finish_after_failure(e: anyhow::Error, journal: Option<Journal>) -> anyhow::Error {
+    match journal.map(Journal::finish) {
+        Some(Err(j)) => e.context(format!("{j:#}")),
+        _ => e,
     }
 }
 
@@ -470,8 +507,9 @@ mod tests {
             .filter_map(|e| Some(e.ok()?.path()))
             .filter(|p| p.extension().is_some_and(|x| x == "json"))
             .collect();
-        // The changed file's entry and its directory's, nothing for the unchanged one.
-        assert_eq!(entries.len(), 2, "{entries:?}");
+        // The changed file's entry (its directory was there: no entry for it), nothing
+        // for the unchanged one.
+        assert_eq!(entries.len(), 1, "{entries:?}");
         crate::journal::recover(&layout).expect("recover");
     }
 

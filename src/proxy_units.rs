@@ -142,20 +142,56 @@ pub(crate) fn install_from(layout: &Layout, exe: &Path, journald: bool) -> Resul
     Ok(changed)
 }
 
+/// Whether `install_from` would change nothing: the binary's copy is there, as large
+/// and as old as `exe` (the copy takes its time of modification, as `cp -p` does), and
+/// both template units hold their text.
+pub(crate) fn installed(layout: &Layout, exe: &Path, journald: bool) -> bool {
+    let target = binary_path(layout);
+    let Ok(service) = render_service(&target, journald) else {
+        return false;
+    };
+    same_size_and_time(exe, &target)
+        && [(SOCKET_FILE, SOCKET), (SERVICE_FILE, service.as_str())]
+            .iter()
+            .all(|(name, text)| {
+                fs::read(layout.systemd_user_dir.join(name)).ok().as_deref()
+                    == Some(text.as_bytes())
+            })
+}
+
 /// Copies `source` to `dir/sandboxctl` (the directory made 0700, the copy 0700) unless
 /// an identical copy is there; returns whether it wrote one. The copy replaces the old
 /// one atomically, so a proxy starting meanwhile runs the old binary or the new one.
 fn install_binary(source: &Path, dir: &Path) -> Result<bool> {
     crate::layout::create_private_dir(dir)?;
     let target = dir.join(BINARY_FILE);
-    if same_content(source, &target)? {
+    if same_size_and_time(source, &target) || same_content(source, &target)? {
         return Ok(false);
     }
     let mut from = fs::File::open(source)
         .with_context(|| format!("cannot read the sandboxctl binary {}", source.display()))?;
-    crate::atomic::write_with(&target, 0o700, |to| io::copy(&mut from, to).map(drop))
-        .with_context(|| format!("cannot copy {} to {}", source.display(), target.display()))?;
+    let modified = from.metadata().and_then(|m| m.modified()).ok();
+    crate::atomic::write_with(&target, 0o700, |to| {
+        io::copy(&mut from, to)?;
+        modified.map_or(Ok(()), |t| to.set_modified(t))
+    })
+    .with_context(|| format!("cannot copy {} to {}", source.display(), target.display()))?;
     Ok(true)
+}
+
+/// Whether `b` is as large as `a` and was last modified at the same time: a copy made
+/// by `install_binary` of the binary as it is now.
+fn same_size_and_time(a: &Path, b: &Path) -> bool {
+    match (fs::metadata(a), fs::symlink_metadata(b)) {
+        (Ok(a), Ok(b)) => {
+            b.is_file()
+                && a.len() == b.len()
+                && a.modified()
+                    .ok()
+                    .is_some_and(|t| b.modified().ok() == Some(t))
+        }
+        _ => false,
+    }
 }
 
 /// Whether `a` and `b` hold the same bytes; false when `b` does not exist.
@@ -265,6 +301,13 @@ pub fn install_client(layout: &Layout, host: &HostProfile, client: &ClientName) 
     fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     crate::atomic::write(&path, text.as_bytes(), 0o644)?;
     Ok(true)
+}
+
+/// Whether the client's drop-in holds what `install_client` would write.
+pub fn dropin_current(layout: &Layout, host: &HostProfile, client: &ClientName) -> bool {
+    client_dropin(layout, host).is_ok_and(|text| {
+        fs::read(dropin_path(layout, client)).ok().as_deref() == Some(text.as_bytes())
+    })
 }
 
 /// The client's drop-in as it is on disk, if any.

@@ -62,6 +62,17 @@ trait Manager {
 }
 
 #[zbus::proxy(
+    interface = "org.freedesktop.systemd1.Unit",
+    default_service = "org.freedesktop.systemd1",
+    gen_async = false,
+    blocking_name = "UnitProxy"
+)]
+trait Unit {
+    #[zbus(property)]
+    fn need_daemon_reload(&self) -> zbus::Result<bool>;
+}
+
+#[zbus::proxy(
     interface = "org.freedesktop.systemd1.Service",
     default_service = "org.freedesktop.systemd1",
     gen_async = false,
@@ -290,6 +301,35 @@ impl Systemd {
         read()
             .map(Some)
             .with_context(|| format!("cannot read how {unit} ended from systemd"))
+    }
+
+    /// Whether a reload would change what systemd has loaded for `units`: one of them
+    /// is not loaded, or its unit file (or the file a generator made it from) changed
+    /// since (`NeedDaemonReload`).
+    pub fn needs_reload(&self, units: &[String]) -> Result<bool> {
+        for unit in units {
+            let path = match self.manager.get_unit(unit) {
+                Ok(p) => p,
+                Err(e) if is_error_named(&e, NO_SUCH_UNIT) => return Ok(true),
+                Err(e) => {
+                    return Err(e).with_context(|| format!("cannot look up {unit} in systemd"));
+                }
+            };
+            let proxy = UnitProxy::builder(self.manager.inner().connection())
+                .path(path)
+                .and_then(|b| b.cache_properties(zbus::proxy::CacheProperties::No).build())
+                .with_context(|| format!("cannot reach {unit} on D-Bus"))?;
+            let stale = proxy
+                .need_daemon_reload()
+                .with_context(|| format!("cannot read whether {unit} needs a reload"))?;
+            if stale {
+                return Ok(true);
+            }
+        }
+        Ok(self
+            .unit_states(units)?
+            .iter()
+            .any(|s| s.load_state != "loaded"))
     }
 
     /// The states of many units in one round trip; units systemd has not loaded are

@@ -791,6 +791,40 @@ mod cli {
         assert_eq!(home.fake.count("RestartUnit"), 0);
     }
 
+    /// `enable` again with the same settings does not reload the user manager, unless
+    /// systemd says the unit it has loaded is older than its file (one edited since);
+    /// a changed setting reloads.
+    #[test]
+    fn enable_reloads_only_when_something_changed() {
+        let home = Home::new();
+        let proj = enable_shell(&home, "acme");
+        let enable = |extra: &[&str]| {
+            let args = ["enable", "acme", "--agent", "shell"].into_iter();
+            home.sandboxctl(args.chain(extra.iter().copied()))
+                .arg(&proj)
+                .run()
+                .success();
+        };
+        assert_eq!(home.fake.count("Reload"), 1);
+        enable(&[]);
+        assert_eq!(home.fake.count("Reload"), 1, "{}", home.fake.call_log());
+        // The unit edited by hand and put back by `enable`: systemd has neither loaded.
+        let unit = home.unit_file("acme");
+        let text = std::fs::read_to_string(&unit).expect("unit");
+        std::fs::write(&unit, format!("{text}# edited\n")).expect("edit");
+        enable(&[]);
+        assert_eq!(home.fake.count("Reload"), 2, "{}", home.fake.call_log());
+        // Edited, reloaded by hand, then the edit undone by hand: the file is what
+        // `enable` writes, but systemd has the edit loaded.
+        std::fs::write(&unit, format!("{text}# edited\n")).expect("edit");
+        home.fake.reload_now();
+        std::fs::write(&unit, &text).expect("undo the edit");
+        enable(&[]);
+        assert_eq!(home.fake.count("Reload"), 4, "{}", home.fake.call_log());
+        enable(&["--network", "none"]);
+        assert_eq!(home.fake.count("Reload"), 5, "{}", home.fake.call_log());
+    }
+
     /// `enable --now` starts a stopped sandbox, leaves a running one with an unchanged
     /// unit alone, and restarts a running one whose unit changed.
     #[test]
@@ -802,7 +836,7 @@ mod cli {
                 .calls()
                 .iter()
                 .map(|c| c.method)
-                .filter(|m| m.ends_with("Unit") && *m != "ResetFailedUnit")
+                .filter(|m| m.ends_with("Unit") && !["ResetFailedUnit", "GetUnit"].contains(m))
                 .collect()
         };
         home.sandboxctl(["enable", "acme", "--now"]).run().success();
@@ -874,7 +908,7 @@ mod cli {
         // The reset comes right before each start, never before a stop.
         let calls: Vec<&str> = methods(&home.fake.calls())
             .into_iter()
-            .filter(|m| m.ends_with("Unit"))
+            .filter(|m| m.ends_with("Unit") && *m != "GetUnit")
             .collect();
         assert_eq!(
             calls,

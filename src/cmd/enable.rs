@@ -147,6 +147,7 @@ fn effects<'a>(
     planned: &'a [Planned],
     exe: &'a Path,
     reload: &'a dyn Fn() -> Result<()>,
+    needs_reload: &'a dyn Fn() -> Result<bool>,
     check: &'a dyn Fn() -> Result<()>,
 ) -> Result<Plan<'a>> {
     let mut plan = Plan::new();
@@ -173,6 +174,7 @@ fn effects<'a>(
                 plan.step_touching("install the proxy units", touches, move || {
                     install_proxy_units(layout, exe, host.journald)
                 });
+                plan.skip_if(move || crate::proxy_units::installed(layout, exe, host.journald));
                 if planned.iter().any(|p| notify(&p)) {
                     let touches = crate::notify::units::files(layout, host.journald)?
                         .into_iter()
@@ -181,6 +183,7 @@ fn effects<'a>(
                     plan.step_touching("install the notification units", touches, move || {
                         install_notify_units(layout, host.journald)
                     });
+                    plan.skip_if(move || crate::notify::units::installed(layout, host.journald));
                 }
             }
             // Per-user copies from before the package would shadow its units (the
@@ -208,6 +211,9 @@ fn effects<'a>(
             )))
         },
     );
+    // With every file as it was, a reload would change nothing unless systemd still
+    // has an older unit loaded.
+    plan.only_after_change(needs_reload);
     plan.step("check that systemd loaded every unit", move || {
         check()?;
         Ok(Applied::nothing())
@@ -253,6 +259,7 @@ fn client_files<'a>(
                 )))
             },
         );
+        plan.skip_if(move || crate::proxy_units::dropin_current(layout, host, client));
     }
     let mut touches = vec![
         Touch::Dir(layout.clients_dir()),
@@ -282,6 +289,7 @@ fn client_files<'a>(
             )))
         },
     );
+    plan.skip_if(move || layout.client_dirs_ready(client));
     plan.write_file(
         layout.settings_path(client),
         p.settings.to_file_text(client)?.into_bytes(),
@@ -305,6 +313,7 @@ fn client_files<'a>(
             );
             Ok(Applied::undo(remove_undo(policy)))
         });
+        plan.skip_if(move || layout.policy_path(client).exists());
     }
     if !p.settings.git_writable_config {
         plan.step_touching(
@@ -341,6 +350,7 @@ fn unit_effects<'a>(plan: &mut Plan<'a>, layout: &'a Layout, p: &'a Planned) -> 
             Ok(Applied::undo(remove_dirs(new)))
         },
     );
+    plan.skip_if(move || unit_dir.is_dir());
     plan.write_file(
         p.unit.path.clone(),
         p.unit.text.clone().into_bytes(),
@@ -364,11 +374,14 @@ fn unit_effects<'a>(plan: &mut Plan<'a>, layout: &'a Layout, p: &'a Planned) -> 
             Touch::Dir(link.parent().map(Path::to_path_buf).unwrap_or_default()),
             Touch::Path(link.clone()),
         ];
+        let (linked, target) = (link.clone(), service.clone());
         plan.step_touching(format!("link {}", link.display()), touches, move || {
             link_plain_service(link, &service)
         });
+        plan.skip_if(move || std::fs::read_link(&linked).is_ok_and(|t| t == target));
     } else {
         let touches = vec![Touch::Path(link.clone())];
+        let (linked, target) = (link.clone(), service.clone());
         plan.step_touching(format!("remove {}", link.display()), touches, move || {
             if std::fs::read_link(&link).ok().as_deref() != Some(service.as_path()) {
                 return Ok(Applied::nothing());
@@ -383,6 +396,7 @@ fn unit_effects<'a>(plan: &mut Plan<'a>, layout: &'a Layout, p: &'a Planned) -> 
                 },
             )))
         });
+        plan.skip_if(move || std::fs::read_link(&linked).ok().as_deref() != Some(target.as_path()));
     }
     Ok(())
 }
@@ -426,6 +440,7 @@ fn client_agent<'a>(plan: &mut Plan<'a>, layout: &'a Layout, p: &'a Planned) {
             touched.push(shared.join(".credentials.json"));
         }
         let journaled = touched.iter().cloned().map(Touch::Path).collect();
+        let has_key = p.settings.secrets.iter().any(|s| s == "ANTHROPIC_API_KEY");
         plan.step_touching(
             format!("prepare the Claude state of {client}"),
             journaled,
@@ -435,7 +450,6 @@ fn client_agent<'a>(plan: &mut Plan<'a>, layout: &'a Layout, p: &'a Planned) {
                     let lines = claude_login::sync_shared(&dir, shared);
                     lines.and_then(|l| claude_login::mark_onboarded(&dir).map(|()| l))
                 } else {
-                    let has_key = p.settings.secrets.iter().any(|s| s == "ANTHROPIC_API_KEY");
                     let host_dir = claude_login::host_config_dir();
                     claude_login::prepare(&dir, host_dir.as_deref(), has_key)
                 };
@@ -454,6 +468,12 @@ fn client_agent<'a>(plan: &mut Plan<'a>, layout: &'a Layout, p: &'a Planned) {
                 Ok(Applied::undo(undo))
             },
         );
+        if p.settings.claude_config.is_none() {
+            let dir = layout.client_subdir(client, "claude");
+            plan.skip_if(move || {
+                claude_login::prepared(&dir, claude_login::host_config_dir().as_deref(), has_key)
+            });
+        }
     }
     if let Some((name, value)) = &p.api_key {
         // Last of the client's effects: an earlier value cannot be read back, so
@@ -782,13 +802,23 @@ fn write_clients(layout: &Layout, clients: &[ClientName], req: &Request<'_>) -> 
     let exe = std::env::current_exe().context("cannot find the path of the sandboxctl binary")?;
     let running = RefCell::new(Vec::new());
     let reload = || systemd.reload();
+    let units: Vec<String> = planned.iter().map(|p| p.client.service_name()).collect();
+    let needs_reload = || systemd.needs_reload(&units);
     let check = || -> Result<()> {
         *running.borrow_mut() = check_generated(&systemd, &host, layout, &planned)?;
         Ok(())
     };
-    effects(layout, &host, &planned, &exe, &reload, &check)?
-        .journaled(crate::journal::Journal::begin(layout)?)
-        .apply()?;
+    effects(
+        layout,
+        &host,
+        &planned,
+        &exe,
+        &reload,
+        &needs_reload,
+        &check,
+    )?
+    .journaled(crate::journal::Journal::begin(layout)?)
+    .apply()?;
     let running = running.into_inner();
     // Notifications off: the client's event socket stops listening (the sandbox stops
     // mounting it at its next start).
@@ -1181,6 +1211,9 @@ mod tests {
         h
     }
 
+    /// A user manager that has an older unit loaded: a reload is needed.
+    const ALWAYS: &dyn Fn() -> Result<bool> = &|| Ok(true);
+
     /// What `plan` computes for one client, without reading options.
     fn planned(layout: &Layout, host: &HostProfile, settings: Settings) -> Planned {
         let client = ClientName::parse("acme").expect("name");
@@ -1235,12 +1268,66 @@ mod tests {
                 &old_host,
                 settings(NetworkMode::Allowlist, "localhost/old:1"),
             )];
-            effects(&layout, &old_host, &old, &old_exe, &ok, &ok)
+            effects(&layout, &old_host, &old, &old_exe, &ok, ALWAYS, &ok)
                 .expect("plan")
                 .apply()
                 .expect("first enable");
         }
         (root, layout, exe)
+    }
+
+    /// `enable` again with the same settings changes nothing: no step runs, nothing is
+    /// journaled and systemd is reloaded only when it says it still has an older unit
+    /// loaded; a changed file reloads whatever systemd says.
+    #[test]
+    fn an_unchanged_enable_writes_nothing_and_reloads_only_when_needed() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let (root, layout, exe) = home_for_steps(tmp.path(), false);
+        let ok = || Ok(());
+        let h = host(true);
+        let new = [planned(
+            &layout,
+            &h,
+            settings(NetworkMode::Allowlist, "localhost/x:1"),
+        )];
+        let reloads = Cell::new(0);
+        let reload = || {
+            reloads.set(reloads.get() + 1);
+            Ok(())
+        };
+        let fresh = || Ok(false);
+        let apply = |needs: &dyn Fn() -> Result<bool>| {
+            effects(&layout, &h, &new, &exe, &reload, needs, &ok)
+                .expect("plan")
+                .journaled(crate::journal::Journal::begin(&layout).expect("journal"))
+                .apply()
+                .expect("applies");
+        };
+        apply(&fresh);
+        assert_eq!(reloads.get(), 1, "a new client reloads");
+        let before = tree(&root);
+        let journal = layout.data_dir.join(".journal");
+        std::fs::create_dir_all(&journal).expect("journal dir");
+        for (needs, want) in [(&fresh as &dyn Fn() -> Result<bool>, 0), (ALWAYS, 1)] {
+            reloads.set(0);
+            let mut plan = effects(&layout, &h, &new, &exe, &reload, needs, &ok).expect("plan");
+            // Stopped before its last step, the log holds every entry it wrote.
+            plan.die_at(plan.len() - 1);
+            let plan = plan.journaled(crate::journal::Journal::begin(&layout).expect("journal"));
+            plan.apply().expect_err("died");
+            let entries: Vec<_> = std::fs::read_dir(&journal)
+                .expect("log")
+                .flatten()
+                .collect();
+            assert_eq!(entries.len(), want, "entries: {entries:?}");
+            assert_eq!(reloads.get(), want);
+            std::fs::remove_dir_all(&journal).expect("clear the log");
+            assert_eq!(tree(&root), before, "an unchanged enable changed files");
+        }
+        std::fs::write(layout.settings_path(&new[0].client), "changed").expect("write");
+        reloads.set(0);
+        apply(&fresh);
+        assert_eq!(reloads.get(), 1, "a rewritten settings file reloads");
     }
 
     /// A failure at any step of `enable` leaves every file as it was, reloads again
@@ -1265,7 +1352,7 @@ mod tests {
                 reloads.set(reloads.get() + 1);
                 Ok(())
             };
-            let plan = effects(&layout, &new_host, &new, &exe, &reload, &ok).expect("plan");
+            let plan = effects(&layout, &new_host, &new, &exe, &reload, ALWAYS, &ok).expect("plan");
             let steps: Vec<String> = plan.describe().into_iter().map(str::to_owned).collect();
             let reload_at = steps
                 .iter()
@@ -1274,7 +1361,8 @@ mod tests {
             assert!(steps.len() >= 8, "{steps:?}");
             for (n, step) in steps.iter().enumerate() {
                 reloads.set(0);
-                let mut plan = effects(&layout, &new_host, &new, &exe, &reload, &ok).expect("plan");
+                let mut plan =
+                    effects(&layout, &new_host, &new, &exe, &reload, ALWAYS, &ok).expect("plan");
                 plan.fail_at(n);
                 let err = format!("{:#}", plan.apply().expect_err("injected failure"));
                 assert!(
@@ -1297,7 +1385,7 @@ mod tests {
                 let want = if n > reload_at { 2 } else { 0 };
                 assert_eq!(reloads.get(), want, "step {n} ({step})");
             }
-            effects(&layout, &new_host, &new, &exe, &reload, &ok)
+            effects(&layout, &new_host, &new, &exe, &reload, ALWAYS, &ok)
                 .expect("plan")
                 .apply()
                 .expect("applies without a failure");
@@ -1325,11 +1413,11 @@ mod tests {
             &host,
             settings(NetworkMode::Allowlist, "localhost/new:2"),
         )];
-        effects(&layout, &host, &new, &exe, &ok, &ok)
+        effects(&layout, &host, &new, &exe, &ok, ALWAYS, &ok)
             .expect("plan")
             .apply()
             .expect("first enable");
-        let mut plan = effects(&layout, &host, &new, &exe, &ok, &ok).expect("plan");
+        let mut plan = effects(&layout, &host, &new, &exe, &ok, ALWAYS, &ok).expect("plan");
         let last = plan.len() - 1;
         plan.fail_at(last);
         plan.apply().expect_err("injected failure");
@@ -1362,7 +1450,7 @@ mod tests {
                 reloads.set(reloads.get() + 1);
                 Ok(())
             };
-            let plan = effects(&layout, &new_host, &new, &exe, &ok, &ok).expect("plan");
+            let plan = effects(&layout, &new_host, &new, &exe, &ok, ALWAYS, &ok).expect("plan");
             let count = plan.len();
             let reload_at = plan
                 .describe()
@@ -1371,7 +1459,7 @@ mod tests {
                 .expect("a reload step");
             drop(plan);
             for n in 0..=count {
-                let mut plan = effects(&layout, &new_host, &new, &exe, &ok, &ok)
+                let mut plan = effects(&layout, &new_host, &new, &exe, &ok, ALWAYS, &ok)
                     .expect("plan")
                     .journaled(crate::journal::Journal::begin(&layout).expect("journal"));
                 plan.die_at(n);
@@ -1384,7 +1472,7 @@ mod tests {
                 // The reload step's entry is there once the plan reached it.
                 assert_eq!(reloads.get() > 0, n >= reload_at, "step {n} of {count}");
             }
-            effects(&layout, &new_host, &new, &exe, &ok, &ok)
+            effects(&layout, &new_host, &new, &exe, &ok, ALWAYS, &ok)
                 .expect("plan")
                 .journaled(crate::journal::Journal::begin(&layout).expect("journal"))
                 .apply()
@@ -1417,7 +1505,7 @@ mod tests {
             std::fs::create_dir_all(unit.join("in-the-way")).expect("mkdir");
             bail!("systemd has no agent-acme.service")
         };
-        let err = effects(&layout, &h, &new, &exe, &ok, &fail_check)
+        let err = effects(&layout, &h, &new, &exe, &ok, ALWAYS, &fail_check)
             .expect("plan")
             .apply()
             .expect_err("fails");
@@ -1492,7 +1580,7 @@ mod tests {
             &per_user,
             settings(NetworkMode::Allowlist, "localhost/a:1"),
         )];
-        effects(&layout, &per_user, &first, &exe, &ok, &ok)
+        effects(&layout, &per_user, &first, &exe, &ok, ALWAYS, &ok)
             .expect("plan")
             .apply()
             .expect("per-user enable");
@@ -1509,7 +1597,7 @@ mod tests {
             &packaged,
             settings(NetworkMode::Allowlist, "localhost/a:2"),
         )];
-        effects(&layout, &packaged, &second, &exe, &ok, &ok)
+        effects(&layout, &packaged, &second, &exe, &ok, ALWAYS, &ok)
             .expect("plan")
             .apply()
             .expect("packaged enable");

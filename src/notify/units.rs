@@ -36,6 +36,15 @@ pub fn files(layout: &Layout, journald: bool) -> Result<Vec<(PathBuf, String)>> 
 }
 
 /// Writes the template units that differ; returns whether any changed.
+/// Whether `install` would change nothing.
+pub fn installed(layout: &Layout, journald: bool) -> bool {
+    files(layout, journald).is_ok_and(|files| {
+        files
+            .iter()
+            .all(|(path, text)| fs::read(path).ok().as_deref() == Some(text.as_bytes()))
+    })
+}
+
 pub fn install(layout: &Layout, journald: bool) -> Result<bool> {
     fs::create_dir_all(&layout.systemd_user_dir)
         .with_context(|| format!("cannot create {}", layout.systemd_user_dir.display()))?;

@@ -171,6 +171,25 @@ struct State {
     service_dir: Option<PathBuf>,
     /// Bus names that called Subscribe: systemd refuses a second call from the same one.
     subscribers: Vec<String>,
+    /// Each service's unit file (`.container` or `.service`) as the last Reload read it.
+    loaded_sources: BTreeMap<String, Option<Vec<u8>>>,
+}
+
+impl State {
+    /// The file a service is made from: its `.container` in the generator's directory,
+    /// else its `.service` in the plain services' directory.
+    fn source_of(&self, service: &str) -> Option<Vec<u8>> {
+        let stem = service.strip_suffix(".service")?;
+        let container = self
+            .generator
+            .as_ref()
+            .and_then(|g| std::fs::read(g.unit_dir.join(format!("{stem}.container"))).ok());
+        container.or_else(|| {
+            self.service_dir
+                .as_ref()
+                .and_then(|d| std::fs::read(d.join(service)).ok())
+        })
+    }
 }
 
 /// The fake manager on its own bus. Dropping it drops the connection, then the bus.
@@ -197,6 +216,7 @@ impl FakeSystemd {
             generator: None,
             service_dir: None,
             subscribers: Vec::new(),
+            loaded_sources: BTreeMap::new(),
         }));
         let connection = zbus::blocking::connection::Builder::address(bus.address())
             .and_then(|b| b.name("org.freedesktop.systemd1"))
@@ -308,6 +328,14 @@ impl FakeSystemd {
         let mut st = self.state();
         st.rejected.push(unit.to_owned());
         st.units.remove(unit);
+    }
+
+    /// A Reload from someone else (`systemctl --user daemon-reload`).
+    pub fn reload_now(&self) {
+        Manager {
+            state: Arc::clone(&self.state),
+        }
+        .reload();
     }
 
     /// Every call so far, in order.
@@ -551,6 +579,14 @@ impl Manager {
                 st.units.entry(s).or_insert_with(|| Unit::new(true));
             }
         }
+        let names: Vec<String> = st.units.keys().cloned().collect();
+        st.loaded_sources = names
+            .into_iter()
+            .map(|n| {
+                let source = st.source_of(&n);
+                (n, source)
+            })
+            .collect();
     }
 
     #[allow(clippy::needless_pass_by_value)] // zbus hands the header over by value
@@ -634,16 +670,15 @@ impl Manager {
             }
         }
         let path = unit_path(&name);
+        let object = ServiceObject {
+            state: Arc::clone(&self.state),
+            unit: name,
+        };
         server
-            .at(
-                &path,
-                ServiceObject {
-                    state: Arc::clone(&self.state),
-                    unit: name,
-                },
-            )
+            .at(&path, UnitObject(object.clone()))
             .await
             .map_err(Fault::ZBus)?;
+        server.at(&path, object).await.map_err(Fault::ZBus)?;
         Ok(path)
     }
 
@@ -679,10 +714,28 @@ impl Manager {
     }
 }
 
-/// A unit's object: the `org.freedesktop.systemd1.Service` properties sandboxctl reads.
+/// A unit's object: the `org.freedesktop.systemd1.Service` and `Unit` properties
+/// sandboxctl reads.
+#[derive(Clone)]
 struct ServiceObject {
     state: Arc<Mutex<State>>,
     unit: String,
+}
+
+/// The `org.freedesktop.systemd1.Unit` interface of a unit's object.
+struct UnitObject(ServiceObject);
+
+#[zbus::interface(name = "org.freedesktop.systemd1.Unit")]
+impl UnitObject {
+    /// Whether the unit's file changed since the last Reload read it (a unit the fake
+    /// was told about, not loaded from a file, never needs one).
+    #[zbus(property)]
+    fn need_daemon_reload(&self) -> bool {
+        let st = self.0.state.lock().expect("fake systemd state");
+        st.loaded_sources
+            .get(&self.0.unit)
+            .is_some_and(|loaded| *loaded != st.source_of(&self.0.unit))
+    }
 }
 
 #[zbus::interface(name = "org.freedesktop.systemd1.Service")]
