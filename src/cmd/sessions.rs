@@ -467,10 +467,11 @@ pub fn agent_mode(client: &ClientName) -> Option<String> {
 }
 
 /// The mode line in a pane's text: the last line that says `… mode on`, `… permissions
-/// on` or `… edits on`, from its first letter to that `on`.
+/// on` or `… edits on` (Claude Code's footer), from its first letter to that `on`; else
+/// Codex's header line `permissions: …`, to its end or the box's edge.
 fn mode_in(screen: &[u8]) -> Option<String> {
     let text = String::from_utf8_lossy(screen);
-    text.lines().rev().find_map(|line| {
+    let footer = text.lines().rev().find_map(|line| {
         ["mode on", "permissions on", "edits on"]
             .iter()
             .find_map(|marker| {
@@ -478,6 +479,14 @@ fn mode_in(screen: &[u8]) -> Option<String> {
                 let start = line[..end].find(|c: char| c.is_alphabetic())?;
                 Some(field(&line.as_bytes()[start..end]))
             })
+    });
+    footer.or_else(|| {
+        text.lines().find_map(|line| {
+            let start = line.find("permissions: ")?;
+            let rest = &line[start..];
+            let shown = rest.split('│').next().unwrap_or(rest).trim_end();
+            Some(field(shown.as_bytes()))
+        })
     })
 }
 
@@ -787,6 +796,12 @@ mod tests {
         // The last one wins (capture-pane gives text without escape sequences).
         let two = "plan mode on\n\u{7}  auto mode on\n".as_bytes();
         assert_eq!(mode_in(two).as_deref(), Some("auto mode on"));
+        // Codex 0.171 names a mode other than its default in its header.
+        let codex =
+            ">_ OpenAI Codex (v0.171.0)\n   /p\n  permissions: YOLO mode\n\n› Ask\n".as_bytes();
+        assert_eq!(mode_in(codex).as_deref(), Some("permissions: YOLO mode"));
+        let boxed = "│ permissions: YOLO mode   │\n".as_bytes();
+        assert_eq!(mode_in(boxed).as_deref(), Some("permissions: YOLO mode"));
     }
 
     #[test]

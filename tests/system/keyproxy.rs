@@ -414,3 +414,41 @@ fn kp5_the_first_attach_asks_nothing_and_the_prompt_gets_an_answer() {
         "no Messages request with the key"
     );
 }
+
+/// Codex with its key held by the proxy starts signed in (its prompt, no sign-in
+/// chooser), and `status` shows the mode Codex itself shows: none in its header for
+/// `ask` (its default look), `permissions: YOLO mode` for `auto`.
+#[test]
+fn kp6_codex_starts_signed_in_and_status_shows_its_mode() {
+    let key = format!("sk-kp6-{}-held-by-the-proxy", std::process::id());
+    let (c, _seen, _override) = keyed_client("kp6", "codex", "OPENAI_API_KEY", &key, &[]);
+    let screen = || {
+        c.exec(&["tmux", "capture-pane", "-p", "-t", "main"])
+            .stdout
+            .clone()
+    };
+    let prompt = |screen: &str| screen.lines().any(|l| l.trim_start().starts_with('›'));
+    let shown = wait_for(
+        "Codex's prompt in the main pane",
+        Duration::from_mins(1),
+        || Some(screen()).filter(|s| prompt(s)),
+        || format!("--- screen ---\n{}\n{}", screen(), c.diagnostics()),
+    );
+    assert!(!shown.contains("Sign in"), "asked to sign in:\n{shown}");
+    let status = sbx(["status", &c.name, "--json"]).run().success().json();
+    assert_eq!(status["autonomy"], "ask", "{status}");
+    assert!(status["agent_mode"].is_null(), "{status}\n{shown}");
+    sbx(["enable", &c.name, "--autonomy", "auto", "--now"])
+        .run()
+        .success();
+    let status = wait_for(
+        "status showing the mode Codex shows for auto",
+        Duration::from_mins(1),
+        || {
+            let status = sbx(["status", &c.name, "--json"]).run().success().json();
+            (status["agent_mode"] == "permissions: YOLO mode").then_some(status)
+        },
+        || format!("--- screen ---\n{}\n{}", screen(), c.diagnostics()),
+    );
+    assert_eq!(status["autonomy"], "auto", "{status}");
+}
