@@ -165,7 +165,7 @@ pub enum Command {
     /// The script asks `sandboxctl` (found in PATH) for the candidates at each Tab.
     Completions {
         #[arg(value_enum)]
-        shell: crate::completions::Shell,
+        shell: Shell,
     },
     /// Write the man pages (one per command) into a directory.
     #[command(hide = true)]
@@ -500,4 +500,12 @@ mod tests {
     fn cli_is_well_formed() {
         super::Cli::command().debug_assert();
     }
+}
+
+/// A shell with a completion script.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Shell {
+    Bash,
+    Zsh,
+    Fish,
 }

@@ -15,7 +15,7 @@ use clap::CommandFactory;
 use clap_complete::engine::{ArgValueCandidates, CompletionCandidate};
 use clap_complete::env::{CompleteEnv, EnvCompleter};
 
-use crate::cli::Cli;
+use crate::cli::{Cli, Shell};
 use crate::layout::Layout;
 
 /// The environment variable that turns a run of sandboxctl into a completion request.
@@ -27,21 +27,12 @@ const BIN: &str = "sandboxctl";
 /// The arguments that name a client.
 const CLIENT_ARGS: &[&str] = &["client", "live"];
 
-/// A shell with a completion script.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Shell {
-    Bash,
-    Zsh,
-    Fish,
-}
-
-impl Shell {
-    fn completer(self) -> &'static dyn EnvCompleter {
-        match self {
-            Self::Bash => &clap_complete::env::Bash,
-            Self::Zsh => &clap_complete::env::Zsh,
-            Self::Fish => &clap_complete::env::Fish,
-        }
+/// The completion engine of a shell.
+fn completer(shell: Shell) -> &'static dyn EnvCompleter {
+    match shell {
+        Shell::Bash => &clap_complete::env::Bash,
+        Shell::Zsh => &clap_complete::env::Zsh,
+        Shell::Fish => &clap_complete::env::Fish,
     }
 }
 
@@ -90,8 +81,7 @@ pub fn complete_if_asked(args: &[std::ffi::OsString]) -> Result<bool> {
 pub fn script(shell: Shell, out: &mut dyn Write) -> Result<()> {
     let name = Cli::command().get_name().to_owned();
     let mut text = Vec::new();
-    shell
-        .completer()
+    completer(shell)
         .write_registration(VAR, &name, BIN, BIN, &mut text)
         .context("cannot write the completion script")?;
     let mut text = String::from_utf8(text).context("the completion script is not UTF-8")?;

@@ -351,7 +351,7 @@ pub fn podman_storage(c: &mut Checks) {
             "storage space",
             format!(
                 "{} free in {}",
-                crate::image::human_size(storage.available),
+                crate::sizes::human(storage.available),
                 storage.graph_root.display()
             ),
         );

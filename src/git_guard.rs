@@ -591,7 +591,7 @@ pub fn pinned_read_only(unit: &str, path: &Path) -> bool {
         return false;
     };
     let want = format!("Volume={v}:{v}:ro");
-    crate::render::volume_lines(unit).contains(&want)
+    crate::unit_text::volume_lines(unit).contains(&want)
 }
 
 /// Pins a path a config names (`~/`, absolute, or relative to `base`) when it lies in the

@@ -142,10 +142,10 @@ pub enum TemplateUnits {
 pub const PACKAGED_UNIT_DIR: &str = "/usr/lib/systemd/user";
 /// Every template unit file of `systemd/`: the package installs them all.
 pub const TEMPLATE_UNIT_FILES: [&str; 4] = [
-    crate::proxy_units::SOCKET_FILE,
-    crate::proxy_units::SERVICE_FILE,
-    crate::notify::units::SOCKET_FILE,
-    crate::notify::units::SERVICE_FILE,
+    crate::layout::PROXY_SOCKET_FILE,
+    crate::layout::PROXY_SERVICE_FILE,
+    crate::layout::NOTIFY_SOCKET_FILE,
+    crate::layout::NOTIFY_SERVICE_FILE,
 ];
 /// The binary the packaged units run.
 pub const PACKAGED_BINARY: &str = "/usr/bin/sandboxctl";
@@ -154,7 +154,7 @@ impl TemplateUnits {
     /// `Packaged` when `dir` holds every template unit and the proxy's service runs
     /// `binary`, an executable file; else `PerUser`.
     pub fn detect(dir: &Path, binary: &Path) -> Self {
-        let service = std::fs::read_to_string(dir.join(crate::proxy_units::SERVICE_FILE));
+        let service = std::fs::read_to_string(dir.join(crate::layout::PROXY_SERVICE_FILE));
         let runs_binary = service.is_ok_and(|text| {
             text.lines()
                 .filter_map(|l| l.strip_prefix("ExecStart="))
@@ -593,8 +593,8 @@ mod tests {
         let dir = tmp.path().join("units");
         std::fs::create_dir(&dir).expect("dir");
         let binary = tmp.path().join("usr-bin-sandboxctl");
-        let service = dir.join(crate::proxy_units::SERVICE_FILE);
-        let socket = dir.join(crate::proxy_units::SOCKET_FILE);
+        let service = dir.join(crate::layout::PROXY_SERVICE_FILE);
+        let socket = dir.join(crate::layout::PROXY_SOCKET_FILE);
         let exec =
             |bin: &str| format!("[Service]\nExecStart={bin} proxy --client %i --systemd-socket\n");
         let detect = || TemplateUnits::detect(&dir, &binary);
@@ -602,10 +602,10 @@ mod tests {
         assert_eq!(detect(), TemplateUnits::PerUser, "nothing installed");
         std::fs::write(&service, exec(&binary.display().to_string())).expect("service");
         std::fs::write(&socket, "[Socket]\n").expect("socket");
-        std::fs::write(dir.join(crate::notify::units::SERVICE_FILE), "[Service]\n")
+        std::fs::write(dir.join(crate::layout::NOTIFY_SERVICE_FILE), "[Service]\n")
             .expect("notify service");
         assert_eq!(detect(), TemplateUnits::PerUser, "no notify socket unit");
-        std::fs::write(dir.join(crate::notify::units::SOCKET_FILE), "[Socket]\n")
+        std::fs::write(dir.join(crate::layout::NOTIFY_SOCKET_FILE), "[Socket]\n")
             .expect("notify socket");
         assert_eq!(detect(), TemplateUnits::PerUser, "no binary");
         std::fs::write(&binary, "#!/bin/sh\n").expect("binary");

@@ -17,8 +17,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 
-/// The image every sandbox runs unless its settings name another.
-pub const DEFAULT_IMAGE: &str = "localhost/agent-sandbox:latest";
+pub use crate::settings::DEFAULT_IMAGE;
 
 /// The file of the build context that the Containerfile copies to
 /// `render::kube::PROXY_BINARY`: the running executable, added by each build.
@@ -109,7 +108,7 @@ pub struct BuildSummary {
 impl fmt::Display for BuildSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "built {} in {:.0} s", self.tag, self.seconds)?;
-        writeln!(f, "  size         {}", human_size(self.size_bytes))?;
+        writeln!(f, "  size         {}", crate::sizes::human(self.size_bytes))?;
         writeln!(f, "  Claude Code  {}", self.claude_version)?;
         writeln!(f, "  Codex        {}", self.codex_version)?;
         write!(f, "  Node.js      {}", self.node_version)
@@ -337,25 +336,6 @@ fn parse_inspect(image: &str, text: &str) -> Result<BuildSummary> {
         node_version: label(node),
         seconds: 0.0,
     })
-}
-
-/// `1234567890` → "1.23 GB" (podman's decimal units).
-pub fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["kB", "MB", "GB", "TB"];
-    if bytes < 1000 {
-        return format!("{bytes} B");
-    }
-    #[allow(clippy::cast_precision_loss)] // a size shown with three digits
-    let mut value = bytes as f64;
-    let mut unit = "B";
-    for u in UNITS {
-        if value < 1000.0 {
-            break;
-        }
-        value /= 1000.0;
-        unit = u;
-    }
-    format!("{value:.2} {unit}")
 }
 
 fn podman_not_found(cmd: &Command) -> anyhow::Error {
@@ -959,8 +939,6 @@ mod tests {
             "built localhost/agent-sandbox:latest in 56 s\n  size         1.20 GB\n  \
              Claude Code  2.1.332\n  Codex        0.171.0\n  Node.js      22.23.3"
         );
-        assert_eq!(human_size(999), "999 B");
-        assert_eq!(human_size(121_000_000), "121.00 MB");
     }
 
     #[test]

@@ -113,7 +113,7 @@ impl Journal {
     /// Starts a log; call with the change lock held (so no other log exists).
     pub fn begin(layout: &Layout) -> Result<Self> {
         let dir = journal_dir(layout);
-        let made = crate::plan::missing_dirs(&layout.data_dir);
+        let made = crate::made_dirs::missing(&layout.data_dir);
         crate::layout::create_private_dir(&dir)?;
         Ok(Self {
             dir,
@@ -137,7 +137,7 @@ impl Journal {
                     before: self.save(path, n)?,
                 },
                 Touch::Dir(dir) => {
-                    let missing = crate::plan::missing_dirs(dir);
+                    let missing = crate::made_dirs::missing(dir);
                     if missing.is_empty() {
                         continue;
                     }
@@ -430,7 +430,7 @@ fn undo(dir: &Path, entry: Entry) -> Result<()> {
             }
             Ok(())
         }
-        Entry::Dirs { missing } => crate::plan::remove_dirs(missing).run(),
+        Entry::Dirs { missing } => crate::made_dirs::remove_empty(&missing),
         Entry::Tree { path } => {
             if fs::symlink_metadata(&path).is_ok() {
                 crate::layout::remove_client_tree(&path)?;

@@ -9,6 +9,13 @@ use anyhow::{Context, Result, bail};
 
 use crate::client::ClientName;
 
+/// The file names of sandboxctl's own template units: the per-client egress proxy and
+/// the notifier, each a socket and the service it starts.
+pub const PROXY_SOCKET_FILE: &str = "sandboxctl-proxy@.socket";
+pub const PROXY_SERVICE_FILE: &str = "sandboxctl-proxy@.service";
+pub const NOTIFY_SOCKET_FILE: &str = "sandboxctl-notify@.socket";
+pub const NOTIFY_SERVICE_FILE: &str = "sandboxctl-notify@.service";
+
 /// The per-client directories, each created with mode 0700.
 pub const CLIENT_SUBDIRS: [&str; 5] = ["claude", "codex", "config", "history", HOME_SUBDIR];
 

@@ -1,6 +1,7 @@
 //! sandboxctl: per-client coding-agent sandboxes on rootless Podman, run as Quadlet
 //! units by the user's systemd.
 
+pub mod agent;
 pub mod agent_file;
 pub mod atomic;
 pub mod claude_login;
@@ -11,6 +12,7 @@ pub mod completions;
 pub mod doctor;
 pub mod escape;
 pub mod fault;
+pub mod forward;
 pub mod git_guard;
 pub mod git_identity;
 pub mod host;
@@ -21,6 +23,7 @@ pub mod limits;
 pub mod lock;
 pub mod log_file;
 pub mod logs;
+pub mod made_dirs;
 pub mod mask;
 pub mod model;
 pub mod notify;
@@ -35,8 +38,10 @@ pub mod proxy_units;
 pub mod render;
 pub mod secrets;
 pub mod settings;
+pub mod sizes;
 pub mod systemd;
 pub mod terminal;
+pub mod unit_text;
 pub mod user_config;
 
 use std::ffi::OsString;

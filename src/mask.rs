@@ -168,7 +168,7 @@ pub fn files(project: &AgentPath, patterns: &[String]) -> Result<Vec<PathBuf>> {
 /// The files a written unit masks: the targets of its mounts of `mask_file`.
 pub fn in_unit(unit: &str, mask_file: &Path) -> Vec<String> {
     let prefix = format!("Volume={}:", mask_file.display());
-    crate::render::volume_lines(unit)
+    crate::unit_text::volume_lines(unit)
         .iter()
         .filter_map(|l| {
             l.strip_prefix(&prefix)?

@@ -331,33 +331,13 @@ pub fn keep_files<'a>(what: impl Into<String>, paths: Vec<PathBuf>) -> Result<Un
     }))
 }
 
-/// The directories `create_dir_all(dir)` would create, outermost first.
-pub fn missing_dirs(dir: &Path) -> Vec<PathBuf> {
-    let mut out: Vec<PathBuf> = dir
-        .ancestors()
-        .take_while(|d| !d.as_os_str().is_empty() && !d.exists())
-        .map(Path::to_path_buf)
-        .collect();
-    out.reverse();
-    out
-}
+pub use crate::made_dirs::missing as missing_dirs;
 
 /// The undo of creating `dirs` (outermost first): remove them, innermost first, where
 /// they are empty (whatever else put there since is left alone, with its directory).
 pub fn remove_dirs<'a>(dirs: Vec<PathBuf>) -> Undo<'a> {
     Undo::new("remove the directories it created", move || {
-        for d in dirs.iter().rev() {
-            match std::fs::remove_dir(d) {
-                Err(e)
-                    if e.kind() != std::io::ErrorKind::NotFound
-                        && e.kind() != std::io::ErrorKind::DirectoryNotEmpty =>
-                {
-                    return Err(e).with_context(|| format!("cannot remove {}", d.display()));
-                }
-                _ => {}
-            }
-        }
-        Ok(())
+        crate::made_dirs::remove_empty(&dirs)
     })
 }
 

@@ -12,7 +12,7 @@ pub fn binary() -> String {
 /// Variables that hold credentials in the user's environment. sandboxctl stores them as
 /// Podman secrets; no podman process it starts inherits them, so they do not show in
 /// that process's `/proc/<pid>/environ`.
-pub const CREDENTIAL_VARS: [&str; 2] = ["ANTHROPIC_API_KEY", "OPENAI_API_KEY"];
+pub use crate::agent::KEY_VARS as CREDENTIAL_VARS;
 
 /// A `Command` for podman with the given arguments.
 pub fn command<I, S>(args: I) -> Command
@@ -92,7 +92,7 @@ impl Storage {
         format!(
             "Podman's storage {} is full ({} free)",
             self.graph_root.display(),
-            crate::image::human_size(self.available)
+            crate::sizes::human(self.available)
         )
     }
 }

@@ -22,8 +22,7 @@ use crate::layout::Layout;
 const SOCKET: &str = include_str!("../systemd/sandboxctl-proxy@.socket");
 const SERVICE: &str = include_str!("../systemd/sandboxctl-proxy@.service");
 
-pub const SOCKET_FILE: &str = "sandboxctl-proxy@.socket";
-pub const SERVICE_FILE: &str = "sandboxctl-proxy@.service";
+pub use crate::layout::{PROXY_SERVICE_FILE as SERVICE_FILE, PROXY_SOCKET_FILE as SOCKET_FILE};
 
 /// Where a client's proxy socket lives inside the container.
 pub const CONTAINER_SOCKET_DIR: &str = "/run/sandbox-proxy";

@@ -10,7 +10,6 @@ use std::process::Stdio;
 use anyhow::{Context, Result, bail};
 
 use crate::client::ClientName;
-use crate::settings::Agent;
 
 /// Where a secret appears inside the container.
 pub const MOUNT_DIR: &str = "/run/secrets";
@@ -70,16 +69,6 @@ pub fn clean_value(name: &str, raw: &[u8]) -> Result<Vec<u8>> {
 /// The Podman secret that holds `name` for `client`.
 pub fn podman_name(client: &ClientName, name: &str) -> String {
     format!("{}.{name}", client.container_name())
-}
-
-/// The API key variable an agent reads, picked up from the environment by `enable`.
-pub fn agent_key(agent: Agent) -> Option<&'static str> {
-    let [anthropic, openai] = crate::podman::CREDENTIAL_VARS;
-    match agent {
-        Agent::Claude => Some(anthropic),
-        Agent::Codex => Some(openai),
-        Agent::Shell => None,
-    }
 }
 
 /// Stores (or replaces) a secret; the value goes to podman on stdin.
@@ -237,7 +226,5 @@ mod tests {
     fn podman_names() {
         let c = ClientName::parse("acme").expect("name");
         assert_eq!(podman_name(&c, "GH_TOKEN"), "agent-acme.GH_TOKEN");
-        assert_eq!(agent_key(Agent::Claude), Some("ANTHROPIC_API_KEY"));
-        assert_eq!(agent_key(Agent::Shell), None);
     }
 }

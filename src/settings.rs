@@ -11,47 +11,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::client::ClientName;
 
-pub use crate::image::DEFAULT_IMAGE;
+pub use crate::agent::Agent;
 
-/// Which program the sandbox's tmux session runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Agent {
-    #[default]
-    Claude,
-    Codex,
-    Shell,
-}
-
-impl Agent {
-    pub const NAMES: [&'static str; 3] = ["claude", "codex", "shell"];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Claude => "claude",
-            Self::Codex => "codex",
-            Self::Shell => "shell",
-        }
-    }
-}
-
-impl FromStr for Agent {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "claude" => Ok(Self::Claude),
-            "codex" => Ok(Self::Codex),
-            "shell" => Ok(Self::Shell),
-            _ => Err(format!("unknown agent {s:?}: use claude, codex or shell")),
-        }
-    }
-}
-
-impl fmt::Display for Agent {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+/// The image every sandbox runs unless its settings name another.
+pub const DEFAULT_IMAGE: &str = "localhost/agent-sandbox:latest";
 
 /// How the sandbox reaches the network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -176,7 +139,7 @@ pub struct Settings {
     pub agent_args: Vec<String>,
     /// Host ports forwarded into the sandbox (`sandboxctl port`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub ports: Vec<crate::ports::PortForward>,
+    pub ports: Vec<crate::forward::PortForward>,
     /// The git identity inside (`user.name`, `user.email`), if set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub git_name: Option<String>,
@@ -268,16 +231,16 @@ impl Settings {
     /// The provider whose key the egress proxy adds for this client, if it does: an
     /// agent with an API-key provider whose key is stored, in allowlist mode (the only
     /// mode with a proxy), without `--key-in-sandbox on`.
-    pub fn proxy_held_key(&self) -> Option<&'static crate::proxy::keyed::Provider> {
+    pub fn proxy_held_key(&self) -> Option<&'static crate::agent::Provider> {
         if self.key_in_sandbox || self.network != NetworkMode::Allowlist {
             return None;
         }
-        let var = crate::secrets::agent_key(self.agent)?;
+        let provider = self.agent.provider()?;
         // Without a stored key the agent logs in itself (subscription): nothing to hold.
-        if !self.secrets.iter().any(|s| s == var) {
-            return None;
-        }
-        crate::proxy::keyed::Provider::for_key_var(var)
+        self.secrets
+            .iter()
+            .any(|s| s == provider.key_var)
+            .then_some(provider)
     }
 
     /// Reads the settings file at `path`; a malformed file is a one-line error naming it.
@@ -361,7 +324,7 @@ mod tests {
             git_writable_config: true,
             autonomy: Autonomy::Auto,
             agent_args: vec!["--model".into(), "a \"b\" $c 100%".into()],
-            ports: vec![crate::ports::PortForward {
+            ports: vec![crate::forward::PortForward {
                 host: 8080,
                 container: 3000,
                 persist: true,

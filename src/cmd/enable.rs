@@ -124,7 +124,7 @@ fn existing_unit(path: &Path, client: &ClientName) -> Result<Option<String>> {
 /// The agent's API key (`ANTHROPIC_API_KEY`, `OPENAI_API_KEY`) when the environment has
 /// one; it is stored as a Podman secret each time, so a changed key is picked up.
 fn api_key_from_env(settings: &Settings) -> Result<Option<(&'static str, Vec<u8>)>> {
-    let Some(name) = secrets::agent_key(settings.agent) else {
+    let Some(name) = settings.agent.key_var() else {
         return Ok(None);
     };
     match std::env::var_os(name) {
@@ -440,7 +440,11 @@ fn client_agent<'a>(plan: &mut Plan<'a>, layout: &'a Layout, p: &'a Planned) {
             touched.push(shared.join(".credentials.json"));
         }
         let journaled = touched.iter().cloned().map(Touch::Path).collect();
-        let has_key = p.settings.secrets.iter().any(|s| s == "ANTHROPIC_API_KEY");
+        let has_key = p
+            .settings
+            .secrets
+            .iter()
+            .any(|s| s == crate::agent::ANTHROPIC.key_var);
         plan.step_touching(
             format!("prepare the Claude state of {client}"),
             journaled,

@@ -59,7 +59,7 @@ struct ClientStatus {
 
 /// Where a client's API key is, for `status`.
 fn api_key_place(layout: &Layout, c: &ClientName, s: &Settings) -> Option<String> {
-    let var = crate::secrets::agent_key(s.agent)?;
+    let var = s.agent.key_var()?;
     if s.proxy_held_key().is_none() {
         return Some("key in the sandbox".to_owned());
     }

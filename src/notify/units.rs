@@ -13,8 +13,7 @@ use crate::layout::Layout;
 const SOCKET: &str = include_str!("../../systemd/sandboxctl-notify@.socket");
 const SERVICE: &str = include_str!("../../systemd/sandboxctl-notify@.service");
 
-pub const SOCKET_FILE: &str = "sandboxctl-notify@.socket";
-pub const SERVICE_FILE: &str = "sandboxctl-notify@.service";
+pub use crate::layout::{NOTIFY_SERVICE_FILE as SERVICE_FILE, NOTIFY_SOCKET_FILE as SOCKET_FILE};
 
 /// The service template with `ExecStart=` running `exe`, and its log file where there
 /// is no journald.

@@ -23,59 +23,7 @@ use hyper::{HeaderMap, Method, Request, header};
 use tokio::io::{AsyncRead, AsyncWrite, BufReader, ReadBuf};
 use tokio::net::TcpStream;
 
-/// A provider whose key the proxy can add.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Provider {
-    /// The first path segment inside the sandbox: `/anthropic/…`.
-    pub name: &'static str,
-    /// The API host the proxy connects to (port 443, TLS).
-    pub host: &'static str,
-    /// The secret (and environment variable) that holds the key.
-    pub key_var: &'static str,
-    /// The agent's base-URL variable and its value's path after the prefix.
-    pub base_url_var: &'static str,
-    pub base_url_suffix: &'static str,
-    bearer: bool,
-    /// The API paths the key is added to: what the agents call (see [`path_allowed`]).
-    /// Anything else on the key path (files, batches, stored responses, admin and
-    /// organisation endpoints) is refused unless the client widens the list.
-    pub paths: &'static [&'static str],
-}
-
-pub const ANTHROPIC: Provider = Provider {
-    name: "anthropic",
-    host: "api.anthropic.com",
-    key_var: "ANTHROPIC_API_KEY",
-    base_url_var: "ANTHROPIC_BASE_URL",
-    base_url_suffix: "",
-    bearer: false,
-    // Claude Code 2.1: `/v1/messages?beta=true`, token counting, the model list.
-    // `/v1/messages/batches` is not one of them.
-    paths: &[
-        "/v1/messages",
-        "/v1/messages/count_tokens",
-        "/v1/models*",
-        "/v1/complete",
-    ],
-};
-
-pub const OPENAI: Provider = Provider {
-    name: "openai",
-    host: "api.openai.com",
-    key_var: "OPENAI_API_KEY",
-    base_url_var: "OPENAI_BASE_URL",
-    base_url_suffix: "/v1",
-    bearer: true,
-    // Codex 0.171 (measured: `/v1/responses`, by WebSocket upgrade and by POST) and the
-    // chat, model and embedding endpoints; not `/v1/responses/{id}` (stored responses).
-    paths: &[
-        "/v1/responses",
-        "/v1/responses/compact",
-        "/v1/chat/completions",
-        "/v1/models*",
-        "/v1/embeddings",
-    ],
-};
+pub use crate::agent::{ANTHROPIC, OPENAI, PROVIDERS, Provider};
 
 /// Whether `path` (the request's path, with its query) may carry the key to `p`: one of
 /// the provider's [`Provider::paths`] or the client's own `extra` patterns. A pattern
@@ -129,8 +77,20 @@ pub fn check_path_pattern(pattern: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Every provider the proxy knows.
-pub const PROVIDERS: [&Provider; 2] = [&ANTHROPIC, &OPENAI];
+/// Sets the real key, after removing every credential header the agent sent.
+fn set_key(p: &Provider, headers: &mut HeaderMap, key: &str) -> Result<()> {
+    headers.remove(header::AUTHORIZATION);
+    headers.remove(HeaderName::from_static("x-api-key"));
+    let (name, value) = if p.bearer {
+        (header::AUTHORIZATION, format!("Bearer {key}"))
+    } else {
+        (HeaderName::from_static("x-api-key"), key.to_owned())
+    };
+    let mut value = HeaderValue::from_str(&value).context("the key is not a valid header")?;
+    value.set_sensitive(true);
+    headers.insert(name, value);
+    Ok(())
+}
 
 /// What the agent holds instead of the key (its tools insist on some value).
 pub const PLACEHOLDER: &str = "sandboxctl-proxy-held-key";
@@ -145,36 +105,6 @@ pub const CONNECT_TO_ENV: &str = "SANDBOXCTL_PROXY_TEST_PROVIDER_ADDR";
 
 /// Largest key file read.
 const MAX_KEY: u64 = 64 * 1024;
-
-impl Provider {
-    /// The provider of a key variable.
-    pub fn for_key_var(var: &str) -> Option<&'static Provider> {
-        PROVIDERS.into_iter().find(|p| p.key_var == var)
-    }
-
-    /// The base URL the agent gets, through the in-sandbox forwarder on `port`.
-    pub fn base_url(&self, port: u16) -> String {
-        format!(
-            "http://127.0.0.1:{port}/{}{}",
-            self.name, self.base_url_suffix
-        )
-    }
-
-    /// Sets the real key, after removing every credential header the agent sent.
-    fn set_key(&self, headers: &mut HeaderMap, key: &str) -> Result<()> {
-        headers.remove(header::AUTHORIZATION);
-        headers.remove(HeaderName::from_static("x-api-key"));
-        let (name, value) = if self.bearer {
-            (header::AUTHORIZATION, format!("Bearer {key}"))
-        } else {
-            (HeaderName::from_static("x-api-key"), key.to_owned())
-        };
-        let mut value = HeaderValue::from_str(&value).context("the key is not a valid header")?;
-        value.set_sensitive(true);
-        headers.insert(name, value);
-        Ok(())
-    }
-}
 
 /// The key-adding part of a proxy's configuration.
 #[derive(Clone)]
@@ -327,7 +257,7 @@ pub(crate) fn addressed<B>(req: &Request<B>) -> Option<(String, String)> {
 /// Prepares the upstream request's headers: hop-by-hop ones are already gone; the
 /// agent's credentials are replaced by the key and `Host` is the provider's.
 pub(crate) fn upstream_headers(headers: &mut HeaderMap, p: &Provider, key: &str) -> Result<()> {
-    p.set_key(headers, key)?;
+    set_key(p, headers, key)?;
     headers.insert(header::HOST, HeaderValue::from_static(p.host));
     Ok(())
 }
