@@ -27,13 +27,14 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+use super::activity::ActiveGuard;
 use super::addr::{Unlock, forbidden};
+use super::config::Config;
 use super::idle::stalled;
 use super::log::{DecisionRecord, Verdict};
 use super::policy::{Decision, Target};
 use super::reload::PolicyStore;
 use super::resolve::Resolver;
-use super::server::{ActiveGuard, Config};
 use super::sni::{self, Stopped};
 use super::sniff::Head;
 use super::sniff::Recorder;

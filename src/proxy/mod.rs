@@ -11,8 +11,10 @@
 //! `sandboxctl proxy` calls [`run`]; tests call [`serve`] with their own listener and
 //! resolver.
 
+mod activity;
 mod addr;
 pub mod client_hello;
+mod config;
 mod handler;
 mod idle;
 pub mod keyed;

@@ -4,7 +4,6 @@
 //! activation starts it again).
 
 use std::future::Future;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -13,127 +12,26 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::watch;
 
+use super::activity::{ActiveGuard, Activity};
+pub use super::config::{Config, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS};
 use super::handler::{self, ConnCtx, Shared};
 use super::idle::{Backoff, stalled};
 use super::listen::{Accepted, Listener};
-use super::log::{DecisionRecord, LogSink, RateLimit};
+use super::log::{DecisionRecord, RateLimit};
 use super::reload::PolicyStore;
 use super::resolve::Resolver;
 use super::sniff::{Head, Recorder};
 
-/// Settings of a running proxy.
-#[derive(Debug, Clone)]
-pub struct Config {
-    /// The client this proxy serves (for the log and messages).
-    pub client: String,
-    /// The policy file, re-read when it changes.
-    pub policy_path: PathBuf,
-    /// A client must send the whole request head within this time (slowloris).
-    pub header_read_timeout: Duration,
-    /// Largest request head accepted (start line and headers).
-    pub max_header_bytes: usize,
-    pub dns_timeout: Duration,
-    pub connect_timeout: Duration,
-    /// Exit after this long without any connection.
-    pub idle_exit: Option<Duration>,
-    /// Most connections (tunnels included) open at once; one more is answered `503`
-    /// and closed. A spliced tunnel holds 6 descriptors (client and upstream sockets,
-    /// a pipe per direction), a forwarded request 3 at most (client, upstream, a DNS
-    /// socket while it resolves), so the default 256 needs about 1,540 of the unit's
-    /// 4,096 (`LimitNOFILE=`), leaving room for the listener, the runtime and refusals.
-    pub max_connections: usize,
-    /// A connection or tunnel on which no byte moved either way for this long is
-    /// closed (abandoned tunnels, stalled request bodies, silent upstreams).
-    pub idle_timeout: Duration,
-    pub log: LogSink,
-    /// Proxy-held API keys: the providers whose key this proxy adds (none if `None`).
-    pub keys: Option<super::keyed::Keys>,
-}
-
-/// Default of [`Config::max_connections`].
-pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
-/// Default of [`Config::idle_timeout`].
-pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_mins(10);
 /// At most one log line per this interval for each repeating condition (connection
 /// cap reached, accept failing).
 const LOG_EVERY: Duration = Duration::from_secs(10);
-
-impl Config {
-    /// Defaults: 10 s header timeout, 16 KiB heads, 5 s DNS, 10 s connect, no idle exit,
-    /// 256 connections, 10 min idle timeout, log to stderr.
-    pub fn new(client: impl Into<String>, policy_path: impl Into<PathBuf>) -> Self {
-        Self {
-            client: client.into(),
-            policy_path: policy_path.into(),
-            header_read_timeout: Duration::from_secs(10),
-            max_header_bytes: 16 * 1024,
-            dns_timeout: Duration::from_secs(5),
-            connect_timeout: Duration::from_secs(10),
-            idle_exit: None,
-            max_connections: DEFAULT_MAX_CONNECTIONS,
-            idle_timeout: DEFAULT_IDLE_TIMEOUT,
-            log: LogSink::Stderr,
-            keys: None,
-        }
-    }
-}
 
 /// Why [`serve`] returned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stopped {
     Shutdown,
     Idle,
-}
-
-/// Counts live connections (a tunnel is its connection), for the cap and the idle
-/// exit.
-#[derive(Clone)]
-pub(crate) struct Activity(Arc<watch::Sender<usize>>);
-
-/// One counted connection; the count drops when the last holder (the connection's
-/// task or its tunnel) lets go.
-pub(crate) struct ActiveGuard(Activity);
-
-impl Activity {
-    fn new() -> Self {
-        Self(Arc::new(watch::channel(0).0))
-    }
-
-    /// A guard if fewer than `max` connections are live.
-    fn try_guard(&self, max: usize) -> Option<ActiveGuard> {
-        self.0
-            .send_if_modified(|n| {
-                let room = *n < max;
-                if room {
-                    *n += 1;
-                }
-                room
-            })
-            .then(|| ActiveGuard(self.clone()))
-    }
-
-    /// Resolves once nothing has been active for `idle`.
-    async fn idle(&self, idle: Duration) {
-        let mut rx = self.0.subscribe();
-        loop {
-            if *rx.borrow_and_update() == 0 {
-                tokio::select! {
-                    () = tokio::time::sleep(idle) => return,
-                    r = rx.changed() => if r.is_err() { return },
-                }
-            } else if rx.changed().await.is_err() {
-                return;
-            }
-        }
-    }
-}
-
-impl Drop for ActiveGuard {
-    fn drop(&mut self) {
-        self.0.0.send_modify(|n| *n = n.saturating_sub(1));
-    }
 }
 
 /// Serves connections from `listener` until `shutdown` resolves or, with
