@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::settings::{Agent, Autonomy, NetworkMode};
+use crate::sandbox::settings::{Agent, Autonomy, NetworkMode};
 
 /// Locked-down, always-on coding-agent sandboxes, one per client, on rootless Podman
 /// managed by your systemd user manager.
@@ -461,7 +461,7 @@ pub enum ImageCommand {
         #[arg(long, value_name = "IMG")]
         base: Option<String>,
         /// Tag of the built image.
-        #[arg(long, value_name = "TAG", default_value = crate::settings::DEFAULT_IMAGE)]
+        #[arg(long, value_name = "TAG", default_value = crate::sandbox::settings::DEFAULT_IMAGE)]
         tag: String,
         /// Extra CA certificate (PEM) to trust inside the image (repeatable).
         #[arg(long = "ca-cert", value_name = "FILE")]

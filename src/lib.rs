@@ -1,48 +1,18 @@
 //! sandboxctl: per-client coding-agent sandboxes on rootless Podman, run as Quadlet
 //! units by the user's systemd.
 
-pub mod agent;
-pub mod agent_file;
-pub mod atomic;
-pub mod claude_login;
+pub mod base;
 pub mod cli;
-pub mod client;
 mod cmd;
-pub mod completions;
-pub mod doctor;
-pub mod escape;
-pub mod fault;
-pub mod forward;
-pub mod git_guard;
-pub mod git_identity;
 pub mod host;
-pub mod image;
-pub mod journal;
-pub mod layout;
-pub mod limits;
-pub mod lock;
-pub mod log_file;
-pub mod logs;
-pub mod made_dirs;
-pub mod mask;
-pub mod model;
 pub mod notify;
-pub mod options;
-pub mod output;
-pub mod package_hosts;
-pub mod plan;
-pub mod podman;
-pub mod ports;
+pub mod ops;
 pub mod proxy;
-pub mod proxy_units;
 pub mod render;
-pub mod secrets;
-pub mod settings;
-pub mod sizes;
-pub mod systemd;
-pub mod terminal;
-pub mod unit_text;
-pub mod user_config;
+pub mod sandbox;
+pub mod state;
+pub mod txn;
+pub mod units;
 
 use std::ffi::OsString;
 use std::process::ExitCode;
@@ -54,7 +24,7 @@ use clap::Parser;
 /// closed standard output changes neither (see `output`).
 pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     let args: Vec<OsString> = args.into_iter().collect();
-    match completions::complete_if_asked(&args) {
+    match ops::completions::complete_if_asked(&args) {
         Ok(false) => {}
         Ok(true) => return ExitCode::SUCCESS,
         Err(e) => {
@@ -74,7 +44,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         }
     };
     match cmd::dispatch(cli) {
-        Ok(()) => match output::failure() {
+        Ok(()) => match base::output::failure() {
             None => ExitCode::SUCCESS,
             Some(why) => {
                 eprintln!("sandboxctl: {why}");

@@ -4,7 +4,7 @@
 //! system tests (`tests/system.rs`).
 
 mod client {
-    use sandboxctl::systemd::{ServiceOutcome, Systemd, SystemdError, UnitState, Verb};
+    use sandboxctl::host::systemd::{ServiceOutcome, Systemd, SystemdError, UnitState, Verb};
 
     use crate::support::fake_systemd::{Call, FakeSystemd, SignalTiming};
 

@@ -32,11 +32,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sandboxctl::client::ClientName;
 use sandboxctl::proxy::policy::{self, HostMatch, Pattern, Policy, Target};
 use sandboxctl::proxy::{Config, Listen, Listener, LogSink, Resolver, serve};
 use sandboxctl::render::{Sandbox, render};
-use sandboxctl::settings::{Agent, ExtraMount, Settings};
+use sandboxctl::sandbox::client::ClientName;
+use sandboxctl::sandbox::settings::{Agent, ExtraMount, Settings};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 

@@ -6,10 +6,10 @@
 use std::io::Write as _;
 use std::process::{Command, Stdio};
 
-use sandboxctl::client::ClientName;
-use sandboxctl::model::{Sandbox, SandboxSpec};
 use sandboxctl::render::kube::{self, Export, Flavor, Options, restricted_violations};
-use sandboxctl::settings::{Agent, ExtraMount, NetworkMode, Settings};
+use sandboxctl::render::model::{Sandbox, SandboxSpec};
+use sandboxctl::sandbox::client::ClientName;
+use sandboxctl::sandbox::settings::{Agent, ExtraMount, NetworkMode, Settings};
 
 use crate::support::fixture::{layout, this_host};
 use serde_json::{Value, json};

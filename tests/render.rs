@@ -5,10 +5,10 @@
 use std::fmt::Write as _;
 use std::process::Command;
 
-use sandboxctl::client::ClientName;
 use sandboxctl::host::{Cgroups, HostProfile, Version, fixed_profile};
 use sandboxctl::render::{Sandbox, render, volume_lines};
-use sandboxctl::settings::{Agent, Autonomy, ExtraMount, NetworkMode, Settings};
+use sandboxctl::sandbox::client::ClientName;
+use sandboxctl::sandbox::settings::{Agent, Autonomy, ExtraMount, NetworkMode, Settings};
 
 use crate::support::fixture::{layout, this_host};
 
@@ -916,7 +916,7 @@ fn autonomy_and_agent_args_reach_podman_as_one_variable_each() {
 /// service beside it (an `Accept=yes` socket needs it).
 #[test]
 fn port_forward_units_pass_systemd_verify() {
-    use sandboxctl::ports::{PortForward, render_units};
+    use sandboxctl::render::ports::{PortForward, render_units};
     let client = ClientName::parse("acme").expect("name");
     let fwd = PortForward {
         host: 8080,
@@ -948,7 +948,7 @@ fn port_forward_units_pass_systemd_verify() {
 
 fn limited(s: Settings) -> Settings {
     Settings {
-        limits: sandboxctl::limits::Limits {
+        limits: sandboxctl::sandbox::limits::Limits {
             memory: Some("8g".parse().expect("memory")),
             cpus: Some("1.5".parse().expect("cpus")),
             pids: Some(4096),

@@ -7,8 +7,8 @@ use std::os::unix::process::CommandExt;
 
 use anyhow::{Context, Result, bail};
 
-use crate::layout::Layout;
-use crate::systemd::{Systemd, Verb};
+use crate::host::systemd::{Systemd, Verb};
+use crate::sandbox::layout::Layout;
 
 /// tmux session names: tmux itself rewrites ':' and '.', so keep to a plain set.
 fn check_session(name: &str) -> Result<()> {
@@ -20,7 +20,7 @@ fn check_session(name: &str) -> Result<()> {
     if !ok {
         bail!(
             "invalid session name {}: use 1-64 characters of A-Z, a-z, 0-9, '-' and '_'",
-            crate::escape::display(name)
+            crate::base::escape::display(name)
         );
     }
     Ok(())
@@ -77,7 +77,7 @@ pub fn attach_to(layout: &Layout, name: &str, session: &str, worktree: Option<&s
     let state = systemd.unit_states(std::slice::from_ref(&unit))?;
     if !state
         .first()
-        .is_some_and(crate::systemd::UnitState::is_active)
+        .is_some_and(crate::host::systemd::UnitState::is_active)
     {
         super::lifecycle::prepare_start(layout, &systemd, &client, &settings)?;
         super::lifecycle::run_job(&systemd, &client, &settings, Verb::Start)?;
@@ -88,20 +88,20 @@ pub fn attach_to(layout: &Layout, name: &str, session: &str, worktree: Option<&s
         // The session starts in the worktree (an existing session is joined as it is).
         args.extend(["-c".to_owned(), dir]);
     }
-    let mut cmd = crate::podman::command(args);
+    let mut cmd = crate::host::podman::command(args);
     if settings.claude_config.is_none() {
         let err = cmd.exec();
-        bail!("cannot run {}: {err}", crate::podman::binary())
+        bail!("cannot run {}: {err}", crate::host::podman::binary())
     }
     // A shared Claude login refreshed during the session goes back to the host when
     // the user detaches, so wait for podman instead of becoming it.
-    crate::claude_login::sync_client(layout, &client, &settings);
+    crate::state::claude_login::sync_client(layout, &client, &settings);
     let status = cmd
         .status()
-        .with_context(|| format!("cannot run {}", crate::podman::binary()))?;
-    crate::claude_login::sync_client(layout, &client, &settings);
+        .with_context(|| format!("cannot run {}", crate::host::podman::binary()))?;
+    crate::state::claude_login::sync_client(layout, &client, &settings);
     if !status.success() {
-        bail!("{} exited with {status}", crate::podman::binary());
+        bail!("{} exited with {status}", crate::host::podman::binary());
     }
     Ok(())
 }
@@ -109,8 +109,9 @@ pub fn attach_to(layout: &Layout, name: &str, session: &str, worktree: Option<&s
 pub fn exec(layout: &Layout, name: &str, command: &[String]) -> Result<()> {
     let (client, _) = super::known_client_with_podman(layout, name)?;
     let tty = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
-    let err = crate::podman::command(exec_args(&client.container_name(), command, tty)).exec();
-    bail!("cannot run {}: {err}", crate::podman::binary())
+    let err =
+        crate::host::podman::command(exec_args(&client.container_name(), command, tty)).exec();
+    bail!("cannot run {}: {err}", crate::host::podman::binary())
 }
 
 #[cfg(test)]

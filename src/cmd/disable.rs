@@ -2,17 +2,17 @@
 
 use anyhow::{Context, Result, bail};
 
-use crate::client::ClientName;
-use crate::layout::Layout;
-use crate::output::outln;
-use crate::settings::Settings;
-use crate::systemd::Systemd;
+use crate::base::output::outln;
+use crate::host::systemd::Systemd;
+use crate::sandbox::client::ClientName;
+use crate::sandbox::layout::Layout;
+use crate::sandbox::settings::Settings;
 
 pub fn disable(layout: &Layout, name: &str, purge: bool) -> Result<()> {
     let client = ClientName::parse(name)?;
     // Each step below can be repeated: a `disable` killed half-way is finished by
     // running it again (the checkpoints let a test kill it at each one).
-    let _lock = crate::lock::ChangeLock::take(layout)?;
+    let _lock = crate::txn::lock::ChangeLock::take(layout)?;
     let client_dir = layout.client_dir(&client);
     // The Quadlet unit or the plain service, whichever sandboxctl wrote (both, if a
     // switch between them was interrupted).
@@ -40,17 +40,17 @@ pub fn disable(layout: &Layout, name: &str, purge: bool) -> Result<()> {
     // The sandbox, then its egress proxy (socket first, so nothing restarts the proxy).
     for u in [
         unit.clone(),
-        crate::proxy_units::socket_unit(&client),
-        crate::proxy_units::service_unit(&client),
+        crate::units::proxy::socket_unit(&client),
+        crate::units::proxy::service_unit(&client),
         crate::notify::socket_unit(&client),
         crate::notify::service_unit(&client),
     ] {
         systemd.stop_if_known(&u)?;
     }
-    crate::fault::checkpoint();
+    crate::base::fault::checkpoint();
     for path in &units {
         std::fs::remove_file(path).with_context(|| format!("cannot remove {}", path.display()))?;
-        crate::fault::checkpoint();
+        crate::base::fault::checkpoint();
     }
     // The link that started the plain service at login, if enable made it.
     let link = crate::render::plain_wants_link(layout, &client);
@@ -60,23 +60,23 @@ pub fn disable(layout: &Layout, name: &str, purge: bool) -> Result<()> {
     // The client's port forwards: nothing may listen for a sandbox that is gone.
     let settings = Settings::load(&layout.settings_path(&client)).ok();
     let forwards = super::port::remove_all(layout, &systemd, &client, settings.as_ref())?;
-    crate::fault::checkpoint();
+    crate::base::fault::checkpoint();
     if let Some(mut s) = settings.filter(|s| !s.ports.is_empty() && !purge) {
         s.ports.clear();
         s.save(&layout.settings_path(&client), &client)?;
     }
-    crate::proxy_units::remove_client(layout, &client)?;
-    crate::fault::checkpoint();
+    crate::units::proxy::remove_client(layout, &client)?;
+    crate::base::fault::checkpoint();
     // The socket directory is runtime state in the small, shared $XDG_RUNTIME_DIR; its
     // socket unit is stopped, so nothing recreates it.
-    crate::proxy_units::remove_socket_dir(&client)?;
+    crate::units::proxy::remove_socket_dir(&client)?;
     // The event socket's directory and the session states: runtime state as well.
     remove_runtime_dirs(&client)?;
     systemd.reload()?;
-    crate::fault::checkpoint();
+    crate::base::fault::checkpoint();
     systemd.reset_failed(&unit)?;
     // A container left by an earlier failure must not outlive the client.
-    let _ = crate::podman::command(["rm", "-f", "-i", &client.container_name()])
+    let _ = crate::host::podman::command(["rm", "-f", "-i", &client.container_name()])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .status();
@@ -94,13 +94,13 @@ pub fn disable(layout: &Layout, name: &str, purge: bool) -> Result<()> {
         );
     }
     if purge {
-        let removed = crate::secrets::remove_all(&client)?;
-        crate::fault::checkpoint();
+        let removed = crate::state::secrets::remove_all(&client)?;
+        crate::base::fault::checkpoint();
         if !removed.is_empty() {
             outln!("purged {client}'s secrets: {}", removed.join(", "));
         }
         if client_dir.exists() {
-            crate::layout::remove_client_tree(&client_dir)?;
+            crate::sandbox::layout::remove_client_tree(&client_dir)?;
             outln!(
                 "purged {client}: deleted {} (home, agent config, credentials, history and settings)",
                 client_dir.display()

@@ -1,15 +1,15 @@
-//! `doctor`: runs the checks of `crate::doctor`, prints them, and fails when one failed.
+//! `doctor`: runs the checks of `crate::ops::doctor`, prints them, and fails when one failed.
 
 use std::path::Path;
 
 use anyhow::{Result, bail};
 
-use crate::doctor::{self, Checks, Report, User};
+use crate::base::output::outln;
 use crate::host::HostProfile;
-use crate::layout::Layout;
-use crate::output::outln;
-use crate::settings::{NetworkMode, Settings};
-use crate::systemd::Verb;
+use crate::host::systemd::Verb;
+use crate::ops::doctor::{self, Checks, Report, User};
+use crate::sandbox::layout::Layout;
+use crate::sandbox::settings::{NetworkMode, Settings};
 
 pub fn doctor(layout: &Layout, live: Option<&str>, json: bool) -> Result<()> {
     let host = HostProfile::detect(&layout.cache_dir, false);
@@ -24,7 +24,7 @@ pub fn doctor(layout: &Layout, live: Option<&str>, json: bool) -> Result<()> {
         doctor::image(&mut hc);
     }
 
-    let mut clients: Vec<(crate::client::ClientName, Settings)> = Vec::new();
+    let mut clients: Vec<(crate::sandbox::client::ClientName, Settings)> = Vec::new();
     let mut broken = Checks::new("clients");
     for c in layout.list_clients()? {
         match Settings::load(&layout.settings_path(&c)) {
@@ -47,7 +47,7 @@ pub fn doctor(layout: &Layout, live: Option<&str>, json: bool) -> Result<()> {
     for (c, s) in &clients {
         units.push(c.service_name());
         if s.network == NetworkMode::Allowlist {
-            units.push(crate::proxy_units::socket_unit(c));
+            units.push(crate::units::proxy::socket_unit(c));
         }
     }
     let states = match &systemd {
@@ -66,7 +66,7 @@ pub fn doctor(layout: &Layout, live: Option<&str>, json: bool) -> Result<()> {
         let running = sd
             .unit_states(&[client.service_name()])?
             .first()
-            .is_some_and(crate::systemd::UnitState::is_active);
+            .is_some_and(crate::host::systemd::UnitState::is_active);
         if !running {
             super::lifecycle::run_job(sd, &client, &settings, Verb::Start)?;
         }

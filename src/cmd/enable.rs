@@ -6,18 +6,18 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-use crate::agent_file::{AgentPath, Kind};
+use crate::base::agent_file::{AgentPath, Kind};
+use crate::base::output::outln;
 use crate::cli::{EnableArgs, RunArgs};
-use crate::client::ClientName;
+use crate::host::systemd::{Systemd, UnitState, Verb};
 use crate::host::{HostProfile, TemplateUnits, UnitTarget};
-use crate::layout::Layout;
-use crate::options::{self, Request};
-use crate::output::outln;
-use crate::plan::{Applied, Plan, Touch, Undo, keep_files, missing_dirs, remove_dirs};
+use crate::ops::options::{self, Request};
 use crate::render::{self, Sandbox};
-use crate::settings::{Agent, NetworkMode, Settings};
-use crate::systemd::{Systemd, UnitState, Verb};
-use crate::{claude_login, secrets};
+use crate::sandbox::client::ClientName;
+use crate::sandbox::layout::Layout;
+use crate::sandbox::settings::{Agent, NetworkMode, Settings};
+use crate::txn::plan::{Applied, Plan, Touch, Undo, keep_files, missing_dirs, remove_dirs};
+use crate::{state::claude_login, state::secrets};
 
 /// Unit files are readable by their owner only.
 use crate::render::UNIT_MODE;
@@ -158,7 +158,7 @@ fn effects<'a>(
     if planned.iter().any(|p| allowlist(&p) || notify(&p)) {
         match &host.template_units {
             TemplateUnits::PerUser => {
-                let binary = crate::proxy_units::binary_path(layout);
+                let binary = crate::units::proxy::binary_path(layout);
                 let mut touches = vec![
                     Touch::Dir(layout.systemd_user_dir.clone()),
                     Touch::Dir(layout.libexec_dir.clone()),
@@ -166,24 +166,24 @@ fn effects<'a>(
                     Touch::Path(binary),
                 ];
                 for f in [
-                    crate::proxy_units::SOCKET_FILE,
-                    crate::proxy_units::SERVICE_FILE,
+                    crate::units::proxy::SOCKET_FILE,
+                    crate::units::proxy::SERVICE_FILE,
                 ] {
                     touches.push(Touch::Path(layout.systemd_user_dir.join(f)));
                 }
                 plan.step_touching("install the proxy units", touches, move || {
                     install_proxy_units(layout, exe, host.journald)
                 });
-                plan.skip_if(move || crate::proxy_units::installed(layout, exe, host.journald));
+                plan.skip_if(move || crate::units::proxy::installed(layout, exe, host.journald));
                 if planned.iter().any(|p| notify(&p)) {
-                    let touches = crate::notify::units::files(layout, host.journald)?
+                    let touches = crate::units::notify::files(layout, host.journald)?
                         .into_iter()
                         .map(|(path, _)| Touch::Path(path))
                         .collect();
                     plan.step_touching("install the notification units", touches, move || {
                         install_notify_units(layout, host.journald)
                     });
-                    plan.skip_if(move || crate::notify::units::installed(layout, host.journald));
+                    plan.skip_if(move || crate::units::notify::installed(layout, host.journald));
                 }
             }
             // Per-user copies from before the package would shadow its units (the
@@ -192,7 +192,7 @@ fn effects<'a>(
                 for file in crate::host::TEMPLATE_UNIT_FILES {
                     plan.remove_file(layout.systemd_user_dir.join(file));
                 }
-                plan.remove_file(crate::proxy_units::binary_path(layout));
+                plan.remove_file(crate::units::proxy::binary_path(layout));
             }
         }
     }
@@ -233,7 +233,7 @@ fn client_files<'a>(
     if allowlist {
         // The client's proxy enforces the policy file this CLI edits, wherever
         // AGENT_SANDBOX_DATA put it.
-        let dropin = crate::proxy_units::dropin_path(layout, client);
+        let dropin = crate::units::proxy::dropin_path(layout, client);
         let touches = vec![
             Touch::Dir(dropin.parent().map(Path::to_path_buf).unwrap_or_default()),
             Touch::Path(dropin),
@@ -242,30 +242,30 @@ fn client_files<'a>(
             format!("install the proxy drop-in of {client}"),
             touches,
             move || {
-                let before = crate::proxy_units::existing_dropin(layout, client)?;
-                if !crate::proxy_units::install_client(layout, host, client)? {
+                let before = crate::units::proxy::existing_dropin(layout, client)?;
+                if !crate::units::proxy::install_client(layout, host, client)? {
                     return Ok(Applied::nothing());
                 }
                 Ok(Applied::undo(Undo::new(
                     format!("restore the proxy drop-in of {client}"),
                     move || match before {
-                        Some(text) => crate::atomic::write(
-                            &crate::proxy_units::dropin_path(layout, client),
+                        Some(text) => crate::base::atomic::write(
+                            &crate::units::proxy::dropin_path(layout, client),
                             text.as_bytes(),
                             0o644,
                         ),
-                        None => crate::proxy_units::remove_client(layout, client).map(|_| ()),
+                        None => crate::units::proxy::remove_client(layout, client).map(|_| ()),
                     },
                 )))
             },
         );
-        plan.skip_if(move || crate::proxy_units::dropin_current(layout, host, client));
+        plan.skip_if(move || crate::units::proxy::dropin_current(layout, host, client));
     }
     let mut touches = vec![
         Touch::Dir(layout.clients_dir()),
         Touch::Tree(layout.client_dir(client)),
     ];
-    for sub in crate::layout::CLIENT_SUBDIRS {
+    for sub in crate::sandbox::layout::CLIENT_SUBDIRS {
         touches.push(Touch::Dir(layout.client_subdir(client, sub)));
     }
     plan.step_touching(
@@ -444,7 +444,7 @@ fn client_agent<'a>(plan: &mut Plan<'a>, layout: &'a Layout, p: &'a Planned) {
             .settings
             .secrets
             .iter()
-            .any(|s| s == crate::agent::ANTHROPIC.key_var);
+            .any(|s| s == crate::sandbox::agent::ANTHROPIC.key_var);
         plan.step_touching(
             format!("prepare the Claude state of {client}"),
             journaled,
@@ -528,7 +528,7 @@ fn undo_now(e: anyhow::Error, undo: Undo<'_>) -> anyhow::Error {
 fn put_back(path: PathBuf, before: Option<Vec<u8>>) -> Result<()> {
     match before {
         Some(bytes) if std::fs::read(&path).ok().as_ref() == Some(&bytes) => Ok(()),
-        Some(bytes) => crate::atomic::write(&path, &bytes, 0o644),
+        Some(bytes) => crate::base::atomic::write(&path, &bytes, 0o644),
         None => remove_undo(path).run(),
     }
 }
@@ -541,17 +541,17 @@ const BINARY_BACKUP: &str = ".sandboxctl.before-enable";
 fn git_pin_touches(projects: &[AgentPath]) -> Vec<Touch> {
     let mut touches = Vec::new();
     for project in projects {
-        let Ok(plan) = crate::git_guard::plan(project) else {
+        let Ok(plan) = crate::state::git_guard::plan(project) else {
             continue;
         };
         for c in &plan.create {
             match c {
-                crate::git_guard::Create::File(f, _) => {
+                crate::state::git_guard::Create::File(f, _) => {
                     touches.extend(f.parent().map(|d| Touch::Dir(d.to_path_buf())));
                     touches.push(Touch::Path(f.clone()));
                 }
-                crate::git_guard::Create::Upgrade(f) => touches.push(Touch::Path(f.clone())),
-                crate::git_guard::Create::Dir(d) => touches.push(Touch::Dir(d.clone())),
+                crate::state::git_guard::Create::Upgrade(f) => touches.push(Touch::Path(f.clone())),
+                crate::state::git_guard::Create::Dir(d) => touches.push(Touch::Dir(d.clone())),
             }
         }
     }
@@ -564,12 +564,12 @@ fn pin_git_dirs(projects: &[AgentPath]) -> Result<Applied<'static>> {
     let mut created: Vec<PathBuf> = Vec::new();
     let result = (|| -> Result<()> {
         for project in projects {
-            let plan = crate::git_guard::plan(project)?;
+            let plan = crate::state::git_guard::plan(project)?;
             let mut new = Vec::new();
             for c in &plan.create {
                 // A rewritten `commondir` means the same to git before and after: the
                 // undo leaves it.
-                if matches!(c, crate::git_guard::Create::Upgrade(_)) {
+                if matches!(c, crate::state::git_guard::Create::Upgrade(_)) {
                     continue;
                 }
                 let path = c.path();
@@ -586,9 +586,9 @@ fn pin_git_dirs(projects: &[AgentPath]) -> Result<Applied<'static>> {
                     new.push(path.to_path_buf());
                 }
             }
-            crate::git_guard::prepare(&plan)?;
+            crate::state::git_guard::prepare(&plan)?;
             created.extend(new);
-            for w in crate::git_guard::warnings(&plan) {
+            for w in crate::state::git_guard::warnings(&plan) {
                 eprintln!("{w}");
             }
         }
@@ -613,7 +613,7 @@ fn pin_git_dirs(projects: &[AgentPath]) -> Result<Applied<'static>> {
     if let Err(e) = result {
         return Err(undo_now(e, undo));
     }
-    if let Some(note) = crate::git_guard::submodule_note(projects) {
+    if let Some(note) = crate::state::git_guard::submodule_note(projects) {
         eprintln!("{note}");
     }
     Ok(Applied::undo(undo))
@@ -636,7 +636,7 @@ fn remove_undo<'a>(path: PathBuf) -> Undo<'a> {
 /// previous ones back (the previous binary is kept as a hard link until the plan is
 /// applied).
 fn install_proxy_units<'a>(layout: &'a Layout, exe: &Path, journald: bool) -> Result<Applied<'a>> {
-    use crate::proxy_units::{SERVICE_FILE, SOCKET_FILE, binary_path, install_from};
+    use crate::units::proxy::{SERVICE_FILE, SOCKET_FILE, binary_path, install_from};
     let units: Vec<(PathBuf, Option<Vec<u8>>)> = [SOCKET_FILE, SERVICE_FILE]
         .iter()
         .map(|f| {
@@ -700,7 +700,7 @@ fn install_proxy_units<'a>(layout: &'a Layout, exe: &Path, journald: bool) -> Re
 
 /// Installs the notification template units; the undo puts the previous ones back.
 fn install_notify_units(layout: &Layout, journald: bool) -> Result<Applied<'_>> {
-    let before: Vec<(PathBuf, Option<Vec<u8>>)> = crate::notify::units::files(layout, journald)?
+    let before: Vec<(PathBuf, Option<Vec<u8>>)> = crate::units::notify::files(layout, journald)?
         .into_iter()
         .map(|(path, _)| {
             let old = std::fs::read(&path).ok();
@@ -713,7 +713,7 @@ fn install_notify_units(layout: &Layout, journald: bool) -> Result<Applied<'_>> 
         }
         Ok(())
     });
-    if let Err(e) = crate::notify::units::install(layout, journald) {
+    if let Err(e) = crate::units::notify::install(layout, journald) {
         return Err(undo_now(e, undo));
     }
     Ok(Applied::undo(undo))
@@ -799,7 +799,7 @@ fn write_clients(layout: &Layout, clients: &[ClientName], req: &Request<'_>) -> 
     let host = HostProfile::detect(&layout.cache_dir, true);
     host.require_podman()?;
     // From reading the clients' settings to the last file written: one change at a time.
-    let _lock = crate::lock::ChangeLock::take(layout)?;
+    let _lock = crate::txn::lock::ChangeLock::take(layout)?;
     let planned = plan(layout, &host, clients, req)?;
     // Reach systemd before writing, so a missing user manager leaves nothing behind.
     let systemd = Systemd::connect_user()?;
@@ -821,7 +821,7 @@ fn write_clients(layout: &Layout, clients: &[ClientName], req: &Request<'_>) -> 
         &needs_reload,
         &check,
     )?
-    .journaled(crate::journal::Journal::begin(layout)?)
+    .journaled(crate::txn::journal::Journal::begin(layout)?)
     .apply()?;
     let running = running.into_inner();
     // Notifications off: the client's event socket stops listening (the sandbox stops
@@ -858,8 +858,8 @@ impl Written {
                 p.settings.network,
                 p.settings.autonomy
             );
-            let masked = crate::mask::in_unit(&p.unit.text, &layout.mask_file(client)).len();
-            outln!("{}", crate::mask::summary(&p.settings, masked));
+            let masked = crate::state::mask::in_unit(&p.unit.text, &layout.mask_file(client)).len();
+            outln!("{}", crate::state::mask::summary(&p.settings, masked));
             if *running && p.changed && !now {
                 outln!(
                     "{0} is running the previous settings; `sandboxctl restart {0}` applies them (the agent restarts)",
@@ -908,7 +908,7 @@ fn started_before(client: &ClientName, unit: &Path) -> bool {
     let Ok(written) = written.duration_since(std::time::UNIX_EPOCH) else {
         return false;
     };
-    let out = crate::podman::command([
+    let out = crate::host::podman::command([
         "container",
         "inspect",
         "--format",
@@ -935,7 +935,7 @@ fn what_changed(before: Option<&Settings>, after: &Settings) -> String {
     let mut keys: Vec<&String> = after.keys().collect();
     keys.extend(before.keys().filter(|k| !after.contains_key(*k)));
     let shown = |v: Option<&toml::Value>| match v {
-        Some(toml::Value::String(s)) => crate::terminal::sanitize(s.as_bytes()),
+        Some(toml::Value::String(s)) => crate::base::terminal::sanitize(s.as_bytes()),
         Some(toml::Value::Boolean(b)) => b.to_string(),
         _ => "(none)".to_owned(),
     };
@@ -1041,7 +1041,7 @@ pub fn render(layout: &Layout, args: &EnableArgs) -> Result<()> {
             UnitTarget::Plain { why } => format!("a plain systemd service ({why})"),
         };
         eprintln!("{}: {target}", p.unit.path.display());
-        crate::output::print(format_args!("{}", p.unit.text));
+        crate::base::output::print(format_args!("{}", p.unit.text));
     }
     Ok(())
 }
@@ -1137,7 +1137,7 @@ fn firewall_bundles(layout: &Layout, client: &ClientName, settings: &Settings) -
     let path = layout.policy_path(client);
     let bundles = firewall_bundle_list(settings.agent);
     if policy::load(&path)?.packages.is_empty() {
-        match crate::package_hosts::from_image(&settings.image) {
+        match crate::host::package_hosts::from_image(&settings.image) {
             Ok(hosts) => policy::set_packages(&path, &hosts)?,
             Err(e) => eprintln!("warning: @packages has no hosts for {client}: {e:#}"),
         }
@@ -1159,7 +1159,7 @@ fn firewall_bundles(layout: &Layout, client: &ClientName, settings: &Settings) -
         .collect();
     outln!(
         "firewall for {client}: network allowlist with {}",
-        crate::terminal::sanitize(shown.join(", ").as_bytes())
+        crate::base::terminal::sanitize(shown.join(", ").as_bytes())
     );
     Ok(())
 }
@@ -1303,7 +1303,7 @@ mod tests {
         let apply = |needs: &dyn Fn() -> Result<bool>| {
             effects(&layout, &h, &new, &exe, &reload, needs, &ok)
                 .expect("plan")
-                .journaled(crate::journal::Journal::begin(&layout).expect("journal"))
+                .journaled(crate::txn::journal::Journal::begin(&layout).expect("journal"))
                 .apply()
                 .expect("applies");
         };
@@ -1317,7 +1317,8 @@ mod tests {
             let mut plan = effects(&layout, &h, &new, &exe, &reload, needs, &ok).expect("plan");
             // Stopped before its last step, the log holds every entry it wrote.
             plan.die_at(plan.len() - 1);
-            let plan = plan.journaled(crate::journal::Journal::begin(&layout).expect("journal"));
+            let plan =
+                plan.journaled(crate::txn::journal::Journal::begin(&layout).expect("journal"));
             plan.apply().expect_err("died");
             let entries: Vec<_> = std::fs::read_dir(&journal)
                 .expect("log")
@@ -1465,25 +1466,25 @@ mod tests {
             for n in 0..=count {
                 let mut plan = effects(&layout, &new_host, &new, &exe, &ok, ALWAYS, &ok)
                     .expect("plan")
-                    .journaled(crate::journal::Journal::begin(&layout).expect("journal"));
+                    .journaled(crate::txn::journal::Journal::begin(&layout).expect("journal"));
                 plan.die_at(n);
                 plan.apply().expect_err("died");
-                assert!(crate::journal::pending(&layout), "step {n}");
+                assert!(crate::txn::journal::pending(&layout), "step {n}");
                 reloads.set(0);
-                crate::journal::recover_with(&layout, &reload).expect("recover");
+                crate::txn::journal::recover_with(&layout, &reload).expect("recover");
                 assert_eq!(tree(&root), before, "step {n} of {count} is not undone");
-                assert!(!crate::journal::pending(&layout));
+                assert!(!crate::txn::journal::pending(&layout));
                 // The reload step's entry is there once the plan reached it.
                 assert_eq!(reloads.get() > 0, n >= reload_at, "step {n} of {count}");
             }
             effects(&layout, &new_host, &new, &exe, &ok, ALWAYS, &ok)
                 .expect("plan")
-                .journaled(crate::journal::Journal::begin(&layout).expect("journal"))
+                .journaled(crate::txn::journal::Journal::begin(&layout).expect("journal"))
                 .apply()
                 .expect("enable again");
             assert_ne!(tree(&root), before);
             assert!(new[0].unit.path.exists());
-            assert!(!crate::journal::pending(&layout));
+            assert!(!crate::txn::journal::pending(&layout));
         }
     }
 
@@ -1568,7 +1569,7 @@ mod tests {
     /// the package's), and the client's drop-in runs the packaged binary.
     #[test]
     fn packaged_units_leave_no_template_or_binary_in_the_home() {
-        use crate::proxy_units::{SERVICE_FILE, SOCKET_FILE, binary_path, dropin_path};
+        use crate::units::proxy::{SERVICE_FILE, SOCKET_FILE, binary_path, dropin_path};
         let tmp = tempfile::tempdir().expect("tempdir");
         let root = tmp.path().join("home");
         std::fs::create_dir(&root).expect("home");

@@ -6,12 +6,12 @@ use std::io::Write as _;
 use anyhow::{Context, Result, bail};
 
 use crate::cli::{ExportArgs, ExportTarget};
-use crate::client::ClientName;
 use crate::host::HostProfile;
-use crate::layout::Layout;
-use crate::model::{Sandbox, SandboxSpec};
 use crate::render::kube;
-use crate::settings::{NetworkMode, Settings};
+use crate::render::model::{Sandbox, SandboxSpec};
+use crate::sandbox::client::ClientName;
+use crate::sandbox::layout::Layout;
+use crate::sandbox::settings::{NetworkMode, Settings};
 
 pub fn export(layout: &Layout, args: &ExportArgs) -> Result<()> {
     let ExportTarget::Kube = args.to;
@@ -72,11 +72,11 @@ pub fn export(layout: &Layout, args: &ExportArgs) -> Result<()> {
     }
     match &args.output {
         Some(path) => {
-            crate::atomic::write(path, export.text.as_bytes(), 0o600)
+            crate::base::atomic::write(path, export.text.as_bytes(), 0o600)
                 .with_context(|| format!("cannot write {}", path.display()))?;
             eprintln!("{client}: wrote {}", path.display());
         }
-        None => crate::output::ended(std::io::stdout().write_all(export.text.as_bytes()))?,
+        None => crate::base::output::ended(std::io::stdout().write_all(export.text.as_bytes()))?,
     }
     Ok(())
 }
@@ -88,7 +88,7 @@ fn dropped_settings(settings: &Settings) -> Vec<String> {
     if let Some(dir) = &settings.claude_config {
         out.push(format!(
             "--claude-config {}: the shared login is copied on this host only (log in inside the pod)",
-            crate::escape::display(&dir.to_string_lossy())
+            crate::base::escape::display(&dir.to_string_lossy())
         ));
     }
     for p in &settings.ports {
@@ -102,7 +102,7 @@ fn dropped_settings(settings: &Settings) -> Vec<String> {
 
 /// The values of the client's Podman secrets, where this Podman can show them.
 fn secret_values(client: &ClientName, spec: &SandboxSpec) -> Result<Vec<(String, Vec<u8>)>> {
-    let help = crate::podman::command(["secret", "inspect", "--help"])
+    let help = crate::host::podman::command(["secret", "inspect", "--help"])
         .output()
         .context("cannot run podman")?;
     if !String::from_utf8_lossy(&help.stdout).contains("--showsecret") {
@@ -112,7 +112,7 @@ fn secret_values(client: &ClientName, spec: &SandboxSpec) -> Result<Vec<(String,
     }
     let mut out = Vec::new();
     for s in &spec.secrets {
-        let o = crate::podman::command([
+        let o = crate::host::podman::command([
             "secret",
             "inspect",
             "--showsecret",
@@ -126,7 +126,7 @@ fn secret_values(client: &ClientName, spec: &SandboxSpec) -> Result<Vec<(String,
             bail!(
                 "cannot read secret {} of client {client}: {}; set it with `sandboxctl secret set {client} {}`",
                 s.target,
-                crate::podman::stderr_line(&o),
+                crate::host::podman::stderr_line(&o),
                 s.target
             );
         }

@@ -2,9 +2,9 @@
 
 use anyhow::Result;
 
+use crate::base::output::outln;
 use crate::cli::{AgentVersions, ImageCommand};
-use crate::image::{self, BuildOptions};
-use crate::output::outln;
+use crate::host::image::{self, BuildOptions};
 
 pub fn image(cmd: ImageCommand) -> Result<()> {
     match cmd {

@@ -2,11 +2,11 @@
 
 use anyhow::{Result, anyhow};
 
-use crate::client::ClientName;
-use crate::layout::Layout;
-use crate::output::outln;
-use crate::settings::Settings;
-use crate::systemd::{START_LIMIT_HIT, ServiceOutcome, Systemd, SystemdError, Verb};
+use crate::base::output::outln;
+use crate::host::systemd::{START_LIMIT_HIT, ServiceOutcome, Systemd, SystemdError, Verb};
+use crate::sandbox::client::ClientName;
+use crate::sandbox::layout::Layout;
+use crate::sandbox::settings::Settings;
 
 pub fn job(layout: &Layout, name: &str, verb: Verb) -> Result<()> {
     // Stopping needs only systemd; starting runs podman.
@@ -29,7 +29,7 @@ pub fn run(
     verb: Verb,
 ) -> Result<()> {
     // A shared Claude login: the fresher copy wins before a start and after a stop.
-    crate::claude_login::sync_client(layout, client, settings);
+    crate::state::claude_login::sync_client(layout, client, settings);
     if !matches!(verb, Verb::Stop) {
         prepare_start(layout, systemd, client, settings)?;
     }
@@ -37,7 +37,7 @@ pub fn run(
     if !matches!(verb, Verb::Stop) {
         super::sessions::wait_for_agent(client);
     }
-    crate::claude_login::sync_client(layout, client, settings);
+    crate::state::claude_login::sync_client(layout, client, settings);
     Ok(())
 }
 
@@ -50,8 +50,8 @@ pub fn run_job(
     settings: &Settings,
     verb: Verb,
 ) -> Result<()> {
-    if !matches!(verb, Verb::Stop) && settings.image == crate::image::DEFAULT_IMAGE {
-        crate::image::ensure(&settings.image)?;
+    if !matches!(verb, Verb::Stop) && settings.image == crate::host::image::DEFAULT_IMAGE {
+        crate::host::image::ensure(&settings.image)?;
     }
     let unit = client.service_name();
     if !matches!(verb, Verb::Stop) {
@@ -92,7 +92,7 @@ pub fn prepare_start(
 /// `home/`, or a client enabled before it existed), since Podman refuses to start
 /// with a missing bind source. Says which, since the agent finds it empty.
 fn recreate_client_dirs(layout: &Layout, client: &ClientName) -> Result<()> {
-    let missing: Vec<std::path::PathBuf> = crate::layout::CLIENT_SUBDIRS
+    let missing: Vec<std::path::PathBuf> = crate::sandbox::layout::CLIENT_SUBDIRS
         .iter()
         .map(|sub| layout.client_subdir(client, sub))
         .chain(std::iter::once(layout.mask_file(client)))
@@ -120,19 +120,19 @@ fn warn_unpinned(layout: &Layout, client: &ClientName, settings: &Settings) {
         return;
     }
     for project in settings.agent_projects() {
-        if let Err(e) =
-            crate::git_guard::plan(&project).and_then(|plan| crate::git_guard::prepare(&plan))
+        if let Err(e) = crate::state::git_guard::plan(&project)
+            .and_then(|plan| crate::state::git_guard::prepare(&plan))
         {
             eprintln!("warning: {e:#}");
         }
     }
-    for p in crate::git_guard::missing_pins(settings, &unit) {
+    for p in crate::state::git_guard::missing_pins(settings, &unit) {
         eprintln!(
             "warning: {} is mounted by the unit but no longer exists, so Podman will not start the sandbox; run `sandboxctl enable {client}`",
             p.display()
         );
     }
-    for p in crate::git_guard::unpinned(settings, &unit) {
+    for p in crate::state::git_guard::unpinned(settings, &unit) {
         eprintln!(
             "warning: the git dirs of {} are not all read-only for the agent (a repository, worktree or submodule added after `enable`); run `sandboxctl enable {client}` and restart to protect them",
             p.display()
@@ -154,14 +154,14 @@ fn refresh_unit(
     let Some((path, unit)) = crate::render::written_unit(layout, client) else {
         return Ok(());
     };
-    let patterns = crate::mask::patterns(settings);
+    let patterns = crate::state::mask::patterns(settings);
     let mut now = Vec::new();
     for project in settings.agent_projects() {
-        for f in crate::mask::files(&project, &patterns)? {
+        for f in crate::state::mask::files(&project, &patterns)? {
             now.push(f.to_string_lossy().into_owned());
         }
     }
-    let mut before = crate::mask::in_unit(&unit, &layout.mask_file(client));
+    let mut before = crate::state::mask::in_unit(&unit, &layout.mask_file(client));
     now.sort();
     before.sort();
     let image = settings.running_image();
@@ -172,9 +172,9 @@ fn refresh_unit(
     if now == before && runs_image {
         return Ok(());
     }
-    let _lock = crate::lock::ChangeLock::take(layout)?;
+    let _lock = crate::txn::lock::ChangeLock::take(layout)?;
     let host = crate::host::HostProfile::detect(&layout.cache_dir, false);
-    let sandbox = crate::model::Sandbox {
+    let sandbox = crate::render::model::Sandbox {
         client,
         settings,
         layout,
@@ -189,12 +189,12 @@ fn refresh_unit(
         );
         return Ok(());
     }
-    crate::atomic::write(&path, fresh.text.as_bytes(), crate::render::UNIT_MODE)?;
+    crate::base::atomic::write(&path, fresh.text.as_bytes(), crate::render::UNIT_MODE)?;
     systemd.reload()?;
     if now != before {
         outln!(
             "{client}: {} (the unit now masks what matches)",
-            crate::mask::summary(settings, now.len())
+            crate::state::mask::summary(settings, now.len())
         );
     }
     Ok(())
@@ -216,17 +216,17 @@ pub fn explain(e: anyhow::Error, client: &ClientName, systemd: &Systemd) -> anyh
                 .unwrap_or_else(|| e.to_string());
             // The most common cause Podman's own words bury: no room to create the
             // container. Named first, with the fix.
-            if let Some(st) = crate::podman::Storage::probe()
+            if let Some(st) = crate::host::podman::Storage::probe()
                 .ok()
-                .filter(crate::podman::Storage::is_full)
+                .filter(crate::host::podman::Storage::is_full)
             {
                 head = format!(
                     "{}: {}, then `sandboxctl start {client}` ({head})",
                     st.full_in_words(),
-                    crate::podman::STORAGE_FIX
+                    crate::host::podman::STORAGE_FIX
                 );
             }
-            let lines = crate::logs::last_lines(client, 15);
+            let lines = crate::ops::logs::last_lines(client, 15);
             if lines.is_empty() {
                 anyhow!("{head}; see `sandboxctl logs {client}`")
             } else {

@@ -6,17 +6,17 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail};
 
-use crate::layout::Layout;
-use crate::output::outln;
+use crate::base::output::outln;
+use crate::sandbox::layout::Layout;
 
 pub fn logs(layout: &Layout, name: &str, network: bool, follow: bool, lines: usize) -> Result<()> {
     let (client, _) = super::known_client(layout, name)?;
     let unit = if network {
-        crate::proxy_units::service_unit(&client)
+        crate::units::proxy::service_unit(&client)
     } else {
         client.service_name()
     };
-    if crate::logs::journald() {
+    if crate::ops::logs::journald() {
         return stream(
             {
                 let mut cmd = Command::new("journalctl");
@@ -27,7 +27,7 @@ pub fn logs(layout: &Layout, name: &str, network: bool, follow: bool, lines: usi
         );
     }
     if network {
-        let Some(file) = crate::proxy_units::log_file(&client) else {
+        let Some(file) = crate::units::proxy::log_file(&client) else {
             bail!("XDG_RUNTIME_DIR is not set, so the proxy's log file cannot be found");
         };
         if !file.exists() {
@@ -47,15 +47,15 @@ pub fn logs(layout: &Layout, name: &str, network: bool, follow: bool, lines: usi
         cmd.arg(&file);
         return stream(cmd, "tail");
     }
-    let Some(file) = crate::logs::unit_log_file(&client) else {
+    let Some(file) = crate::ops::logs::unit_log_file(&client) else {
         bail!("XDG_RUNTIME_DIR is not set, so the unit's log file cannot be found");
     };
     if file.exists() {
         outln!(
             "==> {} (unit) <==",
-            crate::terminal::sanitize(file.as_os_str().as_encoded_bytes())
+            crate::base::terminal::sanitize(file.as_os_str().as_encoded_bytes())
         );
-        for l in crate::logs::last_lines(&client, lines) {
+        for l in crate::ops::logs::last_lines(&client, lines) {
             outln!("{l}");
         }
     }
@@ -63,12 +63,12 @@ pub fn logs(layout: &Layout, name: &str, network: bool, follow: bool, lines: usi
         "==> podman logs {} (container) <==",
         client.container_name()
     );
-    let mut cmd = crate::podman::command(["logs", "--tail", &lines.to_string()]);
+    let mut cmd = crate::host::podman::command(["logs", "--tail", &lines.to_string()]);
     if follow {
         cmd.arg("-f");
     }
     cmd.arg(client.container_name());
-    stream(cmd, &format!("{} logs", crate::podman::binary()))
+    stream(cmd, &format!("{} logs", crate::host::podman::binary()))
 }
 
 /// Runs `cmd`, passing its standard output and error through the sanitiser to ours as
@@ -82,11 +82,11 @@ fn stream(mut cmd: Command, what: &str) -> Result<()> {
         .with_context(|| format!("cannot run {what}"))?;
     let stderr = child.stderr.take().map(|err| {
         std::thread::spawn(move || {
-            let _ = crate::terminal::copy_sanitized(err, &mut std::io::stderr());
+            let _ = crate::base::terminal::copy_sanitized(err, &mut std::io::stderr());
         })
     });
     let copied = match child.stdout.take() {
-        Some(out) => crate::terminal::copy_sanitized(out, &mut std::io::stdout().lock()),
+        Some(out) => crate::base::terminal::copy_sanitized(out, &mut std::io::stdout().lock()),
         None => Ok(()),
     };
     if let Err(e) = copied {

@@ -20,11 +20,11 @@ use std::io::Write as _;
 
 use anyhow::Result;
 
+use crate::base::output::outln;
 use crate::cli::{Cli, Command};
-use crate::client::ClientName;
-use crate::layout::Layout;
-use crate::output::outln;
-use crate::settings::Settings;
+use crate::sandbox::client::ClientName;
+use crate::sandbox::layout::Layout;
+use crate::sandbox::settings::Settings;
 
 /// Runs a parsed command line.
 pub fn dispatch(cli: Cli) -> Result<()> {
@@ -32,11 +32,11 @@ pub fn dispatch(cli: Cli) -> Result<()> {
     match &cli.command {
         Command::Completions { shell } => {
             let mut script = Vec::new();
-            crate::completions::script(*shell, &mut script)?;
-            return crate::output::ended(std::io::stdout().lock().write_all(&script));
+            crate::ops::completions::script(*shell, &mut script)?;
+            return crate::base::output::ended(std::io::stdout().lock().write_all(&script));
         }
         Command::Man { dir } => {
-            let n = crate::completions::write_man_pages(dir)?;
+            let n = crate::ops::completions::write_man_pages(dir)?;
             outln!("wrote {n} man pages into {}", dir.display());
             return Ok(());
         }
@@ -48,10 +48,14 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         Command::Render(args) => enable::render(&layout, &args),
         Command::Run(args) => enable::run(&layout, &args),
         Command::Disable { client, purge } => disable::disable(&layout, &client, purge),
-        Command::Start { client } => lifecycle::job(&layout, &client, crate::systemd::Verb::Start),
-        Command::Stop { client } => lifecycle::job(&layout, &client, crate::systemd::Verb::Stop),
+        Command::Start { client } => {
+            lifecycle::job(&layout, &client, crate::host::systemd::Verb::Start)
+        }
+        Command::Stop { client } => {
+            lifecycle::job(&layout, &client, crate::host::systemd::Verb::Stop)
+        }
         Command::Restart { client } => {
-            lifecycle::job(&layout, &client, crate::systemd::Verb::Restart)
+            lifecycle::job(&layout, &client, crate::host::systemd::Verb::Restart)
         }
         Command::Status { client, json } => status::status(&layout, client.as_deref(), json),
         Command::List { json } => status::status(&layout, None, json),

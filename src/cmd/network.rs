@@ -3,20 +3,20 @@
 
 use anyhow::{Result, bail};
 
+use crate::base::output::outln;
 use crate::cli::ProxyArgs;
-use crate::client::ClientName;
-use crate::layout::Layout;
-use crate::output::outln;
 use crate::proxy::policy::{self, EditReport};
 use crate::proxy::{self, Listen, ProxyOptions};
-use crate::settings::{NetworkMode, Settings};
+use crate::sandbox::client::ClientName;
+use crate::sandbox::layout::Layout;
+use crate::sandbox::settings::{NetworkMode, Settings};
 
 pub fn allow(layout: &Layout, name: &str, hosts: &[String], private: bool) -> Result<()> {
-    let _lock = crate::lock::ChangeLock::take(layout)?;
+    let _lock = crate::txn::lock::ChangeLock::take(layout)?;
     let (client, settings) = super::known_client(layout, name)?;
     let path = layout.policy_path(&client);
     if hosts.iter().any(|h| h == "@packages") {
-        let found = crate::package_hosts::from_image(&settings.image)?;
+        let found = crate::host::package_hosts::from_image(&settings.image)?;
         if !path.exists() {
             policy::create(&path, &default_policy(&settings)?)?;
         }
@@ -46,7 +46,7 @@ pub fn allow(layout: &Layout, name: &str, hosts: &[String], private: bool) -> Re
 }
 
 pub fn deny(layout: &Layout, name: &str, hosts: &[String]) -> Result<()> {
-    let _lock = crate::lock::ChangeLock::take(layout)?;
+    let _lock = crate::txn::lock::ChangeLock::take(layout)?;
     let (client, settings) = super::known_client(layout, name)?;
     let report = policy::add_deny(&layout.policy_path(&client), hosts)?;
     print_report(&client, "denied", &report);
@@ -67,7 +67,7 @@ pub fn policy(layout: &Layout, name: &str) -> Result<()> {
         return Ok(());
     }
     match policy::load(&path) {
-        Ok(p) => crate::output::print(format_args!("{}", policy::render_summary(&p))),
+        Ok(p) => crate::base::output::print(format_args!("{}", policy::render_summary(&p))),
         Err(e) => outln!("the policy is invalid, so the proxy refuses every connection: {e:#}"),
     }
     Ok(())
@@ -146,7 +146,7 @@ fn proxy_keys(layout: &Layout, client: &ClientName) -> Option<crate::proxy::keye
 /// The policy a new allowlist client starts with: its agent's bundle.
 pub fn default_policy(settings: &Settings) -> Result<String> {
     use crate::proxy::policy::Bundle;
-    use crate::settings::Agent;
+    use crate::sandbox::settings::Agent;
     let bundles: &[Bundle] = match settings.agent {
         Agent::Claude => &[Bundle::Claude],
         Agent::Codex => &[Bundle::Codex],

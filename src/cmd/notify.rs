@@ -2,8 +2,8 @@
 
 use anyhow::{Context, Result};
 
-use crate::client::ClientName;
 use crate::notify::{self, desktop::Desktop};
+use crate::sandbox::client::ClientName;
 
 pub fn serve(name: &str) -> Result<()> {
     let client = ClientName::parse(name)?;
@@ -22,7 +22,9 @@ pub fn serve(name: &str) -> Result<()> {
         .context("cannot make the event socket blocking")?;
     let state = notify::state_path(&client)
         .context("XDG_RUNTIME_DIR is not set; run this through the systemd user manager")?;
-    crate::layout::create_private_dir(state.parent().context("a state file has a directory")?)?;
+    crate::sandbox::layout::create_private_dir(
+        state.parent().context("a state file has a directory")?,
+    )?;
     let desktop = Desktop::from_env()?;
     notify::serve(&client, &listener, &state, &desktop)
 }

@@ -9,15 +9,15 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
+use crate::base::output::outln;
 use crate::cli::PortArgs;
-use crate::client::ClientName;
 use crate::host::HostProfile;
-use crate::layout::Layout;
-use crate::output::outln;
-use crate::plan::{Applied, Plan, Undo, missing_dirs, remove_dirs};
-use crate::ports::{self, MIN_HOST_PORT, PortForward};
-use crate::settings::Settings;
-use crate::systemd::{Systemd, Verb};
+use crate::host::systemd::{Systemd, Verb};
+use crate::render::ports::{self, MIN_HOST_PORT, PortForward};
+use crate::sandbox::client::ClientName;
+use crate::sandbox::layout::Layout;
+use crate::sandbox::settings::Settings;
+use crate::txn::plan::{Applied, Plan, Undo, missing_dirs, remove_dirs};
 
 /// Unit files of forwards are the user's to read, like the proxy's.
 const UNIT_MODE: u32 = 0o644;
@@ -41,7 +41,7 @@ pub fn port(layout: &Layout, args: &PortArgs) -> Result<()> {
     let Some(port) = args.port else {
         return list(&client, &settings);
     };
-    let _lock = crate::lock::ChangeLock::take(layout)?;
+    let _lock = crate::txn::lock::ChangeLock::take(layout)?;
     // Read again under the lock: another command may have just changed them.
     let (client, settings) = super::known_client(layout, &args.client)?;
     if args.rm {
@@ -145,7 +145,7 @@ fn add(
         persist,
     };
     fwd.validate(client)?;
-    for (other, s) in super::super::options::all_settings(layout)? {
+    for (other, s) in crate::ops::options::all_settings(layout)? {
         for f in &s.ports {
             if f.host == fwd.host && !(other == *client && f.container == fwd.container) {
                 bail!(
@@ -372,7 +372,7 @@ fn is_listening(systemd: &Systemd, socket: &str) -> Result<bool> {
     Ok(systemd
         .unit_states(&[socket.to_owned()])?
         .first()
-        .is_some_and(crate::systemd::UnitState::is_active))
+        .is_some_and(crate::host::systemd::UnitState::is_active))
 }
 
 fn reload<'a>(plan: &mut Plan<'a>, systemd: &'a Systemd) {

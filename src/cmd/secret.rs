@@ -4,11 +4,11 @@ use std::io::Read;
 
 use anyhow::{Context, Result, bail};
 
+use crate::base::output::outln;
 use crate::cli::{SandboxOptions, SecretCommand};
-use crate::layout::Layout;
-use crate::options::Request;
-use crate::output::outln;
-use crate::secrets;
+use crate::ops::options::Request;
+use crate::sandbox::layout::Layout;
+use crate::state::secrets;
 
 /// Largest value accepted on stdin; API keys and tokens are far smaller.
 const MAX_VALUE: u64 = 64 * 1024;
@@ -28,7 +28,7 @@ pub fn secret(layout: &Layout, cmd: SecretCommand) -> Result<()> {
                 bail!("the value for {name} is larger than 64 KiB; nothing was stored");
             }
             let value = secrets::clean_value(&name, &raw)?;
-            let _lock = crate::lock::ChangeLock::take(layout)?;
+            let _lock = crate::txn::lock::ChangeLock::take(layout)?;
             let (client, mut settings) = super::known_client(layout, &client)?;
             secrets::store(&client, &name, &value)?;
             secrets::store_for_proxy(layout, &client, &name, &value)?;
@@ -51,7 +51,7 @@ pub fn secret(layout: &Layout, cmd: SecretCommand) -> Result<()> {
         }
         SecretCommand::Rm { client, name } => {
             secrets::check_name(&name)?;
-            let _lock = crate::lock::ChangeLock::take(layout)?;
+            let _lock = crate::txn::lock::ChangeLock::take(layout)?;
             let (client, mut settings) = super::known_client_with_podman(layout, &client)?;
             secrets::remove(&client, &name)?;
             secrets::remove_for_proxy(layout, &client, &name)?;
@@ -64,7 +64,7 @@ pub fn secret(layout: &Layout, cmd: SecretCommand) -> Result<()> {
 }
 
 /// Re-renders the client's unit from its saved settings and reloads systemd.
-fn update_unit(layout: &Layout, client: &crate::client::ClientName) -> Result<()> {
+fn update_unit(layout: &Layout, client: &crate::sandbox::client::ClientName) -> Result<()> {
     let options = SandboxOptions::default();
     let req = Request {
         projects: &[],

@@ -14,12 +14,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
-use crate::client::ClientName;
-use crate::layout::Layout;
+use crate::base::output::outln;
+use crate::host::systemd::Systemd;
 use crate::notify::{self, Kind, SessionState};
-use crate::output::outln;
-use crate::settings::Settings;
-use crate::systemd::Systemd;
+use crate::sandbox::client::ClientName;
+use crate::sandbox::layout::Layout;
+use crate::sandbox::settings::Settings;
 
 /// Where `attach --worktree NAME` puts the worktree, inside the client's first project.
 pub const WORKTREES_DIR: &str = ".worktrees";
@@ -37,7 +37,7 @@ pub fn check_branch(name: &str) -> Result<()> {
     if name.starts_with('-') {
         bail!(
             "invalid worktree name {}: a branch name cannot start with '-'",
-            crate::escape::display(name)
+            crate::base::escape::display(name)
         );
     }
     Ok(())
@@ -51,7 +51,7 @@ fn bounded_output(mut cmd: Command, timeout: Duration) -> Result<(ExitStatus, Ve
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .with_context(|| format!("cannot run {}", crate::podman::binary()))?;
+        .with_context(|| format!("cannot run {}", crate::host::podman::binary()))?;
     let reader = |pipe: Option<Box<dyn Read + Send>>| {
         std::thread::spawn(move || {
             let mut out = Vec::new();
@@ -101,7 +101,7 @@ fn require_running(client: &ClientName) -> Result<()> {
     let states = systemd.unit_states(std::slice::from_ref(&unit))?;
     if !states
         .first()
-        .is_some_and(crate::systemd::UnitState::is_active)
+        .is_some_and(crate::host::systemd::UnitState::is_active)
     {
         bail!("{client} is not running; start it with `sandboxctl start {client}`");
     }
@@ -110,7 +110,7 @@ fn require_running(client: &ClientName) -> Result<()> {
 
 /// A field from the sandbox, made safe to print and bounded.
 fn field(raw: &[u8]) -> String {
-    let mut s = crate::terminal::sanitize(raw);
+    let mut s = crate::base::terminal::sanitize(raw);
     if s.len() > FIELD_MAX {
         let mut cut = FIELD_MAX;
         while !s.is_char_boundary(cut) {
@@ -349,7 +349,7 @@ pub struct Row {
 /// last reported event.
 pub fn list(layout: &Layout, client: &ClientName, settings: &Settings) -> Result<Vec<Row>> {
     let container = client.container_name();
-    let tmux = crate::podman::command([
+    let tmux = crate::host::podman::command([
         "exec",
         &container,
         "tmux",
@@ -366,12 +366,12 @@ pub fn list(layout: &Layout, client: &ClientName, settings: &Settings) -> Result
     } else {
         bail!(
             "cannot list the tmux sessions of {client}: {}",
-            crate::terminal::one_line(&err)
+            crate::base::terminal::one_line(&err)
         );
     };
     if !panes.is_empty() {
         // The process table in a call of its own: nothing in the panes' list can end it.
-        let ps = crate::podman::command(["exec", &container, "sh", "-c", PROCS_SCRIPT]);
+        let ps = crate::host::podman::command(["exec", &container, "sh", "-c", PROCS_SCRIPT]);
         let (_, out, _) = bounded_output(ps, EXEC_TIMEOUT)?;
         let procs = parse_procs(&out);
         for p in &mut panes {
@@ -394,7 +394,7 @@ pub fn list(layout: &Layout, client: &ClientName, settings: &Settings) -> Result
             let worktree = worktree_of(project, &p.path);
             let host_git_pinned = project.zip(worktree.as_deref()).map(|(dir, name)| {
                 let dotgit = dir.join(WORKTREES_DIR).join(name).join(".git");
-                crate::git_guard::pinned_read_only(&unit, &dotgit)
+                crate::state::git_guard::pinned_read_only(&unit, &dotgit)
             });
             Row {
                 worktree,
@@ -453,7 +453,7 @@ pub fn sessions(layout: &Layout, name: &str, json: bool) -> Result<()> {
 /// it shows one. Read from the pane's text (`tmux capture-pane`, bounded, sanitised):
 /// what the agent says it does, not the flag it was given.
 pub fn agent_mode(client: &ClientName) -> Option<String> {
-    let cmd = crate::podman::command([
+    let cmd = crate::host::podman::command([
         "exec",
         &client.container_name(),
         "tmux",
@@ -500,7 +500,7 @@ const AGENT_START_DEADLINE: Duration = Duration::from_secs(15);
 pub fn wait_for_agent(client: &ClientName) {
     let start = Instant::now();
     loop {
-        let cmd = crate::podman::command([
+        let cmd = crate::host::podman::command([
             "exec",
             &client.container_name(),
             "tmux",
@@ -578,7 +578,7 @@ fn in_project(
     name: &str,
     arg: &str,
 ) -> Result<(ExitStatus, Vec<u8>)> {
-    let cmd = crate::podman::command([
+    let cmd = crate::host::podman::command([
         "exec",
         "-w",
         project,
@@ -611,7 +611,7 @@ pub fn ensure_worktree(client: &ClientName, settings: &Settings, name: &str) -> 
         ),
         _ => bail!(
             "cannot create the worktree {name} of {project} in {client}: {}",
-            crate::terminal::one_line(&err)
+            crate::base::terminal::one_line(&err)
         ),
     }
 }
@@ -620,7 +620,7 @@ pub fn worktree_rm(layout: &Layout, name: &str, worktree: &str, force: bool) -> 
     if !notify::is_session_name(worktree) {
         bail!(
             "invalid worktree name {}: use 1-64 characters of A-Z, a-z, 0-9, '-' and '_'",
-            crate::escape::display(worktree)
+            crate::base::escape::display(worktree)
         );
     }
     check_branch(worktree)?;
@@ -641,11 +641,11 @@ pub fn worktree_rm(layout: &Layout, name: &str, worktree: &str, force: bool) -> 
         ),
         _ => bail!(
             "cannot remove the worktree {worktree} of {client}: {}; `sandboxctl worktree rm {client} {worktree} --force` removes it with its uncommitted changes",
-            crate::terminal::one_line(&err)
+            crate::base::terminal::one_line(&err)
         ),
     }
     // Its session ends too ("=" asks tmux for this exact name); none is fine.
-    let kill = crate::podman::command([
+    let kill = crate::host::podman::command([
         "exec",
         &client.container_name(),
         "tmux",

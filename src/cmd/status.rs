@@ -4,11 +4,11 @@
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::client::ClientName;
-use crate::layout::Layout;
-use crate::output::outln;
-use crate::settings::Settings;
-use crate::systemd::{ServiceOutcome, Systemd};
+use crate::base::output::outln;
+use crate::host::systemd::{ServiceOutcome, Systemd};
+use crate::sandbox::client::ClientName;
+use crate::sandbox::layout::Layout;
+use crate::sandbox::settings::Settings;
 
 #[derive(Debug, Serialize)]
 struct ClientStatus {
@@ -32,10 +32,10 @@ struct ClientStatus {
     /// Host ports forwarded into the sandbox (`sandboxctl port`).
     ports: Vec<super::port::PortStatus>,
     /// Resource limits; an absent one is unlimited.
-    limits: crate::limits::Limits,
+    limits: crate::sandbox::limits::Limits,
     /// The image the sandbox runs (ID, digest, agent versions), if Podman knows it.
     #[serde(skip_serializing_if = "Option::is_none")]
-    image_state: Option<crate::image::ImageState>,
+    image_state: Option<crate::host::image::ImageState>,
     /// Where the agent's API key is: "key held by the proxy" or "key in the sandbox";
     /// absent for an agent without one.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -46,7 +46,7 @@ struct ClientStatus {
     /// Podman's store when it is too full to create the container (`status CLIENT` of a
     /// sandbox that is not running only).
     #[serde(skip_serializing_if = "Option::is_none")]
-    storage_full: Option<crate::podman::Storage>,
+    storage_full: Option<crate::host::podman::Storage>,
     /// The files of the projects the unit masks (empty and read-only in the sandbox).
     masked: Vec<String>,
     /// The image ID the client runs instead of `image`, after a failed `update`.
@@ -76,7 +76,7 @@ fn api_key_place(layout: &Layout, c: &ClientName, s: &Settings) -> Option<String
 
 #[allow(clippy::too_many_lines)] // one field per line of the status table
 pub fn status(layout: &Layout, name: Option<&str>, json: bool) -> Result<()> {
-    crate::lock::recover_if_idle(layout)?;
+    crate::txn::lock::recover_if_idle(layout)?;
     let clients: Vec<(ClientName, Settings)> = match name {
         Some(n) => vec![super::known_client(layout, n)?],
         None => layout
@@ -132,28 +132,30 @@ pub fn status(layout: &Layout, name: Option<&str>, json: bool) -> Result<()> {
             ports,
             limits: s.limits,
             // Two or three podman calls: for `status CLIENT` only, `list` stays fast.
-            image_state: name.and_then(|_| crate::image::state(&s.image, &c.container_name())),
+            image_state: name
+                .and_then(|_| crate::host::image::state(&s.image, &c.container_name())),
             api_key: api_key_place(layout, c, s),
             image_missing: None,
             storage_full: None,
             masked: crate::render::written_unit(layout, c)
-                .map(|(_, unit)| crate::mask::in_unit(&unit, &layout.mask_file(c)))
+                .map(|(_, unit)| crate::state::mask::in_unit(&unit, &layout.mask_file(c)))
                 .unwrap_or_default(),
         })
         .collect();
     if name.is_some() {
         // One more podman call, only when the image could not be inspected.
         for (r, (c, s)) in rows.iter_mut().zip(&clients) {
-            r.image_missing =
-                Some(r.image_state.is_none() && crate::image::exists(&s.image).ok() == Some(false));
-            if r.active_state == "active" && s.agent != crate::settings::Agent::Shell {
+            r.image_missing = Some(
+                r.image_state.is_none() && crate::host::image::exists(&s.image).ok() == Some(false),
+            );
+            if r.active_state == "active" && s.agent != crate::sandbox::settings::Agent::Shell {
                 r.agent_mode = super::sessions::agent_mode(c);
             }
             // A sandbox that does not run may be kept from starting by a full store.
             if r.active_state != "active" {
-                r.storage_full = crate::podman::Storage::probe()
+                r.storage_full = crate::host::podman::Storage::probe()
                     .ok()
-                    .filter(crate::podman::Storage::is_full);
+                    .filter(crate::host::podman::Storage::is_full);
             }
         }
     }
@@ -210,7 +212,7 @@ pub fn status(layout: &Layout, name: Option<&str>, json: bool) -> Result<()> {
             outln!(
                 "{c}: {}, so the sandbox cannot start: {}, then `sandboxctl start {c}`",
                 st.full_in_words(),
-                crate::podman::STORAGE_FIX
+                crate::host::podman::STORAGE_FIX
             );
         }
         r.api_key.iter().for_each(|k| outln!("{c}: API key: {k}"));
@@ -220,13 +222,16 @@ pub fn status(layout: &Layout, name: Option<&str>, json: bool) -> Result<()> {
         if let Some(pin) = &r.image_pin {
             outln!(
                 "{c}: pinned to image {} after a failed update; `sandboxctl update {c}` tries {} again",
-                crate::image::short_id(pin),
+                crate::host::image::short_id(pin),
                 r.image
             );
         }
         if name.is_some() {
             for m in &r.masked {
-                outln!("{c}: masked: {}", crate::terminal::sanitize(m.as_bytes()));
+                outln!(
+                    "{c}: masked: {}",
+                    crate::base::terminal::sanitize(m.as_bytes())
+                );
             }
         }
         if let Some(f) = &r.failure {
@@ -245,7 +250,7 @@ pub fn status(layout: &Layout, name: Option<&str>, json: bool) -> Result<()> {
 
 /// `CLIENT: image sha256:0123456789ab, Claude Code 2.1.332, Codex 0.171.0`, and
 /// whether a newer image waits under the same name.
-fn print_image(c: &ClientName, state: Option<&crate::image::ImageState>) {
+fn print_image(c: &ClientName, state: Option<&crate::host::image::ImageState>) {
     let Some(i) = state else { return };
     let short = i.id.get(..19).unwrap_or(&i.id);
     outln!(
@@ -261,7 +266,7 @@ fn print_image(c: &ClientName, state: Option<&crate::image::ImageState>) {
 }
 
 /// `CLIENT: limits memory 8g, cpus 2, pids 4096`, when any is set.
-fn print_limits(c: &ClientName, l: &crate::limits::Limits) {
+fn print_limits(c: &ClientName, l: &crate::sandbox::limits::Limits) {
     let mut parts = Vec::new();
     if let Some(m) = l.memory {
         parts.push(format!("memory {m}"));
@@ -282,7 +287,7 @@ fn port_statuses(
     systemd: Option<&Systemd>,
     clients: &[(ClientName, Settings)],
 ) -> Result<Vec<Vec<super::port::PortStatus>>> {
-    let forwards: Vec<(&ClientName, &[crate::ports::PortForward])> = clients
+    let forwards: Vec<(&ClientName, &[crate::render::ports::PortForward])> = clients
         .iter()
         .map(|(c, s)| (c, s.ports.as_slice()))
         .collect();

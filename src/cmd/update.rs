@@ -18,12 +18,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 
-use crate::client::ClientName;
-use crate::image::{self, ImageState};
-use crate::layout::Layout;
-use crate::output::outln;
-use crate::settings::Settings;
-use crate::systemd::{Systemd, Verb};
+use crate::base::output::outln;
+use crate::host::image::{self, ImageState};
+use crate::host::systemd::{Systemd, Verb};
+use crate::sandbox::client::ClientName;
+use crate::sandbox::layout::Layout;
+use crate::sandbox::settings::Settings;
 
 /// How long a restarted sandbox must stay up, without systemd restarting it, to count
 /// as started: a container whose command fails exits within a second or two, and
@@ -38,7 +38,7 @@ pub fn update(layout: &Layout, names: &[String], dry_run: bool, force: bool) -> 
     let _lock = if dry_run {
         None
     } else {
-        Some(crate::lock::ChangeLock::take(layout)?)
+        Some(crate::txn::lock::ChangeLock::take(layout)?)
     };
     let clients: Vec<(ClientName, Settings)> = if names.is_empty() {
         layout
@@ -97,7 +97,7 @@ fn update_one(
     let active = systemd
         .unit_states(std::slice::from_ref(&unit))?
         .first()
-        .is_some_and(crate::systemd::UnitState::is_active);
+        .is_some_and(crate::host::systemd::UnitState::is_active);
     let running = if active {
         image::container_image(&client.container_name())
     } else {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use super::{Event, Kind, Notifier};
-use crate::client::ClientName;
+use crate::sandbox::client::ClientName;
 
 /// The environment variable that points the service at another bus (tests set it on
 /// the user manager with `systemctl --user set-environment`).
@@ -58,7 +58,7 @@ impl Desktop {
     pub fn from_env() -> Result<Self> {
         let address = match std::env::var(BUS_ENV).ok().filter(|a| !a.is_empty()) {
             Some(a) => a,
-            None => crate::systemd::session_bus_address()?,
+            None => crate::host::systemd::session_bus_address()?,
         };
         Ok(Self { address })
     }

@@ -12,7 +12,6 @@
 //! sends nothing, and at most `RATE_MAX` notifications go out per `RATE_WINDOW_SECS`.
 
 pub mod desktop;
-pub mod units;
 
 use std::collections::BTreeMap;
 use std::io::{self, Read};
@@ -25,7 +24,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::client::ClientName;
+use crate::sandbox::client::ClientName;
 
 /// Where a client's event socket directory is mounted in its container.
 pub const CONTAINER_DIR: &str = "/run/sandbox-events";
@@ -243,7 +242,7 @@ impl State {
 
     pub fn save(&self, path: &Path) -> Result<()> {
         let text = serde_json::to_vec(self).context("cannot serialise the session states")?;
-        crate::atomic::write(path, &text, 0o600)
+        crate::base::atomic::write(path, &text, 0o600)
     }
 }
 
@@ -307,7 +306,7 @@ pub fn handle(
         return format!(
             "dropped a malformed event ({} bytes): {}",
             line.len(),
-            crate::terminal::sanitize(shown)
+            crate::base::terminal::sanitize(shown)
         );
     };
     let mut state = match State::load(state_path) {
@@ -364,7 +363,7 @@ pub fn serve(
         };
         busy.store(true, Ordering::SeqCst);
         let line = handle(stream, client, state_path, notifier, now_secs());
-        crate::log_file::write_line(format!("{client}: {line}\n").as_bytes());
+        crate::base::log_file::write_line(format!("{client}: {line}\n").as_bytes());
         last.store(now_secs(), Ordering::SeqCst);
         busy.store(false, Ordering::SeqCst);
     }

@@ -756,7 +756,7 @@ async fn keyed<R: Resolver>(
             Refusal::key_path(
                 format!(
                     "key path: {} is not an API path of the agent's; no key is added (`sandboxctl enable CLIENT --key-path PATH` allows one)",
-                    crate::escape::display(&path.chars().take(200).collect::<String>())
+                    crate::base::escape::display(&path.chars().take(200).collect::<String>())
                 ),
                 "this API path does not get the key held for this sandbox; the user can allow it with `sandboxctl enable CLIENT --key-path PATH`",
             ),

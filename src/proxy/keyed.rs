@@ -23,7 +23,7 @@ use hyper::{HeaderMap, Method, Request, header};
 use tokio::io::{AsyncRead, AsyncWrite, BufReader, ReadBuf};
 use tokio::net::TcpStream;
 
-pub use crate::agent::{ANTHROPIC, OPENAI, PROVIDERS, Provider};
+pub use crate::sandbox::agent::{ANTHROPIC, OPENAI, PROVIDERS, Provider};
 
 /// Whether `path` (the request's path, with its query) may carry the key to `p`: one of
 /// the provider's [`Provider::paths`] or the client's own `extra` patterns. A pattern
@@ -71,7 +71,7 @@ pub fn check_path_pattern(pattern: &str) -> anyhow::Result<()> {
     if !ok {
         bail!(
             "invalid --key-path {}: give an API path such as /v1/files or /v1/files* (plain segments, `*` only at the end)",
-            crate::escape::display(pattern)
+            crate::base::escape::display(pattern)
         );
     }
     Ok(())
@@ -205,8 +205,8 @@ fn read_key(path: &Path) -> Result<String> {
 /// Writes a proxy-held key (0600, in a 0700 directory), replacing any earlier one.
 pub fn store(config_dir: &Path, var: &str, value: &[u8]) -> Result<()> {
     let dir = config_dir.join(KEY_DIR);
-    crate::layout::create_private_dir(&dir)?;
-    crate::atomic::write(&dir.join(var), value, 0o600)
+    crate::sandbox::layout::create_private_dir(&dir)?;
+    crate::base::atomic::write(&dir.join(var), value, 0o600)
 }
 
 /// Removes a proxy-held key if there is one.

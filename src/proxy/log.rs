@@ -229,7 +229,7 @@ impl LogSink {
                 // One write per line so concurrent lines never interleave; a log that
                 // cannot be written must not take the proxy down. Without journald the
                 // file behind stderr is capped (`log_file`).
-                crate::log_file::write_line(line.as_bytes());
+                crate::base::log_file::write_line(line.as_bytes());
             }
             LogSink::Memory(lines) => {
                 if let Ok(mut l) = lines.lock() {

@@ -17,10 +17,10 @@ use std::fmt::Write as _;
 use anyhow::{Result, bail};
 use serde_json::{Map, Value, json};
 
-use crate::model::{BindRole, Mount, Network, SandboxSpec};
+use crate::render::model::{BindRole, Mount, Network, SandboxSpec};
 
 /// The port the proxy listens on in the cluster (the local forwarder's, too).
-pub const PROXY_PORT: u16 = crate::proxy_units::FORWARDER_PORT;
+pub const PROXY_PORT: u16 = crate::units::proxy::FORWARDER_PORT;
 
 /// Where the proxy's pod mounts the client's `network.toml`.
 pub const POLICY_DIR: &str = "/etc/sandboxctl";
@@ -117,7 +117,7 @@ pub fn check_namespace(ns: &str) -> Result<()> {
     if !ok {
         bail!(
             "invalid namespace {}: use lowercase letters, digits and '-' (at most 63, e.g. sandboxes)",
-            crate::escape::display(ns)
+            crate::base::escape::display(ns)
         );
     }
     Ok(())
@@ -253,7 +253,7 @@ fn agent_pod(
                 let mut mount = Map::new();
                 mount.insert("name".into(), json!(claim));
                 mount.insert("mountPath".into(), json!(b.target));
-                if b.access == crate::model::Access::ReadOnly {
+                if b.access == crate::render::model::Access::ReadOnly {
                     mount.insert("readOnly".into(), json!(true));
                 }
                 mounts.push(Value::Object(mount));
@@ -273,7 +273,7 @@ fn agent_pod(
         volumes.push(secret_volume(spec, n));
         mounts.push(json!({
             "name": "secrets",
-            "mountPath": crate::secrets::MOUNT_DIR,
+            "mountPath": crate::state::secrets::MOUNT_DIR,
             "readOnly": true,
         }));
     }
@@ -289,7 +289,7 @@ fn agent_pod(
     for a in &spec.extra_podman_args {
         dropped.push(format!(
             "podman argument {}: no Kubernetes counterpart",
-            crate::escape::display(a)
+            crate::base::escape::display(a)
         ));
     }
     let (pod_sec, container_sec) = security(spec, o);
@@ -348,18 +348,18 @@ fn agent_env(spec: &SandboxSpec, n: &Names) -> Vec<Value> {
         .collect()
 }
 
-fn host_mount_dropped(b: &crate::model::Bind) -> String {
+fn host_mount_dropped(b: &crate::render::model::Bind) -> String {
     if b.role == BindRole::Mask {
         return format!(
             "the mask of {}: the cluster's project volume has no masks, so leave that file out of what you copy into it",
-            crate::escape::display(&b.target)
+            crate::base::escape::display(&b.target)
         );
     }
-    let (crate::model::BindSource::Host(source) | crate::model::BindSource::Runtime(source)) =
-        &b.source;
+    let (crate::render::model::BindSource::Host(source)
+    | crate::render::model::BindSource::Runtime(source)) = &b.source;
     format!(
         "mount {}: a host path has no Kubernetes counterpart (copy the data into a volume)",
-        crate::escape::display(&format!("{source}:{}", b.target))
+        crate::base::escape::display(&format!("{source}:{}", b.target))
     )
 }
 
@@ -390,7 +390,7 @@ fn proxy_objects(spec: &SandboxSpec, o: &Options, n: &Names, policy: &str) -> Ve
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": n.metadata(&n.obj("network-policy"), "proxy"),
-        "data": {crate::layout::POLICY_FILE: policy},
+        "data": {crate::sandbox::layout::POLICY_FILE: policy},
     });
     let deployment = json!({
         "apiVersion": "apps/v1",
@@ -412,7 +412,7 @@ fn proxy_objects(spec: &SandboxSpec, o: &Options, n: &Names, policy: &str) -> Ve
                         "command": [
                             PROXY_BINARY, "proxy",
                             "--client", n.client,
-                            "--policy", format!("{POLICY_DIR}/{}", crate::layout::POLICY_FILE),
+                            "--policy", format!("{POLICY_DIR}/{}", crate::sandbox::layout::POLICY_FILE),
                             "--listen-tcp", format!("0.0.0.0:{PROXY_PORT}"),
                         ],
                         "env": [{"name": "HOME", "value": "/tmp"}],

@@ -10,8 +10,8 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use crate::escape::{self, Raw, Word};
-use crate::model::{AdaptationKind, Network, SandboxSpec};
+use crate::base::escape::{self, Raw, Word};
+use crate::render::model::{AdaptationKind, Network, SandboxSpec};
 
 const TEMPLATE: &str = include_str!("../../templates/agent.service.j2");
 
@@ -94,7 +94,7 @@ pub fn run_args(spec: &SandboxSpec) -> Result<Vec<Word>> {
     if let Some(u) = spec.auto_update {
         a.push(arg(&format!(
             "--label={}={}",
-            crate::model::AUTO_UPDATE_LABEL,
+            crate::render::model::AUTO_UPDATE_LABEL,
             u.as_str()
         ))?);
     }

@@ -6,9 +6,9 @@
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::escape::{self, Raw, Word};
+use crate::base::escape::{self, Raw, Word};
 use crate::host::{HostProfile, Version};
-use crate::model::{AdaptationKind, Network, SandboxSpec};
+use crate::render::model::{AdaptationKind, Network, SandboxSpec};
 
 const TEMPLATE: &str = include_str!("../../templates/agent.container.j2");
 
@@ -97,7 +97,7 @@ const FALLBACKS: [Fallback; 8] = [
         take: |k| {
             k.auto_update
                 .take()
-                .map(|v| format!("{}={v}", crate::model::AUTO_UPDATE_LABEL))
+                .map(|v| format!("{}={v}", crate::render::model::AUTO_UPDATE_LABEL))
                 .into_iter()
                 .collect()
         },
@@ -171,13 +171,16 @@ fn opt_raw(what: &str, v: Option<&String>) -> Result<Option<Raw>> {
 fn unit(spec: &SandboxSpec, quadlet: Version) -> Result<Unit> {
     let mut keys = VersionedKeys {
         user_ns: Some(spec.userns.as_str().to_owned()),
-        tmpfs: spec.tmpfs().map(crate::model::Tmpfs::spec).collect(),
+        tmpfs: spec
+            .tmpfs()
+            .map(crate::render::model::Tmpfs::spec)
+            .collect(),
         host_name: Some(spec.hostname.clone()),
         working_dir: Some(spec.working_dir.clone()),
         secrets: spec
             .secrets
             .iter()
-            .map(crate::model::SecretMount::spec)
+            .map(crate::render::model::SecretMount::spec)
             .collect(),
         pids_limit: spec.limits.pids.map(|p| p.to_string()),
         memory: spec.limits.memory.map(|m| m.to_string()),
@@ -271,7 +274,7 @@ fn podman_args(
     if spec.pull_never() {
         podman_args.push(PodmanArg {
             value: escape::word("podman argument", "--pull=never")?,
-            why: Some(crate::model::PULL_NEVER_WHY),
+            why: Some(crate::render::model::PULL_NEVER_WHY),
         });
     }
     if let Some(a) = spec.adaptation(|k| *k == AdaptationKind::CgroupsDisabled) {

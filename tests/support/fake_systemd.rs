@@ -15,7 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use sandboxctl::systemd::UnitRow;
+use sandboxctl::host::systemd::UnitRow;
 use zbus::zvariant::{ObjectPath, OwnedObjectPath};
 
 const PATH: &str = "/org/freedesktop/systemd1";

@@ -3,7 +3,7 @@
 //! 5.4.2 generator, hybrid cgroups, systemd not PID 1).
 
 use sandboxctl::host::{Cgroups, HostProfile, Version, fixed_profile};
-use sandboxctl::layout::Layout;
+use sandboxctl::sandbox::layout::Layout;
 
 pub fn layout() -> Layout {
     Layout {

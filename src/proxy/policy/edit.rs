@@ -1,6 +1,6 @@
 //! Changing a policy file for `sandboxctl allow|deny`: edits keep the user's comments
 //! and layout (`toml_edit`), are validated before they are written, and are written
-//! atomically ([`crate::atomic`]) so the proxy never reads a half-written policy.
+//! atomically ([`crate::base::atomic`]) so the proxy never reads a half-written policy.
 
 use std::path::Path;
 
@@ -288,7 +288,7 @@ pub fn create(path: &Path, text: &str) -> anyhow::Result<()> {
     write_atomic(path, text.as_bytes(), false)
 }
 
-/// Writes through [`crate::atomic`], keeping the mode of an existing file.
+/// Writes through [`crate::base::atomic`], keeping the mode of an existing file.
 fn write_atomic(path: &Path, bytes: &[u8], replace: bool) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt as _;
     let mode = match std::fs::metadata(path) {
@@ -296,7 +296,7 @@ fn write_atomic(path: &Path, bytes: &[u8], replace: bool) -> anyhow::Result<()> 
         Ok(m) => m.permissions().mode() & 0o7777,
         Err(_) => 0o600,
     };
-    crate::atomic::write(path, bytes, mode)
+    crate::base::atomic::write(path, bytes, mode)
 }
 
 #[cfg(test)]

@@ -1,0 +1,962 @@
+//! The agent image: `sandboxctl image build`, the existence check, and building the
+//! default image when a command needs it and it is missing.
+//!
+//! The build context (the `image/` directory of the source tree) is embedded in the
+//! binary, so an installed `sandboxctl` builds without a checkout: each build writes it
+//! to a temporary directory, adds the extra CA certificates under `certs/` and the running
+//! `sandboxctl` executable itself (the proxy of a client exported to Kubernetes runs it
+//! from the image), and runs `podman build` there with its progress shown on stderr.
+
+use std::fmt;
+use std::fs;
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+
+pub use crate::sandbox::settings::DEFAULT_IMAGE;
+
+/// The file of the build context that the Containerfile copies to
+/// `render::kube::PROXY_BINARY`: the running executable, added by each build.
+pub const CONTEXT_BINARY: &str = "sandboxctl";
+
+/// Labels the Containerfile sets from its version arguments.
+const LABEL_CLAUDE: &str = "io.sandboxctl.claude-code.version";
+const LABEL_CODEX: &str = "io.sandboxctl.codex.version";
+const LABEL_NODE: &str = "io.sandboxctl.node.version";
+
+/// The npm packages of the agents, as the Containerfile installs them.
+pub const CLAUDE_PACKAGE: &str = "@anthropic-ai/claude-code";
+pub const CODEX_PACKAGE: &str = "@openai/codex";
+
+/// A file of the build context: path inside the context, contents, mode.
+struct ContextFile {
+    path: &'static str,
+    contents: &'static [u8],
+    mode: u32,
+}
+
+macro_rules! context_file {
+    ($path:literal, $mode:literal) => {
+        ContextFile {
+            path: $path,
+            contents: include_bytes!(concat!("../../image/", $path)),
+            mode: $mode,
+        }
+    };
+}
+
+/// The `image/` directory, embedded. A unit test checks that it lists every file there.
+const CONTEXT: &[ContextFile] = &[
+    context_file!("Containerfile", 0o644),
+    context_file!("README.md", 0o644),
+    context_file!("agent-entry", 0o755),
+    context_file!("agent-event", 0o755),
+    context_file!("agent-package-hosts", 0o755),
+    context_file!("agent-session", 0o755),
+    context_file!("certs/.keep", 0o644),
+    context_file!("certs/README.md", 0o644),
+    context_file!("dpkg-nodoc.cfg", 0o644),
+    context_file!("git-credential-sandbox", 0o755),
+    context_file!("gitconfig", 0o644),
+    context_file!("managed-settings.json", 0o644),
+    context_file!("profile.sh", 0o644),
+    context_file!("session.conf", 0o644),
+    context_file!("ssh_config", 0o644),
+    context_file!("tmux.conf", 0o644),
+];
+
+/// What `sandboxctl image build` builds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildOptions {
+    /// Base image (`BASE_IMAGE`); `None` keeps the Containerfile's registry base.
+    pub base: Option<String>,
+    /// Tag of the built image.
+    pub tag: String,
+    /// PEM files with extra CA certificates to trust inside the image.
+    pub ca_certs: Vec<PathBuf>,
+    /// Further `--build-arg`s, e.g. `("CLAUDE_CODE_VERSION", "2.1.332")`.
+    pub build_args: Vec<(String, String)>,
+}
+
+impl BuildOptions {
+    /// The default image from the Containerfile's defaults.
+    pub fn default_image() -> Self {
+        Self {
+            base: None,
+            tag: DEFAULT_IMAGE.to_owned(),
+            ca_certs: Vec::new(),
+            build_args: Vec::new(),
+        }
+    }
+}
+
+/// The outcome of a build.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BuildSummary {
+    pub tag: String,
+    pub size_bytes: u64,
+    pub claude_version: String,
+    pub codex_version: String,
+    pub node_version: String,
+    pub seconds: f64,
+}
+
+impl fmt::Display for BuildSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "built {} in {:.0} s", self.tag, self.seconds)?;
+        writeln!(
+            f,
+            "  size         {}",
+            crate::base::sizes::human(self.size_bytes)
+        )?;
+        writeln!(f, "  Claude Code  {}", self.claude_version)?;
+        writeln!(f, "  Codex        {}", self.codex_version)?;
+        write!(f, "  Node.js      {}", self.node_version)
+    }
+}
+
+/// Builds the image: progress streams to stderr while podman runs.
+pub fn build(opts: &BuildOptions) -> Result<BuildSummary> {
+    let started = Instant::now();
+    let context = tempfile::Builder::new()
+        .prefix("sandboxctl-image-")
+        .tempdir()
+        .context("creating a temporary build context")?;
+    // Read once, from the running process: the image carries the very bytes this host
+    // runs, even if the file on disk was replaced since (an upgrade).
+    let binary = fs::read("/proc/self/exe")
+        .context("cannot read the running sandboxctl (/proc/self/exe) to copy it into the image")?;
+    write_context(context.path(), &opts.ca_certs, &binary)?;
+
+    let mut cmd = crate::host::podman::command(build_args(opts, context.path()));
+    cmd.stdin(Stdio::null()).stdout(io::stderr());
+    let status = spawn_checked(&mut cmd)?
+        .wait()
+        .context("waiting for podman build")?;
+    if !status.success() {
+        bail!(
+            "podman build of {} failed ({status}); its output is above",
+            opts.tag
+        );
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let mut summary = inspect(&opts.tag)?;
+    summary.seconds = seconds;
+    Ok(summary)
+}
+
+/// Whether `image` is in the user's podman store.
+pub fn exists(image: &str) -> Result<bool> {
+    let out = output_checked(&mut crate::host::podman::command([
+        "image", "exists", image,
+    ]))?;
+    match out.status.code() {
+        Some(0) => Ok(true),
+        Some(1) => Ok(false),
+        _ => bail!(
+            "podman image exists {image} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ),
+    }
+}
+
+/// Makes sure `image` exists: the default image is built (with progress) when missing;
+/// any other image must be built or pulled by the user.
+pub fn ensure(image: &str) -> Result<()> {
+    if exists(image)? {
+        return Ok(());
+    }
+    if image != DEFAULT_IMAGE {
+        bail!(
+            "image {image} not found: build it (`sandboxctl image build --tag {image}`) \
+             or pull it (`podman pull {image}`)"
+        );
+    }
+    eprintln!("sandboxctl: image {image} is missing; building it (this takes a few minutes)");
+    let summary = build(&BuildOptions::default_image()).with_context(|| {
+        format!(
+            "building {image} failed; behind a TLS-intercepting proxy, build it with \
+             `sandboxctl image build --ca-cert <proxy CA file>`"
+        )
+    })?;
+    eprintln!("{summary}");
+    Ok(())
+}
+
+/// The `podman build` arguments for `opts` with the context at `context`.
+fn build_args(opts: &BuildOptions, context: &Path) -> Vec<String> {
+    let mut args = vec!["build".to_owned(), "--tag".to_owned(), opts.tag.clone()];
+    if let Some(base) = &opts.base {
+        args.push("--build-arg".to_owned());
+        args.push(format!("BASE_IMAGE={base}"));
+    }
+    for (name, value) in &opts.build_args {
+        args.push("--build-arg".to_owned());
+        args.push(format!("{name}={value}"));
+    }
+    args.push(context.display().to_string());
+    args
+}
+
+/// Writes the embedded context into `dir`, plus each CA certificate of `ca_certs` as
+/// `certs/NN-<name>.crt` (one certificate per file, as update-ca-certificates wants) and
+/// `binary` as `CONTEXT_BINARY` (mode 0755; the image's copy is root's).
+fn write_context(dir: &Path, ca_certs: &[PathBuf], binary: &[u8]) -> Result<()> {
+    let exe = dir.join(CONTEXT_BINARY);
+    fs::write(&exe, binary).with_context(|| format!("writing {}", exe.display()))?;
+    fs::set_permissions(&exe, fs::Permissions::from_mode(0o755))
+        .with_context(|| format!("setting the mode of {}", exe.display()))?;
+    for file in CONTEXT {
+        let path = dir.join(file.path);
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        }
+        fs::write(&path, file.contents).with_context(|| format!("writing {}", path.display()))?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(file.mode))
+            .with_context(|| format!("setting the mode of {}", path.display()))?;
+    }
+    for (i, source) in ca_certs.iter().enumerate() {
+        let certs = read_ca_certs(source)?;
+        let stem = safe_stem(source);
+        for (j, pem) in certs.iter().enumerate() {
+            let name = if certs.len() == 1 {
+                format!("{:02}-{stem}.crt", i + 1)
+            } else {
+                format!("{:02}-{stem}-{}.crt", i + 1, j + 1)
+            };
+            let path = dir.join("certs").join(name);
+            fs::write(&path, pem).with_context(|| format!("writing {}", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
+const PEM_BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+const PEM_END: &str = "-----END CERTIFICATE-----";
+
+/// The PEM certificates in `path` (one or more), each ending in a newline. Anything else
+/// (DER, a key, text, an unreadable file) is an error naming the file.
+fn read_ca_certs(path: &Path) -> Result<Vec<String>> {
+    let bytes =
+        fs::read(path).with_context(|| format!("reading CA certificate {}", path.display()))?;
+    let not_pem = || {
+        anyhow::anyhow!(
+            "{} is not a PEM CA certificate (expected {PEM_BEGIN} … {PEM_END}; \
+             convert DER with `openssl x509 -inform der -in FILE -out FILE.crt`)",
+            path.display()
+        )
+    };
+    let text = String::from_utf8(bytes).map_err(|_| not_pem())?;
+    let mut certs = Vec::new();
+    let mut rest = text.as_str();
+    while let Some(start) = rest.find(PEM_BEGIN) {
+        let body_start = start + PEM_BEGIN.len();
+        let Some(len) = rest[body_start..].find(PEM_END) else {
+            return Err(not_pem());
+        };
+        let body = &rest[body_start..body_start + len];
+        let base64 = body.chars().filter(|c| !c.is_whitespace());
+        let mut count = 0usize;
+        for c in base64 {
+            if !(c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '=')) {
+                return Err(not_pem());
+            }
+            count += 1;
+        }
+        if count == 0 || !count.is_multiple_of(4) {
+            return Err(not_pem());
+        }
+        certs.push(format!("{PEM_BEGIN}{body}{PEM_END}\n"));
+        rest = &rest[body_start + len + PEM_END.len()..];
+    }
+    if certs.is_empty() {
+        return Err(not_pem());
+    }
+    Ok(certs)
+}
+
+/// A file-name stem safe inside the build context.
+fn safe_stem(path: &Path) -> String {
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let safe: String = stem
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if safe.trim_matches('.').is_empty() {
+        "ca".to_owned()
+    } else {
+        safe
+    }
+}
+
+/// Size and agent versions of an image in the user's store, from `podman image inspect`
+/// (the versions are the image's labels).
+pub fn inspect(image: &str) -> Result<BuildSummary> {
+    let format = format!(
+        "{{{{.Size}}}}\t{{{{index .Labels \"{LABEL_CLAUDE}\"}}}}\t\
+         {{{{index .Labels \"{LABEL_CODEX}\"}}}}\t{{{{index .Labels \"{LABEL_NODE}\"}}}}"
+    );
+    let out = output_checked(&mut crate::host::podman::command([
+        "image", "inspect", "--format", &format, image,
+    ]))?;
+    if !out.status.success() {
+        bail!(
+            "podman image inspect {image} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    parse_inspect(image, &String::from_utf8_lossy(&out.stdout))
+}
+
+fn parse_inspect(image: &str, text: &str) -> Result<BuildSummary> {
+    let fields: Vec<&str> = text.trim_end_matches('\n').split('\t').collect();
+    let [size, claude, codex, node] = fields[..] else {
+        bail!("unexpected output of podman image inspect {image}: {text:?}");
+    };
+    let label = |v: &str| match v {
+        "" | "<no value>" => "unknown".to_owned(),
+        v => v.to_owned(),
+    };
+    Ok(BuildSummary {
+        tag: image.to_owned(),
+        size_bytes: size
+            .trim()
+            .parse()
+            .with_context(|| format!("podman reported the size of {image} as {size:?}"))?,
+        claude_version: label(claude),
+        codex_version: label(codex),
+        node_version: label(node),
+        seconds: 0.0,
+    })
+}
+
+fn podman_not_found(cmd: &Command) -> anyhow::Error {
+    anyhow::anyhow!(
+        "podman not found: install podman (e.g. `sudo apt install podman`), or point \
+         SANDBOXCTL_PODMAN at it (tried {})",
+        cmd.get_program().to_string_lossy()
+    )
+}
+
+fn spawn_checked(cmd: &mut Command) -> Result<std::process::Child> {
+    cmd.spawn().map_err(|e| {
+        if e.kind() == io::ErrorKind::NotFound {
+            podman_not_found(cmd)
+        } else {
+            anyhow::Error::new(e).context(format!("running {}", cmd.get_program().display()))
+        }
+    })
+}
+
+fn output_checked(cmd: &mut Command) -> Result<std::process::Output> {
+    cmd.stdin(Stdio::null());
+    cmd.output().map_err(|e| {
+        if e.kind() == io::ErrorKind::NotFound {
+            podman_not_found(cmd)
+        } else {
+            anyhow::Error::new(e).context(format!("running {}", cmd.get_program().display()))
+        }
+    })
+}
+
+/// An agent version given to `image build`: exact, because the image's labels record
+/// it and `status` shows it (`latest` would say nothing about what was installed).
+pub fn check_version(flag: &str, v: &str) -> Result<()> {
+    let ok = v.len() <= 64
+        && v.starts_with(|c: char| c.is_ascii_digit())
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".+-".contains(c));
+    if !ok {
+        bail!(
+            "{flag} {}: use an exact npm version such as 2.1.332 (the image's labels record it)",
+            crate::base::escape::display(v)
+        );
+    }
+    Ok(())
+}
+
+/// The newest version of the npm package `package`, from `npm view` on this host (its
+/// registry and proxy settings apply). What npm prints must be an exact version.
+pub fn latest_version(package: &str) -> Result<String> {
+    let mut cmd = Command::new("npm");
+    cmd.args([
+        "view",
+        package,
+        "version",
+        "--fetch-timeout=30000",
+        "--fetch-retries=1",
+    ])
+    .stdin(Stdio::null());
+    for var in crate::host::podman::CREDENTIAL_VARS {
+        cmd.env_remove(var);
+    }
+    let out = cmd.output().map_err(|e| {
+        if e.kind() == io::ErrorKind::NotFound {
+            anyhow::anyhow!(
+                "--agents latest looks the versions up with npm, which is not installed: install it (e.g. `sudo apt install npm`) or give --claude-version and --codex-version"
+            )
+        } else {
+            anyhow::Error::new(e).context("running npm")
+        }
+    })?;
+    if !out.status.success() {
+        bail!(
+            "`npm view {package} version` failed ({}): {}",
+            out.status,
+            crate::base::terminal::one_line(&out.stderr)
+        );
+    }
+    let version = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    check_version("--agents latest", &version).with_context(|| {
+        format!("`npm view {package} version` printed something that is not one version")
+    })?;
+    Ok(version)
+}
+
+/// `Claude Code 2.1.300 → 2.1.332`-style lines for each agent whose version changed
+/// between the image `old` and the build `new`.
+pub fn changes(old: &BuildSummary, new: &BuildSummary) -> Vec<String> {
+    [
+        ("Claude Code", &old.claude_version, &new.claude_version),
+        ("Codex", &old.codex_version, &new.codex_version),
+        ("Node.js", &old.node_version, &new.node_version),
+    ]
+    .into_iter()
+    .map(|(name, a, b)| {
+        if a == b {
+            format!("{name}: {a} (unchanged)")
+        } else {
+            format!("{name}: {a} → {b}")
+        }
+    })
+    .collect()
+}
+
+/// The image a client runs, for `status`: what its container was created from (else
+/// what its image name points to now) and whether the name now points to another image.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ImageState {
+    /// The image ID, `sha256:` and 64 hex digits.
+    pub id: String,
+    /// The manifest digest the image was pulled or built with, if Podman knows one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    pub claude_version: String,
+    pub codex_version: String,
+    /// The image name now points to another image than the container runs: a
+    /// restart (or `podman auto-update`) would run the newer one.
+    pub newer_image: bool,
+}
+
+/// `image`'s state for the container `container`, if Podman knows the image.
+pub fn state(image: &str, container: &str) -> Option<ImageState> {
+    // Two podman calls of ~60 ms each, side by side: `status CLIENT` waits for one.
+    let (tagged, running) = std::thread::scope(|s| {
+        let running = s.spawn(|| container_image(container));
+        (inspect_image(image), running.join().ok().flatten())
+    });
+    let tagged = tagged?;
+    match running {
+        Some(id) if normalise_id(&id) != tagged.id => {
+            let mut s = inspect_image(&id)?;
+            s.newer_image = true;
+            Some(s)
+        }
+        _ => Some(tagged),
+    }
+}
+
+/// The ID of the image the container `container` was created from (`sha256:…`), if
+/// the container exists.
+pub fn container_image(container: &str) -> Option<String> {
+    output_checked(&mut crate::host::podman::command([
+        "container",
+        "inspect",
+        "--format",
+        "{{.Image}}",
+        container,
+    ]))
+    .ok()
+    .filter(|o| o.status.success())
+    .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    .filter(|id| !id.is_empty())
+    .map(|id| normalise_id(&id))
+}
+
+/// Points the name `target` at the image `source` (a name or ID): `podman tag`.
+pub fn tag(source: &str, target: &str) -> Result<()> {
+    let out = output_checked(&mut crate::host::podman::command(["tag", source, target]))?;
+    if !out.status.success() {
+        bail!(
+            "podman tag {source} {target} failed: {}",
+            crate::host::podman::stderr_line(&out)
+        );
+    }
+    Ok(())
+}
+
+/// The name `update` keeps an image under before it moves a client off it:
+/// `REPO:TAG-previous` (`REPO:latest-previous` for an untagged name), so that two
+/// tags of one repository keep one previous image each. `None` for a name pinned by
+/// digest (it never points to another image) or one whose tag would grow too long.
+pub fn previous_name(image: &str) -> Option<String> {
+    keep_name(image, "previous")
+}
+
+/// The name `update` keeps the image one client is pinned to under after its update
+/// failed (`REPO:TAG-pinned-CLIENT`), so that no prune removes it while the client
+/// needs it; the pin itself is the image's ID in the client's unit.
+pub fn pinned_name(image: &str, client: &crate::sandbox::client::ClientName) -> Option<String> {
+    keep_name(image, &format!("pinned-{client}"))
+}
+
+/// `REPO:TAG-SUFFIX`, or `None` for a name pinned by digest or a tag too long.
+fn keep_name(image: &str, suffix: &str) -> Option<String> {
+    if image.contains('@') {
+        return None;
+    }
+    let last_slash = image.rfind('/').map_or(0, |i| i + 1);
+    let (repo, tag) = match image[last_slash..].rfind(':') {
+        Some(i) => (&image[..last_slash + i], &image[last_slash + i + 1..]),
+        None => (image, "latest"),
+    };
+    let tag = format!("{tag}-{suffix}");
+    // The longest tag the OCI distribution spec allows.
+    (!repo.is_empty() && tag.len() <= 128).then(|| format!("{repo}:{tag}"))
+}
+
+/// Removes the name `name` (not the image); a name that is not there is fine.
+pub fn untag(name: &str) -> Result<()> {
+    let out = output_checked(&mut crate::host::podman::command(["untag", name, name]))?;
+    if !out.status.success() && !crate::host::podman::stderr_line(&out).contains("not known") {
+        bail!(
+            "podman untag {name} failed: {}",
+            crate::host::podman::stderr_line(&out)
+        );
+    }
+    Ok(())
+}
+
+/// `sha256:0123456789abcdef…` → `0123456789ab`, as podman shows IDs.
+pub fn short_id(id: &str) -> &str {
+    let hex = id.strip_prefix("sha256:").unwrap_or(id);
+    hex.get(..12).unwrap_or(hex)
+}
+
+fn normalise_id(id: &str) -> String {
+    if id.starts_with("sha256:") {
+        id.to_owned()
+    } else {
+        format!("sha256:{id}")
+    }
+}
+
+/// The state of the image `image` (a name or ID), if Podman has it.
+pub fn inspect_image(image: &str) -> Option<ImageState> {
+    let out = output_checked(&mut crate::host::podman::command([
+        "image", "inspect", image,
+    ]))
+    .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    parse_image_state(&out.stdout)
+}
+
+/// The first object of `podman image inspect`'s JSON. Labels are the image's own (an
+/// image from a registry chose them): shown on one line, controls made visible.
+fn parse_image_state(json: &[u8]) -> Option<ImageState> {
+    let v: serde_json::Value = serde_json::from_slice(json).ok()?;
+    let first = v.as_array()?.first()?;
+    let id = normalise_id(first.get("Id")?.as_str()?);
+    let label = |key: &str| {
+        first
+            .get("Labels")
+            .and_then(|l| l.get(key))
+            .and_then(serde_json::Value::as_str)
+            .map_or_else(
+                || "unknown".to_owned(),
+                |v| crate::base::terminal::one_line(v.as_bytes()),
+            )
+    };
+    Some(ImageState {
+        id,
+        digest: first
+            .get("Digest")
+            .and_then(serde_json::Value::as_str)
+            .filter(|d| !d.is_empty())
+            .map(|d| crate::base::terminal::one_line(d.as_bytes())),
+        claude_version: label(LABEL_CLAUDE),
+        codex_version: label(LABEL_CODEX),
+        newer_image: false,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PEM: &str =
+        "-----BEGIN CERTIFICATE-----\nTUlJQmZ6Q0NBU1dn\nQXdJQkFnSVU=\n-----END CERTIFICATE-----\n";
+
+    fn file(dir: &Path, name: &str, contents: &[u8]) -> PathBuf {
+        let path = dir.join(name);
+        fs::write(&path, contents).expect("write");
+        path
+    }
+
+    #[test]
+    fn exact_versions_only_and_changes_are_named() {
+        for good in ["2.1.332", "0.171.0", "1.0.0-rc.1", "2.0.0+build.7"] {
+            assert!(check_version("--claude-version", good).is_ok(), "{good}");
+        }
+        for bad in [
+            "latest",
+            "",
+            "^2.1",
+            "2.1 && x",
+            "v1",
+            "1/2",
+            &"9".repeat(65),
+        ] {
+            let err = check_version("--codex-version", bad)
+                .expect_err(bad)
+                .to_string();
+            assert!(err.starts_with("--codex-version "), "{err}");
+        }
+        let summary = |claude: &str, codex: &str| BuildSummary {
+            tag: "t".into(),
+            size_bytes: 1,
+            claude_version: claude.into(),
+            codex_version: codex.into(),
+            node_version: "22.23.3".into(),
+            seconds: 0.0,
+        };
+        assert_eq!(
+            changes(
+                &summary("2.1.300", "0.171.0"),
+                &summary("2.1.332", "0.171.0")
+            ),
+            [
+                "Claude Code: 2.1.300 → 2.1.332",
+                "Codex: 0.171.0 (unchanged)",
+                "Node.js: 22.23.3 (unchanged)"
+            ]
+        );
+    }
+
+    #[test]
+    fn image_state_from_inspect_json() {
+        let json = br#"[{"Id":"0123abcd","Digest":"sha256:feed","Labels":{
+            "io.sandboxctl.claude-code.version":"2.1.332",
+            "io.sandboxctl.codex.version":"0.1\u001b]0;x\u0007"}}]"#;
+        let s = parse_image_state(json).expect("parses");
+        assert_eq!(s.id, "sha256:0123abcd");
+        assert_eq!(s.digest.as_deref(), Some("sha256:feed"));
+        assert_eq!(s.claude_version, "2.1.332");
+        assert!(!s.codex_version.contains('\u{1b}'), "{}", s.codex_version);
+        assert!(!s.newer_image);
+        let bare = parse_image_state(br#"[{"Id":"sha256:99","Labels":null}]"#).expect("parses");
+        assert_eq!(bare.claude_version, "unknown");
+        assert_eq!(bare.digest, None);
+        assert!(parse_image_state(b"[]").is_none());
+        assert!(parse_image_state(b"not json").is_none());
+    }
+
+    #[test]
+    fn previous_names_and_short_ids() {
+        for (image, previous) in [
+            (
+                "localhost/agent-sandbox:latest",
+                Some("localhost/agent-sandbox:latest-previous"),
+            ),
+            (
+                "localhost/agent-sandbox:upd-a",
+                Some("localhost/agent-sandbox:upd-a-previous"),
+            ),
+            ("localhost:5000/x", Some("localhost:5000/x:latest-previous")),
+            (
+                "registry.example/a/b:1.2",
+                Some("registry.example/a/b:1.2-previous"),
+            ),
+            ("agent-sandbox", Some("agent-sandbox:latest-previous")),
+            ("localhost/x@sha256:00ff", None),
+            ("localhost/x:t@sha256:00ff", None),
+        ] {
+            assert_eq!(previous_name(image).as_deref(), previous, "{image}");
+        }
+        assert_eq!(previous_name(&format!("x:{}", "t".repeat(120))), None);
+        let acme = crate::sandbox::client::ClientName::parse("acme").expect("a name");
+        assert_eq!(
+            pinned_name("localhost/agent-sandbox:latest", &acme).as_deref(),
+            Some("localhost/agent-sandbox:latest-pinned-acme")
+        );
+        assert_eq!(pinned_name("localhost/x@sha256:00ff", &acme), None);
+        assert_eq!(
+            short_id(&format!("sha256:{}", "ab".repeat(32))),
+            "abababababab"
+        );
+        assert_eq!(short_id("sha256:12"), "12");
+    }
+
+    #[test]
+    fn context_embeds_every_file_of_the_image_directory() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("image");
+        let mut on_disk = Vec::new();
+        let mut dirs = vec![root.clone()];
+        while let Some(dir) = dirs.pop() {
+            for entry in fs::read_dir(&dir).expect("read_dir") {
+                let path = entry.expect("entry").path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else {
+                    let rel = path.strip_prefix(&root).expect("prefix");
+                    // A copy for a plain `podman build image/` (ignored by git); each
+                    // build adds the running one instead.
+                    if rel != Path::new(CONTEXT_BINARY) {
+                        on_disk.push(rel.to_string_lossy().into_owned());
+                    }
+                }
+            }
+        }
+        on_disk.sort();
+        let embedded: Vec<String> = CONTEXT.iter().map(|f| f.path.to_owned()).collect();
+        assert_eq!(embedded, on_disk);
+    }
+
+    #[test]
+    fn context_is_written_with_modes_and_no_certificates_by_default() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write_context(dir.path(), &[], b"\x7fELF sandboxctl").expect("context");
+        let containerfile = fs::read_to_string(dir.path().join("Containerfile")).expect("read");
+        assert!(containerfile.contains("ARG BASE_IMAGE="));
+        let mode = |p: &str| {
+            fs::metadata(dir.path().join(p))
+                .expect("metadata")
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        assert_eq!(mode("agent-entry"), 0o755);
+        assert_eq!(mode("agent-session"), 0o755);
+        assert_eq!(mode("agent-package-hosts"), 0o755);
+        assert_eq!(mode("git-credential-sandbox"), 0o755);
+        assert_eq!(mode("tmux.conf"), 0o644);
+        assert_eq!(mode(CONTEXT_BINARY), 0o755);
+        assert_eq!(
+            fs::read(dir.path().join(CONTEXT_BINARY)).expect("read"),
+            b"\x7fELF sandboxctl"
+        );
+        let mut certs: Vec<String> = fs::read_dir(dir.path().join("certs"))
+            .expect("certs")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        certs.sort();
+        assert_eq!(certs, [".keep", "README.md"]);
+    }
+
+    #[test]
+    fn ca_certificates_are_copied_one_per_file() {
+        let src = tempfile::tempdir().expect("tempdir");
+        let single = file(src.path(), "corp proxy.pem", PEM.as_bytes());
+        let bundle = file(
+            src.path(),
+            "bundle.crt",
+            format!("subject=CN = a\n{PEM}\n# second\n{PEM}").as_bytes(),
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        write_context(dir.path(), &[single, bundle], b"").expect("context");
+        let certs = dir.path().join("certs");
+        assert_eq!(
+            fs::read_to_string(certs.join("01-corp_proxy.crt")).expect("read"),
+            PEM
+        );
+        assert_eq!(
+            fs::read_to_string(certs.join("02-bundle-1.crt")).expect("read"),
+            PEM
+        );
+        assert_eq!(
+            fs::read_to_string(certs.join("02-bundle-2.crt")).expect("read"),
+            PEM
+        );
+    }
+
+    #[test]
+    fn certificate_errors_name_the_file() {
+        let src = tempfile::tempdir().expect("tempdir");
+        let cases = [
+            ("der.crt", &[0x30u8, 0x82, 0x01, 0xff, 0x80][..]),
+            ("notes.txt", b"just some text\n"),
+            (
+                "key.pem",
+                b"-----BEGIN PRIVATE KEY-----\nTUlJ\n-----END PRIVATE KEY-----\n",
+            ),
+            ("cut.crt", b"-----BEGIN CERTIFICATE-----\nTUlJQmZ6\n"),
+            (
+                "junk.crt",
+                b"-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n",
+            ),
+            (
+                "empty.crt",
+                b"-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n",
+            ),
+        ];
+        for (name, contents) in cases {
+            let path = file(src.path(), name, contents);
+            let err = read_ca_certs(&path).expect_err(name);
+            let msg = format!("{err:#}");
+            assert!(msg.contains(&path.display().to_string()), "{msg}");
+            assert!(msg.contains("not a PEM CA certificate"), "{msg}");
+        }
+        let missing = src.path().join("missing.crt");
+        let msg = format!("{:#}", read_ca_certs(&missing).expect_err("missing"));
+        assert!(
+            msg.starts_with(&format!("reading CA certificate {}", missing.display())),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn an_unreadable_certificate_fails_the_context() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let err = write_context(dir.path(), &[PathBuf::from("/nonexistent/ca.crt")], b"")
+            .expect_err("missing cert");
+        assert!(format!("{err:#}").contains("/nonexistent/ca.crt"));
+    }
+
+    #[test]
+    fn build_arguments() {
+        let opts = BuildOptions {
+            base: Some("localhost/debian:bookworm".to_owned()),
+            tag: "localhost/x:1".to_owned(),
+            ca_certs: Vec::new(),
+            build_args: vec![("CODEX_VERSION".to_owned(), "0.1.0".to_owned())],
+        };
+        assert_eq!(
+            build_args(&opts, Path::new("/tmp/ctx")),
+            [
+                "build",
+                "--tag",
+                "localhost/x:1",
+                "--build-arg",
+                "BASE_IMAGE=localhost/debian:bookworm",
+                "--build-arg",
+                "CODEX_VERSION=0.1.0",
+                "/tmp/ctx"
+            ]
+        );
+        let default = build_args(&BuildOptions::default_image(), Path::new("/c"));
+        assert_eq!(default, ["build", "--tag", DEFAULT_IMAGE, "/c"]);
+    }
+
+    #[test]
+    fn the_containerfile_defaults_match_the_labels_read_back() {
+        let containerfile = include_str!("../../image/Containerfile");
+        for label in [LABEL_CLAUDE, LABEL_CODEX, LABEL_NODE] {
+            assert!(containerfile.contains(label), "{label}");
+        }
+        for package in [CLAUDE_PACKAGE, CODEX_PACKAGE] {
+            assert!(
+                containerfile.contains(&format!("\"{package}@")),
+                "{package}"
+            );
+        }
+    }
+
+    /// The exported proxy runs `PROXY_BINARY` from the image: the Containerfile copies the
+    /// context's binary there in its last layer (only a check runs after it), so a
+    /// rebuilt binary rebuilds nothing else.
+    #[test]
+    fn the_binary_is_the_last_layer_at_the_proxy_path() {
+        let containerfile = include_str!("../../image/Containerfile");
+        let mut instructions = Vec::new();
+        let mut current = String::new();
+        for line in containerfile.lines() {
+            if line.trim_start().starts_with('#') && current.is_empty() {
+                continue;
+            }
+            current.push_str(line.trim_end_matches('\\'));
+            if !line.ends_with('\\') {
+                if !current.trim().is_empty() {
+                    instructions.push(std::mem::take(&mut current));
+                }
+                current.clear();
+            }
+        }
+        let layers: Vec<&String> = instructions
+            .iter()
+            .filter(|i| ["COPY ", "ADD ", "RUN "].iter().any(|k| i.starts_with(k)))
+            .collect();
+        let [.., copy, check] = layers.as_slice() else {
+            panic!("no layers")
+        };
+        assert_eq!(
+            copy.as_str(),
+            format!(
+                "COPY {CONTEXT_BINARY} {}",
+                crate::render::kube::PROXY_BINARY
+            )
+        );
+        assert!(
+            check.starts_with(&format!(
+                "RUN {} --version",
+                crate::render::kube::PROXY_BINARY
+            )),
+            "{check}"
+        );
+    }
+
+    #[test]
+    fn inspect_output_is_parsed() {
+        let s = parse_inspect("img", "1203456789\t2.1.332\t0.171.0\t22.23.3\n").expect("parse");
+        assert_eq!(s.size_bytes, 1_203_456_789);
+        assert_eq!(s.claude_version, "2.1.332");
+        assert_eq!(s.codex_version, "0.171.0");
+        assert_eq!(s.node_version, "22.23.3");
+        let s = parse_inspect("img", "10\t<no value>\t\t1\n").expect("parse");
+        assert_eq!(s.claude_version, "unknown");
+        assert_eq!(s.codex_version, "unknown");
+        assert!(parse_inspect("img", "garbage").is_err());
+    }
+
+    #[test]
+    fn summary_is_readable() {
+        let s = BuildSummary {
+            tag: DEFAULT_IMAGE.to_owned(),
+            size_bytes: 1_203_456_789,
+            claude_version: "2.1.332".to_owned(),
+            codex_version: "0.171.0".to_owned(),
+            node_version: "22.23.3".to_owned(),
+            seconds: 56.4,
+        };
+        assert_eq!(
+            s.to_string(),
+            "built localhost/agent-sandbox:latest in 56 s\n  size         1.20 GB\n  \
+             Claude Code  2.1.332\n  Codex        0.171.0\n  Node.js      22.23.3"
+        );
+    }
+
+    #[test]
+    fn missing_podman_is_a_one_line_error() {
+        let mut cmd = Command::new("/nonexistent/podman");
+        let msg = format!("{:#}", output_checked(&mut cmd).expect_err("absent"));
+        assert!(msg.starts_with("podman not found: install podman"), "{msg}");
+        assert!(!msg.contains('\n'));
+        let msg = format!("{:#}", spawn_checked(&mut cmd).expect_err("absent"));
+        assert!(msg.starts_with("podman not found: install podman"), "{msg}");
+    }
+}

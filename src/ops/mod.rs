@@ -1,0 +1,8 @@
+//! What commands are made of: option merging and validation, user defaults, the doctor's
+//! checks, reading logs, and shell completions.
+
+pub mod completions;
+pub mod doctor;
+pub mod logs;
+pub mod options;
+pub mod user_config;

@@ -1,0 +1,1291 @@
+//! Turning command-line options into a client's validated settings. Everything a user
+//! typed is checked here, before anything is written: paths exist, nothing can break a
+//! unit file, and a project cannot expose sandboxctl's own data or another client's
+//! project.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+
+use crate::base::escape;
+use crate::cli::SandboxOptions;
+use crate::sandbox::client::ClientName;
+use crate::sandbox::layout::Layout;
+use crate::sandbox::settings::{ExtraMount, NetworkMode, Settings};
+
+/// What one `enable`/`render`/`run` asks for.
+pub struct Request<'a> {
+    pub projects: &'a [PathBuf],
+    pub options: &'a SandboxOptions,
+    pub network: Option<NetworkMode>,
+    pub reset: bool,
+}
+
+/// Podman arguments that undo part of the sandbox; allowed, but said out loud.
+const WEAKENING_ARGS: [&str; 10] = [
+    "--privileged",
+    "--cap-add",
+    "--security-opt",
+    "--userns",
+    "--network",
+    "--net",
+    "--pid",
+    "--ipc",
+    "--volume",
+    "--device",
+];
+
+/// Every client's settings on disk, read once per command for the overlap checks.
+pub fn all_settings(layout: &Layout) -> Result<Vec<(ClientName, Settings)>> {
+    layout
+        .list_clients()?
+        .into_iter()
+        .map(|c| {
+            let s = Settings::load(&layout.settings_path(&c))?;
+            Ok((c, s))
+        })
+        .collect()
+}
+
+/// Applies `req` to the client's current settings (or the defaults) and validates the
+/// result against `others`, every client's settings on disk.
+pub fn apply(
+    layout: &Layout,
+    client: &ClientName,
+    others: &[(ClientName, Settings)],
+    req: &Request<'_>,
+) -> Result<Settings> {
+    let current = others
+        .iter()
+        .find(|(c, _)| c == client)
+        .map(|(_, s)| s.clone());
+    let ports = current
+        .as_ref()
+        .map(|c| c.ports.clone())
+        .unwrap_or_default();
+    // A new client (or one reset) starts from the user's defaults where no option is
+    // given; a client that exists keeps its settings.
+    let fresh = req.reset || current.is_none();
+    let defaults = if fresh {
+        crate::ops::user_config::Defaults::load(&layout.user_config)?
+    } else {
+        crate::ops::user_config::Defaults::default()
+    };
+    let with_defaults = defaults.under(req.options);
+    let mut s = if req.reset {
+        Settings::default()
+    } else {
+        current.unwrap_or_default()
+    };
+    // Forwards are installed units, not options: `--reset` keeps them, `port --rm` ends them.
+    s.ports = ports;
+    let o = &with_defaults;
+    if let Some(agent) = o.agent {
+        s.agent = agent;
+    }
+    if let Some(image) = &o.image
+        && *image != s.image
+    {
+        s.image.clone_from(image);
+        // A pin after a failed update was to the image of the old name.
+        s.image_pin = None;
+    }
+    if let Some(network) = req.network.or(defaults.network) {
+        s.network = network;
+    }
+    if !req.projects.is_empty() {
+        s.projects = req
+            .projects
+            .iter()
+            .map(|p| existing_dir("project directory", p))
+            .collect::<Result<_>>()?;
+    }
+    if !o.mounts.is_empty() || !o.mounts_rw.is_empty() {
+        let ro = o.mounts.iter().map(|m| parse_mount(m, false));
+        let rw = o.mounts_rw.iter().map(|m| parse_mount(m, true));
+        s.mounts = ro.chain(rw).collect::<Result<_>>()?;
+    }
+    if !o.podman_args.is_empty() {
+        s.podman_args.clone_from(&o.podman_args);
+    }
+    if let Some(dir) = &o.claude_config {
+        s.claude_config = Some(existing_dir("Claude config directory", dir)?);
+    }
+    if let Some(writable) = o.git_writable_config {
+        s.git_writable_config = writable;
+    }
+    if let Some(autonomy) = o.autonomy {
+        s.autonomy = autonomy;
+    }
+    if !o.agent_args.is_empty() {
+        s.agent_args.clone_from(&o.agent_args);
+    }
+    crate::sandbox::git_identity::apply(
+        &mut s,
+        o.git_name.as_deref(),
+        o.git_email.as_deref(),
+        &o.git_credential_hosts,
+    )?;
+    if let Some(notify) = o.notify {
+        s.notify = notify;
+    }
+    apply_limits(&mut s.limits, o)?;
+    if !o.key_paths.is_empty() {
+        for p in &o.key_paths {
+            crate::proxy::keyed::check_path_pattern(p)?;
+        }
+        s.key_paths.clone_from(&o.key_paths);
+    }
+    if !o.masks.is_empty() {
+        for p in &o.masks {
+            crate::state::mask::check_pattern(p)?;
+        }
+        s.masks.clone_from(&o.masks);
+    }
+    if let Some(d) = o.default_masks {
+        s.default_masks = d;
+    }
+    if let Some(k) = o.key_in_sandbox {
+        s.key_in_sandbox = k;
+        if k {
+            eprintln!(
+                "warning: {client}'s agent gets its API key itself (--key-in-sandbox on): an agent tricked into it can read the key and send it to any allowed host; `--key-in-sandbox off` lets the egress proxy hold it"
+            );
+        }
+    }
+    validate(layout, client, &s, others)?;
+    Ok(s)
+}
+
+/// `--memory`, `--cpus`, `--pids`: each replaces its limit, `none` removes it.
+fn apply_limits(l: &mut crate::sandbox::limits::Limits, o: &SandboxOptions) -> Result<()> {
+    use crate::sandbox::limits::{parse_option, parse_pids};
+    let one_line = |flag: &str, e: String| anyhow::anyhow!("--{flag}: {e}");
+    if let Some(v) = &o.memory {
+        l.memory = parse_option(v).map_err(|e| one_line("memory", e))?;
+    }
+    if let Some(v) = &o.cpus {
+        l.cpus = parse_option(v).map_err(|e| one_line("cpus", e))?;
+        if let Some(c) = l.cpus {
+            let have = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+            if u64::from(c.millis()) > 1000 * have as u64 {
+                bail!("--cpus: {c} is more CPUs than this host has ({have}); use at most {have}");
+            }
+        }
+    }
+    if let Some(v) = &o.pids {
+        l.pids = if v == "none" {
+            None
+        } else {
+            Some(parse_pids(v).map_err(|e| one_line("pids", e))?)
+        };
+    }
+    Ok(())
+}
+
+/// Checks settings that may also have been edited by hand.
+pub fn validate(
+    layout: &Layout,
+    client: &ClientName,
+    s: &Settings,
+    others: &[(ClientName, Settings)],
+) -> Result<()> {
+    for a in &s.podman_args {
+        escape::check("podman argument", a)?;
+    }
+    check_agent_args(&s.agent_args)?;
+    crate::sandbox::git_identity::validate(s)?;
+    let guard = Guard::new(layout);
+    for p in &s.projects {
+        guard.check("project directory", p, false)?;
+    }
+    for m in &s.mounts {
+        guard.check(mount_flag(m), &m.host, false)?;
+    }
+    if let Some(dir) = &s.claude_config {
+        guard.check("Claude config directory", dir, true)?;
+    }
+    let mine: Vec<(&str, PathBuf)> = s
+        .projects
+        .iter()
+        .map(|p| ("project directory", real_path(p)))
+        .chain(s.mounts.iter().map(|m| (mount_flag(m), real_path(&m.host))))
+        .collect();
+    for (other, theirs) in others {
+        if other == client {
+            continue;
+        }
+        for (kind, p) in &mine {
+            if let Some(q) = theirs.projects.iter().find(|q| overlaps(p, &real_path(q))) {
+                bail!(
+                    "{kind} {} overlaps project directory {} of client {other}; one client's project must not be visible to another",
+                    p.display(),
+                    q.display()
+                );
+            }
+        }
+        for p in &s.projects {
+            let p = real_path(p);
+            if let Some(m) = theirs
+                .mounts
+                .iter()
+                .find(|m| overlaps(&p, &real_path(&m.host)))
+            {
+                bail!(
+                    "project directory {} overlaps {} {} of client {other}; one client's project must not be visible to another",
+                    p.display(),
+                    mount_flag(m),
+                    m.host.display()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Most `--agent-arg` values a client may have, and the longest one (bytes): each is an
+/// environment variable of the container and a line of its unit.
+pub const MAX_AGENT_ARGS: usize = 32;
+pub const MAX_AGENT_ARG_LEN: usize = 1024;
+
+/// Agent arguments travel as one environment variable each: no line breaks or other
+/// control characters, a bounded count and length.
+fn check_agent_args(args: &[String]) -> Result<()> {
+    if args.len() > MAX_AGENT_ARGS {
+        bail!(
+            "too many agent arguments ({}): at most {MAX_AGENT_ARGS} --agent-arg values",
+            args.len()
+        );
+    }
+    for a in args {
+        escape::check("agent argument", a)?;
+        if a.len() > MAX_AGENT_ARG_LEN {
+            bail!(
+                "agent argument {}… is {} bytes long: at most {MAX_AGENT_ARG_LEN}; shorten it",
+                escape::display(&a.chars().take(40).collect::<String>()),
+                a.len()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn mount_flag(m: &ExtraMount) -> &'static str {
+    if m.writable { "--mount-rw" } else { "--mount" }
+}
+
+fn overlaps(a: &Path, b: &Path) -> bool {
+    a.starts_with(b) || b.starts_with(a)
+}
+
+/// A place on the host that no sandbox may see, and why.
+struct Protected {
+    /// Where it really is (symlinks resolved): what paths are compared with.
+    real: PathBuf,
+    /// As configured, for messages.
+    shown: PathBuf,
+    what: &'static str,
+    why: &'static str,
+    /// The host's own Claude config, which `--claude-config` may share on purpose.
+    claude: bool,
+}
+
+/// Host paths that a project, a mount or a shared config directory may not equal,
+/// contain or lie inside: sandboxctl's state, anything that makes the host run code
+/// (unit directories, the proxy's binary, the runtime directory's sockets) and the
+/// user's own keys and agent logins. Compared by real path on both sides, so a
+/// symlinked home, `~/.config` or data directory does not hide them.
+struct Guard {
+    protected: Vec<Protected>,
+}
+
+impl Guard {
+    fn new(layout: &Layout) -> Self {
+        const UNIT_RUNS: &str = "where a unit written by the sandbox would run on the host";
+        const CONTAINERS: (&str, &str) = (
+            "Podman's configuration",
+            "which decides how every container runs, and holds the Quadlet units",
+        );
+        const SYSTEMD: (&str, &str) = ("systemd's user configuration", UNIT_RUNS);
+        let home = &layout.home_dir;
+        let mut list: Vec<(PathBuf, &'static str, &'static str)> = vec![
+            (
+                layout.data_dir.clone(),
+                "sandboxctl's data directory",
+                "which holds every client's credentials and settings",
+            ),
+            (
+                layout.unit_dir.clone(),
+                "the Quadlet unit directory",
+                UNIT_RUNS,
+            ),
+            (
+                layout.systemd_user_dir.clone(),
+                "the systemd user unit directory",
+                UNIT_RUNS,
+            ),
+            (
+                layout.libexec_dir.clone(),
+                "the sandboxctl binary the proxy units run",
+                "which runs on the host",
+            ),
+            (
+                layout.cache_dir.clone(),
+                "sandboxctl's cache",
+                "which names the programs sandboxctl runs on the host",
+            ),
+            (
+                home.join(".local/share/containers"),
+                "Podman's storage",
+                "which holds every client's image and container",
+            ),
+        ];
+        // `$XDG_CONFIG_HOME/containers` and `…/systemd` as a whole, and the same under
+        // `~/.config` should XDG_CONFIG_HOME point elsewhere.
+        let parent_named = |dir: &Path, name: &str| {
+            dir.parent()
+                .filter(|p| p.file_name().is_some_and(|n| n == name))
+                .map(Path::to_path_buf)
+        };
+        for (dir, (what, why)) in [
+            (parent_named(&layout.unit_dir, "containers"), CONTAINERS),
+            (Some(home.join(".config/containers")), CONTAINERS),
+            (parent_named(&layout.systemd_user_dir, "systemd"), SYSTEMD),
+            (Some(home.join(".config/systemd")), SYSTEMD),
+        ] {
+            if let Some(dir) = dir {
+                list.push((dir, what, why));
+            }
+        }
+        if let Some(run) = &layout.runtime_dir {
+            list.push((
+                run.clone(),
+                "the runtime directory",
+                "which holds the sockets of the user manager, Podman and the proxies",
+            ));
+        }
+        list.extend([
+            (home.join(".ssh"), "~/.ssh", "which holds your SSH keys"),
+            (
+                home.join(".gnupg"),
+                "~/.gnupg",
+                "which holds your GnuPG keys",
+            ),
+            (
+                home.join(".codex"),
+                "the host's Codex config",
+                "which holds your Codex login",
+            ),
+        ]);
+        let mut protected: Vec<Protected> = list
+            .into_iter()
+            .map(|(shown, what, why)| Protected {
+                real: real_path(&shown),
+                shown,
+                what,
+                why,
+                claude: false,
+            })
+            .collect();
+        for name in [".claude", ".claude.json"] {
+            let shown = home.join(name);
+            protected.push(Protected {
+                real: real_path(&shown),
+                shown,
+                what: "the host's Claude Code config",
+                why: "which holds your Claude login",
+                claude: true,
+            });
+        }
+        Self { protected }
+    }
+
+    /// Refuses `path` if it is, contains or lies inside a protected path. With
+    /// `sharing_claude`, the host's Claude config is allowed (`--claude-config`).
+    fn check(&self, kind: &str, path: &Path, sharing_claude: bool) -> Result<()> {
+        let real = real_path(path);
+        for p in &self.protected {
+            if sharing_claude && p.claude {
+                continue;
+            }
+            let relation = if real == p.real {
+                "is"
+            } else if p.real.starts_with(&real) {
+                "contains"
+            } else if real.starts_with(&p.real) {
+                "is inside"
+            } else {
+                continue;
+            };
+            let advice = if relation == "contains" {
+                "choose a narrower path"
+            } else {
+                "choose a path outside it"
+            };
+            let shown = if real == *path {
+                String::new()
+            } else {
+                format!(" (really {})", real.display())
+            };
+            bail!(
+                "{kind} {}{shown} {relation} {} {}, {}; {advice}",
+                path.display(),
+                p.what,
+                p.shown.display(),
+                p.why,
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Where `p` really is: canonical if it exists; otherwise its nearest existing
+/// ancestor made canonical, with the rest appended (a protected directory that does
+/// not exist yet is still protected where it will be created).
+fn real_path(p: &Path) -> PathBuf {
+    let mut rest = Vec::new();
+    let mut cur = p;
+    loop {
+        if let Ok(real) = std::fs::canonicalize(cur) {
+            let mut out = real;
+            out.extend(rest.iter().rev());
+            return normalize(&out);
+        }
+        match (cur.file_name(), cur.parent()) {
+            (Some(name), Some(parent)) => {
+                rest.push(name);
+                cur = parent;
+            }
+            _ => return normalize(p),
+        }
+    }
+}
+
+/// Warnings for options that weaken the sandbox on purpose, or put a credential where
+/// others can read it.
+pub fn warnings(client: &ClientName, s: &Settings) -> Vec<String> {
+    let mut out = Vec::new();
+    for a in &s.podman_args {
+        let flag = a.split('=').next().unwrap_or(a);
+        if WEAKENING_ARGS.contains(&flag) {
+            out.push(format!(
+                "warning: --podman-arg {a} may weaken the sandbox's isolation"
+            ));
+        }
+    }
+    out.extend(credential_warnings(client, &s.podman_args));
+    out.extend(crate::sandbox::git_identity::warnings(s));
+    if let Some(dir) = &s.claude_config {
+        out.push(format!(
+            "note: the Claude login in {} is shared with this sandbox (its credentials file only; settings and history stay the client's own)",
+            dir.display()
+        ));
+    }
+    if s.agent == crate::sandbox::settings::Agent::Shell
+        && (s.autonomy != crate::sandbox::settings::Autonomy::Ask || !s.agent_args.is_empty())
+    {
+        out.push(
+            "note: the shell agent ignores --autonomy and --agent-arg (they apply to claude and codex)"
+                .to_owned(),
+        );
+    }
+    if s.git_writable_config && !s.projects.is_empty() {
+        out.push(
+            "warning: --git-writable-config: the agent can write the projects' .git/config and .git/hooks, which git on the host runs at your next git command"
+                .to_owned(),
+        );
+    }
+    out
+}
+
+/// Podman arguments that set an environment variable whose name looks like a
+/// credential: its value ends up in the unit file, `systemctl show` and `podman
+/// inspect`, where a Podman secret would not. The value itself is never repeated.
+fn credential_warnings(client: &ClientName, args: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    let warn = |arg: &str, name: &str| {
+        format!(
+            "warning: --podman-arg {arg} sets {name}, which looks like a credential: its value is written into the unit and shown by `podman inspect`; use `sandboxctl secret set {client} {name}` instead"
+        )
+    };
+    let mut i = 0;
+    while i < args.len() {
+        let a = args[i].as_str();
+        // `--env=V`, `-e=V`, `-eV`, or the flag alone with its value in the next argument.
+        let (flag, value) = if let Some((f, v)) = a.split_once('=')
+            && ["--env", "-e", "--env-file"].contains(&f)
+        {
+            (f, Some(v))
+        } else if ["--env", "-e", "--env-file"].contains(&a) {
+            i += 1;
+            (a, args.get(i).map(String::as_str))
+        } else if let Some(v) = a.strip_prefix("-e") {
+            ("-e", Some(v))
+        } else {
+            (a, None)
+        };
+        i += 1;
+        let Some(value) = value else { continue };
+        if flag == "--env-file" {
+            let names = std::fs::read_to_string(value).unwrap_or_default();
+            let file_name = Path::new(value)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let shown = format!("--env-file={}", escape::display(value));
+            match names
+                .lines()
+                .map(|l| l.trim().trim_start_matches("export "))
+                .filter(|l| !l.starts_with('#'))
+                .filter_map(|l| l.split('=').next())
+                .find(|n| looks_like_credential(n))
+            {
+                Some(name) => out.push(warn(&shown, name.trim())),
+                None if looks_like_credential(&file_name) => out.push(format!(
+                    "warning: --podman-arg {shown} looks like a file of credentials: its values are shown by `podman inspect`; use `sandboxctl secret set {client} NAME` for each"
+                )),
+                None => {}
+            }
+        } else {
+            let name = value.split('=').next().unwrap_or(value);
+            if looks_like_credential(name) {
+                out.push(warn(&format!("{flag} {name}=…"), name));
+            }
+        }
+    }
+    out
+}
+
+/// Whether a variable (or file) name looks like it holds a credential.
+fn looks_like_credential(name: &str) -> bool {
+    const ANYWHERE: [&str; 9] = [
+        "TOKEN",
+        "SECRET",
+        "PASSWORD",
+        "PASSWD",
+        "PASSPHRASE",
+        "CREDENTIAL",
+        "APIKEY",
+        "PRIVATE",
+        "COOKIE",
+    ];
+    const WORDS: [&str; 6] = ["KEY", "KEYS", "AUTH", "PASS", "PAT", "CREDS"];
+    let upper = name.to_ascii_uppercase();
+    ANYWHERE.iter().any(|w| upper.contains(w))
+        || upper
+            .split(|c: char| !c.is_ascii_alphanumeric())
+            .any(|w| WORDS.contains(&w) || (w.len() > 3 && w.ends_with("KEY")))
+}
+
+fn existing_dir(what: &str, p: &Path) -> Result<PathBuf> {
+    escape::check(what, &p.to_string_lossy())?;
+    let abs = std::fs::canonicalize(p).with_context(|| {
+        format!(
+            "{what} {} does not exist; create it or fix the path",
+            escape::display(&p.to_string_lossy())
+        )
+    })?;
+    if !abs.is_dir() {
+        bail!("{what} {} is not a directory", abs.display());
+    }
+    escape::check(what, &abs.to_string_lossy())?;
+    Ok(abs)
+}
+
+fn parse_mount(spec: &str, writable: bool) -> Result<ExtraMount> {
+    let flag = if writable { "--mount-rw" } else { "--mount" };
+    escape::check(flag, spec)?;
+    let Some((host, container)) = spec.split_once(':') else {
+        bail!(
+            "{flag} {} is not HOST:CONTAINER; give both paths separated by ':'",
+            escape::display(spec)
+        );
+    };
+    if container.contains(':') {
+        bail!(
+            "{flag} {}: paths cannot contain ':' (options are not supported here; {flag} decides read-only or read-write)",
+            escape::display(spec)
+        );
+    }
+    if !container.starts_with('/') {
+        bail!(
+            "{flag} {}: the container path must be absolute",
+            escape::display(spec)
+        );
+    }
+    let host = std::fs::canonicalize(host)
+        .with_context(|| format!("{flag} host path {} does not exist", escape::display(host)))?;
+    Ok(ExtraMount {
+        host,
+        container: normalize(Path::new(container)),
+        writable,
+    })
+}
+
+/// Lexically cleans a path (`.` and `..`), without touching the filesystem.
+fn normalize(p: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn setup() -> (tempfile::TempDir, Layout) {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let layout = Layout::under(tmp.path());
+        (tmp, layout)
+    }
+
+    fn req<'a>(projects: &'a [PathBuf], options: &'a SandboxOptions) -> Request<'a> {
+        Request {
+            projects,
+            options,
+            network: None,
+            reset: false,
+        }
+    }
+
+    /// Each limit option replaces its limit and keeps the others, `none` removes one,
+    /// and a malformed value is one line naming the option.
+    #[test]
+    fn limits_merge_and_none_removes_one() {
+        let (_tmp, layout) = setup();
+        let client = ClientName::parse("acme").expect("name");
+        let opts = SandboxOptions {
+            memory: Some("2g".into()),
+            pids: Some("512".into()),
+            ..Default::default()
+        };
+        let first = apply(&layout, &client, &[], &req(&[], &opts)).expect("apply");
+        assert_eq!(
+            first.limits.memory.map(|m| m.to_string()).as_deref(),
+            Some("2g")
+        );
+        assert_eq!(first.limits.pids, Some(512));
+        assert_eq!(first.limits.cpus, None);
+        let others = [(client.clone(), first.clone())];
+        let opts = SandboxOptions {
+            memory: Some("none".into()),
+            cpus: Some("1".into()),
+            ..Default::default()
+        };
+        let second = apply(&layout, &client, &others, &req(&[], &opts)).expect("apply");
+        assert_eq!(second.limits.memory, None);
+        assert_eq!(second.limits.pids, Some(512), "kept");
+        assert_eq!(
+            second.limits.cpus.map(crate::sandbox::limits::Cpus::millis),
+            Some(1000)
+        );
+        for (opts, flag) in [
+            (
+                SandboxOptions {
+                    memory: Some("lots".into()),
+                    ..Default::default()
+                },
+                "--memory: invalid memory size",
+            ),
+            (
+                SandboxOptions {
+                    cpus: Some("100000".into()),
+                    ..Default::default()
+                },
+                "--cpus: 100000 is more CPUs than this host has",
+            ),
+            (
+                SandboxOptions {
+                    pids: Some("3".into()),
+                    ..Default::default()
+                },
+                "--pids: pid limit 3 is out of range",
+            ),
+        ] {
+            let err = format!(
+                "{:#}",
+                apply(&layout, &client, &[], &req(&[], &opts)).expect_err(flag)
+            );
+            assert!(err.starts_with(flag), "{err}");
+            assert!(!err.contains('\n'), "{err}");
+        }
+    }
+
+    #[test]
+    fn merges_over_current_settings() {
+        let (tmp, layout) = setup();
+        let client = ClientName::parse("acme").expect("name");
+        let proj = tmp.path().join("p");
+        std::fs::create_dir(&proj).expect("mkdir");
+        let opts = SandboxOptions {
+            agent: Some(crate::sandbox::settings::Agent::Shell),
+            ..Default::default()
+        };
+        let first = apply(
+            &layout,
+            &client,
+            &[],
+            &req(std::slice::from_ref(&proj), &opts),
+        )
+        .expect("apply");
+        assert_eq!(
+            first.projects,
+            vec![std::fs::canonicalize(&proj).expect("canon")]
+        );
+        let again = apply(
+            &layout,
+            &client,
+            &[(client.clone(), first.clone())],
+            &Request {
+                network: Some(NetworkMode::None),
+                ..req(&[], &SandboxOptions::default())
+            },
+        )
+        .expect("apply");
+        assert_eq!(again.projects, first.projects, "projects kept");
+        assert_eq!(
+            again.agent,
+            crate::sandbox::settings::Agent::Shell,
+            "agent kept"
+        );
+        assert_eq!(again.network, NetworkMode::None);
+    }
+
+    /// `--agent-arg` replaces the list, `--autonomy` sets the mode, other options keep
+    /// both, and `--reset` clears them.
+    #[test]
+    fn autonomy_and_agent_args_merge_and_reset() {
+        let (_tmp, layout) = setup();
+        let client = ClientName::parse("acme").expect("name");
+        let opts = SandboxOptions {
+            autonomy: Some(crate::sandbox::settings::Autonomy::Auto),
+            agent_args: vec!["--model".into(), "a b".into()],
+            ..Default::default()
+        };
+        let first = apply(&layout, &client, &[], &req(&[], &opts)).expect("apply");
+        assert_eq!(first.autonomy, crate::sandbox::settings::Autonomy::Auto);
+        assert_eq!(first.agent_args, ["--model", "a b"]);
+        let others = [(client.clone(), first.clone())];
+        let kept = apply(
+            &layout,
+            &client,
+            &others,
+            &req(&[], &SandboxOptions::default()),
+        )
+        .expect("apply");
+        assert_eq!(kept, first);
+        let replaced = SandboxOptions {
+            agent_args: vec!["-x".into()],
+            ..Default::default()
+        };
+        let replaced = apply(&layout, &client, &others, &req(&[], &replaced)).expect("apply");
+        assert_eq!(replaced.agent_args, ["-x"]);
+        assert_eq!(replaced.autonomy, crate::sandbox::settings::Autonomy::Auto);
+        let reset = apply(
+            &layout,
+            &client,
+            &others,
+            &Request {
+                reset: true,
+                ..req(&[], &SandboxOptions::default())
+            },
+        )
+        .expect("apply");
+        assert_eq!(reset.autonomy, crate::sandbox::settings::Autonomy::Ask);
+        assert!(reset.agent_args.is_empty());
+    }
+
+    #[test]
+    fn refuses_bad_agent_args() {
+        let (_tmp, layout) = setup();
+        let client = ClientName::parse("acme").expect("name");
+        let long = "x".repeat(MAX_AGENT_ARG_LEN + 1);
+        let many: Vec<String> = (0..=MAX_AGENT_ARGS).map(|i| i.to_string()).collect();
+        for (args, want) in [
+            (
+                vec!["a\nb".to_owned()],
+                "agent argument \"a\\nb\" contains a line break",
+            ),
+            (
+                vec!["a\u{1b}[2J".to_owned()],
+                "contains a control character",
+            ),
+            (vec![long], "at most 1024"),
+            (many, "too many agent arguments (33)"),
+        ] {
+            let opts = SandboxOptions {
+                agent_args: args,
+                ..Default::default()
+            };
+            let err = format!(
+                "{:#}",
+                apply(&layout, &client, &[], &req(&[], &opts)).expect_err(want)
+            );
+            assert!(err.contains(want), "{err}");
+            assert!(!err.contains('\n'), "{err:?}");
+        }
+    }
+
+    #[test]
+    fn refuses_bad_inputs() {
+        let (tmp, layout) = setup();
+        std::fs::create_dir_all(&layout.data_dir).expect("mkdir");
+        let client = ClientName::parse("acme").expect("name");
+        let file = tmp.path().join("file");
+        std::fs::write(&file, "x").expect("write");
+        let cases: Vec<(Vec<PathBuf>, SandboxOptions, &str)> = vec![
+            (
+                vec![tmp.path().join("missing")],
+                SandboxOptions::default(),
+                "does not exist",
+            ),
+            (
+                vec![file.clone()],
+                SandboxOptions::default(),
+                "is not a directory",
+            ),
+            (
+                vec![tmp.path().to_path_buf()],
+                SandboxOptions::default(),
+                "contains sandboxctl's data directory",
+            ),
+            (
+                vec![layout.data_dir.clone()],
+                SandboxOptions::default(),
+                "is sandboxctl's data directory",
+            ),
+            (
+                vec![PathBuf::from("/tmp/x\ny")],
+                SandboxOptions::default(),
+                "line break",
+            ),
+            (
+                vec![],
+                SandboxOptions {
+                    mounts: vec!["/etc".into()],
+                    ..Default::default()
+                },
+                "is not HOST:CONTAINER",
+            ),
+            (
+                vec![],
+                SandboxOptions {
+                    mounts: vec!["/etc:rel".into()],
+                    ..Default::default()
+                },
+                "must be absolute",
+            ),
+            (
+                vec![],
+                SandboxOptions {
+                    mounts: vec!["/etc:/x:ro".into()],
+                    ..Default::default()
+                },
+                "cannot contain ':'",
+            ),
+            (
+                vec![],
+                SandboxOptions {
+                    mounts_rw: vec!["/nope-x:/x".into()],
+                    ..Default::default()
+                },
+                "does not exist",
+            ),
+            (
+                vec![],
+                SandboxOptions {
+                    mounts: vec!["/:/host".into()],
+                    ..Default::default()
+                },
+                "contains sandboxctl's data directory",
+            ),
+            (
+                vec![],
+                SandboxOptions {
+                    podman_args: vec!["--env=A\nB".into()],
+                    ..Default::default()
+                },
+                "line break",
+            ),
+        ];
+        for (projects, opts, want) in cases {
+            let err = format!(
+                "{:#}",
+                apply(&layout, &client, &[], &req(&projects, &opts)).expect_err(want)
+            );
+            assert!(err.contains(want), "want {want:?} in {err}");
+            assert!(!err.contains('\n'), "one line: {err:?}");
+        }
+    }
+
+    #[test]
+    fn refuses_overlap_with_another_clients_project() {
+        let (tmp, layout) = setup();
+        let proj = tmp.path().join("shared/sub");
+        std::fs::create_dir_all(&proj).expect("mkdir");
+        let other = ClientName::parse("globex").expect("name");
+        layout.create_client_dirs(&other).expect("dirs");
+        let theirs = Settings {
+            projects: vec![std::fs::canonicalize(&proj).expect("canon")],
+            ..Settings::default()
+        };
+        theirs
+            .save(&layout.settings_path(&other), &other)
+            .expect("save");
+        let client = ClientName::parse("acme").expect("name");
+        let parent = tmp.path().join("shared");
+        let err = format!(
+            "{:#}",
+            apply(
+                &layout,
+                &client,
+                &all_settings(&layout).expect("settings"),
+                &req(&[parent], &SandboxOptions::default())
+            )
+            .expect_err("overlap")
+        );
+        assert!(err.contains("overlaps") && err.contains("globex"), "{err}");
+    }
+
+    /// A layout whose home, `~/.config` and data directory are symlinks, as with
+    /// stow-style dotfiles: `home` → `real-home`, `home/.config` → `dotfiles/config`,
+    /// the data directory → `store`.
+    fn symlinked() -> (tempfile::TempDir, Layout, PathBuf) {
+        use std::os::unix::fs::symlink;
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = std::fs::canonicalize(tmp.path()).expect("canon");
+        for d in [
+            "real-home/.local/share",
+            "dotfiles/config",
+            "store",
+            "work/p",
+        ] {
+            std::fs::create_dir_all(root.join(d)).expect("mkdir");
+        }
+        symlink(root.join("real-home"), root.join("home")).expect("symlink");
+        symlink(root.join("dotfiles/config"), root.join("real-home/.config")).expect("symlink");
+        symlink(
+            root.join("store"),
+            root.join("real-home/.local/share/agent-sandbox"),
+        )
+        .expect("symlink");
+        let home = root.join("home");
+        let layout = Layout {
+            data_dir: home.join(".local/share/agent-sandbox"),
+            unit_dir: home.join(".config/containers/systemd"),
+            cache_dir: home.join(".cache/sandboxctl"),
+            systemd_user_dir: home.join(".config/systemd/user"),
+            libexec_dir: home.join(".local/libexec/sandboxctl"),
+            user_config: home.join(".config/sandboxctl/config.toml"),
+            home_dir: home,
+            runtime_dir: Some(root.join("run")),
+        };
+        (tmp, layout, root)
+    }
+
+    #[test]
+    fn protected_paths_are_compared_through_symlinks() {
+        let (_tmp, layout, root) = symlinked();
+        let client = ClientName::parse("acme").expect("name");
+        let other = ClientName::parse("globex").expect("name");
+        layout.create_client_dirs(&other).expect("dirs");
+        let theirs_claude = root.join("store/clients/globex/claude");
+        std::fs::create_dir_all(root.join("real-home/.ssh")).expect("mkdir");
+        std::fs::create_dir_all(root.join("real-home/.cache")).expect("mkdir");
+        let projects: Vec<(PathBuf, &str)> = vec![
+            // The data and unit directories live elsewhere; the home still holds
+            // the proxy's binary.
+            (
+                root.join("home"),
+                "contains the sandboxctl binary the proxy units run",
+            ),
+            (root.join("real-home"), "contains the sandboxctl binary"),
+            (root.join("dotfiles"), "contains the Quadlet unit directory"),
+            (
+                root.join("dotfiles/config"),
+                "contains the Quadlet unit directory",
+            ),
+            (root.join("store"), "is sandboxctl's data directory"),
+            (
+                theirs_claude.clone(),
+                "is inside sandboxctl's data directory",
+            ),
+            (root.join("real-home/.ssh"), "is ~/.ssh"),
+            (root.join("home/.cache"), "contains sandboxctl's cache"),
+        ];
+        for (p, want) in projects {
+            let err = format!(
+                "{:#}",
+                apply(
+                    &layout,
+                    &client,
+                    &[],
+                    &req(std::slice::from_ref(&p), &SandboxOptions::default())
+                )
+                .expect_err(want)
+            );
+            assert!(
+                err.contains(want),
+                "{}: want {want:?} in {err}",
+                p.display()
+            );
+        }
+        let mounts: Vec<(String, bool, &str)> = vec![
+            (
+                format!("{}:/c", root.join("home/.config").display()),
+                false,
+                "contains the Quadlet unit directory",
+            ),
+            (
+                format!("{}:/c", theirs_claude.display()),
+                false,
+                "is inside sandboxctl's data directory",
+            ),
+            (
+                format!("{}:/s", root.join("home/.ssh").display()),
+                true,
+                "is ~/.ssh",
+            ),
+        ];
+        for (m, rw, want) in mounts {
+            let opts = if rw {
+                SandboxOptions {
+                    mounts_rw: vec![m.clone()],
+                    ..Default::default()
+                }
+            } else {
+                SandboxOptions {
+                    mounts: vec![m.clone()],
+                    ..Default::default()
+                }
+            };
+            let err = format!(
+                "{:#}",
+                apply(&layout, &client, &[], &req(&[], &opts)).expect_err(want)
+            );
+            assert!(err.contains(want), "{m}: want {want:?} in {err}");
+        }
+        // An ordinary project beside them is fine.
+        apply(
+            &layout,
+            &client,
+            &[],
+            &req(&[root.join("work/p")], &SandboxOptions::default()),
+        )
+        .expect("an ordinary project");
+    }
+
+    #[test]
+    fn host_claude_config_may_be_shared_but_not_mounted() {
+        let (tmp, layout) = setup();
+        let claude = layout.home_dir.join(".claude");
+        std::fs::create_dir_all(&claude).expect("mkdir");
+        std::fs::create_dir_all(layout.home_dir.join(".ssh")).expect("mkdir");
+        let client = ClientName::parse("acme").expect("name");
+        let shared = SandboxOptions {
+            claude_config: Some(claude.clone()),
+            ..Default::default()
+        };
+        let s = apply(&layout, &client, &[], &req(&[], &shared)).expect("--claude-config");
+        assert_eq!(
+            s.claude_config,
+            Some(std::fs::canonicalize(&claude).expect("canon"))
+        );
+        let err = format!(
+            "{:#}",
+            apply(
+                &layout,
+                &client,
+                &[],
+                &req(std::slice::from_ref(&claude), &SandboxOptions::default())
+            )
+            .expect_err("project")
+        );
+        assert!(err.contains("is the host's Claude Code config"), "{err}");
+        let mount = SandboxOptions {
+            mounts: vec![format!("{}:/c", claude.display())],
+            ..Default::default()
+        };
+        let err = format!(
+            "{:#}",
+            apply(&layout, &client, &[], &req(&[], &mount)).expect_err("mount")
+        );
+        assert!(err.contains("--mount"), "{err}");
+        // Sharing the whole home is not sharing a Claude config.
+        let home = SandboxOptions {
+            claude_config: Some(layout.home_dir.clone()),
+            ..Default::default()
+        };
+        let err = format!(
+            "{:#}",
+            apply(&layout, &client, &[], &req(&[], &home)).expect_err("home")
+        );
+        assert!(
+            err.starts_with("Claude config directory") && err.contains(" contains "),
+            "{err}"
+        );
+        drop(tmp);
+    }
+
+    #[test]
+    fn another_clients_project_cannot_be_mounted() {
+        let (tmp, layout) = setup();
+        let proj = tmp.path().join("outer/globex-project");
+        std::fs::create_dir_all(proj.join("sub")).expect("mkdir");
+        let other = ClientName::parse("globex").expect("name");
+        let theirs = Settings {
+            projects: vec![std::fs::canonicalize(&proj).expect("canon")],
+            ..Settings::default()
+        };
+        let client = ClientName::parse("acme").expect("name");
+        let others = [(other, theirs)];
+        for opts in [
+            SandboxOptions {
+                mounts: vec![format!("{}:/ro", proj.join("sub").display())],
+                ..Default::default()
+            },
+            SandboxOptions {
+                mounts_rw: vec![format!("{}:/rw", tmp.path().join("outer").display())],
+                ..Default::default()
+            },
+        ] {
+            let err = format!(
+                "{:#}",
+                apply(&layout, &client, &others, &req(&[], &opts)).expect_err("overlap")
+            );
+            assert!(
+                err.contains("overlaps project directory") && err.contains("globex"),
+                "{err}"
+            );
+        }
+        // And the other way round: a project another client mounts.
+        let mounter = Settings {
+            mounts: vec![ExtraMount {
+                host: std::fs::canonicalize(&proj).expect("canon"),
+                container: "/docs".into(),
+                writable: false,
+            }],
+            ..Settings::default()
+        };
+        let err = format!(
+            "{:#}",
+            apply(
+                &layout,
+                &client,
+                &[(ClientName::parse("initech").expect("name"), mounter)],
+                &req(&[proj.join("sub")], &SandboxOptions::default())
+            )
+            .expect_err("overlap")
+        );
+        assert!(err.contains("--mount") && err.contains("initech"), "{err}");
+    }
+
+    #[test]
+    fn warns_about_weakening_args() {
+        let s = Settings {
+            podman_args: vec!["--privileged".into(), "--pids-limit=100".into()],
+            ..Settings::default()
+        };
+        let w = warnings(&ClientName::parse("acme").expect("name"), &s);
+        assert_eq!(w.len(), 1);
+        assert!(w[0].contains("--privileged"));
+    }
+
+    #[test]
+    fn warns_about_credentials_in_podman_env_args() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let env_file = tmp.path().join("vars.env");
+        std::fs::write(&env_file, "# comment\nLANG=C\nexport DB_PASSWORD=hunter2\n")
+            .expect("write");
+        let harmless = tmp.path().join("plain.env");
+        std::fs::write(&harmless, "LANG=C\n").expect("write");
+        let table: Vec<(Vec<String>, Option<&str>)> = vec![
+            (
+                vec!["--env=GITHUB_TOKEN=ghp_abc123".into()],
+                Some("GITHUB_TOKEN"),
+            ),
+            (
+                vec!["-e=AWS_SECRET_ACCESS_KEY=x".into()],
+                Some("AWS_SECRET_ACCESS_KEY"),
+            ),
+            (vec!["-eOPENAI_APIKEY=x".into()], Some("OPENAI_APIKEY")),
+            (vec!["--env".into(), "NPM_AUTH=x".into()], Some("NPM_AUTH")),
+            (vec!["-e".into(), "DB_PASSWORD".into()], Some("DB_PASSWORD")),
+            (vec!["--env=STRIPE_KEY=x".into()], Some("STRIPE_KEY")),
+            (vec!["--env=SSH_PRIVATE=x".into()], Some("SSH_PRIVATE")),
+            (
+                vec![format!("--env-file={}", env_file.display())],
+                Some("DB_PASSWORD"),
+            ),
+            (
+                vec!["--env-file".into(), "/nonexistent/secrets.env".into()],
+                Some("secret set acme"),
+            ),
+            (vec!["--env=LANG=C.UTF-8".into()], None),
+            (vec!["--env=KEYBOARD=us".into()], None),
+            (vec!["--env=AUTHOR=me".into()], None),
+            (vec![format!("--env-file={}", harmless.display())], None),
+            (vec!["--pids-limit=100".into(), "TOKEN=x".into()], None),
+            (vec!["--env".into()], None),
+        ];
+        let client = ClientName::parse("acme").expect("name");
+        for (args, want) in table {
+            let s = Settings {
+                podman_args: args.clone(),
+                ..Settings::default()
+            };
+            let w = warnings(&client, &s);
+            match want {
+                Some(name) => {
+                    assert_eq!(w.len(), 1, "{args:?}: {w:?}");
+                    assert!(w[0].contains(name), "{args:?}: {w:?}");
+                    assert!(w[0].contains("sandboxctl secret set acme"), "{w:?}");
+                    for secret in ["ghp_abc123", "hunter2"] {
+                        assert!(!w[0].contains(secret), "value repeated: {w:?}");
+                    }
+                }
+                None => assert!(w.is_empty(), "{args:?}: {w:?}"),
+            }
+        }
+    }
+
+    /// Forwards are installed units: `enable --reset` keeps them in the settings, so
+    /// `status` and `disable` still find them.
+    #[test]
+    fn reset_keeps_port_forwards() {
+        let (_tmp, layout) = setup();
+        let client = ClientName::parse("acme").expect("name");
+        let fwd = crate::render::ports::PortForward {
+            host: 8080,
+            container: 3000,
+            persist: true,
+        };
+        let current = Settings {
+            image: "localhost/old:1".into(),
+            ports: vec![fwd],
+            ..Settings::default()
+        };
+        let others = [(client.clone(), current)];
+        let opts = SandboxOptions::default();
+        let s = apply(
+            &layout,
+            &client,
+            &others,
+            &Request {
+                reset: true,
+                ..req(&[], &opts)
+            },
+        )
+        .expect("reset");
+        assert_eq!(s.image, Settings::default().image, "the rest is reset");
+        assert_eq!(s.ports, [fwd]);
+    }
+}

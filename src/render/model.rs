@@ -1,0 +1,974 @@
+//! What a client's container must be, computed once from its settings and the detected
+//! host: image, names, mounts, environment, secrets, network, security, labels, the
+//! unit's dependencies and service settings, and the host adaptations with their
+//! reasons. Renderers (`render::quadlet`, `render::plain`) map this to a target and
+//! decide nothing about the sandbox themselves, so targets cannot drift apart.
+//! Every value is validated here, so an unsafe setting is refused before any renderer
+//! runs; renderers escape through `escape`.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+use crate::base::agent_file::AgentPath;
+use crate::base::escape;
+use crate::host::{Cgroups, HostProfile, Version};
+use crate::sandbox::client::ClientName;
+use crate::sandbox::layout::Layout;
+use crate::sandbox::settings::{Agent, Autonomy, NetworkMode, Settings};
+use crate::units::proxy as proxy_units;
+
+/// The agent's home inside the container.
+pub const HOME: &str = "/home/agent";
+
+/// The size cap of the tmpfs at `~/.cache`.
+pub const CACHE_SIZE: &str = "1g";
+
+/// The label that identifies a client's container.
+pub const CLIENT_LABEL: &str = "io.sandboxctl.client";
+
+/// Where the host side of a client's sandbox lives: its own dirs and its settings.
+pub struct Sandbox<'a> {
+    pub client: &'a ClientName,
+    pub settings: &'a Settings,
+    pub layout: &'a Layout,
+    pub host: &'a HostProfile,
+}
+
+/// A client's container, as every renderer must express it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxSpec {
+    pub client: ClientName,
+    pub agent: Agent,
+    /// One line describing the detected host, for the unit's header.
+    pub host_summary: String,
+    pub image: String,
+    pub container_name: String,
+    pub hostname: String,
+    pub working_dir: String,
+    pub userns: UserNs,
+    /// In the order they are given to podman: tmpfs mounts, then binds.
+    pub mounts: Vec<Mount>,
+    pub environment: Vec<EnvVar>,
+    pub secrets: Vec<SecretMount>,
+    pub network: Network,
+    pub security: Security,
+    pub labels: Vec<Label>,
+    /// Units started with the sandbox and ordered before it (`Wants=` + `After=`).
+    pub dependencies: Vec<Dependency>,
+    /// Why the sandbox need not wait for the host's network to be online, if it need
+    /// not (no network of its own, or a host where that wait never ends).
+    pub skip_network_online: Option<&'static str>,
+    pub service: ServiceSettings,
+    /// What this host needs that a well-equipped one does not, with the reasons.
+    pub adaptations: Vec<Adaptation>,
+    /// The user's own podman arguments (settings `podman_args`), passed last.
+    pub extra_podman_args: Vec<String>,
+    /// What the agent does without asking (named in the unit's description).
+    pub autonomy: Autonomy,
+    /// Resource limits, checked to be enforceable on this host.
+    pub limits: crate::sandbox::limits::Limits,
+    /// Podman's auto-update policy for the image, if it can have one.
+    pub auto_update: Option<AutoUpdate>,
+}
+
+/// Why a `localhost/` image is never pulled: Podman would retry a pull that cannot
+/// succeed for seconds at each start, too slowly for systemd's start limit to end the
+/// retries of a sandbox whose image is gone.
+pub const PULL_NEVER_WHY: &str = "the image exists only in local storage (localhost/): a missing one fails the start at once, so systemd's start limit ends the retries";
+
+/// The label `podman auto-update` reads (Quadlet's `AutoUpdate=` sets it).
+pub const AUTO_UPDATE_LABEL: &str = "io.containers.autoupdate";
+
+/// How `podman auto-update` (and `sandboxctl update`) finds a newer image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AutoUpdate {
+    /// The image in local storage under the same name was rebuilt (`image build`).
+    Local,
+    /// The registry has a newer image under the same reference.
+    Registry,
+}
+
+impl AutoUpdate {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Local => "local",
+            Self::Registry => "registry",
+        }
+    }
+
+    /// `local` for an image only in local storage (`localhost/…`, what `image build`
+    /// makes), `registry` for a fully qualified reference; none for a short name
+    /// (Podman refuses `registry` there) or a digest (nothing can be newer).
+    pub fn for_image(image: &str) -> Option<Self> {
+        if image.contains('@') {
+            return None;
+        }
+        let (domain, _) = image.split_once('/')?;
+        if domain == "localhost" {
+            Some(Self::Local)
+        } else if domain.contains('.') || domain.contains(':') {
+            Some(Self::Registry)
+        } else {
+            None
+        }
+    }
+}
+
+/// The container's user namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserNs {
+    /// The host user is the same uid inside, so files in mounts keep their owner.
+    KeepId,
+}
+
+impl UserNs {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::KeepId => "keep-id",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mount {
+    Bind(Bind),
+    Tmpfs(Tmpfs),
+}
+
+/// A host directory or file mounted into the container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bind {
+    pub source: BindSource,
+    pub target: String,
+    pub access: Access,
+    pub relabel: Option<Relabel>,
+    /// What the mount is for (targets without host paths, like Kubernetes, map by it).
+    pub role: BindRole,
+}
+
+/// What a bind mount is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BindRole {
+    /// A project directory, at its host path.
+    Project,
+    /// A git dir pinned over a project, protecting git on the host.
+    GitPin,
+    /// One of the client's own state dirs (`home`, `claude`, `codex`, `history`).
+    State(&'static str),
+    /// The directory of the egress proxy's socket.
+    ProxySocket,
+    /// The directory of the agent event socket (notifications).
+    NotifyEvents,
+    /// A mount the user asked for (`--mount`, `--mount-rw`).
+    User,
+    /// The empty file over a masked file of a project (`mask`).
+    Mask,
+}
+
+impl Bind {
+    /// The podman volume options (`rw,z`, `ro`, …).
+    pub fn options(&self) -> String {
+        let mut o = self.access.as_str().to_owned();
+        if let Some(r) = self.relabel {
+            o.push(',');
+            o.push_str(r.as_str());
+        }
+        o
+    }
+
+    pub fn escape_source(&self) -> escape::VolumeSource<'_> {
+        match &self.source {
+            BindSource::Host(p) => escape::VolumeSource::Path(p),
+            BindSource::Runtime(p) => escape::VolumeSource::Runtime(p),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BindSource {
+    /// An absolute host path.
+    Host(String),
+    /// A path relative to the user's runtime directory (`%t` in unit files), which
+    /// systemd expands when the unit starts.
+    Runtime(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    ReadWrite,
+    ReadOnly,
+}
+
+impl Access {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ReadWrite => "rw",
+            Self::ReadOnly => "ro",
+        }
+    }
+}
+
+/// `SELinux` relabelling of a bind mount.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Relabel {
+    /// `z`: a label other containers and tools may share.
+    Shared,
+    /// `Z`: a label private to this container.
+    Private,
+}
+
+impl Relabel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Shared => "z",
+            Self::Private => "Z",
+        }
+    }
+}
+
+/// A tmpfs mounted at `target` with podman's tmpfs options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tmpfs {
+    pub target: String,
+    pub options: String,
+}
+
+impl Tmpfs {
+    /// `TARGET:OPTIONS`, as `--tmpfs` and `Tmpfs=` take it.
+    pub fn spec(&self) -> String {
+        format!("{}:{}", self.target, self.options)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvVar {
+    pub name: String,
+    pub value: String,
+}
+
+impl EnvVar {
+    fn new(name: &str, value: impl Into<String>) -> Self {
+        Self {
+            name: name.to_owned(),
+            value: value.into(),
+        }
+    }
+
+    /// `NAME=VALUE`.
+    pub fn assignment(&self) -> String {
+        format!("{}={}", self.name, self.value)
+    }
+}
+
+/// A Podman secret mounted as a file under `/run/secrets`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretMount {
+    /// The secret's name in Podman's store.
+    pub podman_name: String,
+    pub target: String,
+}
+
+impl SecretMount {
+    /// `NAME,type=mount,target=TARGET`, as `--secret` and `Secret=` take it.
+    pub fn spec(&self) -> String {
+        format!("{},type=mount,target={}", self.podman_name, self.target)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Network {
+    /// Podman's default network for rootless containers.
+    Default,
+    /// No network interface but loopback.
+    None,
+}
+
+/// The container's confinement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Security {
+    /// Capabilities dropped (`all`).
+    pub drop_capabilities: Vec<String>,
+    pub no_new_privileges: bool,
+    pub read_only: bool,
+    /// An init as PID 1 that reaps processes and forwards signals.
+    pub init: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Label {
+    pub key: String,
+    pub value: String,
+}
+
+impl Label {
+    /// `KEY=VALUE`.
+    pub fn assignment(&self) -> String {
+        format!("{}={}", self.key, self.value)
+    }
+}
+
+/// A unit started with the sandbox and ordered before it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dependency {
+    pub unit: String,
+    pub why: &'static str,
+}
+
+/// The service's own settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceSettings {
+    /// `Restart=on-failure`: a crashed agent comes back, a stopped one stays stopped.
+    pub restart_on_failure: bool,
+    /// Long enough for a first image pull.
+    pub timeout_start_sec: u32,
+}
+
+/// Something this host needs, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Adaptation {
+    pub kind: AdaptationKind,
+    pub why: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdaptationKind {
+    /// `--cgroups=disabled`: rootless Podman on cgroup v1.
+    CgroupsDisabled,
+    /// Remove a stale cid file before starting (old Podman leaves one).
+    RemoveStaleCidFile,
+    /// No journald: stdout and stderr go to this file under the runtime directory.
+    LogToFile { runtime_relative: String },
+}
+
+/// Podman older than this leaves a stale cid file behind.
+const STALE_CID_FIXED: Version = Version::new(4, 4, 0);
+
+impl SandboxSpec {
+    /// Computes the container for a client on this host; refuses settings that cannot
+    /// be expressed safely, with a one-line error naming the value.
+    pub fn new(sandbox: &Sandbox<'_>) -> Result<Self> {
+        let s = sandbox.settings;
+        let client = sandbox.client;
+        let image = image_ref(s.running_image())?;
+        let working_dir = match s.projects.first() {
+            Some(p) => path_str("project directory", p)?,
+            None => HOME.to_owned(),
+        };
+        escape::raw("working directory", &working_dir)?;
+        let mut secrets = Vec::new();
+        let held = s.proxy_held_key().map(|p| p.key_var);
+        for name in &s.secrets {
+            crate::state::secrets::check_name(name)?;
+            if held == Some(name.as_str()) {
+                // The egress proxy adds this key on the way out; the agent never has it.
+                continue;
+            }
+            secrets.push(SecretMount {
+                podman_name: crate::state::secrets::podman_name(client, name),
+                target: name.clone(),
+            });
+        }
+        let environment = environment(client, s);
+        for e in &environment {
+            escape::check("environment value", &e.assignment())?;
+        }
+        for a in &s.podman_args {
+            escape::check("podman argument", a)?;
+        }
+        let mounts = mounts(sandbox)?;
+        crate::host::enforce::check(&s.limits, sandbox.host)
+            .with_context(|| format!("resource limits of client {client}"))?;
+        let spec = Self {
+            auto_update: AutoUpdate::for_image(&image),
+            client: client.clone(),
+            agent: s.agent,
+            host_summary: sandbox.host.summary(),
+            image,
+            container_name: client.container_name(),
+            hostname: client.as_str().to_owned(),
+            working_dir,
+            userns: UserNs::KeepId,
+            mounts,
+            environment,
+            secrets,
+            // Allowlist mode has no network either: its only way out is the proxy's
+            // Unix socket, mounted from the runtime directory.
+            network: match s.network {
+                NetworkMode::Open => Network::Default,
+                NetworkMode::None | NetworkMode::Allowlist => Network::None,
+            },
+            security: Security {
+                drop_capabilities: vec!["all".to_owned()],
+                no_new_privileges: true,
+                read_only: true,
+                init: true,
+            },
+            labels: vec![Label {
+                key: CLIENT_LABEL.to_owned(),
+                value: client.as_str().to_owned(),
+            }],
+            dependencies: dependencies(client, s),
+            skip_network_online: skip_network_online(s.network, sandbox.host),
+            service: ServiceSettings {
+                restart_on_failure: true,
+                timeout_start_sec: 900,
+            },
+            adaptations: adaptations(client, sandbox.host),
+            extra_podman_args: s.podman_args.clone(),
+            autonomy: s.autonomy,
+            limits: s.limits,
+        };
+        Ok(spec)
+    }
+
+    /// `--pull=never`: for an image only in local storage, which no registry has.
+    pub fn pull_never(&self) -> bool {
+        self.auto_update == Some(AutoUpdate::Local)
+    }
+
+    /// The adaptation of this kind, if the host needs it.
+    pub fn adaptation(&self, pred: impl Fn(&AdaptationKind) -> bool) -> Option<&Adaptation> {
+        self.adaptations.iter().find(|a| pred(&a.kind))
+    }
+
+    pub fn tmpfs(&self) -> impl Iterator<Item = &Tmpfs> {
+        self.mounts.iter().filter_map(|m| match m {
+            Mount::Tmpfs(t) => Some(t),
+            Mount::Bind(_) => None,
+        })
+    }
+
+    pub fn binds(&self) -> impl Iterator<Item = &Bind> {
+        self.mounts.iter().filter_map(|m| match m {
+            Mount::Bind(b) => Some(b),
+            Mount::Tmpfs(_) => None,
+        })
+    }
+}
+
+fn environment(client: &ClientName, s: &Settings) -> Vec<EnvVar> {
+    let mut env = vec![
+        EnvVar::new("SANDBOX_CLIENT", client.as_str()),
+        EnvVar::new("SANDBOX_AGENT", s.agent.as_str()),
+        EnvVar::new("HOME", HOME),
+        EnvVar::new("CODEX_HOME", format!("{HOME}/.codex")),
+        EnvVar::new("HISTFILE", format!("{HOME}/.history/bash_history")),
+    ];
+    env.push(EnvVar::new("CLAUDE_CONFIG_DIR", format!("{HOME}/.claude")));
+    for (name, value) in crate::sandbox::git_identity::environment(s) {
+        env.push(EnvVar::new(&name, value));
+    }
+    if s.network == NetworkMode::Allowlist {
+        let proxy = format!("http://127.0.0.1:{}", proxy_units::FORWARDER_PORT);
+        env.push(EnvVar::new(
+            "SANDBOX_PROXY_SOCKET",
+            format!("{}/proxy.sock", proxy_units::CONTAINER_SOCKET_DIR),
+        ));
+        env.push(EnvVar::new(
+            "SANDBOX_PROXY_PORT",
+            proxy_units::FORWARDER_PORT.to_string(),
+        ));
+        for var in ["HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY"] {
+            env.push(EnvVar::new(var, proxy.clone()));
+            env.push(EnvVar::new(&var.to_lowercase(), proxy.clone()));
+        }
+        env.push(EnvVar::new("NO_PROXY", "localhost,127.0.0.1"));
+        env.push(EnvVar::new("no_proxy", "localhost,127.0.0.1"));
+    }
+    if let Some(p) = s.proxy_held_key() {
+        env.push(EnvVar::new(
+            p.base_url_var,
+            p.base_url(proxy_units::FORWARDER_PORT),
+        ));
+        env.push(EnvVar::new(p.key_var, crate::proxy::keyed::PLACEHOLDER));
+    }
+    // Autonomy and agent arguments for `agent-session`, one variable per argument so
+    // nothing is ever split into words or re-parsed on the way.
+    env.push(EnvVar::new("SANDBOX_AUTONOMY", s.autonomy.as_str()));
+    env.push(EnvVar::new(
+        "SANDBOX_AGENT_ARGC",
+        s.agent_args.len().to_string(),
+    ));
+    for (i, a) in s.agent_args.iter().enumerate() {
+        env.push(EnvVar::new(
+            &format!("SANDBOX_AGENT_ARG_{}", i + 1),
+            a.clone(),
+        ));
+    }
+    env
+}
+
+fn dependencies(client: &ClientName, s: &Settings) -> Vec<Dependency> {
+    let mut out = Vec::new();
+    if s.network == NetworkMode::Allowlist {
+        out.push(Dependency {
+            unit: proxy_units::socket_unit(client),
+            why: "allowlist: the client's egress proxy socket is the only way out; without \
+                  it nothing gets out, and stopping it does not stop the sandbox",
+        });
+    }
+    if s.notify {
+        out.push(Dependency {
+            unit: crate::notify::socket_unit(client),
+            why: "notify: the agents' hooks report waiting and finished through the \
+                  client's event socket, whose directory the sandbox mounts",
+        });
+    }
+    out
+}
+
+fn adaptations(client: &ClientName, host: &HostProfile) -> Vec<Adaptation> {
+    let mut out = Vec::new();
+    if host.rootless && host.cgroups != Cgroups::V2 {
+        out.push(Adaptation {
+            kind: AdaptationKind::CgroupsDisabled,
+            why: "host adaptation: rootless Podman cannot split cgroups on cgroup v1",
+        });
+    }
+    if host.podman.is_some_and(|v| v < STALE_CID_FIXED) {
+        out.push(Adaptation {
+            kind: AdaptationKind::RemoveStaleCidFile,
+            why: "host adaptation: this Podman leaves a stale cid file that blocks the next start",
+        });
+    }
+    if !host.journald {
+        out.push(Adaptation {
+            kind: AdaptationKind::LogToFile {
+                runtime_relative: format!("{}.log", client.container_name()),
+            },
+            why: "host adaptation: no journald here, so the unit logs to a file that `sandboxctl logs` reads",
+        });
+    }
+    out
+}
+
+/// Why the sandbox need not wait for the host's `network-online.target`, if it need not.
+/// Quadlet (from 5.3) orders every unit after a wait for it that gives up after 90 s,
+/// on every start where nothing brings that target up.
+fn skip_network_online(network: NetworkMode, host: &HostProfile) -> Option<&'static str> {
+    match network {
+        NetworkMode::None => Some(
+            "network none: the sandbox has no network, so it need not wait for the host's network-online.target (Quadlet's wait takes up to 90 s on every start where nothing brings that target up)",
+        ),
+        NetworkMode::Allowlist => Some(
+            "allowlist: the sandbox has no network of its own (its way out is the proxy socket, which resolves names per connection), so it need not wait for the host's network-online.target (Quadlet's wait takes up to 90 s on every start where nothing brings that target up)",
+        ),
+        NetworkMode::Open if !host.systemd_booted => Some(
+            "host adaptation: systemd is not PID 1, so the network-online units Quadlet waits for never start",
+        ),
+        NetworkMode::Open => None,
+    }
+}
+
+fn mounts(sandbox: &Sandbox<'_>) -> Result<Vec<Mount>> {
+    let s = sandbox.settings;
+    // Caches are rebuilt at will and grow without bound: a capped tmpfs, not the
+    // client's disk. Podman mounts the home before anything inside it.
+    let mut out = vec![Mount::Tmpfs(Tmpfs {
+        target: format!("{HOME}/.cache"),
+        options: format!("rw,exec,nosuid,nodev,size={CACHE_SIZE},mode=1777"),
+    })];
+    let mut bind = |role, source: BindSource, target: String, access, relabel| -> Result<()> {
+        let b = Bind {
+            source,
+            target,
+            access,
+            relabel,
+            role,
+        };
+        escape::volume("volume", b.escape_source(), &b.target, &b.options())?;
+        out.push(Mount::Bind(b));
+        Ok(())
+    };
+    // Projects keep their host path, so an agent's per-directory history and
+    // `--resume` line up with the host. `z` (shared label) rather than `Z`: a project
+    // may be used by other containers and tools too.
+    for project in s.agent_projects() {
+        let p = checked_path("project directory", project.as_path())?;
+        bind(
+            BindRole::Project,
+            BindSource::Host(p.clone()),
+            p,
+            Access::ReadWrite,
+            Some(Relabel::Shared),
+        )?;
+        // Git dirs pinned over the project mount, so the agent cannot write what git
+        // on the host executes (see `git_guard`).
+        if !s.git_writable_config {
+            for pin in crate::state::git_guard::plan(&project)?.pins {
+                let path = checked_path("git path", &pin.path)?;
+                let access = if pin.writable {
+                    Access::ReadWrite
+                } else {
+                    Access::ReadOnly
+                };
+                bind(
+                    BindRole::GitPin,
+                    BindSource::Host(path.clone()),
+                    path,
+                    access,
+                    None,
+                )?;
+            }
+        }
+        // Masked files, over the project mount: the client's empty file, read-only.
+        for (empty, file) in masks(sandbox, &project)? {
+            bind(
+                BindRole::Mask,
+                BindSource::Host(empty),
+                file,
+                Access::ReadOnly,
+                Some(Relabel::Private),
+            )?;
+        }
+    }
+    // The client's own dirs are sandboxctl's: private SELinux label.
+    let own = |sub: &str| -> Result<BindSource> {
+        let host = sandbox.layout.client_subdir(sandbox.client, sub);
+        Ok(BindSource::Host(checked_path("data directory", &host)?))
+    };
+    // The client's persistent home, then its agent dirs mounted over it. A shared
+    // `--claude-config` is not mounted: the client keeps its own Claude dir and only the
+    // login is copied both ways by the CLI (`claude_login::sync_shared`), since the
+    // agent must not write hooks, settings or instructions that Claude Code on the host
+    // would run.
+    for (sub, target) in [
+        (crate::sandbox::layout::HOME_SUBDIR, HOME.to_owned()),
+        ("claude", format!("{HOME}/.claude")),
+        ("codex", format!("{HOME}/.codex")),
+        ("history", format!("{HOME}/.history")),
+    ] {
+        bind(
+            BindRole::State(sub),
+            own(sub)?,
+            target,
+            Access::ReadWrite,
+            Some(Relabel::Private),
+        )?;
+    }
+    if s.network == NetworkMode::Allowlist {
+        // The directory is created by the socket unit. Read-only: connect(2) works on a
+        // socket in a read-only mount, and the agent cannot fill the shared runtime
+        // tmpfs through it. `Z` still gives the directory the container's private
+        // label, which connecting needs.
+        bind(
+            BindRole::ProxySocket,
+            BindSource::Runtime(proxy_units::socket_dir_relative(sandbox.client)),
+            proxy_units::CONTAINER_SOCKET_DIR.to_owned(),
+            Access::ReadOnly,
+            Some(Relabel::Private),
+        )?;
+    }
+    if s.notify {
+        // Like the proxy's: created by the socket unit, read-only (connect(2) works),
+        // `Z` for the container's private label.
+        bind(
+            BindRole::NotifyEvents,
+            BindSource::Runtime(crate::notify::events_dir_relative(sandbox.client)),
+            crate::notify::CONTAINER_DIR.to_owned(),
+            Access::ReadOnly,
+            Some(Relabel::Private),
+        )?;
+    }
+    for m in &s.mounts {
+        let h = checked_path("mount host path", &m.host)?;
+        let c = checked_path("mount container path", &m.container)?;
+        let access = if m.writable {
+            Access::ReadWrite
+        } else {
+            Access::ReadOnly
+        };
+        bind(BindRole::User, BindSource::Host(h), c, access, None)?;
+    }
+    Ok(out)
+}
+
+/// The masked files of `project`, each with the empty file mounted over it.
+fn masks(sandbox: &Sandbox<'_>, project: &AgentPath) -> Result<Vec<(String, String)>> {
+    let patterns = crate::state::mask::patterns(sandbox.settings);
+    let empty = checked_path("mask file", &sandbox.layout.mask_file(sandbox.client))?;
+    crate::state::mask::files(project, &patterns)?
+        .iter()
+        .map(|f| Ok((empty.clone(), checked_path("masked file", f)?)))
+        .collect()
+}
+
+/// A path as UTF-8 that a volume can express; the error names `what`.
+fn checked_path(what: &str, p: &Path) -> Result<String> {
+    let s = path_str(what, p)?;
+    escape::volume_path(what, &s)?;
+    Ok(s)
+}
+
+fn path_str(what: &str, p: &Path) -> Result<String> {
+    p.to_str()
+        .map(str::to_owned)
+        .with_context(|| format!("{what} {} is not valid UTF-8; rename it", p.display()))
+}
+
+/// An image reference: only the characters image names use.
+fn image_ref(image: &str) -> Result<String> {
+    let ok = !image.is_empty()
+        && image
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-/:@".contains(c))
+        && !image.starts_with('-');
+    if !ok {
+        anyhow::bail!(
+            "invalid image name {}: use a reference like localhost/agent-sandbox:latest",
+            escape::display(image)
+        );
+    }
+    Ok(image.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::fixed_profile;
+
+    fn spec(network: NetworkMode, host: &HostProfile) -> SandboxSpec {
+        let client = ClientName::parse("acme").expect("name");
+        let settings = Settings {
+            network,
+            projects: vec!["/p/web".into()],
+            ..Settings::default()
+        };
+        let layout = Layout::under(Path::new("/home/u"));
+        SandboxSpec::new(&Sandbox {
+            client: &client,
+            settings: &settings,
+            layout: &layout,
+            host,
+        })
+        .expect("spec")
+    }
+
+    #[test]
+    fn auto_update_policy_follows_the_image_reference() {
+        let p = |i: &str| AutoUpdate::for_image(i);
+        assert_eq!(p("localhost/agent-sandbox:latest"), Some(AutoUpdate::Local));
+        assert_eq!(
+            p("registry.example.com/team/agent:1"),
+            Some(AutoUpdate::Registry)
+        );
+        assert_eq!(p("registry:5000/agent"), Some(AutoUpdate::Registry));
+        assert_eq!(p("agent-sandbox:latest"), None);
+        assert_eq!(p("team/agent:1"), None);
+        assert_eq!(p("registry.example.com/agent@sha256:abcd"), None);
+    }
+
+    #[test]
+    fn adaptations_follow_the_host_with_reasons() {
+        let old = fixed_profile(
+            Version::new(4, 3, 1),
+            Version::new(5, 4, 2),
+            Cgroups::Hybrid,
+            false,
+        );
+        let kinds: Vec<AdaptationKind> = spec(NetworkMode::Open, &old)
+            .adaptations
+            .into_iter()
+            .map(|a| a.kind)
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                AdaptationKind::CgroupsDisabled,
+                AdaptationKind::RemoveStaleCidFile,
+                AdaptationKind::LogToFile {
+                    runtime_relative: "agent-acme.log".into()
+                },
+            ]
+        );
+        let modern = fixed_profile(
+            Version::new(5, 4, 2),
+            Version::new(5, 4, 2),
+            Cgroups::V2,
+            true,
+        );
+        assert!(spec(NetworkMode::Open, &modern).adaptations.is_empty());
+    }
+
+    /// Autonomy and each agent argument are a variable of their own, verbatim.
+    #[test]
+    fn agent_args_are_one_variable_each() {
+        let client = ClientName::parse("acme").expect("name");
+        let env = |s: &Settings| -> Vec<(String, String)> {
+            environment(&client, s)
+                .into_iter()
+                .filter(|e| e.name.starts_with("SANDBOX_A") && e.name != "SANDBOX_AGENT")
+                .map(|e| (e.name, e.value))
+                .collect()
+        };
+        let pairs = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+            v.iter()
+                .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+                .collect()
+        };
+        assert_eq!(
+            env(&Settings::default()),
+            pairs(&[("SANDBOX_AUTONOMY", "ask"), ("SANDBOX_AGENT_ARGC", "0")])
+        );
+        let s = Settings {
+            autonomy: Autonomy::Auto,
+            agent_args: vec!["--model".into(), "a \"b\" $c 100%".into(), String::new()],
+            ..Settings::default()
+        };
+        assert_eq!(
+            env(&s),
+            pairs(&[
+                ("SANDBOX_AUTONOMY", "auto"),
+                ("SANDBOX_AGENT_ARGC", "3"),
+                ("SANDBOX_AGENT_ARG_1", "--model"),
+                ("SANDBOX_AGENT_ARG_2", "a \"b\" $c 100%"),
+                ("SANDBOX_AGENT_ARG_3", ""),
+            ])
+        );
+    }
+
+    #[test]
+    fn allowlist_is_no_network_plus_the_proxy_socket() {
+        let host = fixed_profile(
+            Version::new(5, 4, 2),
+            Version::new(5, 4, 2),
+            Cgroups::V2,
+            true,
+        );
+        let s = spec(NetworkMode::Allowlist, &host);
+        assert_eq!(s.network, Network::None);
+        assert_eq!(s.working_dir, "/p/web");
+        assert_eq!(s.dependencies[0].unit, "sandboxctl-proxy@acme.socket");
+        assert!(s.binds().any(|b| b.source
+            == BindSource::Runtime("agent-sandbox/proxy/acme".into())
+            && b.target == proxy_units::CONTAINER_SOCKET_DIR));
+        assert_eq!(spec(NetworkMode::Open, &host).network, Network::Default);
+        assert_eq!(
+            spec(NetworkMode::Open, &host).dependencies[0].unit,
+            "sandboxctl-notify@acme.socket"
+        );
+    }
+
+    #[test]
+    fn notify_mounts_the_event_dir_read_only_or_nothing() {
+        let host = fixed_profile(
+            Version::new(5, 4, 2),
+            Version::new(5, 4, 2),
+            Cgroups::V2,
+            true,
+        );
+        let client = ClientName::parse("acme").expect("name");
+        let layout = Layout::under(Path::new("/home/u"));
+        let build = |notify| {
+            let settings = Settings {
+                network: NetworkMode::None,
+                notify,
+                ..Settings::default()
+            };
+            SandboxSpec::new(&Sandbox {
+                client: &client,
+                settings: &settings,
+                layout: &layout,
+                host: &host,
+            })
+            .expect("spec")
+        };
+        let on = build(true);
+        let event_binds: Vec<&Bind> = on
+            .binds()
+            .filter(|b| b.target == crate::notify::CONTAINER_DIR)
+            .collect();
+        assert_eq!(event_binds.len(), 1);
+        assert_eq!(
+            event_binds[0].source,
+            BindSource::Runtime("agent-sandbox/events/acme".into())
+        );
+        assert_eq!(event_binds[0].access, Access::ReadOnly);
+        assert_eq!(
+            on.dependencies
+                .iter()
+                .map(|d| d.unit.as_str())
+                .collect::<Vec<_>>(),
+            ["sandboxctl-notify@acme.socket"]
+        );
+        let off = build(false);
+        assert!(
+            off.binds()
+                .all(|b| b.target != crate::notify::CONTAINER_DIR)
+        );
+        assert!(off.dependencies.is_empty());
+    }
+
+    #[test]
+    fn a_stored_api_key_is_held_by_the_proxy_unless_it_goes_inside() {
+        let client = ClientName::parse("acme").expect("name");
+        let layout = Layout::under(Path::new("/home/u"));
+        let host = fixed_profile(
+            Version::new(5, 0, 0),
+            Version::new(5, 4, 2),
+            Cgroups::V2,
+            true,
+        );
+        let build = |agent, network, secrets: &[&str], key_in_sandbox| {
+            let settings = Settings {
+                agent,
+                network,
+                secrets: secrets.iter().map(|s| (*s).to_owned()).collect(),
+                key_in_sandbox,
+                ..Settings::default()
+            };
+            SandboxSpec::new(&Sandbox {
+                client: &client,
+                settings: &settings,
+                layout: &layout,
+                host: &host,
+            })
+            .expect("spec")
+        };
+        let env = |s: &SandboxSpec, name: &str| {
+            s.environment
+                .iter()
+                .find(|e| e.name == name)
+                .map(|e| e.value.clone())
+        };
+        let mounted = |s: &SandboxSpec| -> Vec<String> {
+            s.secrets.iter().map(|m| m.target.clone()).collect()
+        };
+        let keys = ["ANTHROPIC_API_KEY", "GH_TOKEN"];
+        let held = build(Agent::Claude, NetworkMode::Allowlist, &keys, false);
+        assert_eq!(mounted(&held), ["GH_TOKEN"]);
+        assert_eq!(
+            env(&held, "ANTHROPIC_BASE_URL").as_deref(),
+            Some("http://127.0.0.1:3128/anthropic")
+        );
+        assert_eq!(
+            env(&held, "ANTHROPIC_API_KEY").as_deref(),
+            Some(crate::proxy::keyed::PLACEHOLDER)
+        );
+        let codex = build(
+            Agent::Codex,
+            NetworkMode::Allowlist,
+            &["OPENAI_API_KEY"],
+            false,
+        );
+        assert!(mounted(&codex).is_empty());
+        assert_eq!(
+            env(&codex, "OPENAI_BASE_URL").as_deref(),
+            Some("http://127.0.0.1:3128/openai/v1")
+        );
+        // The key inside (asked for, or no proxy to hold it), or no key at all
+        // (subscription login): no base URL, no placeholder.
+        for s in [
+            build(Agent::Claude, NetworkMode::Allowlist, &keys, true),
+            build(Agent::Claude, NetworkMode::Open, &keys, false),
+        ] {
+            assert_eq!(mounted(&s), keys);
+            assert_eq!(env(&s, "ANTHROPIC_BASE_URL"), None);
+            assert_eq!(env(&s, "ANTHROPIC_API_KEY"), None);
+        }
+        let login = build(Agent::Claude, NetworkMode::Allowlist, &["GH_TOKEN"], false);
+        assert_eq!(env(&login, "ANTHROPIC_BASE_URL"), None);
+        assert_eq!(env(&login, "ANTHROPIC_API_KEY"), None);
+    }
+}
