@@ -20,7 +20,7 @@
 //! `cargo test`), `FUZZ_SECONDS` a time budget per target, `FUZZ_SEED` replays a run;
 //! `tests/fuzz.sh` runs a long budget. Every run prints its seed and count.
 
-// Test code may unwrap (STYLE.md).
+// Test code may unwrap (ARCHITECTURE.md, Conventions).
 #![allow(clippy::unwrap_used)]
 
 use std::collections::{BTreeSet, HashMap};

@@ -4,7 +4,7 @@
 //! 127.0.0.<its last byte>, so `198.51.100.2` (a public address to the proxy's checks)
 //! or `10.1.2.3` (a private one) reach the upstream on 127.0.0.2 or 127.0.0.3.
 
-// Test helpers outside `#[test]` functions unwrap too (STYLE.md: tests may).
+// Test helpers outside `#[test]` functions unwrap too (ARCHITECTURE.md, Conventions: tests may).
 #![allow(clippy::unwrap_used)]
 
 use std::collections::HashMap;

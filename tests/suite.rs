@@ -11,5 +11,6 @@ mod support;
 mod cli;
 mod dbus;
 mod kube;
+mod layers;
 mod proxy;
 mod render;
