@@ -24,20 +24,11 @@ const LAYERS: &[&[&str]] = &[
 /// Commands that still call another command's code instead of a shared step in `ops`:
 /// each pair (caller, callee) is one to move into `ops`; no new one may be added.
 const COMMAND_CALLS: &[(&str, &str)] = &[
-    ("cmd::attach", "cmd::lifecycle"),
-    ("cmd::attach", "cmd::sessions"),
     ("cmd::disable", "cmd::port"),
-    ("cmd::doctor", "cmd::lifecycle"),
     ("cmd::enable", "cmd::attach"),
-    ("cmd::enable", "cmd::lifecycle"),
     ("cmd::enable", "cmd::network"),
-    ("cmd::lifecycle", "cmd::sessions"),
     ("cmd::secret", "cmd::enable"),
-    ("cmd::status", "cmd::lifecycle"),
     ("cmd::status", "cmd::port"),
-    ("cmd::status", "cmd::sessions"),
-    ("cmd::update", "cmd::lifecycle"),
-    ("cmd::update", "cmd::sessions"),
 ];
 
 fn layer_of(module: &str) -> Option<usize> {

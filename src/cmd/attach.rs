@@ -66,7 +66,7 @@ pub fn attach_to(layout: &Layout, name: &str, session: &str, worktree: Option<&s
     let session = worktree.unwrap_or(session);
     check_session(session)?;
     if worktree.is_some() {
-        super::sessions::check_branch(session)?;
+        crate::ops::sessions::check_branch(session)?;
     }
     let (client, settings) = super::known_client_with_podman(layout, name)?;
     if !std::io::stdin().is_terminal() {
@@ -79,12 +79,11 @@ pub fn attach_to(layout: &Layout, name: &str, session: &str, worktree: Option<&s
         .first()
         .is_some_and(crate::host::systemd::UnitState::is_active)
     {
-        super::lifecycle::prepare_start(layout, &systemd, &client, &settings)?;
-        super::lifecycle::run_job(&systemd, &client, &settings, Verb::Start)?;
+        crate::ops::start::run(layout, &systemd, &client, &settings, Verb::Start)?;
     }
     let mut args = attach_args(&client.container_name(), session);
     if worktree.is_some() {
-        let dir = super::sessions::ensure_worktree(&client, &settings, session)?;
+        let dir = crate::ops::sessions::ensure_worktree(&client, &settings, session)?;
         // The session starts in the worktree (an existing session is joined as it is).
         args.extend(["-c".to_owned(), dir]);
     }

@@ -68,7 +68,7 @@ pub fn doctor(layout: &Layout, live: Option<&str>, json: bool) -> Result<()> {
             .first()
             .is_some_and(crate::host::systemd::UnitState::is_active);
         if !running {
-            super::lifecycle::run_job(sd, &client, &settings, Verb::Start)?;
+            crate::ops::start::run(layout, sd, &client, &settings, Verb::Start)?;
         }
         report.add(doctor::live(layout, &client, &settings, &clients));
     }

@@ -874,7 +874,7 @@ impl Written {
 
     /// Starts the `i`th client's sandbox, or restarts it when it runs with other
     /// settings (saying what changed); a sandbox already running these is left alone.
-    fn start_or_restart(&self, i: usize) -> Result<()> {
+    fn start_or_restart(&self, layout: &Layout, i: usize) -> Result<()> {
         let p = &self.planned[i];
         let verb = if !self.running[i] {
             Verb::Start
@@ -894,7 +894,7 @@ impl Written {
         } else {
             return Ok(());
         };
-        super::lifecycle::run_job(&self.systemd, &p.client, &p.settings, verb)
+        crate::ops::start::run(layout, &self.systemd, &p.client, &p.settings, verb)
     }
 }
 
@@ -967,7 +967,7 @@ pub fn enable_clients(
     written.report(layout, now);
     if now {
         for i in 0..written.planned.len() {
-            written.start_or_restart(i)?;
+            written.start_or_restart(layout, i)?;
         }
     } else if let [p] = written.planned.as_slice() {
         outln!(
@@ -1074,7 +1074,7 @@ pub fn run(layout: &Layout, args: &RunArgs) -> Result<()> {
     if args.firewall {
         firewall_bundles(layout, &client, &written.planned[0].settings)?;
     }
-    written.start_or_restart(0)?;
+    written.start_or_restart(layout, 0)?;
     super::attach::attach(layout, client.as_str(), "main")
 }
 

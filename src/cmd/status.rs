@@ -149,7 +149,7 @@ pub fn status(layout: &Layout, name: Option<&str>, json: bool) -> Result<()> {
                 r.image_state.is_none() && crate::host::image::exists(&s.image).ok() == Some(false),
             );
             if r.active_state == "active" && s.agent != crate::sandbox::settings::Agent::Shell {
-                r.agent_mode = super::sessions::agent_mode(c);
+                r.agent_mode = crate::ops::sessions::agent_mode(c);
             }
             // A sandbox that does not run may be kept from starting by a full store.
             if r.active_state != "active" {
@@ -236,7 +236,7 @@ pub fn status(layout: &Layout, name: Option<&str>, json: bool) -> Result<()> {
         }
         if let Some(f) = &r.failure {
             let words =
-                super::lifecycle::stopped_by_start_limit(c, &r.unit, f).unwrap_or_else(|| {
+                crate::ops::start::stopped_by_start_limit(c, &r.unit, f).unwrap_or_else(|| {
                     format!(
                         "{} failed (systemd result '{}'); see `sandboxctl logs {c}`",
                         r.unit, f.result

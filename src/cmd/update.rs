@@ -236,7 +236,7 @@ fn describe_change(old_id: &str, old: Option<&ImageState>, new: &ImageState) -> 
 /// Why the client counts as busy, if it does: its busy sessions, or that its sessions
 /// could not be listed (then it is not known to be idle).
 fn busy_sessions(layout: &Layout, client: &ClientName, settings: &Settings) -> Option<String> {
-    match super::sessions::list(layout, client, settings) {
+    match crate::ops::sessions::list(layout, client, settings) {
         Ok(rows) => {
             let busy: Vec<String> = rows
                 .iter()
@@ -258,7 +258,7 @@ fn restart_and_watch(
     settings: &Settings,
     want: &str,
 ) -> Result<(), String> {
-    super::lifecycle::run(layout, systemd, client, settings, Verb::Restart).map_err(|e| {
+    crate::ops::start::run(layout, systemd, client, settings, Verb::Restart).map_err(|e| {
         // The job's error carries the unit's last log lines: its first line says why.
         format!("{e:#}")
             .lines()

@@ -5,4 +5,6 @@ pub mod completions;
 pub mod doctor;
 pub mod logs;
 pub mod options;
+pub mod sessions;
+pub mod start;
 pub mod user_config;

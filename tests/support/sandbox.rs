@@ -14,13 +14,15 @@ use super::fake_systemd::FakeSystemd;
 
 /// A podman that answers what sandboxctl asks of it here: its version, `image exists`
 /// (yes, unless the file `podman-no-image` exists next to it, in which case `build`
-/// fails too) and anything else with success. Each call is appended to `podman.log`.
+/// fails too), tmux's list of panes in the sandbox (one live pane: the agent runs) and
+/// anything else with success. Each call is appended to `podman.log`.
 const FAKE_PODMAN: &str = r#"#!/bin/sh
 here=$(dirname "$0")
 echo "$*" >>"$here/podman.log"
 case "$1" in
 --version) echo "podman version 5.4.2" ;;
 image) [ "$2" = exists ] && [ -e "$here/podman-no-image" ] && exit 1 ;;
+exec) case "$*" in *" tmux list-panes "*) echo 0 ;; esac ;;
 build)
     if [ -e "$here/podman-no-image" ]; then
         echo "Error: the fake podman builds nothing" >&2

@@ -1,0 +1,783 @@
+//! A sandbox's tmux sessions as rows (what runs, whether the agent waits), the mode the
+//! agent shows, the wait for its start, and the git worktrees of `attach --worktree`.
+//!
+//! Everything read from the sandbox (tmux's list of panes, git's errors) is written by
+//! the agent's side: it is read with a size and time bound and shown only through
+//! `terminal::sanitize`. Git runs inside the sandbox (`podman exec`), never on the host,
+//! which must not run git in a repository the agent wrote.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::Path;
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+
+use crate::host::systemd::Systemd;
+use crate::notify::{self, Kind, SessionState};
+use crate::sandbox::client::ClientName;
+use crate::sandbox::layout::Layout;
+use crate::sandbox::settings::Settings;
+
+/// Where `attach --worktree NAME` puts the worktree, inside the client's first project.
+pub const WORKTREES_DIR: &str = ".worktrees";
+
+/// The most bytes read from a command in the sandbox, per stream.
+const OUTPUT_MAX: usize = 64 * 1024;
+/// The most sessions listed, and the longest field shown.
+const ROWS_MAX: usize = 200;
+const FIELD_MAX: usize = 200;
+/// How long a command in the sandbox may take.
+const EXEC_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A worktree's name is also its branch's: git refuses a branch starting with '-'.
+pub fn check_branch(name: &str) -> Result<()> {
+    if name.starts_with('-') {
+        bail!(
+            "invalid worktree name {}: a branch name cannot start with '-'",
+            crate::base::escape::display(name)
+        );
+    }
+    Ok(())
+}
+
+/// Runs `cmd`, keeping at most `OUTPUT_MAX` bytes of stdout and stderr each, killed
+/// after `timeout`.
+fn bounded_output(mut cmd: Command, timeout: Duration) -> Result<(ExitStatus, Vec<u8>, Vec<u8>)> {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot run {}", crate::host::podman::binary()))?;
+    let reader = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut out = Vec::new();
+            if let Some(p) = pipe {
+                // Past the bound the pipe is closed: the writer gets EPIPE, not a wait.
+                let _ = p.take(OUTPUT_MAX as u64).read_to_end(&mut out);
+            }
+            out
+        })
+    };
+    let out = reader(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let err = reader(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().context("cannot wait for podman")? {
+            break s;
+        }
+        if start.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!(
+                "the command in the sandbox did not finish within {} s",
+                timeout.as_secs()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let out = out.join().unwrap_or_default();
+    let err = err.join().unwrap_or_default();
+    Ok((status, out, err))
+}
+
+/// The client's sandbox must run (nothing here starts it).
+pub fn require_running(client: &ClientName) -> Result<()> {
+    let systemd = Systemd::connect_user()?;
+    let unit = client.service_name();
+    let states = systemd.unit_states(std::slice::from_ref(&unit))?;
+    if !states
+        .first()
+        .is_some_and(crate::host::systemd::UnitState::is_active)
+    {
+        bail!("{client} is not running; start it with `sandboxctl start {client}`");
+    }
+    Ok(())
+}
+
+/// A field from the sandbox, made safe to print and bounded.
+fn field(raw: &[u8]) -> String {
+    let mut s = crate::base::terminal::sanitize(raw);
+    if s.len() > FIELD_MAX {
+        let mut cut = FIELD_MAX;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push('…');
+    }
+    s
+}
+
+/// One pane: its session, its process, and what runs in its foreground where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Pane {
+    session: String,
+    pid: u32,
+    command: String,
+    path: String,
+}
+
+/// The tmux format of one pane: the session's name and the pane's process. Nothing a
+/// program in the pane sets can hold a line break here: tmux escapes tabs and line
+/// breaks in session names, and the pid is a number. The command and the working
+/// directory, which the agent's programs choose freely, come from `/proc` instead
+/// (`PROCS_SCRIPT`), framed by NUL bytes.
+const PANE_FORMAT: &str = "#{session_name}\t#{pane_pid}";
+
+/// Every process of the sandbox as two NUL-terminated fields: `/proc/PID/stat`, then
+/// the working directory. A NUL cannot occur in either, so no name or path can make
+/// one process look like two.
+const PROCS_SCRIPT: &str = r#"for d in /proc/[0-9]*; do
+    cat "$d/stat" 2>/dev/null || continue
+    printf '\0'
+    readlink -z "$d/cwd" 2>/dev/null || printf '\0'
+done
+"#;
+
+/// The first pane of each session (the agent's), from `list-panes -a` output; the
+/// command and path are filled in from the process table.
+fn parse_panes(text: &[u8]) -> Vec<Pane> {
+    let mut out: Vec<Pane> = Vec::new();
+    for line in text.split(|b| *b == b'\n') {
+        let mut f = line.splitn(2, |b| *b == b'\t');
+        let (Some(session), Some(pid)) = (f.next(), f.next()) else {
+            continue;
+        };
+        let Some(pid) = std::str::from_utf8(pid).ok().and_then(|p| p.parse().ok()) else {
+            continue;
+        };
+        let session = field(session);
+        if out.iter().any(|p| p.session == session) {
+            continue;
+        }
+        if out.len() >= ROWS_MAX {
+            break;
+        }
+        out.push(Pane {
+            session,
+            pid,
+            command: String::new(),
+            path: String::new(),
+        });
+    }
+    out
+}
+
+/// A process of the sandbox, from its `/proc/PID/stat` and working directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Proc {
+    pid: u32,
+    ppid: u32,
+    pgid: i64,
+    tpgid: i64,
+    comm: String,
+    cwd: String,
+}
+
+/// The most processes read.
+const PROCS_MAX: usize = 4096;
+
+/// One `/proc/PID/stat` line: `PID (COMM) STATE PPID PGRP SESSION TTY TPGID …`. The
+/// name may hold anything but NUL, parentheses and spaces included: it ends at the
+/// last `)`.
+fn parse_stat(stat: &[u8], cwd: &[u8]) -> Option<Proc> {
+    let open = stat.iter().position(|b| *b == b'(')?;
+    let close = stat.iter().rposition(|b| *b == b')')?;
+    if close < open {
+        return None;
+    }
+    let pid = std::str::from_utf8(&stat[..open])
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let rest = std::str::from_utf8(&stat[close + 1..]).ok()?;
+    let mut f = rest.split_ascii_whitespace().skip(1); // the state
+    let mut num = || f.next().and_then(|n| n.parse::<i64>().ok());
+    let (parent, group, _session, _tty, foreground) = (num()?, num()?, num()?, num()?, num()?);
+    Some(Proc {
+        pid,
+        ppid: u32::try_from(parent).ok()?,
+        pgid: group,
+        tpgid: foreground,
+        comm: field(&stat[open + 1..close]),
+        cwd: field(cwd),
+    })
+}
+
+/// The processes, by pid, from `PROCS_SCRIPT`'s output.
+fn parse_procs(text: &[u8]) -> HashMap<u32, Proc> {
+    let mut fields = text.split(|b| *b == 0);
+    let mut out = HashMap::new();
+    while let (Some(stat), Some(cwd)) = (fields.next(), fields.next()) {
+        if out.len() >= PROCS_MAX {
+            break;
+        }
+        if let Some(p) = parse_stat(stat, cwd) {
+            out.insert(p.pid, p);
+        }
+    }
+    out
+}
+
+/// The command in the foreground of a pane: the deepest descendant of the pane's
+/// process in its terminal's foreground process group (a script's child, such as the
+/// agent `agent-session` runs, shares its group). A tmux client there is a helper of
+/// what runs (the booted Debian 13 lane saw one under Codex), never the
+/// session's command.
+fn foreground(procs: &HashMap<u32, Proc>, pane_pid: u32) -> Option<&Proc> {
+    let tpgid = procs.get(&pane_pid)?.tpgid;
+    if tpgid <= 0 {
+        return None;
+    }
+    let depth = |p: &Proc| -> Option<usize> {
+        let mut pid = p.pid;
+        for depth in 0..64 {
+            if pid == pane_pid {
+                return Some(depth);
+            }
+            pid = procs.get(&pid)?.ppid;
+        }
+        None
+    };
+    procs
+        .values()
+        .filter(|p| p.pgid == tpgid && !p.comm.starts_with("tmux"))
+        .filter_map(|p| depth(p).map(|d| (d, p)))
+        // The deepest; of equals, the lowest pid, so the answer does not depend on the
+        // map's order.
+        .max_by_key(|(d, p)| (*d, std::cmp::Reverse(p.pid)))
+        .map(|(_, p)| p)
+}
+
+/// A pane's command and working directory: its foreground command, in the directory of
+/// the foreground group's leader as tmux reports it (else of that command, else of the
+/// pane's own process).
+fn describe(procs: &HashMap<u32, Proc>, pane_pid: u32) -> (String, String) {
+    let own = procs.get(&pane_pid);
+    let fg = foreground(procs, pane_pid);
+    let command = fg.or(own).map(|p| p.comm.clone()).unwrap_or_default();
+    let leader = fg.and_then(|p| procs.get(&u32::try_from(p.pgid).ok()?));
+    let path = leader
+        .or(fg)
+        .or(own)
+        .map(|p| p.cwd.clone())
+        .unwrap_or_default();
+    (command, path)
+}
+
+/// What a session's agent is doing, and whether it waits for the user: a shell in the
+/// foreground waits at its prompt (the agent ended, or the session is a shell);
+/// otherwise the agent's last event says (also for an agent started by hand in a
+/// shell session), and without one it runs.
+fn activity(command: &str, event: Option<SessionState>) -> (&'static str, bool) {
+    let shell = matches!(command, "bash" | "sh" | "dash" | "zsh" | "fish");
+    if shell {
+        return (SHELL_PROMPT, true);
+    }
+    match event.map(|e| e.state) {
+        None => ("running", false),
+        Some(Kind::Waiting) => ("waiting for input", true),
+        Some(Kind::Finished) => (FINISHED, true),
+        Some(Kind::Working) => ("working", false),
+    }
+}
+
+/// Busy, for `update`: a session whose agent runs, works or waits for input (a question
+/// it asked would be lost with the container). Idle: a shell at its prompt, or an agent
+/// that reported its turn finished (its conversation is in the client's history).
+fn busy(activity: &str) -> bool {
+    !matches!(activity, SHELL_PROMPT | FINISHED)
+}
+
+const SHELL_PROMPT: &str = "at a shell prompt";
+const FINISHED: &str = "finished";
+
+impl Row {
+    /// Whether restarting the sandbox would interrupt this session (see `busy`).
+    pub fn busy(&self) -> bool {
+        busy(self.activity)
+    }
+}
+
+/// The worktree a path is in: `PROJECT/.worktrees/NAME[/…]` → NAME.
+fn worktree_of(project: Option<&Path>, path: &str) -> Option<String> {
+    let project = project?.to_str()?;
+    let rest = path
+        .strip_prefix(project)?
+        .strip_prefix('/')?
+        .strip_prefix(WORKTREES_DIR)?
+        .strip_prefix('/')?;
+    let name = rest.split('/').next()?;
+    notify::is_session_name(name).then(|| name.to_owned())
+}
+
+#[derive(Debug, Serialize)]
+pub struct Row {
+    pub session: String,
+    /// The pane's foreground command.
+    pub command: String,
+    pub activity: &'static str,
+    pub waits_for_input: bool,
+    /// When the agent last reported (seconds since the epoch), if it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reported_at: Option<u64>,
+    pub worktree: Option<String>,
+    /// For a worktree: whether the unit pins its `.git` file read-only, which makes git
+    /// on the host safe to run in it (`enable` pins the worktrees that exist then).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_git_pinned: Option<bool>,
+    path: String,
+}
+
+/// The sessions of the running sandbox of `client`, one row each: asked of its tmux
+/// (`podman exec`, bounded in size and time, every field sanitised), with the agent's
+/// last reported event.
+pub fn list(layout: &Layout, client: &ClientName, settings: &Settings) -> Result<Vec<Row>> {
+    let container = client.container_name();
+    let tmux = crate::host::podman::command([
+        "exec",
+        &container,
+        "tmux",
+        "list-panes",
+        "-a",
+        "-F",
+        PANE_FORMAT,
+    ]);
+    let (status, out, err) = bounded_output(tmux, EXEC_TIMEOUT)?;
+    let mut panes = if status.success() {
+        parse_panes(&out)
+    } else if String::from_utf8_lossy(&err).contains("no server running") {
+        Vec::new()
+    } else {
+        bail!(
+            "cannot list the tmux sessions of {client}: {}",
+            crate::base::terminal::one_line(&err)
+        );
+    };
+    if !panes.is_empty() {
+        // The process table in a call of its own: nothing in the panes' list can end it.
+        let ps = crate::host::podman::command(["exec", &container, "sh", "-c", PROCS_SCRIPT]);
+        let (_, out, _) = bounded_output(ps, EXEC_TIMEOUT)?;
+        let procs = parse_procs(&out);
+        for p in &mut panes {
+            (p.command, p.path) = describe(&procs, p.pid);
+        }
+    }
+    let reported = match notify::state_path(client) {
+        Some(p) => notify::State::load(&p)?,
+        None => notify::State::default(),
+    };
+    let project = settings.projects.first().map(std::path::PathBuf::as_path);
+    let unit = crate::render::written_unit(layout, client)
+        .map(|(_, text)| text)
+        .unwrap_or_default();
+    let rows: Vec<Row> = panes
+        .into_iter()
+        .map(|p| {
+            let event = reported.sessions.get(&p.session).copied();
+            let (activity, waits) = activity(&p.command, event);
+            let worktree = worktree_of(project, &p.path);
+            let host_git_pinned = project.zip(worktree.as_deref()).map(|(dir, name)| {
+                let dotgit = dir.join(WORKTREES_DIR).join(name).join(".git");
+                crate::state::git_guard::pinned_read_only(&unit, &dotgit)
+            });
+            Row {
+                worktree,
+                host_git_pinned,
+                reported_at: event.map(|e| e.at),
+                session: p.session,
+                command: p.command,
+                activity,
+                waits_for_input: waits,
+                path: p.path,
+            }
+        })
+        .collect();
+    Ok(rows)
+}
+
+/// The permission mode the agent shows in the `main` pane, as it words it (Claude
+/// Code's footer: `manual mode on`, `accept edits on`, `bypass permissions on`, …), if
+/// it shows one. Read from the pane's text (`tmux capture-pane`, bounded, sanitised):
+/// what the agent says it does, not the flag it was given.
+pub fn agent_mode(client: &ClientName) -> Option<String> {
+    let cmd = crate::host::podman::command([
+        "exec",
+        &client.container_name(),
+        "tmux",
+        "capture-pane",
+        "-p",
+        "-t",
+        "main",
+    ]);
+    let (status, out, _) = bounded_output(cmd, EXEC_TIMEOUT).ok()?;
+    status.success().then(|| mode_in(&out)).flatten()
+}
+
+/// The mode line in a pane's text: the last line that says `… mode on`, `… permissions
+/// on` or `… edits on` (Claude Code's footer), from its first letter to that `on`; else
+/// Codex's header line `permissions: …`, to its end or the box's edge.
+fn mode_in(screen: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(screen);
+    let footer = text.lines().rev().find_map(|line| {
+        ["mode on", "permissions on", "edits on"]
+            .iter()
+            .find_map(|marker| {
+                let end = line.find(marker)? + marker.len();
+                let start = line[..end].find(|c: char| c.is_alphabetic())?;
+                Some(field(&line.as_bytes()[start..end]))
+            })
+    });
+    footer.or_else(|| {
+        text.lines().find_map(|line| {
+            let start = line.find("permissions: ")?;
+            let rest = &line[start..];
+            let shown = rest.split('│').next().unwrap_or(rest).trim_end();
+            Some(field(shown.as_bytes()))
+        })
+    })
+}
+
+/// How long a start waits for the agent's session to run.
+const AGENT_START_DEADLINE: Duration = Duration::from_secs(15);
+
+/// After a start: waits until the session `main` runs its program, the agent (the
+/// container's entry makes it as the container starts, not at the first attach), so
+/// that `start` returns with the agent running. One not running by the deadline is
+/// named in a warning; the first attach starts it.
+pub fn wait_for_agent(client: &ClientName) {
+    let start = Instant::now();
+    loop {
+        let cmd = crate::host::podman::command([
+            "exec",
+            &client.container_name(),
+            "tmux",
+            "list-panes",
+            "-t",
+            "main",
+            "-F",
+            "#{pane_dead}",
+        ]);
+        if let Ok((status, out, _)) = bounded_output(cmd, EXEC_TIMEOUT)
+            && status.success()
+            && out.split(|b| *b == b'\n').any(|l| l == b"0")
+        {
+            return;
+        }
+        if start.elapsed() > AGENT_START_DEADLINE {
+            eprintln!(
+                "warning: the agent of {client} is not running {} s after the start; `sandboxctl logs {client}` shows why, `sandboxctl attach {client}` starts it",
+                AGENT_START_DEADLINE.as_secs()
+            );
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Exit status of the worktree scripts for "not a git repository" / "no such worktree".
+const NOT_A_REPO: i32 = 3;
+const NO_WORKTREE: i32 = 4;
+const REUSED: i32 = 5;
+
+/// Creates (or reuses) the worktree `PROJECT/.worktrees/NAME` on branch NAME inside the
+/// running sandbox; returns its path. `.worktrees/` ignores itself, so the main checkout
+/// does not list the worktrees as untracked files.
+const ENSURE_SCRIPT: &str = r#"set -eu
+git rev-parse --is-inside-work-tree >/dev/null 2>&1 || exit 3
+wt=.worktrees/$1
+[ -e "$wt/.git" ] && exit 5
+mkdir -p .worktrees
+[ -e .worktrees/.gitignore ] || printf '*\n' >.worktrees/.gitignore
+if git show-ref --verify --quiet "refs/heads/$1"; then
+    git worktree add --quiet "$wt" "$1"
+else
+    git worktree add --quiet -b "$1" "$wt"
+fi
+"#;
+
+const REMOVE_SCRIPT: &str = r#"set -eu
+[ -e ".worktrees/$1/.git" ] || exit 4
+shift_force=$2
+if [ "$shift_force" = force ]; then
+    git worktree remove --force ".worktrees/$1"
+else
+    git worktree remove ".worktrees/$1"
+fi
+"#;
+
+fn first_project(client: &ClientName, settings: &Settings) -> Result<String> {
+    let project = settings.projects.first().with_context(|| {
+        format!(
+            "{client} has no project for a worktree; give it one with `sandboxctl enable {client} PROJECT_DIR`"
+        )
+    })?;
+    project
+        .to_str()
+        .map(str::to_owned)
+        .with_context(|| format!("the project {} is not UTF-8", project.display()))
+}
+
+/// Runs `script NAME ARG` with `sh` in the project directory inside the sandbox.
+fn in_project(
+    client: &ClientName,
+    project: &str,
+    script: &str,
+    name: &str,
+    arg: &str,
+) -> Result<(ExitStatus, Vec<u8>)> {
+    let cmd = crate::host::podman::command([
+        "exec",
+        "-w",
+        project,
+        &client.container_name(),
+        "sh",
+        "-c",
+        script,
+        "sh",
+        name,
+        arg,
+    ]);
+    let (status, _, err) = bounded_output(cmd, EXEC_TIMEOUT)?;
+    Ok((status, err))
+}
+
+pub fn ensure_worktree(client: &ClientName, settings: &Settings, name: &str) -> Result<String> {
+    let project = first_project(client, settings)?;
+    let (status, err) = in_project(client, &project, ENSURE_SCRIPT, name, "")?;
+    let dir = format!("{project}/{WORKTREES_DIR}/{name}");
+    match status.code() {
+        Some(REUSED) => Ok(dir),
+        Some(0) => {
+            eprintln!(
+                "created the worktree {dir} on branch {name} inside {client}; its `.git` file and git dir are read-only for the agent only after `sandboxctl enable {client}` and a restart: until then do not run git on the host in it (`sandboxctl sessions {client}` says which worktrees are pinned)"
+            );
+            Ok(dir)
+        }
+        Some(NOT_A_REPO) => bail!(
+            "{project} is not a git repository; run `git init` in it (or `sandboxctl exec {client} -- git init`) first"
+        ),
+        _ => bail!(
+            "cannot create the worktree {name} of {project} in {client}: {}",
+            crate::base::terminal::one_line(&err)
+        ),
+    }
+}
+
+/// Refuses a worktree name that is not also a plain session and branch name.
+pub fn check_worktree_name(worktree: &str) -> Result<()> {
+    if !notify::is_session_name(worktree) {
+        bail!(
+            "invalid worktree name {}: use 1-64 characters of A-Z, a-z, 0-9, '-' and '_'",
+            crate::base::escape::display(worktree)
+        );
+    }
+    check_branch(worktree)
+}
+
+/// Removes the worktree `worktree` of the client's first project, inside the sandbox
+/// (`force`: with its uncommitted changes), and ends its session; returns whether a
+/// session ended. The branch stays.
+pub fn remove_worktree(
+    client: &ClientName,
+    settings: &Settings,
+    worktree: &str,
+    force: bool,
+) -> Result<(String, bool)> {
+    check_worktree_name(worktree)?;
+    let project = first_project(client, settings)?;
+    require_running(client)?;
+    let (status, err) = in_project(
+        client,
+        &project,
+        REMOVE_SCRIPT,
+        worktree,
+        if force { "force" } else { "" },
+    )?;
+    match status.code() {
+        Some(0) => {}
+        Some(NO_WORKTREE) => bail!(
+            "{client} has no worktree {worktree} ({project}/{WORKTREES_DIR}/{worktree}); `sandboxctl sessions {client}` lists them"
+        ),
+        _ => bail!(
+            "cannot remove the worktree {worktree} of {client}: {}; `sandboxctl worktree rm {client} {worktree} --force` removes it with its uncommitted changes",
+            crate::base::terminal::one_line(&err)
+        ),
+    }
+    // Its session ends too ("=" asks tmux for this exact name); none is fine.
+    let kill = crate::host::podman::command([
+        "exec",
+        &client.container_name(),
+        "tmux",
+        "kill-session",
+        "-t",
+        &format!("={worktree}"),
+    ]);
+    let ended = bounded_output(kill, EXEC_TIMEOUT).is_ok_and(|(s, _, _)| s.success());
+    Ok((project, ended))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn panes_are_sanitised_bounded_and_one_per_session() {
+        let text = b"main\t7\nmain\t8\nwa\t9\n\x1b]52;c;x\x07\t10\nnopid\tx\nshort\n";
+        let panes = parse_panes(text);
+        assert_eq!(panes.len(), 3, "{panes:?}");
+        assert_eq!((panes[0].session.as_str(), panes[0].pid), ("main", 7));
+        assert_eq!((panes[1].session.as_str(), panes[1].pid), ("wa", 9));
+        assert_eq!(panes[2].session, "^[]52;c;x^G");
+        let many: Vec<String> = (0..1000).map(|i| format!("s{i}\t1")).collect();
+        assert_eq!(parse_panes(many.join("\n").as_bytes()).len(), ROWS_MAX);
+    }
+
+    /// `PROCS_SCRIPT`'s output for `(stat, cwd)` pairs.
+    fn dump(procs: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (stat, cwd) in procs {
+            out.extend_from_slice(stat.as_bytes());
+            out.push(0);
+            out.extend_from_slice(cwd);
+            out.push(0);
+        }
+        out
+    }
+
+    #[test]
+    fn the_foreground_command_is_the_deepest_in_the_foreground_group() {
+        let text = dump(&[
+            ("1 (podman-init) S 0 1 1 0 -1 4194560\n", b"/"),
+            ("12 (agent-session) S 4 12 12 34816 12 0\n", b"/p/web"),
+            ("20 (codex) S 12 12 12 34816 12 0\n", b"/p/web/sub"),
+            ("21 (tmux: client) S 20 12 12 34816 12 0\n", b"/"),
+            ("30 (bash) S 4 30 30 34817 31 0\n", b"/p/web/.worktrees/wa"),
+            (
+                "31 (sleep) S 30 31 30 34817 31 0\n",
+                b"/p/web/.worktrees/wa/src",
+            ),
+            ("32 (bg-job) S 30 32 30 34817 31 0\n", b"/"),
+            ("40 (bash) S 4 40 40 34818 40 0\n", b"/x"),
+            ("garbage", b""),
+            ("41 (sl\x1b[2Jy) S (1 2) S 40 40 40 34818 40 0\n", b"/x"),
+        ]);
+        let procs = parse_procs(&text);
+        assert_eq!(procs.len(), 9);
+        let command = |pid| foreground(&procs, pid).map(|p| p.comm.as_str());
+        assert_eq!(command(12), Some("codex"));
+        assert_eq!(command(30), Some("sleep"));
+        assert_eq!(command(40), Some("sl^[[2Jy) S (1 2"));
+        assert_eq!(command(99), None);
+        assert_eq!(command(1), None);
+        assert_eq!(
+            describe(&procs, 30),
+            ("sleep".into(), "/p/web/.worktrees/wa/src".into())
+        );
+        assert_eq!(describe(&procs, 12), ("codex".into(), "/p/web".into()));
+        assert_eq!(describe(&procs, 99), (String::new(), String::new()));
+    }
+
+    #[test]
+    fn a_name_or_path_with_line_breaks_stays_one_process() {
+        // What `tmux list-panes` once gave a pane in a directory named like this: a
+        // second pane, and a forged process table. Framed by NUL, it is one path.
+        let forged: &[u8] = b"/p/evil\nmain\t1\tclaude\t/\n#ps\n1 0 1 1 claude";
+        let text = dump(&[
+            ("7 (bash) S 1 7 7 34816 8 0\n", b"/p"),
+            (
+                "8 (x\n9 (y) S 7 8 7 34816 8 0\n) S 7 8 7 34816 8 0\n",
+                forged,
+            ),
+        ]);
+        let procs = parse_procs(&text);
+        assert_eq!(procs.len(), 2, "{procs:?}");
+        let (command, path) = describe(&procs, 7);
+        assert_eq!(command, "x^J9 (y) S 7 8 7 34816 8 0^J");
+        assert_eq!(path, "/p/evil^Jmain\t1\tclaude\t/^J#ps^J1 0 1 1 claude");
+    }
+
+    #[test]
+    fn activity_from_events_and_the_foreground_command() {
+        let at = |state| Some(SessionState { state, at: 1 });
+        assert_eq!(activity("claude", None), ("running", false));
+        assert_eq!(
+            activity("claude", at(Kind::Waiting)),
+            ("waiting for input", true)
+        );
+        assert_eq!(activity("node", at(Kind::Finished)), ("finished", true));
+        assert_eq!(activity("claude", at(Kind::Working)), ("working", false));
+        assert_eq!(
+            activity("bash", at(Kind::Working)),
+            ("at a shell prompt", true)
+        );
+        assert_eq!(activity("sleep", None), ("running", false));
+        assert_eq!(activity("bash", None), ("at a shell prompt", true));
+    }
+
+    #[test]
+    fn busy_is_anything_but_a_shell_prompt_or_a_finished_turn() {
+        let at = |state| Some(SessionState { state, at: 1 });
+        let busy_for = |command, event| busy(activity(command, event).0);
+        assert!(!busy_for("bash", None));
+        assert!(!busy_for("bash", at(Kind::Working)));
+        assert!(!busy_for("claude", at(Kind::Finished)));
+        assert!(busy_for("claude", at(Kind::Waiting)));
+        assert!(busy_for("claude", at(Kind::Working)));
+        assert!(busy_for("claude", None));
+        assert!(busy_for("sleep", None));
+    }
+
+    #[test]
+    fn worktrees_from_paths() {
+        let p = Some(Path::new("/p/web"));
+        assert_eq!(
+            worktree_of(p, "/p/web/.worktrees/wa/src"),
+            Some("wa".into())
+        );
+        assert_eq!(worktree_of(p, "/p/web/.worktrees/wb"), Some("wb".into()));
+        assert_eq!(worktree_of(p, "/p/web"), None);
+        assert_eq!(worktree_of(p, "/p/website/.worktrees/wa"), None);
+        assert_eq!(worktree_of(p, "/p/web/.worktrees/a b"), None);
+        assert_eq!(worktree_of(None, "/p/web/.worktrees/wa"), None);
+    }
+
+    #[test]
+    fn the_mode_is_what_the_footer_says() {
+        let screen = "> say hello\n\n  ⏸ manual mode on (shift+tab to cycle)\n".as_bytes();
+        assert_eq!(mode_in(screen).as_deref(), Some("manual mode on"));
+        let bypass = "x\n  ⏵⏵ bypass permissions on (shift+tab to cycle)\n".as_bytes();
+        assert_eq!(mode_in(bypass).as_deref(), Some("bypass permissions on"));
+        assert_eq!(mode_in(b"$ \n"), None);
+        // The last one wins (capture-pane gives text without escape sequences).
+        let two = "plan mode on\n\u{7}  auto mode on\n".as_bytes();
+        assert_eq!(mode_in(two).as_deref(), Some("auto mode on"));
+        // Codex 0.171 names a mode other than its default in its header.
+        let codex =
+            ">_ OpenAI Codex (v0.171.0)\n   /p\n  permissions: YOLO mode\n\n› Ask\n".as_bytes();
+        assert_eq!(mode_in(codex).as_deref(), Some("permissions: YOLO mode"));
+        let boxed = "│ permissions: YOLO mode   │\n".as_bytes();
+        assert_eq!(mode_in(boxed).as_deref(), Some("permissions: YOLO mode"));
+    }
+
+    #[test]
+    fn branch_names() {
+        assert!(check_branch("feature-1").is_ok());
+        assert!(check_branch("-x").is_err());
+    }
+}
