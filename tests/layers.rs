@@ -26,8 +26,6 @@ const LAYERS: &[&[&str]] = &[
 const COMMAND_CALLS: &[(&str, &str)] = &[
     ("cmd::disable", "cmd::port"),
     ("cmd::enable", "cmd::attach"),
-    ("cmd::enable", "cmd::network"),
-    ("cmd::secret", "cmd::enable"),
     ("cmd::status", "cmd::port"),
 ];
 

@@ -18,7 +18,7 @@ pub fn allow(layout: &Layout, name: &str, hosts: &[String], private: bool) -> Re
     if hosts.iter().any(|h| h == "@packages") {
         let found = crate::host::package_hosts::from_image(&settings.image)?;
         if !path.exists() {
-            policy::create(&path, &default_policy(&settings)?)?;
+            policy::create(&path, &policy::default_for(settings.agent)?)?;
         }
         policy::set_packages(&path, &found)?;
         outln!("packages bundle for {client}: {}", found.join(", "));
@@ -141,18 +141,6 @@ fn proxy_keys(layout: &Layout, client: &ClientName) -> Option<crate::proxy::keye
             None
         }
     }
-}
-
-/// The policy a new allowlist client starts with: its agent's bundle.
-pub fn default_policy(settings: &Settings) -> Result<String> {
-    use crate::proxy::policy::Bundle;
-    use crate::sandbox::settings::Agent;
-    let bundles: &[Bundle] = match settings.agent {
-        Agent::Claude => &[Bundle::Claude],
-        Agent::Codex => &[Bundle::Codex],
-        Agent::Shell => &[],
-    };
-    policy::render_default(bundles, &[] as &[&str])
 }
 
 fn print_report(client: &ClientName, verb: &str, r: &EditReport) {

@@ -72,5 +72,5 @@ fn update_unit(layout: &Layout, client: &crate::sandbox::client::ClientName) -> 
         network: None,
         reset: false,
     };
-    super::enable::enable_clients(layout, std::slice::from_ref(client), &req, false)
+    crate::ops::apply::enable_clients(layout, std::slice::from_ref(client), &req, false)
 }

@@ -1,6 +1,7 @@
 //! What commands are made of: option merging and validation, user defaults, the doctor's
 //! checks, reading logs, and shell completions.
 
+pub mod apply;
 pub mod completions;
 pub mod doctor;
 pub mod logs;

@@ -5,6 +5,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use super::pattern::{Pattern, Target};
+use crate::sandbox::agent::Agent;
 
 /// A named group of hosts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -117,6 +118,17 @@ pub fn broad_warning(pattern: &Pattern) -> Option<String> {
     Some(format!(
         "`{pattern}` covers {example}, where anyone can store data: allowing it lets the agent send data out"
     ))
+}
+
+impl Bundle {
+    /// The bundle of an agent's own hosts (its API and login); none for the shell.
+    pub fn of_agent(agent: Agent) -> Option<Self> {
+        match agent {
+            Agent::Claude => Some(Self::Claude),
+            Agent::Codex => Some(Self::Codex),
+            Agent::Shell => None,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -238,6 +238,12 @@ fn write_validated(path: &Path, doc: &DocumentMut) -> anyhow::Result<()> {
     write_atomic(path, text.as_bytes(), true)
 }
 
+/// The policy a new allowlist client starts with: its agent's own bundle.
+pub fn default_for(agent: crate::sandbox::agent::Agent) -> anyhow::Result<String> {
+    let bundles: Vec<Bundle> = Bundle::of_agent(agent).into_iter().collect();
+    render_default(&bundles, &[] as &[&str])
+}
+
 /// Renders the policy of a new client: the given bundles and package hosts, empty
 /// allow and deny lists, with comments explaining the format.
 pub fn render_default(bundles: &[Bundle], packages: &[impl AsRef<str>]) -> anyhow::Result<String> {

@@ -41,7 +41,8 @@ use serde::Deserialize;
 
 pub use bundle::{Bundle, UnknownBundle, broad_warning};
 pub use edit::{
-    EditReport, add_allow, add_allow_private, add_deny, create, render_default, set_packages,
+    EditReport, add_allow, add_allow_private, add_deny, create, default_for, render_default,
+    set_packages,
 };
 pub use pattern::{DEFAULT_PORT, HostMatch, Pattern, PatternError, Target};
 pub use summary::render_summary;
