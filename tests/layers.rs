@@ -3,6 +3,8 @@
 //! directly or around a circle (a folder's `mod.rs` and its own files excepted).
 //! References are read from the code outside `#[cfg(test)]` (tests may use fixtures of
 //! any layer): `crate::a::b` paths, `use crate::{a, b}` groups and `super::` paths.
+//! Commands do not use each other either: what two commands share is an operation in
+//! `ops`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -19,14 +21,6 @@ const LAYERS: &[&[&str]] = &[
     &["cli"],
     &["ops"],
     &["cmd"],
-];
-
-/// Commands that still call another command's code instead of a shared step in `ops`:
-/// each pair (caller, callee) is one to move into `ops`; no new one may be added.
-const COMMAND_CALLS: &[(&str, &str)] = &[
-    ("cmd::disable", "cmd::port"),
-    ("cmd::enable", "cmd::attach"),
-    ("cmd::status", "cmd::port"),
 ];
 
 fn layer_of(module: &str) -> Option<usize> {
@@ -193,10 +187,7 @@ fn violations(sources: &[Source]) -> Vec<String> {
                 )),
                 _ => {}
             }
-            if s.module.starts_with("cmd::")
-                && r.starts_with("cmd::")
-                && !COMMAND_CALLS.contains(&(s.module.as_str(), r.as_str()))
-            {
+            if s.module.starts_with("cmd::") && r.starts_with("cmd::") {
                 out.push(format!(
                     "{} calls the command {r}: move what they share into ops",
                     s.module
@@ -238,19 +229,6 @@ fn every_module_uses_only_its_layer_and_below_without_circles() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let found = violations(&sources(&root));
     assert!(found.is_empty(), "{}", found.join("\n"));
-    // Every listed command call still exists: a pair that no longer does leaves the list.
-    let sources = sources(&root);
-    let modules: BTreeSet<String> = sources.iter().map(|s| s.module.clone()).collect();
-    for (caller, callee) in COMMAND_CALLS {
-        let s = sources
-            .iter()
-            .find(|s| s.module == *caller)
-            .unwrap_or_else(|| panic!("{caller} is gone: remove it from COMMAND_CALLS"));
-        assert!(
-            references(s, &modules).contains(*callee),
-            "{caller} no longer calls {callee}: remove the pair from COMMAND_CALLS"
-        );
-    }
 }
 
 /// The checker itself: a use upward, a circle between two files of a layer, a module in

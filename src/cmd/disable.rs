@@ -59,7 +59,7 @@ pub fn disable(layout: &Layout, name: &str, purge: bool) -> Result<()> {
     }
     // The client's port forwards: nothing may listen for a sandbox that is gone.
     let settings = Settings::load(&layout.settings_path(&client)).ok();
-    let forwards = super::port::remove_all(layout, &systemd, &client, settings.as_ref())?;
+    let forwards = crate::ops::forwards::remove_all(layout, &systemd, &client, settings.as_ref())?;
     crate::base::fault::checkpoint();
     if let Some(mut s) = settings.filter(|s| !s.ports.is_empty() && !purge) {
         s.ports.clear();

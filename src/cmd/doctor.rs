@@ -59,7 +59,7 @@ pub fn doctor(layout: &Layout, live: Option<&str>, json: bool) -> Result<()> {
     }
 
     if let Some(name) = live {
-        let (client, settings) = super::known_client(layout, name)?;
+        let (client, settings) = crate::ops::clients::known(layout, name)?;
         let Some(sd) = &systemd else {
             bail!("doctor --live {client} needs the systemd user manager (see above)");
         };

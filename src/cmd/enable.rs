@@ -60,7 +60,7 @@ pub fn run(layout: &Layout, args: &RunArgs) -> Result<()> {
     let client = ClientName::parse(&args.client)?;
     let exists = layout.settings_path(&client).exists();
     if args.resume && exists {
-        return super::attach::attach(layout, client.as_str(), "main");
+        return crate::ops::attach::attach(layout, client.as_str(), "main");
     }
     if args.resume {
         outln!("{client} does not exist yet: creating and starting it");
@@ -85,7 +85,7 @@ pub fn run(layout: &Layout, args: &RunArgs) -> Result<()> {
         firewall_bundles(layout, &client, &written.planned[0].settings)?;
     }
     written.start_or_restart(layout, 0)?;
-    super::attach::attach(layout, client.as_str(), "main")
+    crate::ops::attach::attach(layout, client.as_str(), "main")
 }
 
 /// `run`'s project: the one given, else the current directory (as `run-agent.sh` did)

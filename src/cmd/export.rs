@@ -15,7 +15,7 @@ use crate::sandbox::settings::{NetworkMode, Settings};
 
 pub fn export(layout: &Layout, args: &ExportArgs) -> Result<()> {
     let ExportTarget::Kube = args.to;
-    let (client, settings) = super::known_client(layout, &args.client)?;
+    let (client, settings) = crate::ops::clients::known(layout, &args.client)?;
     if let Some(ns) = &args.namespace {
         kube::check_namespace(ns)?;
     }

@@ -8,9 +8,9 @@ use crate::sandbox::layout::Layout;
 pub fn job(layout: &Layout, name: &str, verb: Verb) -> Result<()> {
     // Stopping needs only systemd; starting runs podman.
     let (client, settings) = if matches!(verb, Verb::Stop) {
-        super::known_client(layout, name)?
+        crate::ops::clients::known(layout, name)?
     } else {
-        super::known_client_with_podman(layout, name)?
+        crate::ops::clients::known_with_podman(layout, name)?
     };
     let systemd = Systemd::connect_user()?;
     crate::ops::start::run(layout, &systemd, &client, &settings, verb)

@@ -10,7 +10,7 @@ use crate::base::output::outln;
 use crate::sandbox::layout::Layout;
 
 pub fn logs(layout: &Layout, name: &str, network: bool, follow: bool, lines: usize) -> Result<()> {
-    let (client, _) = super::known_client(layout, name)?;
+    let (client, _) = crate::ops::clients::known(layout, name)?;
     let unit = if network {
         crate::units::proxy::service_unit(&client)
     } else {

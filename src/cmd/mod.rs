@@ -22,9 +22,7 @@ use anyhow::Result;
 
 use crate::base::output::outln;
 use crate::cli::{Cli, Command};
-use crate::sandbox::client::ClientName;
 use crate::sandbox::layout::Layout;
-use crate::sandbox::settings::Settings;
 
 /// Runs a parsed command line.
 pub fn dispatch(cli: Cli) -> Result<()> {
@@ -63,7 +61,7 @@ pub fn dispatch(cli: Cli) -> Result<()> {
             client,
             session,
             worktree,
-        } => attach::attach_to(&layout, &client, &session, worktree.as_deref()),
+        } => crate::ops::attach::attach_to(&layout, &client, &session, worktree.as_deref()),
         Command::Sessions { client, json } => sessions::sessions(&layout, &client, json),
         Command::Worktree(crate::cli::WorktreeCommand::Rm {
             client,
@@ -89,7 +87,7 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         Command::Export(args) => export::export(&layout, &args),
         Command::Doctor { live, json } => doctor::doctor(&layout, live.as_deref(), json),
         Command::Image(cmd) => {
-            require_podman(&layout)?;
+            crate::ops::clients::require_podman(&layout)?;
             image::image(cmd)
         }
         Command::Secret(cmd) => secret::secret(&layout, cmd),
@@ -101,24 +99,4 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         Command::Port(args) => port::port(&layout, &args),
         Command::Completions { .. } | Command::Man { .. } => unreachable!("handled above"),
     }
-}
-
-/// Podman is there and new enough (one line saying what to install if not).
-fn require_podman(layout: &Layout) -> Result<()> {
-    crate::host::HostProfile::detect(&layout.cache_dir, false).require_podman()?;
-    Ok(())
-}
-
-/// A known client for a command that runs podman: also checks Podman.
-fn known_client_with_podman(layout: &Layout, name: &str) -> Result<(ClientName, Settings)> {
-    let known = known_client(layout, name)?;
-    require_podman(layout)?;
-    Ok(known)
-}
-
-/// A known client: a valid name with settings on disk.
-fn known_client(layout: &Layout, name: &str) -> Result<(ClientName, Settings)> {
-    let client = ClientName::parse(name)?;
-    let settings = Settings::load_client(layout, &client)?;
-    Ok((client, settings))
 }

@@ -13,7 +13,7 @@ use crate::sandbox::settings::{NetworkMode, Settings};
 
 pub fn allow(layout: &Layout, name: &str, hosts: &[String], private: bool) -> Result<()> {
     let _lock = crate::txn::lock::ChangeLock::take(layout)?;
-    let (client, settings) = super::known_client(layout, name)?;
+    let (client, settings) = crate::ops::clients::known(layout, name)?;
     let path = layout.policy_path(&client);
     if hosts.iter().any(|h| h == "@packages") {
         let found = crate::host::package_hosts::from_image(&settings.image)?;
@@ -47,7 +47,7 @@ pub fn allow(layout: &Layout, name: &str, hosts: &[String], private: bool) -> Re
 
 pub fn deny(layout: &Layout, name: &str, hosts: &[String]) -> Result<()> {
     let _lock = crate::txn::lock::ChangeLock::take(layout)?;
-    let (client, settings) = super::known_client(layout, name)?;
+    let (client, settings) = crate::ops::clients::known(layout, name)?;
     let report = policy::add_deny(&layout.policy_path(&client), hosts)?;
     print_report(&client, "denied", &report);
     note_mode(&client, &settings);
@@ -55,7 +55,7 @@ pub fn deny(layout: &Layout, name: &str, hosts: &[String]) -> Result<()> {
 }
 
 pub fn policy(layout: &Layout, name: &str) -> Result<()> {
-    let (client, settings) = super::known_client(layout, name)?;
+    let (client, settings) = crate::ops::clients::known(layout, name)?;
     let path = layout.policy_path(&client);
     outln!(
         "Network of {client}: {} (policy {})",

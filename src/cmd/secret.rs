@@ -18,7 +18,7 @@ pub fn secret(layout: &Layout, cmd: SecretCommand) -> Result<()> {
         SecretCommand::Set { client, name } => {
             secrets::check_name(&name)?;
             // Named wrong, the command fails before the user types a value.
-            super::known_client_with_podman(layout, &client)?;
+            crate::ops::clients::known_with_podman(layout, &client)?;
             let mut raw = Vec::new();
             std::io::stdin()
                 .take(MAX_VALUE + 1)
@@ -29,7 +29,7 @@ pub fn secret(layout: &Layout, cmd: SecretCommand) -> Result<()> {
             }
             let value = secrets::clean_value(&name, &raw)?;
             let _lock = crate::txn::lock::ChangeLock::take(layout)?;
-            let (client, mut settings) = super::known_client(layout, &client)?;
+            let (client, mut settings) = crate::ops::clients::known(layout, &client)?;
             secrets::store(&client, &name, &value)?;
             secrets::store_for_proxy(layout, &client, &name, &value)?;
             if !settings.secrets.contains(&name) {
@@ -43,7 +43,7 @@ pub fn secret(layout: &Layout, cmd: SecretCommand) -> Result<()> {
             update_unit(layout, &client)
         }
         SecretCommand::List { client } => {
-            let (client, _) = super::known_client_with_podman(layout, &client)?;
+            let (client, _) = crate::ops::clients::known_with_podman(layout, &client)?;
             for name in secrets::list(&client)? {
                 outln!("{name}");
             }
@@ -52,7 +52,7 @@ pub fn secret(layout: &Layout, cmd: SecretCommand) -> Result<()> {
         SecretCommand::Rm { client, name } => {
             secrets::check_name(&name)?;
             let _lock = crate::txn::lock::ChangeLock::take(layout)?;
-            let (client, mut settings) = super::known_client_with_podman(layout, &client)?;
+            let (client, mut settings) = crate::ops::clients::known_with_podman(layout, &client)?;
             secrets::remove(&client, &name)?;
             secrets::remove_for_proxy(layout, &client, &name)?;
             settings.secrets.retain(|s| s != &name);

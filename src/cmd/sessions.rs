@@ -8,7 +8,7 @@ use crate::ops::sessions::{check_worktree_name, list, remove_worktree, require_r
 use crate::sandbox::layout::Layout;
 
 pub fn sessions(layout: &Layout, name: &str, json: bool) -> Result<()> {
-    let (client, settings) = super::known_client_with_podman(layout, name)?;
+    let (client, settings) = crate::ops::clients::known_with_podman(layout, name)?;
     require_running(&client)?;
     let rows = list(layout, &client, &settings)?;
     if json {
@@ -46,7 +46,7 @@ pub fn sessions(layout: &Layout, name: &str, json: bool) -> Result<()> {
 
 pub fn worktree_rm(layout: &Layout, name: &str, worktree: &str, force: bool) -> Result<()> {
     check_worktree_name(worktree)?;
-    let (client, settings) = super::known_client_with_podman(layout, name)?;
+    let (client, settings) = crate::ops::clients::known_with_podman(layout, name)?;
     let (project, ended) = remove_worktree(&client, &settings, worktree, force)?;
     outln!(
         "removed the worktree {worktree} of {client}{}; its branch {worktree} stays (`sandboxctl exec {client} -- git -C {project} branch -D {worktree}` deletes it)",

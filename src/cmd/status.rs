@@ -30,7 +30,7 @@ struct ClientStatus {
     autonomy: String,
     agent_args: Vec<String>,
     /// Host ports forwarded into the sandbox (`sandboxctl port`).
-    ports: Vec<super::port::PortStatus>,
+    ports: Vec<crate::ops::forwards::PortStatus>,
     /// Resource limits; an absent one is unlimited.
     limits: crate::sandbox::limits::Limits,
     /// The image the sandbox runs (ID, digest, agent versions), if Podman knows it.
@@ -78,7 +78,7 @@ fn api_key_place(layout: &Layout, c: &ClientName, s: &Settings) -> Option<String
 pub fn status(layout: &Layout, name: Option<&str>, json: bool) -> Result<()> {
     crate::txn::lock::recover_if_idle(layout)?;
     let clients: Vec<(ClientName, Settings)> = match name {
-        Some(n) => vec![super::known_client(layout, n)?],
+        Some(n) => vec![crate::ops::clients::known(layout, n)?],
         None => layout
             .list_clients()?
             .into_iter()
@@ -197,7 +197,7 @@ pub fn status(layout: &Layout, name: Option<&str>, json: bool) -> Result<()> {
     }
     for ((c, _), r) in clients.iter().zip(&rows) {
         for p in &r.ports {
-            outln!("{c}: port {}", super::port::describe(c, p));
+            outln!("{c}: port {}", crate::ops::forwards::describe(c, p));
         }
         print_limits(c, &r.limits);
         print_image(c, r.image_state.as_ref());
@@ -286,14 +286,14 @@ fn print_limits(c: &ClientName, l: &crate::sandbox::limits::Limits) {
 fn port_statuses(
     systemd: Option<&Systemd>,
     clients: &[(ClientName, Settings)],
-) -> Result<Vec<Vec<super::port::PortStatus>>> {
+) -> Result<Vec<Vec<crate::ops::forwards::PortStatus>>> {
     let forwards: Vec<(&ClientName, &[crate::render::ports::PortForward])> = clients
         .iter()
         .map(|(c, s)| (c, s.ports.as_slice()))
         .collect();
     match systemd {
         Some(s) if forwards.iter().any(|(_, f)| !f.is_empty()) => {
-            super::port::statuses(s, &forwards)
+            crate::ops::forwards::statuses(s, &forwards)
         }
         _ => Ok(clients.iter().map(|_| Vec::new()).collect()),
     }

@@ -49,10 +49,10 @@ pub fn update(layout: &Layout, names: &[String], dry_run: bool, force: bool) -> 
     } else {
         names
             .iter()
-            .map(|n| super::known_client(layout, n))
+            .map(|n| crate::ops::clients::known(layout, n))
             .collect::<Result<_>>()?
     };
-    super::require_podman(layout)?;
+    crate::ops::clients::require_podman(layout)?;
     if clients.is_empty() {
         outln!("no clients; create one with `sandboxctl enable CLIENT [PROJECT_DIR…]`");
         return Ok(());

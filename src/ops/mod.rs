@@ -2,8 +2,11 @@
 //! checks, reading logs, and shell completions.
 
 pub mod apply;
+pub mod attach;
+pub mod clients;
 pub mod completions;
 pub mod doctor;
+pub mod forwards;
 pub mod logs;
 pub mod options;
 pub mod sessions;
