@@ -59,7 +59,13 @@ fn sources(root: &Path) -> Vec<Source> {
                 todo.push(path);
             } else if path.extension().is_some_and(|x| x == "rs") {
                 let rel = path.strip_prefix(root).expect("under src");
-                if rel == Path::new("lib.rs") || rel == Path::new("main.rs") {
+                let name = rel.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+                // The crate's root, and test modules kept in files of their own.
+                if rel == Path::new("lib.rs")
+                    || rel == Path::new("main.rs")
+                    || name == "tests.rs"
+                    || name.ends_with("_tests.rs")
+                {
                     continue;
                 }
                 let (module, is_dir_module) = module_of(rel);
