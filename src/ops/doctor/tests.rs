@@ -1,7 +1,14 @@
 //! Tests of `doctor`.
 
+use super::host::*;
+use super::live::*;
 use super::*;
+use crate::host::{Cgroups, HostProfile};
 use crate::host::{Version, fixed_profile};
+use crate::sandbox::client::ClientName;
+use crate::sandbox::layout::Layout;
+use crate::sandbox::settings::Settings;
+use std::path::PathBuf;
 
 fn user() -> User {
     User {
