@@ -1,5 +1,9 @@
 //! Tests of `kube`.
 
+use super::pod::*;
+use super::proxy::*;
+use super::restricted::*;
+use super::yaml::*;
 use super::*;
 
 #[test]
