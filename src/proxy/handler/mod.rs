@@ -8,13 +8,18 @@
 //! and the details — the policy file's path and parse errors, what a name resolves to,
 //! connect errors — are for the log only.
 
+pub(crate) mod forward;
+#[cfg(test)]
+mod tests;
+pub(crate) mod tunnel;
+
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
@@ -22,22 +27,22 @@ use http_body_util::{BodyExt as _, Empty, Full};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::http::uri::Authority;
-use hyper::{Method, Request, Response, StatusCode, Uri, Version};
-use hyper_util::rt::TokioIo;
+use hyper::{Method, Request, Response, StatusCode, Uri};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::activity::ActiveGuard;
 use super::addr::{Unlock, forbidden};
 use super::config::Config;
-use super::idle::stalled;
 use super::log::{DecisionRecord, Verdict};
 use super::policy::{Decision, Target};
 use super::reload::PolicyStore;
 use super::resolve::Resolver;
-use super::sni::{self, Stopped};
+use super::sni::{self};
 use super::sniff::Head;
-use super::sniff::Recorder;
+
+use forward::{forward, keyed};
+use tunnel::tunnel;
 
 type Body = BoxBody<Bytes, hyper::Error>;
 
@@ -66,7 +71,7 @@ pub(crate) struct ConnCtx {
 /// or, for a request refused or abandoned before that, when dropped; an allowed
 /// request's close line is written when dropped. Whatever happens to the request
 /// (refused, finished, client gone), its lines come out.
-struct Pending {
+pub(crate) struct Pending {
     rec: DecisionRecord,
     log: super::log::LogSink,
     start: Instant,
@@ -105,14 +110,15 @@ impl Drop for Pending {
 }
 
 /// The error a close line carries when the connection went idle.
-const IDLE: &str = "idle timeout";
+pub(crate) const IDLE: &str = "idle timeout";
 
-const DENIED: &str = "denied by policy";
-const UNAVAILABLE: &str = "policy unavailable, everything is denied";
+pub(crate) const DENIED: &str = "denied by policy";
+
+pub(crate) const UNAVAILABLE: &str = "policy unavailable, everything is denied";
 
 /// A refused request: status, the reason for the log, and the generic reason the
 /// client is told.
-struct Refusal {
+pub(crate) struct Refusal {
     status: StatusCode,
     reason: String,
     public: &'static str,
@@ -158,7 +164,7 @@ impl Refusal {
 }
 
 /// Where a request goes once allowed.
-struct Route {
+pub(crate) struct Route {
     host: String,
     port: u16,
     /// The matching rule has `private = true`.
@@ -396,422 +402,6 @@ async fn resolve_and_connect<R: Resolver>(
     Err(Refusal::bad_gateway(format!("cannot connect: {last_err}")))
 }
 
-/// Carries a tunnel until both sides are done or no byte moved for `idle`; the
-/// connection's slot under the cap is held until then.
-async fn tunnel(
-    on_upgrade: hyper::upgrade::OnUpgrade,
-    tcp: TcpStream,
-    check: sni::Check,
-    mut pending: Pending,
-    idle: Duration,
-    _slot: Arc<ActiveGuard>,
-) {
-    let (up, down) = (pending.up.clone(), pending.down.clone());
-    let progress = || up.load(Ordering::Relaxed) + down.load(Ordering::Relaxed);
-    let zero_copy = AtomicBool::new(false);
-    let server_name = OnceLock::new();
-    let ends = Ends {
-        check: &check,
-        up: &pending.up,
-        down: &pending.down,
-        server_name: &server_name,
-    };
-    tokio::select! {
-        r = carry(on_upgrade, tcp, ends, &zero_copy) => {
-            pending.rec.error = r.err();
-        }
-        () = stalled(idle, progress) => pending.rec.error = Some(IDLE.to_owned()),
-    }
-    pending.rec.sni = server_name.into_inner();
-    pending.rec.copy = Some(if zero_copy.load(Ordering::Relaxed) {
-        "splice"
-    } else {
-        "copy"
-    });
-}
-
-/// What both ways of carrying a tunnel need besides the two streams.
-#[derive(Clone, Copy)]
-struct Ends<'a> {
-    check: &'a sni::Check,
-    up: &'a Arc<AtomicU64>,
-    down: &'a Arc<AtomicU64>,
-    /// Set to the TLS server name once the first bytes are judged.
-    server_name: &'a OnceLock<String>,
-}
-
-impl Ends<'_> {
-    /// Notes a refusal of the first bytes; returns the tunnel's error and the alert to
-    /// send the client, if any.
-    fn refused(self, r: sni::Refused) -> (String, Option<[u8; 7]>) {
-        if let Some(name) = r.server_name {
-            let _ = self.server_name.set(name);
-        }
-        (r.reason, r.alert.map(sni::Alert::record))
-    }
-
-    fn passed(self, p: &sni::Passed) {
-        if let Some(name) = &p.server_name {
-            let _ = self.server_name.set(name.clone());
-        }
-        self.up.fetch_add(p.bytes.len() as u64, Ordering::Relaxed);
-    }
-}
-
-async fn carry(
-    on_upgrade: hyper::upgrade::OnUpgrade,
-    tcp: TcpStream,
-    ends: Ends<'_>,
-    zero_copy: &AtomicBool,
-) -> Result<(), String> {
-    let upgraded = on_upgrade
-        .await
-        .map_err(|e| format!("upgrade failed: {e}"))?;
-    // The client's own socket, when it can be had: then bytes move with splice(2).
-    let upgraded = match upgraded.downcast::<TokioIo<Recorder<tokio::net::UnixStream>>>() {
-        Ok(parts) => {
-            let client = parts.io.into_inner().into_inner();
-            zero_copy.store(true, Ordering::Relaxed);
-            return spliced(&client, tcp, &parts.read_buf, ends).await;
-        }
-        Err(u) => u,
-    };
-    let upgraded = match upgraded.downcast::<TokioIo<Recorder<TcpStream>>>() {
-        Ok(parts) => {
-            let client = parts.io.into_inner().into_inner();
-            zero_copy.store(true, Ordering::Relaxed);
-            return spliced(&client, tcp, &parts.read_buf, ends).await;
-        }
-        Err(u) => u,
-    };
-    copied(TokioIo::new(upgraded), tcp, ends).await
-}
-
-/// The zero-copy tunnel: the client's first bytes — what it sent after its `CONNECT`
-/// head (already read by hyper) and what follows until they can be judged — are
-/// checked and forwarded, then splice moves the rest both ways.
-async fn spliced<C: super::splice::SpliceSocket>(
-    client: &C,
-    tcp: TcpStream,
-    early: &[u8],
-    ends: Ends<'_>,
-) -> Result<(), String> {
-    use super::splice;
-    let first = Box::pin(async {
-        let passed = sni::first_flight(ends.check, early, &mut Spliced(client)).await?;
-        splice::write_all(&tcp, &passed.bytes)
-            .await
-            .map_err(Stopped::Io)?;
-        ends.passed(&passed);
-        Ok(())
-    });
-    match splice::tunnel(client, &tcp, first, ends.up, ends.down).await {
-        Ok(r) => r.map_err(|e| format!("tunnel: {e}")),
-        Err(Stopped::Io(e)) => Err(format!("tunnel: {e}")),
-        Err(Stopped::Refused(r)) => {
-            let (error, alert) = ends.refused(r);
-            if let Some(alert) = alert {
-                // The client may be gone already; the refusal stands either way.
-                let _ = splice::write_all(client, &alert).await;
-            }
-            Err(error)
-        }
-    }
-}
-
-/// The client's socket as the first bytes are read from it.
-struct Spliced<'a, C>(&'a C);
-
-impl<C: super::splice::SpliceSocket> sni::Source for Spliced<'_, C> {
-    async fn readable(&mut self) -> std::io::Result<()> {
-        self.0.ready(tokio::io::Interest::READABLE).await.map(drop)
-    }
-
-    async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        super::splice::read(self.0, buf).await
-    }
-}
-
-impl<C: AsyncRead + Send> sni::Source for tokio::io::ReadHalf<C> {
-    /// A stream cannot be asked without reading: the buffer is made at once.
-    async fn readable(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-
-    async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        tokio::io::AsyncReadExt::read(self, buf).await
-    }
-}
-
-/// The tunnel through the proxy's buffers, for a connection whose socket hyper does not
-/// hand back; the first bytes are checked the same way.
-async fn copied<C>(client: C, tcp: TcpStream, ends: Ends<'_>) -> Result<(), String>
-where
-    C: AsyncRead + AsyncWrite + Unpin + Send,
-{
-    use tokio::io::{AsyncWriteExt as _, BufReader};
-    let upstream = Counted {
-        inner: tcp,
-        written: ends.up.clone(),
-        read: ends.down.clone(),
-    };
-    let (mut from_client, mut to_client) = tokio::io::split(client);
-    let (from_upstream, mut to_upstream) = tokio::io::split(upstream);
-    let first = Box::pin(async {
-        let passed = sni::first_flight(ends.check, &[], &mut from_client).await?;
-        // `Counted` counts these bytes as they go.
-        to_upstream
-            .write_all(&passed.bytes)
-            .await
-            .map_err(Stopped::Io)?;
-        if let Some(name) = passed.server_name {
-            let _ = ends.server_name.set(name);
-        }
-        Ok((from_client, to_upstream))
-    });
-    let up = |(from_client, mut to_upstream): (_, tokio::io::WriteHalf<Counted>)| async move {
-        let mut from_client = BufReader::with_capacity(64 << 10, from_client);
-        tokio::io::copy_buf(&mut from_client, &mut to_upstream).await?;
-        to_upstream.shutdown().await
-    };
-    let down = async {
-        let mut from_upstream = BufReader::with_capacity(64 << 10, from_upstream);
-        tokio::io::copy_buf(&mut from_upstream, &mut to_client).await?;
-        to_client.shutdown().await
-    };
-    match super::splice::gated(first, up, down).await {
-        Ok(r) => r.map_err(|e| format!("tunnel: {e}")),
-        Err(Stopped::Io(e)) => Err(format!("tunnel: {e}")),
-        Err(Stopped::Refused(r)) => {
-            let (error, alert) = ends.refused(r);
-            if let Some(alert) = alert {
-                let _ = to_client.write_all(&alert).await;
-            }
-            Err(error)
-        }
-    }
-}
-
-async fn forward(
-    req: Request<Incoming>,
-    tcp: TcpStream,
-    route: &Route,
-    pending: Pending,
-) -> Response<Body> {
-    let (parts, body) = req.into_parts();
-    let mut headers = parts.headers;
-    strip_hop_by_hop(&mut headers);
-    // The upstream sees the name that was allowed, never a different Host header
-    // (which a shared front end could route to another site).
-    let host_header = match route.authority.port_u16() {
-        Some(80) | None => route.authority.host().to_owned(),
-        Some(p) => format!("{}:{p}", route.authority.host()),
-    };
-    match HeaderValue::from_str(&host_header) {
-        Ok(v) => {
-            headers.insert(header::HOST, v);
-        }
-        Err(_) => return refuse("", pending, Refusal::bad("invalid host")),
-    }
-    let path = parts
-        .uri
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_owned();
-    let mut out = Request::new(counted(body, &pending.up));
-    *out.method_mut() = parts.method;
-    *out.version_mut() = Version::HTTP_11;
-    *out.headers_mut() = headers;
-    match path.parse::<Uri>() {
-        Ok(u) => *out.uri_mut() = u,
-        Err(_) => return refuse("", pending, Refusal::bad("invalid path")),
-    }
-    exchange(out, tcp, pending).await
-}
-
-/// TCP (to the test override or the provider's checked addresses), then TLS with the
-/// provider's name checked against the trust store.
-async fn keyed_connect<R: Resolver>(
-    shared: &Shared<R>,
-    keys: &super::keyed::Keys,
-    p: &super::keyed::Provider,
-    rec: &mut DecisionRecord,
-) -> Result<super::keyed::UpstreamTls, Refusal> {
-    let tcp = if let Some(addr) = keys.connect_to {
-        match tokio::time::timeout(shared.cfg.connect_timeout, TcpStream::connect(addr)).await {
-            Ok(Ok(s)) => {
-                let _ = s.set_nodelay(true);
-                rec.addr = Some(addr.to_string());
-                s
-            }
-            Ok(Err(e)) => return Err(Refusal::bad_gateway(format!("{addr}: {e}"))),
-            Err(_) => return Err(Refusal::bad_gateway(format!("{addr}: timed out"))),
-        }
-    } else {
-        let route = Route {
-            host: p.host.to_owned(),
-            port: 443,
-            private: false,
-            literal: false,
-            authority: Authority::from_static(p.host),
-        };
-        resolve_and_connect(shared, &route, rec).await?
-    };
-    let tls = super::keyed::tls_connect(keys.tls.clone(), p.host, tcp);
-    match tokio::time::timeout(shared.cfg.connect_timeout, tls).await {
-        Ok(Ok(s)) => Ok(s),
-        Ok(Err(e)) => Err(Refusal::bad_gateway(format!("TLS: {e}"))),
-        Err(_) => Err(Refusal::bad_gateway("TLS handshake timed out")),
-    }
-}
-
-/// The request body, counting its bytes as they go up.
-fn counted(body: Incoming, up: &Arc<AtomicU64>) -> Body {
-    let up = up.clone();
-    body.map_frame(move |f| {
-        if let Some(d) = f.data_ref() {
-            up.fetch_add(d.len() as u64, Ordering::Relaxed);
-        }
-        f
-    })
-    .boxed()
-}
-
-/// Sends `out` on `io` (TCP or TLS) and streams the answer back frame by frame; the
-/// request's close line is written once the answer is through.
-async fn exchange<S>(out: Request<Body>, io: S, mut pending: Pending) -> Response<Body>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(io)).await {
-        Ok(x) => x,
-        Err(e) => return upstream_failed(pending, &e),
-    };
-    tokio::spawn(conn);
-    let resp = match sender.send_request(out).await {
-        Ok(r) => r,
-        Err(e) => return upstream_failed(pending, &e),
-    };
-    pending.rec.status = Some(resp.status().as_u16());
-    let (mut parts, body) = resp.into_parts();
-    strip_hop_by_hop(&mut parts.headers);
-    parts
-        .headers
-        .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    let down = pending.down.clone();
-    let body = body
-        .map_frame(move |f| {
-            // The record travels with the body and is written when it is dropped,
-            // i.e. once the response has been sent (or the client went away).
-            let _ = &pending;
-            if let Some(d) = f.data_ref() {
-                down.fetch_add(d.len() as u64, Ordering::Relaxed);
-            }
-            f
-        })
-        .boxed();
-    Response::from_parts(parts, body)
-}
-
-/// A request on the key-adding path (`/<provider>/…` to the forwarder): only the
-/// client's providers, TLS to the provider's host, the agent's credential headers
-/// replaced by the real key.
-async fn keyed<R: Resolver>(
-    shared: &Shared<R>,
-    ctx: &ConnCtx,
-    keys: &super::keyed::Keys,
-    name: &str,
-    path: &str,
-    req: Request<Incoming>,
-    mut pending: Pending,
-) -> Response<Body> {
-    let client = shared.cfg.client.as_str();
-    if let Some(why) = ctx.head.smuggling() {
-        return refuse(
-            client,
-            pending,
-            Refusal::bad(format!("request smuggling attempt: {why}")),
-        );
-    }
-    let Some(p) = keys.provider(name) else {
-        pending.rec.host = Some(name.chars().take(100).collect());
-        return refuse(
-            client,
-            pending,
-            Refusal::key_path(
-                format!(
-                    "key path /{}/ names no provider of this client's agent; no key is added",
-                    name.chars().take(100).collect::<String>()
-                ),
-                "not a provider of this sandbox's agent",
-            ),
-        );
-    };
-    pending.rec.host = Some(p.host.to_owned());
-    pending.rec.port = Some(443);
-    if !super::keyed::path_allowed(p, &keys.extra_paths, path) {
-        return refuse(
-            client,
-            pending,
-            Refusal::key_path(
-                format!(
-                    "key path: {} is not an API path of the agent's; no key is added (`sandboxctl enable CLIENT --key-path PATH` allows one)",
-                    crate::base::escape::display(&path.chars().take(200).collect::<String>())
-                ),
-                "this API path does not get the key held for this sandbox; the user can allow it with `sandboxctl enable CLIENT --key-path PATH`",
-            ),
-        );
-    }
-    // The policy still decides whether the provider's host may be reached at all.
-    let verdict = match (shared.store.current().as_ref(), Target::parse(p.host)) {
-        (Ok(policy), Ok(target)) => policy.decide(&target, 443),
-        (Err(e), _) => {
-            let r = Refusal::policy_unavailable(format!(
-                "network policy unusable, denying everything: {e}"
-            ));
-            return refuse(client, pending, r);
-        }
-        (_, Err(e)) => return refuse(client, pending, Refusal::bad(e.to_string())),
-    };
-    if let Decision::Deny { reason } = verdict {
-        return refuse(client, pending, Refusal::forbidden(reason));
-    }
-    pending.rec.rule = Some(format!("proxy-held key ({})", p.name));
-    let key = match keys.key(p) {
-        Ok(k) => k,
-        Err(e) => {
-            return refuse(
-                client,
-                pending,
-                Refusal::key_path(
-                    format!("no key held for {}: {e:#}", p.key_var),
-                    "no API key is held for this client",
-                ),
-            );
-        }
-    };
-    let tls = match keyed_connect(shared, keys, p, &mut pending.rec).await {
-        Ok(s) => s,
-        Err(r) => return refuse(client, pending, r),
-    };
-    pending.decided();
-    let (parts, body) = req.into_parts();
-    let mut headers = parts.headers;
-    strip_hop_by_hop(&mut headers);
-    if let Err(e) = super::keyed::upstream_headers(&mut headers, p, &key) {
-        return refuse(client, pending, Refusal::bad_gateway(format!("{e:#}")));
-    }
-    let mut out = Request::new(counted(body, &pending.up));
-    *out.method_mut() = parts.method;
-    *out.version_mut() = Version::HTTP_11;
-    *out.headers_mut() = headers;
-    match path.parse::<Uri>() {
-        Ok(u) => *out.uri_mut() = u,
-        Err(_) => return refuse(client, pending, Refusal::bad("invalid path")),
-    }
-    exchange(out, tls, pending).await
-}
-
 fn upstream_failed(mut pending: Pending, e: &hyper::Error) -> Response<Body> {
     // Allowed, but the upstream failed: keep the decision, note the error.
     pending.rec.error = Some(format!("upstream: {e}"));
@@ -855,7 +445,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 /// The upstream side of a tunnel, counting bytes each way as they pass, so the
 /// counts are right even when the tunnel ends with an error.
-struct Counted {
+pub(crate) struct Counted {
     inner: TcpStream,
     written: Arc<AtomicU64>,
     read: Arc<AtomicU64>,
@@ -896,7 +486,3 @@ impl AsyncWrite for Counted {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
-
-#[cfg(test)]
-#[path = "handler_tests.rs"]
-mod tests;

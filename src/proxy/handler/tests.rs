@@ -5,7 +5,10 @@ use tokio::net::TcpListener;
 
 use super::super::client_hello::build::hello;
 use super::super::policy;
+use super::tunnel::*;
 use super::*;
+use std::sync::OnceLock;
+use std::time::Duration;
 
 fn check() -> sni::Check {
     let policy = policy::parse(r#"allow = ["ok.example"]"#).unwrap();
