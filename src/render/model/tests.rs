@@ -1,5 +1,6 @@
 //! Tests of `model`.
 
+use super::parts::*;
 use super::*;
 use crate::host::fixed_profile;
 
