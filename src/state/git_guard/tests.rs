@@ -1,5 +1,7 @@
 //! Tests of `git_guard`.
 
+use super::config::*;
+use super::gitdir::*;
 use super::*;
 
 // The planner takes a project as the agent's path; the tests name theirs plainly.
