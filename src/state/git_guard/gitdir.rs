@@ -3,7 +3,6 @@
 
 use std::path::{Path, PathBuf};
 
-
 use anyhow::{Context, Result, bail};
 
 use crate::base::agent_file::{AgentPath, Kind};

@@ -33,7 +33,6 @@ use std::fs;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
-
 use anyhow::{Context, Result, bail};
 
 use crate::base::agent_file::{AgentPath, Kind};

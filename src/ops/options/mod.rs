@@ -3,6 +3,10 @@
 //! unit file, and a project cannot expose sandboxctl's own data or another client's
 //! project.
 
+pub(crate) mod guard;
+#[cfg(test)]
+mod tests;
+
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -12,6 +16,8 @@ use crate::cli::SandboxOptions;
 use crate::sandbox::client::ClientName;
 use crate::sandbox::layout::Layout;
 use crate::sandbox::settings::{ExtraMount, NetworkMode, Settings};
+
+use guard::{Guard, mount_flag, overlaps, real_path};
 
 /// What one `enable`/`render`/`run` asks for.
 pub struct Request<'a> {
@@ -246,6 +252,7 @@ pub fn validate(
 /// Most `--agent-arg` values a client may have, and the longest one (bytes): each is an
 /// environment variable of the container and a line of its unit.
 pub const MAX_AGENT_ARGS: usize = 32;
+
 pub const MAX_AGENT_ARG_LEN: usize = 1024;
 
 /// Agent arguments travel as one environment variable each: no line breaks or other
@@ -268,197 +275,6 @@ fn check_agent_args(args: &[String]) -> Result<()> {
         }
     }
     Ok(())
-}
-
-fn mount_flag(m: &ExtraMount) -> &'static str {
-    if m.writable { "--mount-rw" } else { "--mount" }
-}
-
-fn overlaps(a: &Path, b: &Path) -> bool {
-    a.starts_with(b) || b.starts_with(a)
-}
-
-/// A place on the host that no sandbox may see, and why.
-struct Protected {
-    /// Where it really is (symlinks resolved): what paths are compared with.
-    real: PathBuf,
-    /// As configured, for messages.
-    shown: PathBuf,
-    what: &'static str,
-    why: &'static str,
-    /// The host's own Claude config, which `--claude-config` may share on purpose.
-    claude: bool,
-}
-
-/// Host paths that a project, a mount or a shared config directory may not equal,
-/// contain or lie inside: sandboxctl's state, anything that makes the host run code
-/// (unit directories, the proxy's binary, the runtime directory's sockets) and the
-/// user's own keys and agent logins. Compared by real path on both sides, so a
-/// symlinked home, `~/.config` or data directory does not hide them.
-struct Guard {
-    protected: Vec<Protected>,
-}
-
-impl Guard {
-    fn new(layout: &Layout) -> Self {
-        const UNIT_RUNS: &str = "where a unit written by the sandbox would run on the host";
-        const CONTAINERS: (&str, &str) = (
-            "Podman's configuration",
-            "which decides how every container runs, and holds the Quadlet units",
-        );
-        const SYSTEMD: (&str, &str) = ("systemd's user configuration", UNIT_RUNS);
-        let home = &layout.home_dir;
-        let mut list: Vec<(PathBuf, &'static str, &'static str)> = vec![
-            (
-                layout.data_dir.clone(),
-                "sandboxctl's data directory",
-                "which holds every client's credentials and settings",
-            ),
-            (
-                layout.unit_dir.clone(),
-                "the Quadlet unit directory",
-                UNIT_RUNS,
-            ),
-            (
-                layout.systemd_user_dir.clone(),
-                "the systemd user unit directory",
-                UNIT_RUNS,
-            ),
-            (
-                layout.libexec_dir.clone(),
-                "the sandboxctl binary the proxy units run",
-                "which runs on the host",
-            ),
-            (
-                layout.cache_dir.clone(),
-                "sandboxctl's cache",
-                "which names the programs sandboxctl runs on the host",
-            ),
-            (
-                home.join(".local/share/containers"),
-                "Podman's storage",
-                "which holds every client's image and container",
-            ),
-        ];
-        // `$XDG_CONFIG_HOME/containers` and `…/systemd` as a whole, and the same under
-        // `~/.config` should XDG_CONFIG_HOME point elsewhere.
-        let parent_named = |dir: &Path, name: &str| {
-            dir.parent()
-                .filter(|p| p.file_name().is_some_and(|n| n == name))
-                .map(Path::to_path_buf)
-        };
-        for (dir, (what, why)) in [
-            (parent_named(&layout.unit_dir, "containers"), CONTAINERS),
-            (Some(home.join(".config/containers")), CONTAINERS),
-            (parent_named(&layout.systemd_user_dir, "systemd"), SYSTEMD),
-            (Some(home.join(".config/systemd")), SYSTEMD),
-        ] {
-            if let Some(dir) = dir {
-                list.push((dir, what, why));
-            }
-        }
-        if let Some(run) = &layout.runtime_dir {
-            list.push((
-                run.clone(),
-                "the runtime directory",
-                "which holds the sockets of the user manager, Podman and the proxies",
-            ));
-        }
-        list.extend([
-            (home.join(".ssh"), "~/.ssh", "which holds your SSH keys"),
-            (
-                home.join(".gnupg"),
-                "~/.gnupg",
-                "which holds your GnuPG keys",
-            ),
-            (
-                home.join(".codex"),
-                "the host's Codex config",
-                "which holds your Codex login",
-            ),
-        ]);
-        let mut protected: Vec<Protected> = list
-            .into_iter()
-            .map(|(shown, what, why)| Protected {
-                real: real_path(&shown),
-                shown,
-                what,
-                why,
-                claude: false,
-            })
-            .collect();
-        for name in [".claude", ".claude.json"] {
-            let shown = home.join(name);
-            protected.push(Protected {
-                real: real_path(&shown),
-                shown,
-                what: "the host's Claude Code config",
-                why: "which holds your Claude login",
-                claude: true,
-            });
-        }
-        Self { protected }
-    }
-
-    /// Refuses `path` if it is, contains or lies inside a protected path. With
-    /// `sharing_claude`, the host's Claude config is allowed (`--claude-config`).
-    fn check(&self, kind: &str, path: &Path, sharing_claude: bool) -> Result<()> {
-        let real = real_path(path);
-        for p in &self.protected {
-            if sharing_claude && p.claude {
-                continue;
-            }
-            let relation = if real == p.real {
-                "is"
-            } else if p.real.starts_with(&real) {
-                "contains"
-            } else if real.starts_with(&p.real) {
-                "is inside"
-            } else {
-                continue;
-            };
-            let advice = if relation == "contains" {
-                "choose a narrower path"
-            } else {
-                "choose a path outside it"
-            };
-            let shown = if real == *path {
-                String::new()
-            } else {
-                format!(" (really {})", real.display())
-            };
-            bail!(
-                "{kind} {}{shown} {relation} {} {}, {}; {advice}",
-                path.display(),
-                p.what,
-                p.shown.display(),
-                p.why,
-            );
-        }
-        Ok(())
-    }
-}
-
-/// Where `p` really is: canonical if it exists; otherwise its nearest existing
-/// ancestor made canonical, with the rest appended (a protected directory that does
-/// not exist yet is still protected where it will be created).
-fn real_path(p: &Path) -> PathBuf {
-    let mut rest = Vec::new();
-    let mut cur = p;
-    loop {
-        if let Ok(real) = std::fs::canonicalize(cur) {
-            let mut out = real;
-            out.extend(rest.iter().rev());
-            return normalize(&out);
-        }
-        match (cur.file_name(), cur.parent()) {
-            (Some(name), Some(parent)) => {
-                rest.push(name);
-                cur = parent;
-            }
-            _ => return normalize(p),
-        }
-    }
 }
 
 /// Warnings for options that weaken the sandbox on purpose, or put a credential where
@@ -636,7 +452,3 @@ fn normalize(p: &Path) -> PathBuf {
     }
     out
 }
-
-#[cfg(test)]
-#[path = "options_tests.rs"]
-mod tests;
