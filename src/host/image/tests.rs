@@ -1,5 +1,6 @@
 //! Tests of `image`.
 
+use super::state::*;
 use super::*;
 
 const PEM: &str =
@@ -257,7 +258,7 @@ fn build_arguments() {
 
 #[test]
 fn the_containerfile_defaults_match_the_labels_read_back() {
-    let containerfile = include_str!("../../image/Containerfile");
+    let containerfile = include_str!("../../../image/Containerfile");
     for label in [LABEL_CLAUDE, LABEL_CODEX, LABEL_NODE] {
         assert!(containerfile.contains(label), "{label}");
     }
@@ -274,7 +275,7 @@ fn the_containerfile_defaults_match_the_labels_read_back() {
 /// rebuilt binary rebuilds nothing else.
 #[test]
 fn the_binary_is_the_last_layer_at_the_proxy_path() {
-    let containerfile = include_str!("../../image/Containerfile");
+    let containerfile = include_str!("../../../image/Containerfile");
     let mut instructions = Vec::new();
     let mut current = String::new();
     for line in containerfile.lines() {
