@@ -1,5 +1,6 @@
 //! Tests of `sessions`.
 
+use super::worktree::*;
 use super::*;
 
 #[test]
