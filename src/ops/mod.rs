@@ -11,4 +11,6 @@ pub mod logs;
 pub mod options;
 pub mod sessions;
 pub mod start;
+pub mod status;
+pub mod update;
 pub mod user_config;
