@@ -6,6 +6,7 @@ pub mod agent_file;
 pub mod atomic;
 pub mod escape;
 pub mod fault;
+pub mod lexical;
 pub mod log_file;
 pub mod made_dirs;
 pub mod output;

@@ -63,10 +63,7 @@ pub fn doctor(layout: &Layout, live: Option<&str>, json: bool) -> Result<()> {
         let Some(sd) = &systemd else {
             bail!("doctor --live {client} needs the systemd user manager (see above)");
         };
-        let running = sd
-            .unit_states(&[client.service_name()])?
-            .first()
-            .is_some_and(crate::host::systemd::UnitState::is_active);
+        let running = sd.is_active(&client.service_name())?;
         if !running {
             crate::ops::start::run(layout, sd, &client, &settings, Verb::Start)?;
         }

@@ -332,6 +332,12 @@ impl Systemd {
             .any(|s| s.load_state != "loaded"))
     }
 
+    /// Whether `unit` is active (or reloading).
+    pub fn is_active(&self, unit: &str) -> Result<bool> {
+        let states = self.unit_states(&[unit.to_owned()])?;
+        Ok(states.first().is_some_and(UnitState::is_active))
+    }
+
     /// The states of many units in one round trip; units systemd has not loaded are
     /// reported with load state `not-found` and active state `inactive`.
     pub fn unit_states(&self, units: &[String]) -> Result<Vec<UnitState>> {

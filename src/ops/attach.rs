@@ -63,12 +63,7 @@ pub fn attach_to(layout: &Layout, name: &str, session: &str, worktree: Option<&s
         bail!("attach needs a terminal; use `sandboxctl exec {client} -- COMMAND` from scripts");
     }
     let systemd = Systemd::connect_user()?;
-    let unit = client.service_name();
-    let state = systemd.unit_states(std::slice::from_ref(&unit))?;
-    if !state
-        .first()
-        .is_some_and(crate::host::systemd::UnitState::is_active)
-    {
+    if !systemd.is_active(&client.service_name())? {
         crate::ops::start::run(layout, &systemd, &client, &settings, Verb::Start)?;
     }
     let mut args = attach_args(&client.container_name(), session);

@@ -14,7 +14,7 @@ use crate::render::ports::{self, MIN_HOST_PORT, PortForward};
 use crate::sandbox::client::ClientName;
 use crate::sandbox::layout::Layout;
 use crate::sandbox::settings::Settings;
-use crate::txn::plan::{Applied, Plan, Undo, missing_dirs, remove_dirs};
+use crate::txn::plan::{Applied, Plan, Undo};
 
 /// Unit files of forwards are the user's to read, like the proxy's.
 const UNIT_MODE: u32 = 0o644;
@@ -140,7 +140,7 @@ pub fn add(
     // Reach systemd before writing, so a missing user manager leaves nothing behind.
     let systemd = Systemd::connect_user()?;
     let socket = fwd.socket_unit(client);
-    let listening = old.is_some() && is_listening(&systemd, &socket)?;
+    let listening = old.is_some() && systemd.is_active(&socket)?;
     if old.is_some() && !listening {
         // Set up again after its units went away: the port must still be free.
         ports::check_free(fwd.host)?;
@@ -216,14 +216,14 @@ fn add_plan<'a>(
             plan.remove_file(path);
         }
         if old.persist {
-            unlink(&mut plan, old.wants_link(layout, client));
+            plan.unlink(old.wants_link(layout, client), None);
         }
     }
     for (path, text) in paths.iter().zip(texts) {
         plan.write_file(path.clone(), text.into_bytes(), UNIT_MODE);
     }
     if fwd.persist {
-        link(&mut plan, fwd.wants_link(layout, client), paths[0].clone());
+        plan.link(fwd.wants_link(layout, client), paths[0].clone());
     }
     plan.write_file(
         layout.settings_path(client),
@@ -291,7 +291,7 @@ pub fn remove(
     let mut plan = Plan::new();
     for socket in &sockets {
         plan.step(format!("stop {socket}"), move || {
-            let was = is_listening(systemd_ref, socket)?;
+            let was = systemd_ref.is_active(socket)?;
             systemd_ref.stop_if_known(socket)?;
             if !was {
                 return Ok(Applied::nothing());
@@ -307,7 +307,7 @@ pub fn remove(
             plan.remove_file(path);
         }
         if f.persist {
-            unlink(&mut plan, f.wants_link(layout, client));
+            plan.unlink(f.wants_link(layout, client), None);
         }
     }
     plan.write_file(
@@ -330,64 +330,12 @@ pub fn remove(
     Ok(())
 }
 
-fn is_listening(systemd: &Systemd, socket: &str) -> Result<bool> {
-    Ok(systemd
-        .unit_states(&[socket.to_owned()])?
-        .first()
-        .is_some_and(crate::host::systemd::UnitState::is_active))
-}
-
 fn reload<'a>(plan: &mut Plan<'a>, systemd: &'a Systemd) {
     plan.step("reload the systemd user manager", move || {
         systemd.reload()?;
         Ok(Applied::undo(Undo::last(
             "reload the systemd user manager after undoing",
             move || systemd.reload(),
-        )))
-    });
-}
-
-/// Links `link` to `target` (as `systemctl --user enable` does); a file there that is
-/// not this link is the user's, and stops the plan.
-fn link(plan: &mut Plan<'_>, link: PathBuf, target: PathBuf) {
-    plan.step(format!("link {}", link.display()), move || {
-        match std::fs::read_link(&link) {
-            Ok(t) if t == target => return Ok(Applied::nothing()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            _ => bail!(
-                "{} exists and was not made by sandboxctl; move it away, then try again",
-                link.display()
-            ),
-        }
-        let dir = link.parent().context("a link has a directory")?;
-        let new_dirs = missing_dirs(dir);
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        let dirs = remove_dirs(new_dirs);
-        std::os::unix::fs::symlink(&target, &link)
-            .with_context(|| format!("cannot create {}", link.display()))?;
-        Ok(Applied::undo(Undo::new(
-            format!("remove {}", link.display()),
-            move || {
-                remove_if_there(&link)?;
-                dirs.run()
-            },
-        )))
-    });
-}
-
-/// Removes the link `link` if it is one; the undo puts it back.
-fn unlink(plan: &mut Plan<'_>, link: PathBuf) {
-    plan.step(format!("remove {}", link.display()), move || {
-        let Ok(target) = std::fs::read_link(&link) else {
-            return Ok(Applied::nothing());
-        };
-        remove_if_there(&link)?;
-        Ok(Applied::undo(Undo::new(
-            format!("put back {}", link.display()),
-            move || {
-                std::os::unix::fs::symlink(&target, &link)
-                    .with_context(|| format!("cannot create {}", link.display()))
-            },
         )))
     });
 }

@@ -46,10 +46,7 @@ pub fn update_one(
     force: bool,
 ) -> Result<Outcome> {
     let unit = client.service_name();
-    let active = systemd
-        .unit_states(std::slice::from_ref(&unit))?
-        .first()
-        .is_some_and(crate::host::systemd::UnitState::is_active);
+    let active = systemd.is_active(&unit)?;
     let running = if active {
         image::container_image(&client.container_name())
     } else {

@@ -196,6 +196,72 @@ impl<'a> Plan<'a> {
         self.skip_if(move || std::fs::symlink_metadata(&absent).is_err());
     }
 
+    /// Links `link` to `target` (as `systemctl --user enable` does), creating its
+    /// directory; the undo removes both. A file there that is not this link is the
+    /// user's and stops the plan. Skipped when the link is there already.
+    pub fn link(&mut self, link: PathBuf, target: PathBuf) {
+        let touches = vec![
+            Touch::Dir(link.parent().map(Path::to_path_buf).unwrap_or_default()),
+            Touch::Path(link.clone()),
+        ];
+        let (linked, wanted) = (link.clone(), target.clone());
+        self.step_touching(format!("link {}", link.display()), touches, move || {
+            match std::fs::read_link(&link) {
+                Ok(t) if t == target => return Ok(Applied::nothing()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                _ => bail!(
+                    "{} exists and was not made by sandboxctl; move it away, then try again",
+                    link.display()
+                ),
+            }
+            let dir = link.parent().context("a link has a directory")?;
+            let dirs = remove_dirs(missing_dirs(dir));
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            if let Err(e) = std::os::unix::fs::symlink(&target, &link) {
+                let e = anyhow::Error::from(e).context(format!("cannot create {}", link.display()));
+                return Err(match dirs.run() {
+                    Ok(()) => e,
+                    Err(u) => e.context(format!("and undoing it failed too: {u:#}")),
+                });
+            }
+            Ok(Applied::undo(Undo::new(
+                format!("remove {}", link.display()),
+                move || {
+                    remove_if_there(&link)?;
+                    dirs.run()
+                },
+            )))
+        });
+        self.skip_if(move || std::fs::read_link(&linked).is_ok_and(|t| t == wanted));
+    }
+
+    /// Removes `link` if it is a symbolic link (to `target`, when given); the undo puts
+    /// it back.
+    pub fn unlink(&mut self, link: PathBuf, target: Option<PathBuf>) {
+        let touches = vec![Touch::Path(link.clone())];
+        let ours = move |l: &Path| {
+            std::fs::read_link(l)
+                .ok()
+                .filter(|t| target.as_ref().is_none_or(|want| want == t))
+        };
+        let (unlinked, check) = (link.clone(), ours.clone());
+        self.step_touching(format!("remove {}", link.display()), touches, move || {
+            let Some(was) = ours(&link) else {
+                return Ok(Applied::nothing());
+            };
+            remove_if_there(&link)?;
+            Ok(Applied::undo(Undo::new(
+                format!("put back {}", link.display()),
+                move || {
+                    std::os::unix::fs::symlink(&was, &link)
+                        .with_context(|| format!("cannot create {}", link.display()))
+                },
+            )))
+        });
+        self.skip_if(move || check(&unlinked).is_none());
+    }
+
     /// The number of effects.
     pub fn len(&self) -> usize {
         self.steps.len()
@@ -339,6 +405,16 @@ pub fn remove_dirs<'a>(dirs: Vec<PathBuf>) -> Undo<'a> {
     Undo::new("remove the directories it created", move || {
         crate::base::made_dirs::remove_empty(&dirs)
     })
+}
+
+/// Removes `path`; one that is not there is fine.
+fn remove_if_there(path: &Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("cannot remove {}", path.display()))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// A file's contents and mode, if it exists.

@@ -259,63 +259,12 @@ pub(crate) fn unit_effects<'a>(
     let link = render::plain_wants_link(layout, &p.client);
     let service = render::plain_unit_path(layout, &p.client);
     if matches!(p.unit.target, UnitTarget::Plain { .. }) {
-        let touches = vec![
-            Touch::Dir(link.parent().map(Path::to_path_buf).unwrap_or_default()),
-            Touch::Path(link.clone()),
-        ];
-        let (linked, target) = (link.clone(), service.clone());
-        plan.step_touching(format!("link {}", link.display()), touches, move || {
-            link_plain_service(link, &service)
-        });
-        plan.skip_if(move || std::fs::read_link(&linked).is_ok_and(|t| t == target));
+        // Starts the plain service with the user manager, as `systemctl --user enable`.
+        plan.link(link, service);
     } else {
-        let touches = vec![Touch::Path(link.clone())];
-        let (linked, target) = (link.clone(), service.clone());
-        plan.step_touching(format!("remove {}", link.display()), touches, move || {
-            if std::fs::read_link(&link).ok().as_deref() != Some(service.as_path()) {
-                return Ok(Applied::nothing());
-            }
-            std::fs::remove_file(&link)
-                .with_context(|| format!("cannot remove {}", link.display()))?;
-            Ok(Applied::undo(Undo::new(
-                format!("put back {}", link.display()),
-                move || {
-                    std::os::unix::fs::symlink(&service, &link)
-                        .with_context(|| format!("cannot create {}", link.display()))
-                },
-            )))
-        });
-        plan.skip_if(move || std::fs::read_link(&linked).ok().as_deref() != Some(target.as_path()));
+        plan.unlink(link, Some(service));
     }
     Ok(())
-}
-
-/// Starts the plain service with the user manager, as `systemctl --user enable` does:
-/// a link in `default.target.wants/`. A file there that is not this link is the user's.
-pub(crate) fn link_plain_service<'a>(link: PathBuf, service: &Path) -> Result<Applied<'a>> {
-    match std::fs::read_link(&link) {
-        Ok(target) if target == service => return Ok(Applied::nothing()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        _ => bail!(
-            "{} exists and was not made by sandboxctl; move it away, then enable again",
-            link.display()
-        ),
-    }
-    let dir = link.parent().context("a link has a directory")?;
-    let new = missing_dirs(dir);
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let dirs = remove_dirs(new);
-    if let Err(e) = std::os::unix::fs::symlink(service, &link) {
-        let e = anyhow::Error::from(e).context(format!("cannot create {}", link.display()));
-        return Err(undo_now(e, dirs));
-    }
-    Ok(Applied::undo(Undo::new(
-        format!("remove {}", link.display()),
-        move || {
-            remove_undo(link).run()?;
-            dirs.run()
-        },
-    )))
 }
 
 /// A client's agent state: Claude's first-run state and the API key from the environment.

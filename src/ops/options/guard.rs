@@ -9,9 +9,6 @@ use anyhow::{Result, bail};
 use crate::sandbox::layout::Layout;
 use crate::sandbox::settings::ExtraMount;
 
-#[allow(clippy::wildcard_imports)]
-use super::*;
-
 pub(crate) fn mount_flag(m: &ExtraMount) -> &'static str {
     if m.writable { "--mount-rw" } else { "--mount" }
 }
@@ -191,14 +188,14 @@ pub(crate) fn real_path(p: &Path) -> PathBuf {
         if let Ok(real) = std::fs::canonicalize(cur) {
             let mut out = real;
             out.extend(rest.iter().rev());
-            return normalize(&out);
+            return crate::base::lexical::normalize(&out);
         }
         match (cur.file_name(), cur.parent()) {
             (Some(name), Some(parent)) => {
                 rest.push(name);
                 cur = parent;
             }
-            _ => return normalize(p),
+            _ => return crate::base::lexical::normalize(p),
         }
     }
 }

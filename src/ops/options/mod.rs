@@ -433,22 +433,7 @@ fn parse_mount(spec: &str, writable: bool) -> Result<ExtraMount> {
         .with_context(|| format!("{flag} host path {} does not exist", escape::display(host)))?;
     Ok(ExtraMount {
         host,
-        container: normalize(Path::new(container)),
+        container: crate::base::lexical::normalize(Path::new(container)),
         writable,
     })
-}
-
-/// Lexically cleans a path (`.` and `..`), without touching the filesystem.
-fn normalize(p: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for c in p.components() {
-        match c {
-            std::path::Component::ParentDir => {
-                out.pop();
-            }
-            std::path::Component::CurDir => {}
-            other => out.push(other.as_os_str()),
-        }
-    }
-    out
 }

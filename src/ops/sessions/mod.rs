@@ -94,12 +94,7 @@ fn bounded_output(mut cmd: Command, timeout: Duration) -> Result<(ExitStatus, Ve
 /// The client's sandbox must run (nothing here starts it).
 pub fn require_running(client: &ClientName) -> Result<()> {
     let systemd = Systemd::connect_user()?;
-    let unit = client.service_name();
-    let states = systemd.unit_states(std::slice::from_ref(&unit))?;
-    if !states
-        .first()
-        .is_some_and(crate::host::systemd::UnitState::is_active)
-    {
+    if !systemd.is_active(&client.service_name())? {
         bail!("{client} is not running; start it with `sandboxctl start {client}`");
     }
     Ok(())

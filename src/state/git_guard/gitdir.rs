@@ -1,7 +1,7 @@
 //! Finding a project's git dirs (its own, its worktrees', its submodules') and planning
 //! the read-only pins of each, without following a link the agent could plant.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 
@@ -223,7 +223,7 @@ pub(crate) fn worktree_dotgit(project: &AgentPath, admin: &AgentPath) -> Result<
     if kind(&named)? != Kind::File {
         return Ok(None);
     }
-    let file = normalize(
+    let file = crate::base::lexical::normalize(
         admin
             .join(read_small(&named)?.trim_end_matches(['\n', '\r']))
             .as_path(),
@@ -270,7 +270,7 @@ pub(crate) fn pin_named(
         },
         None => base.as_path().join(value),
     };
-    let Some(path) = project.below(&normalize(&named)) else {
+    let Some(path) = project.below(&crate::base::lexical::normalize(&named)) else {
         return Ok(());
     };
     if pinned(plan, &path) {
@@ -300,21 +300,6 @@ pub(crate) fn pin_named(
         });
     }
     pin_ro(&path, want, plan)
-}
-
-/// `a/./b/../c` → `a/c`, without touching the file system.
-pub(crate) fn normalize(path: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for c in path.components() {
-        match c {
-            std::path::Component::ParentDir => {
-                out.pop();
-            }
-            std::path::Component::CurDir => {}
-            other => out.push(other),
-        }
-    }
-    out
 }
 
 pub(crate) fn pin_created_file(path: &AgentPath, plan: &mut Plan) -> Result<()> {
