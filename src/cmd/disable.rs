@@ -69,7 +69,7 @@ pub fn disable(layout: &Layout, name: &str, purge: bool) -> Result<()> {
     crate::base::fault::checkpoint();
     // The socket directory is runtime state in the small, shared $XDG_RUNTIME_DIR; its
     // socket unit is stopped, so nothing recreates it.
-    crate::units::proxy::remove_socket_dir(&client)?;
+    crate::units::proxy::remove_socket_dir(layout, &client)?;
     // The event socket's directory and the session states: runtime state as well.
     remove_runtime_dirs(&client)?;
     systemd.reload()?;

@@ -9,6 +9,7 @@ pub mod image;
 pub mod package_hosts;
 pub mod podman;
 pub mod systemd;
+pub mod user;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -56,9 +56,7 @@ pub fn service_unit(client: &ClientName) -> String {
 
 /// The host directory of a client's event socket, relative to the user's runtime
 /// directory (`%t` in unit files); must match `sandboxctl-notify@.socket`.
-pub fn events_dir_relative(client: &ClientName) -> String {
-    format!("agent-sandbox/events/{client}")
-}
+pub use crate::sandbox::layout::events_dir_relative;
 
 fn runtime_dir() -> Option<PathBuf> {
     std::env::var_os("XDG_RUNTIME_DIR")

@@ -16,6 +16,18 @@ pub const PROXY_SERVICE_FILE: &str = "sandboxctl-proxy@.service";
 pub const NOTIFY_SOCKET_FILE: &str = "sandboxctl-notify@.socket";
 pub const NOTIFY_SERVICE_FILE: &str = "sandboxctl-notify@.service";
 
+/// The host directory of a client's proxy socket, relative to the user's runtime
+/// directory (`%t` in unit files).
+pub fn proxy_socket_dir_relative(client: &ClientName) -> String {
+    format!("agent-sandbox/proxy/{client}")
+}
+
+/// The host directory of a client's agent event socket, relative to the user's runtime
+/// directory (`%t` in unit files).
+pub fn events_dir_relative(client: &ClientName) -> String {
+    format!("agent-sandbox/events/{client}")
+}
+
 /// The per-client directories, each created with mode 0700.
 pub const CLIENT_SUBDIRS: [&str; 5] = ["claude", "codex", "config", "history", HOME_SUBDIR];
 
@@ -154,6 +166,12 @@ impl Layout {
         set_mode(&self.client_dir(client), 0o700)?;
         set_mode(&self.clients_dir(), 0o700)?;
         Ok(())
+    }
+
+    /// The host directory of a client's proxy socket, under the runtime directory.
+    pub fn proxy_socket_dir(&self, client: &ClientName) -> Option<PathBuf> {
+        let runtime = self.runtime_dir.as_ref()?;
+        Some(runtime.join(proxy_socket_dir_relative(client)))
     }
 
     /// Whether `create_client_dirs` would change nothing: every directory there and

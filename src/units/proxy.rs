@@ -39,11 +39,7 @@ pub fn service_unit(client: &ClientName) -> String {
     format!("sandboxctl-proxy@{client}.service")
 }
 
-/// The host directory of a client's proxy socket, relative to the user's runtime
-/// directory (`%t` in unit files).
-pub fn socket_dir_relative(client: &ClientName) -> String {
-    format!("agent-sandbox/proxy/{client}")
-}
+pub use crate::sandbox::layout::proxy_socket_dir_relative as socket_dir_relative;
 
 /// The service template with `ExecStart=` pointing at `exe`, and its log file where
 /// there is no journald.
@@ -335,21 +331,10 @@ pub fn remove_client(layout: &Layout, client: &ClientName) -> Result<bool> {
     Ok(removed)
 }
 
-/// The host directory of a client's proxy socket, `$XDG_RUNTIME_DIR/agent-sandbox/proxy/
-/// <client>` (`%t/` + `socket_dir_relative` in unit files).
-pub fn socket_dir(client: &ClientName) -> Option<PathBuf> {
-    let runtime = std::env::var_os("XDG_RUNTIME_DIR").filter(|r| !r.is_empty())?;
-    Some(
-        Path::new(&runtime)
-            .join("agent-sandbox/proxy")
-            .join(client.as_str()),
-    )
-}
-
 /// Deletes a client's socket directory (once its socket unit is stopped); returns the
 /// path when there was one.
-pub fn remove_socket_dir(client: &ClientName) -> Result<Option<PathBuf>> {
-    let Some(dir) = socket_dir(client) else {
+pub fn remove_socket_dir(layout: &Layout, client: &ClientName) -> Result<Option<PathBuf>> {
+    let Some(dir) = layout.proxy_socket_dir(client) else {
         return Ok(None);
     };
     match fs::remove_dir_all(&dir) {

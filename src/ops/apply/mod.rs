@@ -339,7 +339,7 @@ pub(crate) fn linger_note(host: &HostProfile, linger_dir: &Path) -> Option<Strin
     if !host.systemd_booted {
         return None;
     }
-    let user = user_name()?;
+    let user = crate::host::user::name()?;
     Some(if linger_dir.join(&user).exists() {
         format!(
             "linger is on for {user}: the sandboxes start at boot and keep running when you log out"
@@ -349,21 +349,6 @@ pub(crate) fn linger_note(host: &HostProfile, linger_dir: &Path) -> Option<Strin
             "linger is off for {user}: the sandboxes start when you log in and stop when your last session ends; `loginctl enable-linger {user}` makes them start at boot"
         )
     })
-}
-
-/// This process's user name: its uid in `/etc/passwd`, else `$USER`.
-pub(crate) fn user_name() -> Option<String> {
-    let uid = rustix::process::getuid().as_raw().to_string();
-    std::fs::read_to_string("/etc/passwd")
-        .ok()
-        .and_then(|passwd| {
-            passwd.lines().find_map(|line| {
-                let mut f = line.split(':');
-                let name = f.next()?;
-                (f.nth(1)? == uid).then(|| name.to_owned())
-            })
-        })
-        .or_else(|| std::env::var("USER").ok().filter(|u| !u.is_empty()))
 }
 
 /// An effect failed half-way: undo what it did, and report both if that fails too.

@@ -375,7 +375,7 @@ fn booted_host(booted: bool) -> HostProfile {
 #[test]
 fn linger_note_says_whether_sandboxes_start_at_boot() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let user = user_name().expect("the test runs as a user with a name");
+    let user = crate::host::user::name().expect("the test runs as a user with a name");
     let off = linger_note(&booted_host(true), dir.path()).expect("a booted host gets a note");
     assert_eq!(
         off,

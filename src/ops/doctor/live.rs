@@ -179,7 +179,7 @@ pub(crate) fn foreign_mounts(
     for (other, settings) in others.iter().filter(|(o, _)| o != me) {
         let mut theirs: Vec<PathBuf> = vec![layout.client_dir(other)];
         theirs.extend(settings.projects.iter().cloned());
-        let socket_dir = format!("agent-sandbox/proxy/{other}");
+        let socket_dir = crate::sandbox::layout::proxy_socket_dir_relative(other);
         for src in &sources {
             let p = Path::new(src);
             // Bind sources are shown relative to their filesystem's root; compare every

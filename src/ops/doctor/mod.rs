@@ -144,23 +144,9 @@ pub struct User {
 impl User {
     pub fn current() -> Self {
         let uid = rustix::process::getuid().as_raw();
-        let name = std::env::var("USER")
-            .ok()
-            .filter(|u| !u.is_empty())
-            .or_else(|| passwd_name(uid))
-            .unwrap_or_else(|| uid.to_string());
+        let name = crate::host::user::name().unwrap_or_else(|| uid.to_string());
         Self { name, uid }
     }
-}
-
-pub(crate) fn passwd_name(uid: u32) -> Option<String> {
-    let text = std::fs::read_to_string("/etc/passwd").ok()?;
-    text.lines().find_map(|l| {
-        let mut f = l.split(':');
-        let name = f.next()?;
-        let id = f.nth(1)?;
-        (id.parse() == Ok(uid)).then(|| name.to_owned())
-    })
 }
 
 /// Makes a control-free single line of text that came from elsewhere.
