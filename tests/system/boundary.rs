@@ -35,7 +35,7 @@ impl Drop for DataDir {
 /// 1. With `AGENT_SANDBOX_DATA` pointing elsewhere, the proxy enforces the policy that
 ///    `allow`/`deny` edit there, not whatever lies at the default location.
 #[test]
-fn b1_the_proxy_enforces_the_policy_under_agent_sandbox_data() {
+fn bd1_the_proxy_enforces_the_policy_under_agent_sandbox_data() {
     let up = Upstream::start("b1");
     let c = Client::new("b1");
     let data = DataDir(
@@ -107,7 +107,7 @@ fn b1_the_proxy_enforces_the_policy_under_agent_sandbox_data() {
 ///    binary inside the project (read-write in the sandbox); the agent replaces it, and
 ///    the next proxy start still runs sandboxctl, not the agent's program.
 #[test]
-fn b3_the_agent_cannot_replace_the_binary_the_proxy_runs() {
+fn bd3_the_agent_cannot_replace_the_binary_the_proxy_runs() {
     let up = Upstream::start("b3");
     let c = Client::new("b3");
     let in_project = c.project.join("tools-sandboxctl");
@@ -176,7 +176,7 @@ fn b3_the_agent_cannot_replace_the_binary_the_proxy_runs() {
 /// 6. The socket directory is read-only inside: the agent cannot fill the runtime dir
 ///    through it, the proxy still works, and `disable --purge` removes the directory.
 #[test]
-fn b6_the_socket_directory_is_read_only_inside_and_purged() {
+fn bd6_the_socket_directory_is_read_only_inside_and_purged() {
     let up = Upstream::start("b6");
     let c = Client::new("b6");
     c.enable(&["--network", "allowlist"]);
@@ -215,7 +215,7 @@ fn b6_the_socket_directory_is_read_only_inside_and_purged() {
 /// 7. The proxy runs with its limits and the sandboxing a user manager applies, and
 ///    still serves (seccomp filter and `MemoryDenyWriteExecute` included).
 #[test]
-fn b7_the_proxy_runs_sandboxed_and_limited() {
+fn bd7_the_proxy_runs_sandboxed_and_limited() {
     let up = Upstream::start("b7");
     let c = Client::new("b7");
     c.enable(&["--network", "allowlist"]);
@@ -280,7 +280,7 @@ fn b7_the_proxy_runs_sandboxed_and_limited() {
 /// rotates the proxy's log file in `$XDG_RUNTIME_DIR` at 4 MiB, keeping one old file.
 /// Where journald runs, both go to the journal and no such file grows.
 #[test]
-fn b8_floods_of_output_and_requests_stay_within_the_log_caps() {
+fn bd8_floods_of_output_and_requests_stay_within_the_log_caps() {
     let c = Client::new("b8");
     c.enable(&["--network", "allowlist"]);
     c.start();
@@ -367,7 +367,7 @@ for i in range(12000):
 /// with an alert, not a byte of it reaches the upstream, and its log names both. A hello
 /// without a name, to the address the tunnel was allowed on, goes through.
 #[test]
-fn b9_a_tunnels_tls_name_must_be_the_one_it_was_allowed_on() {
+fn bd9_a_tunnels_tls_name_must_be_the_one_it_was_allowed_on() {
     use std::io::Read as _;
     use std::sync::{Arc, Mutex};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");

@@ -85,7 +85,7 @@ cleanup() {
 trap cleanup EXIT
 mkdir -p "$state/home" "$state/claude" "$state/codex" "$state/history" "$state/project"
 
-# The sandbox's runtime contract (see src/image.rs and the Quadlet template).
+# The sandbox's runtime contract (see src/host/image/ and the Quadlet template).
 SANDBOX=(
     --cap-drop=ALL --security-opt=no-new-privileges --read-only --network=none
     --userns=keep-id --init

@@ -4,7 +4,7 @@
 //! On Podman 4.3 a second `play` of the claims fails (their volumes exist), so the pod
 //! is played again without them.
 //!
-//! An allowlist client's proxy runs too (`k8_proxy_pod_allows_and_denies`): its
+//! An allowlist client's proxy runs too (`k9_proxy_pod_allows_and_denies`): its
 //! Deployment runs `sandboxctl proxy --listen-tcp` from the agent image, and the agent pod
 //! reaches it by the Service's address, `$(<SERVICE>_SERVICE_HOST)` in its proxy
 //! variables, with no resolver of its own. `podman kube play` ignores `Service` and
@@ -245,8 +245,8 @@ fn upstream(net: &mut Network, tag: &str, body: &str) -> String {
 /// the agent reaches an allowed host through the proxy (by the Service's name), a denied
 /// one is refused, and the proxy logs both decisions as JSON lines.
 #[test]
-fn k8_proxy_pod_allows_and_denies() {
-    let mut c = Client::new("k8");
+fn k9_proxy_pod_allows_and_denies() {
+    let mut c = Client::new("k9");
     c.enable(&["--network", "allowlist", "--notify", "off"]);
     let mut net = Network::default();
     dns_network(&mut net);
