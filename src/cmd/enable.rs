@@ -101,7 +101,7 @@ fn run_projects(
         return Ok(vec![p.clone()]);
     }
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
-    let others = options::all_settings(layout)?;
+    let others = crate::ops::clients::all(layout)?;
     let try_with = |projects: &[PathBuf]| {
         options::apply(
             layout,

@@ -20,11 +20,7 @@ pub fn update(layout: &Layout, names: &[String], dry_run: bool, force: bool) -> 
         Some(crate::txn::lock::ChangeLock::take(layout)?)
     };
     let clients: Vec<(ClientName, Settings)> = if names.is_empty() {
-        layout
-            .list_clients()?
-            .into_iter()
-            .map(|c| Ok((c.clone(), Settings::load_client(layout, &c)?)))
-            .collect::<Result<_>>()?
+        crate::ops::clients::all(layout)?
     } else {
         names
             .iter()

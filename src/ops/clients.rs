@@ -26,3 +26,15 @@ pub fn known(layout: &Layout, name: &str) -> Result<(ClientName, Settings)> {
     let settings = Settings::load_client(layout, &client)?;
     Ok((client, settings))
 }
+
+/// Every client with its settings, sorted by name.
+pub fn all(layout: &Layout) -> Result<Vec<(ClientName, Settings)>> {
+    layout
+        .list_clients()?
+        .into_iter()
+        .map(|c| {
+            let s = Settings::load_client(layout, &c)?;
+            Ok((c, s))
+        })
+        .collect()
+}

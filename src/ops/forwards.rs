@@ -107,7 +107,7 @@ pub fn add(
         persist,
     };
     fwd.validate(client)?;
-    for (other, s) in crate::ops::options::all_settings(layout)? {
+    for (other, s) in crate::ops::clients::all(layout)? {
         for f in &s.ports {
             if f.host == fwd.host && !(other == *client && f.container == fwd.container) {
                 bail!(

@@ -79,14 +79,7 @@ pub fn gather(layout: &Layout, name: Option<&str>) -> Result<Vec<(ClientName, Cl
     crate::txn::lock::recover_if_idle(layout)?;
     let clients: Vec<(ClientName, Settings)> = match name {
         Some(n) => vec![crate::ops::clients::known(layout, n)?],
-        None => layout
-            .list_clients()?
-            .into_iter()
-            .map(|c| {
-                let s = Settings::load(&layout.settings_path(&c))?;
-                Ok((c, s))
-            })
-            .collect::<Result<_>>()?,
+        None => crate::ops::clients::all(layout)?,
     };
     let units: Vec<String> = clients.iter().map(|(c, _)| c.service_name()).collect();
     let systemd = if units.is_empty() {

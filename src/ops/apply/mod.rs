@@ -56,7 +56,7 @@ pub(crate) fn plan(
             "several clients cannot share project directories: one client's project must not be visible to another; enable them one by one"
         );
     }
-    let others = options::all_settings(layout)?;
+    let others = crate::ops::clients::all(layout)?;
     clients
         .iter()
         .map(|client| {

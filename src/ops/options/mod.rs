@@ -41,18 +41,6 @@ const WEAKENING_ARGS: [&str; 10] = [
     "--device",
 ];
 
-/// Every client's settings on disk, read once per command for the overlap checks.
-pub fn all_settings(layout: &Layout) -> Result<Vec<(ClientName, Settings)>> {
-    layout
-        .list_clients()?
-        .into_iter()
-        .map(|c| {
-            let s = Settings::load(&layout.settings_path(&c))?;
-            Ok((c, s))
-        })
-        .collect()
-}
-
 /// Applies `req` to the client's current settings (or the defaults) and validates the
 /// result against `others`, every client's settings on disk.
 pub fn apply(

@@ -308,7 +308,7 @@ fn refuses_overlap_with_another_clients_project() {
         apply(
             &layout,
             &client,
-            &all_settings(&layout).expect("settings"),
+            &crate::ops::clients::all(&layout).expect("settings"),
             &req(&[parent], &SandboxOptions::default())
         )
         .expect_err("overlap")
