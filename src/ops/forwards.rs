@@ -340,15 +340,6 @@ fn reload<'a>(plan: &mut Plan<'a>, systemd: &'a Systemd) {
     });
 }
 
-fn remove_if_there(path: &Path) -> Result<()> {
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            Err(e).with_context(|| format!("cannot remove {}", path.display()))
-        }
-        _ => Ok(()),
-    }
-}
-
 /// What `disable` does to a client's forwards: stops their sockets and removes every
 /// port unit file sandboxctl wrote for it (in both unit directories) and their links;
 /// returns the files removed. The caller reloads.
@@ -374,7 +365,7 @@ pub fn remove_all(
         systemd.stop_if_known(socket)?;
     }
     for f in &files {
-        remove_if_there(f)?;
+        crate::txn::plan::remove_if_there(f)?;
     }
     Ok(files)
 }

@@ -408,7 +408,7 @@ pub fn remove_dirs<'a>(dirs: Vec<PathBuf>) -> Undo<'a> {
 }
 
 /// Removes `path`; one that is not there is fine.
-fn remove_if_there(path: &Path) -> Result<()> {
+pub fn remove_if_there(path: &Path) -> Result<()> {
     match std::fs::remove_file(path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
             Err(e).with_context(|| format!("cannot remove {}", path.display()))

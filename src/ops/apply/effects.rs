@@ -368,15 +368,9 @@ pub(crate) const BINARY_BACKUP: &str = ".sandboxctl.before-enable";
 
 /// The undo of a file this command created: remove it.
 pub(crate) fn remove_undo<'a>(path: PathBuf) -> Undo<'a> {
-    Undo::new(
-        format!("remove {}", path.display()),
-        move || match std::fs::remove_file(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(e).with_context(|| format!("cannot remove {}", path.display()))
-            }
-            _ => Ok(()),
-        },
-    )
+    Undo::new(format!("remove {}", path.display()), move || {
+        crate::txn::plan::remove_if_there(&path)
+    })
 }
 
 /// Installs the proxy's template units and its copy of sandboxctl; the undo puts the
